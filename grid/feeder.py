@@ -1,0 +1,559 @@
+"""Feeders: an OpenDSS circuit read through OpenDSSDirect.py into plain arrays.
+
+`load_feeder` solves the circuit once with its controls active (regulator taps, capacitor
+switching), freezes them there, then disables every load and reads the system admittance
+matrix. That Y, the no-load voltages and the load list are all the power flow needs; the
+OpenDSS operating point with loads is kept as `v_solved` so callers can check against it.
+
+Units: admittance in siemens, voltages in volts, power in kW/kvar, base voltages in kV
+line-to-neutral, lengths in km.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from grid.errors import FeederError
+
+FEEDER_DIR = Path(__file__).resolve().parent / "feeders"
+GROUND = -1  # node index used for the ground reference (node 0 in OpenDSS)
+
+# name -> (master script relative to grid/feeders, extra commands run after it)
+SHIPPED: dict[str, tuple[str, tuple[str, ...]]] = {
+    "ieee13": ("ieee13/IEEE13Nodeckt.dss", ()),
+    "ieee123": ("ieee123/IEEE123Master.dss", ("buscoords BusCoords.dat",)),
+    "eulv": ("eulv/Master.dss", ()),
+    "ieee8500": ("ieee8500/Master.dss", ()),
+}
+ALIASES = {
+    "13": "ieee13",
+    "123": "ieee123",
+    "lv": "eulv",
+    "european_lv": "eulv",
+    "lvtestcase": "eulv",
+    "8500": "ieee8500",
+}
+
+# OpenDSS load model -> (Z, I, P) fractions of the nominal P and of the nominal Q.
+_LOAD_MODELS: dict[int, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    1: ((0, 0, 1), (0, 0, 1)),  # constant P and Q
+    2: ((1, 0, 0), (1, 0, 0)),  # constant impedance
+    3: ((0, 0, 1), (1, 0, 0)),  # constant P, quadratic Q
+    5: ((0, 1, 0), (0, 1, 0)),  # constant current magnitude
+}
+ZIP_MODEL = 8
+
+
+@dataclass(frozen=True)
+class Load:
+    """One OpenDSS load. `nodes` are node indices of its conductors (GROUND for node 0)."""
+
+    name: str
+    bus: str
+    phases: int
+    conn: str  # "wye" or "delta"
+    nodes: tuple[int, ...]
+    kv: float
+    kw: float
+    kvar: float
+    model: int
+    zip_p: tuple[float, float, float]  # (Z, I, P) fractions of kw
+    zip_q: tuple[float, float, float]  # (Z, I, P) fractions of kvar
+    vminpu: float  # below: OpenDSS interpolates toward constant impedance
+    vmaxpu: float  # above: constant impedance
+    vlowpu: float  # below: constant impedance at nominal power
+    zip_cutoff: float = 0.0  # model 8 only: per-unit voltage where the load drops out
+
+    def branches(self) -> list[tuple[int, int, float]]:
+        """(node a, node b, nominal branch voltage in V) for each branch the load draws on.
+
+        Wye: each phase conductor to the neutral conductor. Delta: conductor to conductor.
+        OpenDSS rates 2- and 3-phase loads by line-to-line kV, single-phase ones by the kV
+        across their terminals.
+        """
+        n = self.nodes
+        if self.conn == "wye":
+            vn = self.kv * 1e3 / (math.sqrt(3) if self.phases > 1 else 1.0)
+            return [(n[i], n[self.phases], vn) for i in range(self.phases)]
+        vn = self.kv * 1e3
+        if self.phases == 1:
+            return [(n[0], n[1], vn)]
+        return [(n[i], n[(i + 1) % self.phases], vn) for i in range(self.phases)]
+
+
+@dataclass(frozen=True)
+class Line:
+    """A line (or switch). `yprim` orders conductors as nodes1 then nodes2."""
+
+    name: str
+    bus1: str
+    bus2: str
+    nodes1: tuple[int, ...]
+    nodes2: tuple[int, ...]
+    yprim: np.ndarray  # complex, siemens, (2 nc, 2 nc)
+    norm_amps: float
+    emerg_amps: float
+    length_km: float
+    is_switch: bool
+
+    @property
+    def phases(self) -> int:
+        return len(self.nodes1)
+
+
+@dataclass(frozen=True)
+class Source:
+    """A voltage source: its terminal nodes and the admittance behind them (Norton form)."""
+
+    name: str
+    nodes: tuple[int, ...]
+    y: np.ndarray  # complex, siemens, (len(nodes), len(nodes))
+
+
+@dataclass(frozen=True, eq=False)
+class Feeder:
+    """An OpenDSS feeder as arrays, with loads disabled and controls frozen."""
+
+    name: str
+    path: Path
+    commands: tuple[str, ...]  # DSS commands run after compiling `path`
+    frequency_hz: float
+    nodes: tuple[str, ...]  # "bus.phase" in system-Y order
+    node_base_kv: np.ndarray  # line-to-neutral base kV, nan where OpenDSS has none
+    y: sp.csc_matrix  # system admittance, siemens, loads disabled
+    v_noload: np.ndarray  # complex volts with every load disabled
+    v_solved: np.ndarray  # complex volts of OpenDSS's own solution with loads
+    sources: tuple[Source, ...]
+    loads: tuple[Load, ...]
+    lines: tuple[Line, ...]
+    bus_coords: dict[str, tuple[float, float]]
+    graph: nx.Graph = field(repr=False)
+    vmin_pu: float = 0.95
+    vmax_pu: float = 1.05
+
+    @property
+    def buses(self) -> list[str]:
+        return list(dict.fromkeys(n.rsplit(".", 1)[0] for n in self.nodes))
+
+    def node_index(self, node: str) -> int:
+        """Index of a node given as "bus.phase" (case-insensitive)."""
+        try:
+            return self._node_lookup[node.lower()]
+        except KeyError:
+            raise KeyError(f"feeder {self.name!r} has no node {node!r}") from None
+
+    def bus_phases(self, bus: str) -> list[int]:
+        """Phases (OpenDSS node numbers) present at a bus."""
+        return self._bus_phases.get(bus.lower(), [])
+
+    @property
+    def source_nodes(self) -> list[int]:
+        return [n for s in self.sources for n in s.nodes]
+
+    def load_table(self) -> pd.DataFrame:
+        """One row per load, with its bus, connection, model and nominal power."""
+        rows = [
+            {
+                "name": ld.name,
+                "bus": ld.bus,
+                "phases": ld.phases,
+                "conn": ld.conn,
+                "nodes": ".".join(self.nodes[n].rsplit(".", 1)[1] if n >= 0 else "0"
+                                  for n in ld.nodes),
+                "kv": ld.kv,
+                "kw": ld.kw,
+                "kvar": ld.kvar,
+                "model": ld.model,
+            }
+            for ld in self.loads
+        ]
+        return pd.DataFrame(rows)
+
+    def line_table(self) -> pd.DataFrame:
+        """One row per line, with end buses, phases, ampacity and length."""
+        rows = [
+            {
+                "name": ln.name,
+                "bus1": ln.bus1,
+                "bus2": ln.bus2,
+                "phases": ln.phases,
+                "norm_amps": ln.norm_amps,
+                "emerg_amps": ln.emerg_amps,
+                "length_km": ln.length_km,
+                "switch": ln.is_switch,
+            }
+            for ln in self.lines
+        ]
+        return pd.DataFrame(rows)
+
+    def summary(self) -> dict[str, object]:
+        """Headline facts, as printed by `cosim grid info`."""
+        kw = sum(ld.kw for ld in self.loads)
+        kvar = sum(ld.kvar for ld in self.loads)
+        vpu = np.abs(self.v_solved) / (self.node_base_kv * 1e3)
+        vpu = vpu[np.isfinite(vpu)]
+        models = pd.Series([ld.model for ld in self.loads]).value_counts().sort_index()
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "frequency_hz": self.frequency_hz,
+            "buses": len(self.buses),
+            "nodes": len(self.nodes),
+            "sources": ", ".join(s.name for s in self.sources),
+            "loads": len(self.loads),
+            "loads_wye_delta": f"{sum(ld.conn == 'wye' for ld in self.loads)} wye, "
+            f"{sum(ld.conn == 'delta' for ld in self.loads)} delta",
+            "load_models": ", ".join(f"model {m}: {c}" for m, c in models.items()),
+            "total_load_kw": round(kw, 3),
+            "total_load_kvar": round(kvar, 3),
+            "lines": len(self.lines),
+            "switches": sum(ln.is_switch for ln in self.lines),
+            "voltage_base_kv_ln": ", ".join(
+                f"{v:g}" for v in sorted({round(float(k), 4) for k in self.node_base_kv
+                                          if np.isfinite(k)})),
+            "solved_vmin_pu": round(float(vpu.min()), 5) if vpu.size else float("nan"),
+            "solved_vmax_pu": round(float(vpu.max()), 5) if vpu.size else float("nan"),
+            "has_coordinates": bool(self.bus_coords),
+        }
+
+    # Derived lookups, built once on first use.
+    @property
+    def _node_lookup(self) -> dict[str, int]:
+        cache = self.__dict__.get("_node_lookup_cache")
+        if cache is None:
+            cache = {n: i for i, n in enumerate(self.nodes)}
+            object.__setattr__(self, "_node_lookup_cache", cache)
+        return cache
+
+    @property
+    def _bus_phases(self) -> dict[str, list[int]]:
+        cache = self.__dict__.get("_bus_phases_cache")
+        if cache is None:
+            cache = {}
+            for n in self.nodes:
+                bus, ph = n.rsplit(".", 1)
+                cache.setdefault(bus, []).append(int(ph))
+            object.__setattr__(self, "_bus_phases_cache", cache)
+        return cache
+
+
+def shipped_feeders() -> list[str]:
+    """Names of the feeders that ship with the package."""
+    return list(SHIPPED)
+
+
+def feeder_path(name_or_path: str | Path) -> tuple[Path, tuple[str, ...]]:
+    """Resolve a shipped feeder name or a path to a master .dss file."""
+    key = str(name_or_path).lower()
+    key = ALIASES.get(key, key)
+    if key in SHIPPED:
+        rel, extra = SHIPPED[key]
+        return FEEDER_DIR / rel, extra
+    path = Path(name_or_path).expanduser()
+    if not path.is_file():
+        raise FeederError(
+            f"feeder file not found: {path} (shipped feeders: {', '.join(SHIPPED)})"
+        )
+    return path.resolve(), ()
+
+
+@contextmanager
+def dss_context() -> Iterator[object]:
+    """A private OpenDSS engine, so feeders and reference solves never share state."""
+    import opendssdirect as odd
+
+    ctx = odd.dss.NewContext()
+    try:
+        yield ctx
+    finally:
+        ctx.Text.Command("clear")
+
+
+def compile_circuit(ctx: object, path: Path, extra: tuple[str, ...] = ()) -> None:
+    """Compile a master script in `ctx`; DSS errors become FeederError naming file and line."""
+    from dss import DSSException
+
+    try:
+        ctx.Text.Command("clear")
+        ctx.Text.Command(f'compile "{path}"')
+        for command in extra:
+            ctx.Text.Command(command)
+    except DSSException as exc:
+        raise FeederError(f"{path}: {exc}") from None
+    if ctx.Circuit.NumNodes() == 0:
+        raise FeederError(f"{path}: no circuit was defined (missing 'New Circuit.<name>')")
+    names = [n for n in _element_names(ctx, "Vsource") if _enabled(ctx, n)]
+    if not names:
+        raise FeederError(f"{path}: the feeder has no enabled voltage source (Vsource)")
+
+
+def load_feeder(
+    name_or_path: str | Path,
+    *,
+    vmin_pu: float = 0.95,
+    vmax_pu: float = 1.05,
+    tolerance: float = 1e-12,
+) -> Feeder:
+    """Load a shipped feeder ("ieee13", "ieee123", "eulv", "ieee8500") or any OpenDSS master.
+
+    OpenDSS solves the snapshot with its controls, then the controls are frozen and the
+    solution is tightened to `tolerance` (relative voltage change) for `v_solved`.
+    """
+    path, extra = feeder_path(name_or_path)
+    if not vmin_pu < vmax_pu:
+        raise FeederError(f"{path}: vmin_pu={vmin_pu} must be below vmax_pu={vmax_pu}")
+    with dss_context() as ctx:
+        compile_circuit(ctx, path, extra)
+        _reject_unsupported(ctx, path)
+        ctx.Text.Command("set mode=snapshot")
+        ctx.Text.Command("set maxcontroliter=100 maxiterations=100")
+        ctx.Solution.Solve()
+        if not ctx.Solution.Converged():
+            raise FeederError(f"{path}: OpenDSS did not converge on the base case")
+        ctx.Text.Command("set controlmode=off")
+        ctx.Text.Command(f"set tolerance={tolerance} maxiterations=1000")
+        ctx.Solution.SolveNoControl()
+        solved = _node_voltages(ctx)
+        base_kv, coords = _bus_data(ctx)
+        loads_raw = _read_loads(ctx, path)
+        lines_raw = _read_lines(ctx)
+        sources_raw = _read_sources(ctx, path)
+        graph = _graph(ctx, coords)
+        frequency = ctx.Solution.Frequency()
+        load_mult = ctx.Solution.LoadMult()
+
+        ctx.Text.Command("batchedit load..* enabled=no")
+        ctx.Solution.SolveNoControl()
+        nodes = tuple(n.lower() for n in ctx.Circuit.YNodeOrder())
+        noload = _node_voltages(ctx)
+        data, rows, colptr = ctx.YMatrix.getYsparse()
+        y = sp.csc_matrix((data, rows, colptr), shape=(len(nodes), len(nodes)))
+
+    index = {n: i for i, n in enumerate(nodes)}
+
+    def idx(bus: str, node: int) -> int:
+        return GROUND if node == 0 else index[f"{bus}.{node}"]
+
+    loads = tuple(
+        Load(**{**raw, "nodes": tuple(idx(raw["bus"], k) for k in raw["nodes"]),
+                "kw": raw["kw"] * load_mult, "kvar": raw["kvar"] * load_mult})
+        for raw in loads_raw
+    )
+    lines = tuple(
+        Line(**{**raw, "nodes1": tuple(idx(raw["bus1"], k) for k in raw["nodes1"]),
+                "nodes2": tuple(idx(raw["bus2"], k) for k in raw["nodes2"])})
+        for raw in lines_raw
+    )
+    sources = tuple(
+        Source(name=s["name"], nodes=tuple(idx(s["bus"], k) for k in s["nodes"]), y=s["y"])
+        for s in sources_raw
+    )
+    node_base_kv = np.array([base_kv.get(n.rsplit(".", 1)[0], np.nan) for n in nodes])
+    return Feeder(
+        name=_feeder_name(name_or_path, path),
+        path=path,
+        commands=extra,
+        frequency_hz=frequency,
+        nodes=nodes,
+        node_base_kv=node_base_kv,
+        y=y,
+        v_noload=np.array([noload[n] for n in nodes]),
+        v_solved=np.array([solved[n] for n in nodes]),
+        sources=sources,
+        loads=loads,
+        lines=lines,
+        bus_coords=coords,
+        graph=graph,
+        vmin_pu=vmin_pu,
+        vmax_pu=vmax_pu,
+    )
+
+
+def _feeder_name(name_or_path: str | Path, path: Path) -> str:
+    key = str(name_or_path).lower()
+    key = ALIASES.get(key, key)
+    return key if key in SHIPPED else path.stem
+
+
+def _element_names(ctx: object, cls: str) -> list[str]:
+    ctx.Circuit.SetActiveClass(cls)
+    return [f"{cls}.{n}" for n in ctx.ActiveClass.AllNames() or []]
+
+
+def _enabled(ctx: object, element: str) -> bool:
+    ctx.Circuit.SetActiveElement(element)
+    return bool(ctx.CktElement.Enabled())
+
+
+def _reject_unsupported(ctx: object, path: Path) -> None:
+    """Elements the Z-bus model does not represent yet must not be silently dropped."""
+    for cls in ("Generator", "PVSystem", "Storage", "Isource", "VCCS", "InvControl"):
+        names = [n for n in _element_names(ctx, cls) if _enabled(ctx, n)]
+        if names:
+            shown = ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+            raise FeederError(
+                f"{path}: unsupported element(s) {shown}; disable them or model them as "
+                "power-flow injections"
+            )
+
+
+def _node_voltages(ctx: object) -> dict[str, complex]:
+    names = [n.lower() for n in ctx.Circuit.YNodeOrder()]
+    volts = np.asarray(ctx.Circuit.YNodeVArray()).view(complex)
+    return dict(zip(names, volts))
+
+
+def _bus_data(ctx: object) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    base, coords = {}, {}
+    for bus in ctx.Circuit.AllBusNames():
+        ctx.Circuit.SetActiveBus(bus)
+        kv = ctx.Bus.kVBase()
+        base[bus.lower()] = kv if kv > 0 else np.nan
+        if ctx.Bus.Coorddefined():
+            coords[bus.lower()] = (ctx.Bus.X(), ctx.Bus.Y())
+    return base, coords
+
+
+def _split_bus(spec: str) -> str:
+    return spec.split(".", 1)[0].lower()
+
+
+def _read_loads(ctx: object, path: Path) -> list[dict]:
+    out = []
+    for name in ctx.Loads.AllNames() or []:
+        ctx.Loads.Name(name)
+        ctx.Circuit.SetActiveElement(f"Load.{name}")
+        if not ctx.CktElement.Enabled():
+            continue
+        model = ctx.Loads.Model()
+        phases = ctx.Loads.Phases()
+        conn = "delta" if ctx.Loads.IsDelta() else "wye"
+        where = f"{path}: load {name!r}"
+        if model == ZIP_MODEL:
+            zipv = list(ctx.Loads.ZipV())
+            if len(zipv) < 6:
+                raise FeederError(f"{where} uses model=8 without ZIPV coefficients")
+            zip_p, zip_q = tuple(zipv[0:3]), tuple(zipv[3:6])
+            cutoff = float(zipv[6]) if len(zipv) > 6 else 0.0
+        elif model in _LOAD_MODELS:
+            zip_p, zip_q = _LOAD_MODELS[model]
+            cutoff = 0.0
+        else:
+            raise FeederError(
+                f"{where} uses load model {model}; supported models are 1, 2, 3, 5 and 8 (ZIP)"
+            )
+        if conn == "delta" and phases == 2:
+            raise FeederError(f"{where}: two-phase delta loads are not supported")
+        out.append(
+            {
+                "name": name.lower(),
+                "bus": _split_bus(ctx.CktElement.BusNames()[0]),
+                "phases": phases,
+                "conn": conn,
+                "nodes": tuple(ctx.CktElement.NodeOrder()),
+                "kv": ctx.Loads.kV(),
+                "kw": ctx.Loads.kW(),
+                "kvar": ctx.Loads.kvar(),
+                "model": model,
+                "zip_p": tuple(float(x) for x in zip_p),
+                "zip_q": tuple(float(x) for x in zip_q),
+                "vminpu": ctx.Loads.Vminpu(),
+                "vmaxpu": ctx.Loads.Vmaxpu(),
+                "vlowpu": _property(ctx, f"load.{name}.vlowpu"),
+                "zip_cutoff": cutoff,
+            }
+        )
+    return out
+
+
+def _property(ctx: object, prop: str) -> float:
+    ctx.Text.Command(f"? {prop}")
+    return float(ctx.Text.Result())
+
+
+# OpenDSS length units: none, mi, kft, km, m, ft, in, cm, mm
+_LENGTH_TO_KM = {0: 1.0, 1: 1.609344, 2: 0.3048, 3: 1.0, 4: 1e-3, 5: 0.3048e-3, 6: 0.0254e-3,
+                 7: 1e-5, 8: 1e-6}
+
+
+def _read_lines(ctx: object) -> list[dict]:
+    out = []
+    for name in ctx.Lines.AllNames() or []:
+        ctx.Lines.Name(name)
+        ctx.Circuit.SetActiveElement(f"Line.{name}")
+        if not ctx.CktElement.Enabled():
+            continue
+        nc = ctx.CktElement.NumConductors()
+        order = list(ctx.CktElement.NodeOrder())
+        buses = ctx.CktElement.BusNames()
+        yprim = np.asarray(ctx.CktElement.YPrim()).view(complex).reshape(2 * nc, 2 * nc)
+        out.append(
+            {
+                "name": name.lower(),
+                "bus1": _split_bus(buses[0]),
+                "bus2": _split_bus(buses[1]),
+                "nodes1": tuple(order[:nc]),
+                "nodes2": tuple(order[nc:]),
+                "yprim": yprim,
+                "norm_amps": ctx.CktElement.NormalAmps(),
+                "emerg_amps": ctx.CktElement.EmergAmps(),
+                "length_km": ctx.Lines.Length() * _LENGTH_TO_KM.get(ctx.Lines.Units(), 1.0),
+                "is_switch": bool(ctx.Lines.IsSwitch()),
+            }
+        )
+    return out
+
+
+def _read_sources(ctx: object, path: Path) -> list[dict]:
+    out = []
+    for element in _element_names(ctx, "Vsource"):
+        ctx.Circuit.SetActiveElement(element)
+        if not ctx.CktElement.Enabled():
+            continue
+        nc = ctx.CktElement.NumConductors()
+        order = list(ctx.CktElement.NodeOrder())
+        if any(order[nc:]):
+            raise FeederError(
+                f"{path}: {element} is not grounded on its second terminal; only grounded "
+                "voltage sources are supported"
+            )
+        yprim = np.asarray(ctx.CktElement.YPrim()).view(complex).reshape(2 * nc, 2 * nc)
+        keep = [i for i, k in enumerate(order[:nc]) if k != 0]
+        out.append(
+            {
+                "name": element.lower(),
+                "bus": _split_bus(ctx.CktElement.BusNames()[0]),
+                "nodes": tuple(order[i] for i in keep),
+                "y": yprim[np.ix_(keep, keep)],
+            }
+        )
+    return out
+
+
+def _graph(ctx: object, coords: dict[str, tuple[float, float]]) -> nx.Graph:
+    """Bus graph: one edge per power-delivery element between two different buses."""
+    graph = nx.Graph()
+    for bus in ctx.Circuit.AllBusNames():
+        graph.add_node(bus.lower(), pos=coords.get(bus.lower()))
+    for element in ctx.Circuit.AllElementNames():
+        cls = element.split(".", 1)[0].lower()
+        if cls not in {"line", "transformer", "reactor", "autotrans"}:
+            continue
+        ctx.Circuit.SetActiveElement(element)
+        if not ctx.CktElement.Enabled():
+            continue
+        buses = [_split_bus(b) for b in ctx.CktElement.BusNames()]
+        for other in buses[1:]:
+            if other != buses[0]:
+                graph.add_edge(buses[0], other, element=element.lower(), kind=cls)
+    return graph

@@ -1,0 +1,138 @@
+"""OpenDSS's static load models as piecewise quadratics in the branch voltage magnitude.
+
+Each load branch draws S(r) = q2 r^2 + q1 r + q0 (complex VA, r = |u| in volts), with the
+coefficients depending on which of OpenDSS's four voltage regions r lies in:
+
+    r <= vlow            constant impedance at nominal power (Yeq)
+    vlow < r <= vmin     current magnitude linear in r, from Yeq*vlow to the model's
+                         current at vmin (OpenDSS's InterpolateY95_YLow)
+    vmin < r <= vmax     the model itself: Z, I and P parts in proportion
+    r > vmax             constant impedance matching the model at vmax
+
+Model 8 (ZIP) adds OpenDSS's smooth drop-out below its cutoff voltage. Everything is
+exact to OpenDSS, so that validation against it holds at low voltages too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from grid.feeder import Load
+
+_DROPOUT_SLOPE = 500.0  # OpenDSS's tanh steepness for the ZIP cutoff, per p.u.
+
+
+def _branch_coefficients(ld: Load, v_nom: float, share: float) -> np.ndarray:
+    """Coefficients [region, power] of one load branch: regions (normal, high, mid, low),
+    powers (q2, q1, q0), complex, for S in VA and r in volts."""
+    p0, q0 = ld.kw * share, ld.kvar * share
+    z, i, p = (complex(p0 * a, q0 * b) for a, b in zip(ld.zip_p, ld.zip_q))
+    total = complex(p0, q0)
+    # Model 3 is constant P with quadratic Q only inside the normal band; OpenDSS treats
+    # it as constant PQ (on the total) in the other regions.
+    zo, io, po = (0j, 0j, total) if ld.model == 3 else (z, i, p)
+    vn, vlow, v95, v105 = v_nom, ld.vlowpu * v_nom, ld.vminpu * v_nom, ld.vmaxpu * v_nom
+    out = np.zeros((4, 3), dtype=complex)
+    out[0] = (z / vn**2, i / vn, p)
+    out[1, 0] = zo / vn**2 + io / (vn * v105) + po / v105**2
+    if v95 > vlow:
+        a = vlow / vn**2
+        b_p = (1.0 / v95 - a) / (v95 - vlow)
+        b_i = (1.0 / vn - a) / (v95 - vlow)
+        out[2] = (zo / vn**2 + po * b_p + io * b_i, (po + io) * a - (po * b_p + io * b_i) * vlow,
+                  0.0)
+    out[3, 0] = total / vn**2
+    return out
+
+
+@dataclass
+class LoadModel:
+    """Load terms of a feeder on one torch device; one term per load branch."""
+
+    normal: tuple[torch.Tensor, ...]  # q2r, q2i, q1r, q1i, q0r, q0i, each [T]
+    high: tuple[torch.Tensor, torch.Tensor]  # q2r, q2i
+    mid: tuple[torch.Tensor, ...]  # q2r, q2i, q1r, q1i
+    low: tuple[torch.Tensor, torch.Tensor]  # q2r, q2i
+    vlow: torch.Tensor
+    vmin: torch.Tensor
+    vmax: torch.Tensor
+    inv_vn: torch.Tensor
+    cutoff_pu: torch.Tensor | None  # [T], ZIP drop-out voltage, None if no load has one
+
+    @classmethod
+    def build(
+        cls,
+        loads: Sequence[Load],
+        terms: Sequence[tuple[int, float]],
+        device: torch.device,
+    ) -> LoadModel:
+        """terms: (load index, nominal branch voltage in V) per load branch."""
+        coef = np.array(
+            [_branch_coefficients(loads[li], vn, 1e3 / len(loads[li].branches()))
+             for li, vn in terms]
+        ).reshape(len(terms), 4, 3) if terms else np.zeros((0, 4, 3), dtype=complex)
+
+        def t(a: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float64, device=device)
+
+        def parts(region: int, powers: Sequence[int]) -> tuple[torch.Tensor, ...]:
+            return tuple(t(f(coef[:, region, k])) for k in powers for f in (np.real, np.imag))
+
+        vn = np.array([v for _, v in terms], dtype=float)
+        per = [loads[li] for li, _ in terms]
+        cutoff = np.array([ld.zip_cutoff for ld in per], dtype=float)
+        return cls(
+            normal=parts(0, (0, 1, 2)),
+            high=parts(1, (0,)),  # type: ignore[arg-type]
+            mid=parts(2, (0, 1)),
+            low=parts(3, (0,)),  # type: ignore[arg-type]
+            vlow=t(np.array([ld.vlowpu for ld in per]) * vn),
+            vmin=t(np.array([ld.vminpu for ld in per]) * vn),
+            vmax=t(np.array([ld.vmaxpu for ld in per]) * vn),
+            inv_vn=t(1.0 / vn),
+            cutoff_pu=t(cutoff) if (cutoff > 0).any() else None,
+        )
+
+    def power(
+        self, r: torch.Tensor, derivative: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """S(r) as (Re, Im) in VA for branch voltage magnitudes r [B, T] in volts, and
+        dS/dr (W/V, var/V) when asked."""
+        q2r, q2i, q1r, q1i, q0r, q0i = self.normal
+        high = r > self.vmax
+        below = r <= self.vmin
+        if bool(high.any()):
+            zero = torch.zeros((), dtype=r.dtype, device=r.device)
+            q2r = torch.where(high, self.high[0], q2r)
+            q2i = torch.where(high, self.high[1], q2i)
+            q1r, q1i, q0r, q0i = (torch.where(high, zero, x) for x in (q1r, q1i, q0r, q0i))
+        if bool(below.any()):
+            zero = torch.zeros((), dtype=r.dtype, device=r.device)
+            lowest = r <= self.vlow
+            m2r, m2i, m1r, m1i = self.mid
+            q2r = torch.where(below, torch.where(lowest, self.low[0], m2r), q2r)
+            q2i = torch.where(below, torch.where(lowest, self.low[1], m2i), q2i)
+            q1r = torch.where(below, torch.where(lowest, zero, m1r), q1r)
+            q1i = torch.where(below, torch.where(lowest, zero, m1i), q1i)
+            q0r = torch.where(below, zero, q0r)
+            q0i = torch.where(below, zero, q0i)
+        sr = torch.addcmul(q0r, torch.addcmul(q1r, q2r, r), r)
+        si = torch.addcmul(q0i, torch.addcmul(q1i, q2i, r), r)
+        dsr = dsi = None
+        if derivative:
+            dsr = torch.addcmul(q1r, q2r, r, value=2.0)
+            dsi = torch.addcmul(q1i, q2i, r, value=2.0)
+        if self.cutoff_pu is not None:
+            x = torch.tanh(_DROPOUT_SLOPE * (r * self.inv_vn - self.cutoff_pu))
+            on = r > self.vlow  # OpenDSS applies no drop-out in the lowest region
+            yv = torch.where(on, 0.5 * (1.0 + x), 1.0)
+            if derivative:
+                dyv = torch.where(on, 0.5 * _DROPOUT_SLOPE * (1.0 - x * x) * self.inv_vn, 0.0)
+                dsr = dsr * yv + sr * dyv
+                dsi = dsi * yv + si * dyv
+            sr, si = sr * yv, si * yv
+        return sr, si, dsr, dsi
