@@ -12,6 +12,7 @@ line-to-neutral, lengths in km.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -267,22 +268,36 @@ def feeder_path(name_or_path: str | Path) -> tuple[Path, tuple[str, ...]]:
     return path.resolve(), ()
 
 
-@contextmanager
-def dss_context() -> Iterator[object]:
-    """A private OpenDSS engine, so feeders and reference solves never share state."""
+def new_dss_engine() -> object:
+    """A private OpenDSS engine (an OpenDSSDirect context), so feeders and reference solves
+    never share state. Creating one moves the process to OpenDSS's start-up directory;
+    the working directory is put back."""
     import opendssdirect as odd
 
-    ctx = odd.dss.NewContext()
+    cwd = os.getcwd()
+    try:
+        return odd.dss.NewContext()
+    finally:
+        os.chdir(cwd)
+
+
+@contextmanager
+def dss_context() -> Iterator[object]:
+    """A private OpenDSS engine for the duration of a block."""
+    ctx = new_dss_engine()
+    cwd = os.getcwd()  # `clear` changes the working directory too
     try:
         yield ctx
     finally:
         ctx.Text.Command("clear")
+        os.chdir(cwd)
 
 
 def compile_circuit(ctx: object, path: Path, extra: tuple[str, ...] = ()) -> None:
     """Compile a master script in `ctx`; DSS errors become FeederError naming file and line."""
     from dss import DSSException
 
+    cwd = os.getcwd()
     try:
         ctx.Text.Command("clear")
         ctx.Text.Command(f'compile "{path}"')
@@ -290,7 +305,13 @@ def compile_circuit(ctx: object, path: Path, extra: tuple[str, ...] = ()) -> Non
             ctx.Text.Command(command)
     except DSSException as exc:
         raise FeederError(f"{path}: {exc}") from None
-    if ctx.Circuit.NumNodes() == 0:
+    finally:
+        os.chdir(cwd)
+    try:
+        nodes = ctx.Circuit.NumNodes()
+    except DSSException:
+        nodes = 0
+    if nodes == 0:
         raise FeederError(f"{path}: no circuit was defined (missing 'New Circuit.<name>')")
     names = [n for n in _element_names(ctx, "Vsource") if _enabled(ctx, n)]
     if not names:
@@ -328,7 +349,7 @@ def load_feeder(
         loads_raw = _read_loads(ctx, path)
         lines_raw = _read_lines(ctx)
         sources_raw = _read_sources(ctx, path)
-        graph = _graph(ctx, coords)
+        graph = _graph(ctx, coords, {f"line.{ln['name']}": ln["length_km"] for ln in lines_raw})
         frequency = ctx.Solution.Frequency()
         load_mult = ctx.Solution.LoadMult()
 
@@ -540,8 +561,11 @@ def _read_sources(ctx: object, path: Path) -> list[dict]:
     return out
 
 
-def _graph(ctx: object, coords: dict[str, tuple[float, float]]) -> nx.Graph:
-    """Bus graph: one edge per power-delivery element between two different buses."""
+def _graph(
+    ctx: object, coords: dict[str, tuple[float, float]], lengths_km: dict[str, float]
+) -> nx.Graph:
+    """Bus graph: one edge per power-delivery element between two different buses, with
+    the element name, its kind and its length in km (zero for transformers)."""
     graph = nx.Graph()
     for bus in ctx.Circuit.AllBusNames():
         graph.add_node(bus.lower(), pos=coords.get(bus.lower()))
@@ -555,5 +579,6 @@ def _graph(ctx: object, coords: dict[str, tuple[float, float]]) -> nx.Graph:
         buses = [_split_bus(b) for b in ctx.CktElement.BusNames()]
         for other in buses[1:]:
             if other != buses[0]:
-                graph.add_edge(buses[0], other, element=element.lower(), kind=cls)
+                graph.add_edge(buses[0], other, element=element.lower(), kind=cls,
+                               length_km=lengths_km.get(element.lower(), 0.0))
     return graph

@@ -319,6 +319,7 @@ class PowerFlow:
         hist_f: list[torch.Tensor] = []
         hist_g: list[torch.Tensor] = []
         prev: tuple[torch.Tensor, torch.Tensor] | None = None
+        prev_res = resid
         step = self._compiled_step() if self.compile else self._step
         for it in range(1, self.max_iter + 1):
             g, res = step(u, u0, s_port, scale)
@@ -328,8 +329,12 @@ class PowerFlow:
             iters = torch.where(newly, it, iters)
             done = done | newly
             failed = failed | (active & ~newly & ~(res <= 10.0))
+            # A converged row takes g and then stays put while the rest of the batch
+            # iterates: near steep load characteristics a fixed point can be unstable
+            # under further plain steps.
+            settled = torch.where(newly.unsqueeze(1), g, u)
             if bool((done | failed).all()):
-                u = g
+                u = settled
                 break
             f = g - u
             if self.anderson and prev is not None:
@@ -338,7 +343,17 @@ class PowerFlow:
                 if len(hist_f) > self.anderson:
                     del hist_f[0], hist_g[0]
             prev = (f, g)
-            u = _anderson(f, g, hist_f, hist_g) if hist_f else g
+            if hist_f:
+                # A row whose residual jumped tenfold falls back to the plain Z-bus step
+                # (Anderson mixing is non-monotone, but not that much).
+                nxt = _anderson(f, g, hist_f, hist_g)
+                jumped = res > 10 * prev_res
+                if bool(jumped.any()):
+                    nxt = torch.where(jumped.unsqueeze(1), g, nxt)
+            else:
+                nxt = g
+            u = torch.where(done.unsqueeze(1), settled, nxt) if bool(done.any()) else nxt
+            prev_res = res
         converged = done & ~failed
         u = torch.where(converged.unsqueeze(1), u, u0)
         return u, converged, iters, resid
@@ -432,12 +447,32 @@ class PowerFlow:
 
         zr_t = self.zr.T
         mu = grad_u
+        g_size = grad_u.abs().amax(-1)
         for _ in range(self.max_iter):
             mu_next = grad_u + vjp_c(-(mu @ zr_t))
-            delta = ((mu_next - mu).abs().amax(-1) <= self.tol * mu_next.abs().amax(-1))
+            size = mu_next.abs().amax(-1)
+            settled = torch.isfinite(size) & (
+                (mu_next - mu).abs().amax(-1) <= self.tol * size)
+            diverged = ~torch.isfinite(size) | (size > 1e12 * g_size)
             mu = mu_next
-            if bool(delta.all()):
+            if bool((settled | diverged).all()):
                 break
+        if not bool(settled.all()):
+            # Where the map is not a contraction (a fixed point that Anderson mixing found
+            # near a steep load characteristic) the adjoint iteration diverges: solve the
+            # adjoint system mu (I + Zr^T K) = g directly for those rows instead, with K
+            # the 2x2-block Jacobian of the port currents that vjp_c applies.
+            rows = torch.nonzero(~settled).flatten()
+            idx = torch.arange(p, device=u.device)
+            k = torch.zeros(len(rows), 2 * p, 2 * p, dtype=u.dtype, device=u.device)
+            k[:, idx, idx] = (hr + ur * wr)[rows]
+            k[:, idx + p, idx] = (hi + ur * wi)[rows]
+            k[:, idx, idx + p] = (ui * wr - hi)[rows]
+            k[:, idx + p, idx + p] = (hr + ui * wi)[rows]
+            system = torch.eye(2 * p, dtype=u.dtype, device=u.device) + zr_t @ k
+            mu = mu.clone()
+            mu[rows] = torch.linalg.solve(system.transpose(1, 2),
+                                          grad_u[rows].unsqueeze(-1)).squeeze(-1)
         gc = -(mu @ zr_t)
         gr, gi = gc[:, :p], gc[:, p:]
         grad_s = grad_scale = None

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from grid.errors import GridError
-from grid.feeder import Feeder, compile_circuit
+from grid.feeder import Feeder, compile_circuit, new_dss_engine
 
 
 class OpenDSSReference:
@@ -33,10 +33,8 @@ class OpenDSSReference:
         tolerance: float = 1e-12,
         max_iterations: int = 1000,
     ) -> None:
-        import opendssdirect as odd
-
         self.feeder = feeder
-        self.ctx = odd.dss.NewContext()
+        self.ctx = new_dss_engine()
         compile_circuit(self.ctx, feeder.path, feeder.commands)
         cmd = self.ctx.Text.Command
         cmd("set mode=snapshot")
@@ -122,33 +120,40 @@ class OpenDSSReference:
             caps += complex(powers[0::2].sum(), powers[1::2].sum())
         return -total, losses, caps
 
-    def solve_series(self, load_scale: np.ndarray) -> np.ndarray:
-        """Solve many cases the way OpenDSS runs time series, its fastest path for a sequence
-        of load states: one loadshape per load (the scenario multipliers as its points),
-        yearly mode, one solution per point, reading all node voltages after each.
-
-        load_scale: [cases, loads]. Returns complex voltages [cases, nodes]. Each case
-        starts from the previous solution, as in any OpenDSS time series.
-        """
+    def prepare_series(self, load_scale: np.ndarray) -> None:
+        """Load many cases the way OpenDSS runs time series, its fastest path through a
+        sequence of load states: one loadshape per load holding the cases as its points,
+        solved in yearly mode. load_scale: [cases, loads]."""
         scale = np.asarray(load_scale, dtype=float)
-        cases = scale.shape[0]
         ctx, cmd = self.ctx, self.ctx.Text.Command
         self.set_case(1.0)
         for j, name in enumerate(self.load_names):
-            shape = f"bench_{j}"
+            shape = f"series_{j}"
             ctx.LoadShape.New(shape)
-            ctx.LoadShape.Npts(cases)
+            ctx.LoadShape.Npts(scale.shape[0])
             ctx.LoadShape.HrInterval(1.0)
             ctx.LoadShape.PMult(scale[:, j].tolist())
             ctx.LoadShape.UseActual(False)
             cmd(f"load.{name}.yearly={shape}")
+        self._series_cases = scale.shape[0]
+
+    def run_series(self) -> np.ndarray:
+        """Solve the prepared cases, one yearly-mode solution per case, reading all node
+        voltages after each: complex [cases, nodes]. As in any OpenDSS time series each
+        case starts from the previous solution."""
+        ctx, cmd = self.ctx, self.ctx.Text.Command
         cmd("set mode=yearly stepsize=1h number=1")
         ctx.Solution.Hour(0)
         ctx.Solution.Seconds(0)
         order = self._node_order()
-        out = np.empty((cases, len(order)), dtype=complex)
-        for k in range(cases):
+        out = np.empty((self._series_cases, len(order)), dtype=complex)
+        for k in range(self._series_cases):
             ctx.Solution.Solve()
             out[k] = np.asarray(ctx.Circuit.YNodeVArray()).view(complex)[order]
         cmd("set mode=snapshot")
         return out
+
+    def solve_series(self, load_scale: np.ndarray) -> np.ndarray:
+        """`prepare_series` then `run_series`."""
+        self.prepare_series(load_scale)
+        return self.run_series()

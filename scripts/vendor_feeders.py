@@ -28,7 +28,12 @@ FEEDERS = {
     "eulv": ("LVTestCase", "Master.dss"),
     "ieee8500": ("8500-Node", "Master.dss"),
 }
-EXTRA = {"ieee123": ["BusCoords.dat"]}  # coordinates the master does not reference itself
+# Files the master does not reference itself: IEEE 123's coordinates, and all 100 of the
+# European LV feeder's daily profiles (its loads use 55; the profile generator trains on all).
+EXTRA = {
+    "ieee123": ["BusCoords.dat"],
+    "eulv": [f"Daily_1min_100profiles/load_profile_{k}.txt" for k in range(1, 101)],
+}
 
 _REF = re.compile(r"\b(?:redirect|compile|buscoords)\s+\(?([^\s)]+)\)?|file=([^\s)]+)", re.I)
 

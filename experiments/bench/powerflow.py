@@ -1,0 +1,314 @@
+"""Benchmark: the batched Z-bus power flow against OpenDSS, side by side, same scenarios.
+
+Every repeat times each contender in turn on the same random load scenarios (each load
+scaled independently, uniform in [0.5, 1.5]), so machine noise hits all of them alike;
+the table reports medians and the median of the per-repeat ratios.
+
+OpenDSS runs through OpenDSSDirect.py in two ways and the faster one is the peer:
+- snapshot: set every load, SolveNoControl, read all node voltages; one case at a time.
+- time series: the cases as loadshape points in yearly mode, one Solve per point, reading
+  all node voltages after each; OpenDSS's documented path for many load states, which
+  also gives it a warm start from the previous case.
+
+    cosim bench powerflow [--feeder ieee123] [--batches 1 64 1024] [--device cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from grid import PowerFlow, load_feeder
+from grid.reference import OpenDSSReference
+from grid.runtime import tune_cpu_allocator
+
+MARK = "<!-- bench:powerflow:{key} -->"
+END = "<!-- /bench:powerflow:{key} -->"
+
+
+@dataclass
+class Config:
+    feeder: str = "ieee123"
+    batches: tuple[int, ...] = (1, 64, 1024)
+    repeats: int = 5
+    opendss_cases: int = 256  # cases OpenDSS solves per repeat and path
+    seed: int = 0
+    device: str = "cpu"
+    compile: bool = False  # also time the torch.compile'd iteration
+    tol: float = 1e-9
+
+
+@dataclass
+class Result:
+    config: Config
+    machine: dict[str, str]
+    rows: list[dict[str, float]] = field(default_factory=list)
+    opendss: dict[str, float] = field(default_factory=dict)
+    accuracy: dict[str, float] = field(default_factory=dict)
+    gradient: dict[str, float] = field(default_factory=dict)
+
+
+def machine_info(device: str) -> dict[str, str]:
+    """What the numbers were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {
+        "date": dt.date.today().isoformat(),
+        "cpu": f"{cpu}, {os.cpu_count()} cores",
+        "torch": torch.__version__,
+        "torch_threads": str(torch.get_num_threads()),
+        "python": platform.python_version(),
+    }
+    try:
+        import opendssdirect
+
+        info["opendssdirect"] = opendssdirect.__version__
+    except (ImportError, AttributeError):
+        pass
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return info
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _time_ours(pf: PowerFlow, scale: torch.Tensor, batch: int, device: str) -> float:
+    """Solves per second for one batch size (several batches when the batch is small)."""
+    rounds = max(1, 64 // batch)
+    cases = scale.shape[0]
+    _sync(device)
+    start = time.perf_counter()
+    for k in range(rounds):
+        lo = (k * batch) % max(cases - batch + 1, 1)
+        result = pf.solve(load_scale=scale[lo: lo + batch])
+        result.voltages  # noqa: B018 - all node voltages are part of a solve
+    _sync(device)
+    elapsed = time.perf_counter() - start
+    if not bool(result.converged.all()):
+        raise RuntimeError("benchmark scenarios did not all converge")
+    return rounds * batch / elapsed
+
+
+def _time_snapshot(ref: OpenDSSReference, scale: np.ndarray) -> float:
+    start = time.perf_counter()
+    for row in scale:
+        ref.solve_case(row)
+    return len(scale) / (time.perf_counter() - start)
+
+
+def _time_series(ref: OpenDSSReference, scale: np.ndarray) -> float:
+    ref.prepare_series(scale)
+    start = time.perf_counter()
+    ref.run_series()
+    return len(scale) / (time.perf_counter() - start)
+
+
+def _gradient_ratio(pf: PowerFlow, scale: torch.Tensor, device: str, repeats: int) -> dict:
+    """Backward over forward time for a voltage-limit penalty plus losses, batch-wide."""
+    forward, backward = [], []
+    for _ in range(repeats):
+        x = scale.clone().requires_grad_(True)
+        _sync(device)
+        t0 = time.perf_counter()
+        res = pf.solve(load_scale=x)
+        v = res.vmag_pu.nan_to_num(1.0)
+        loss = (torch.relu(v - 1.05).square() + torch.relu(0.95 - v).square()).sum()
+        loss = loss + res.losses.real.sum() * 1e-3
+        _sync(device)
+        t1 = time.perf_counter()
+        loss.backward()
+        _sync(device)
+        t2 = time.perf_counter()
+        forward.append(t1 - t0)
+        backward.append(t2 - t1)
+    f, b = statistics.median(forward), statistics.median(backward)
+    return {"batch": scale.shape[0], "forward_s": f, "backward_s": b, "ratio": b / f}
+
+
+def run(cfg: Config, progress: bool = True) -> Result:
+    tune_cpu_allocator()
+    feeder = load_feeder(cfg.feeder)
+    rng = np.random.default_rng(cfg.seed)
+    pool = max(max(cfg.batches), cfg.opendss_cases, 64)
+    scale_np = rng.uniform(0.5, 1.5, (pool, len(feeder.loads)))
+    scale = torch.as_tensor(scale_np, device=cfg.device)
+    variants = {"eager": PowerFlow(feeder, device=cfg.device, tol=cfg.tol)}
+    if cfg.compile:
+        variants["compiled"] = PowerFlow(feeder, device=cfg.device, tol=cfg.tol, compile=True)
+    snapshot = OpenDSSReference(feeder, tolerance=1e-4)  # OpenDSS's default tolerance
+    series = OpenDSSReference(feeder, tolerance=1e-4)
+    dss_cases = scale_np[: cfg.opendss_cases]
+
+    # Warm-up: first calls pay for allocation, caches and any compilation.
+    for pf in variants.values():
+        for b in cfg.batches:
+            pf.solve(load_scale=scale[:b])
+    _time_snapshot(snapshot, dss_cases[:16])
+
+    times: dict[str, list[float]] = {}
+    steps = cfg.repeats * (2 + len(variants) * len(cfg.batches))
+    bar = tqdm(total=steps, desc=f"bench powerflow {cfg.feeder}", disable=not progress)
+    for _ in range(cfg.repeats):
+        times.setdefault("snapshot", []).append(_time_snapshot(snapshot, dss_cases))
+        bar.update()
+        times.setdefault("series", []).append(_time_series(series, dss_cases))
+        bar.update()
+        for name, pf in variants.items():
+            for b in cfg.batches:
+                times.setdefault(f"{name}:{b}", []).append(_time_ours(pf, scale, b, cfg.device))
+                bar.update()
+    bar.close()
+
+    result = Result(config=cfg, machine=machine_info(cfg.device))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    result.opendss = {"snapshot_solves_per_s": med["snapshot"],
+                      "series_solves_per_s": med["series"]}
+    best = [max(s, t) for s, t in zip(times["snapshot"], times["series"])]
+    for name in variants:
+        for b in cfg.batches:
+            ours = times[f"{name}:{b}"]
+            result.rows.append({
+                "variant": name,
+                "batch": b,
+                "solves_per_s": med[f"{name}:{b}"],
+                "ratio_vs_snapshot": statistics.median(
+                    o / s for o, s in zip(ours, times["snapshot"])),
+                "ratio_vs_fastest_opendss": statistics.median(
+                    o / s for o, s in zip(ours, best)),
+            })
+
+    # Accuracy against a tight OpenDSS solve, and of OpenDSS's own default tolerance.
+    tight = OpenDSSReference(feeder, tolerance=1e-12)
+    check = scale_np[:32]
+    ours = variants["eager"].solve(load_scale=torch.as_tensor(check, device=cfg.device))
+    v_ours = ours.voltages.detach().cpu().numpy()
+    base = feeder.node_base_kv * 1e3
+    err_ours = err_dss = 0.0
+    for k, row in enumerate(check):
+        v_ref, _ = tight.solve_case(row)
+        v_def, _ = snapshot.solve_case(row)
+        err_ours = max(err_ours, float(np.nanmax(np.abs(v_ours[k] - v_ref) / base)))
+        err_dss = max(err_dss, float(np.nanmax(np.abs(v_def - v_ref) / base)))
+    result.accuracy = {"ours_max_error_pu": err_ours, "opendss_default_tol_max_error_pu": err_dss,
+                       "mean_iterations": float(ours.iterations.float().mean())}
+    grad_batch = min(max(cfg.batches), 1024)
+    result.gradient = _gradient_ratio(variants["eager"], scale[:grad_batch], cfg.device,
+                                      cfg.repeats)
+    return result
+
+
+def markdown(result: Result) -> str:
+    cfg, m = result.config, result.machine
+    key = _key(cfg.device)
+    lines = [
+        MARK.format(key=key),
+        f"### Power flow, {cfg.feeder}, {cfg.device} ({m['date']})",
+        "",
+        f"Machine: {m['cpu']}" + (f"; GPU {m['gpu']}" if "gpu" in m else "")
+        + f"; torch {m['torch']} ({m['torch_threads']} threads); "
+        f"OpenDSSDirect.py {m.get('opendssdirect', '?')}. Command: `cosim bench powerflow "
+        f"--feeder {cfg.feeder} --device {cfg.device} --batches "
+        f"{' '.join(map(str, cfg.batches))}{' --compile' if cfg.compile else ''}`.",
+        "",
+        f"OpenDSS (one core, default tolerance 1e-4), {cfg.opendss_cases} cases per repeat: "
+        f"snapshot path {result.opendss['snapshot_solves_per_s']:,.0f} solves/s, "
+        f"time-series path {result.opendss['series_solves_per_s']:,.0f} solves/s.",
+        "",
+        "| ours | batch | solves/s | x OpenDSS snapshot | x fastest OpenDSS path |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for row in result.rows:
+        lines.append(
+            f"| {row['variant']} | {row['batch']} | {row['solves_per_s']:,.0f} | "
+            f"{row['ratio_vs_snapshot']:.1f} | {row['ratio_vs_fastest_opendss']:.1f} |"
+        )
+    acc, grad = result.accuracy, result.gradient
+    lines += [
+        "",
+        f"Accuracy against OpenDSS at tolerance 1e-12 (32 cases): ours (tol {cfg.tol:g}) "
+        f"{acc['ours_max_error_pu']:.1e} p.u. max, OpenDSS at its default tolerance "
+        f"{acc['opendss_default_tol_max_error_pu']:.1e} p.u.; "
+        f"{acc['mean_iterations']:.1f} iterations on average.",
+        f"Gradient (implicit adjoint), batch {grad['batch']}: forward "
+        f"{grad['forward_s'] * 1e3:.1f} ms, backward {grad['backward_s'] * 1e3:.1f} ms, "
+        f"backward/forward = {grad['ratio']:.2f}.",
+        END.format(key=key),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _key(device: str) -> str:
+    return "gpu" if device.startswith("cuda") else "cpu"
+
+
+def update_benchmarks(path: Path, section: str, device: str) -> None:
+    """Replace this benchmark's section for the device in BENCHMARKS.md (or append it)."""
+    key = _key(device)
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    start, end = MARK.format(key=key), END.format(key=key)
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        tail = rest.split(end, 1)[1]
+        text = head + section.rstrip("\n") + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = Config()
+    parser.add_argument("--feeder", default=d.feeder, help="shipped feeder name or .dss path")
+    parser.add_argument("--batches", type=int, nargs="+", default=list(d.batches))
+    parser.add_argument("--repeats", type=int, default=d.repeats)
+    parser.add_argument("--opendss-cases", type=int, default=d.opendss_cases)
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--device", default=d.device, help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time the torch.compile'd iteration")
+    parser.add_argument("--tol", type=float, default=d.tol)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder for results.json and table.md (default runs/bench-...)")
+    parser.add_argument("--update-benchmarks", type=Path, default=None, metavar="MD",
+                        help="write the table into this BENCHMARKS.md")
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = Config(
+        feeder=args.feeder, batches=tuple(args.batches), repeats=args.repeats,
+        opendss_cases=args.opendss_cases, seed=args.seed, device=args.device,
+        compile=args.compile, tol=args.tol,
+    )
+    result = run(cfg)
+    table = markdown(result)
+    print(table)
+    out = args.out or Path("runs") / f"bench-powerflow-{_key(cfg.device)}-" \
+        f"{dt.datetime.now():%Y%m%d-%H%M%S}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.md").write_text(table)
+    payload = {**asdict(result), "config": asdict(cfg)}
+    (out / "results.json").write_text(json.dumps(payload, indent=2))
+    print(f"wrote {out}/table.md and results.json")
+    if args.update_benchmarks:
+        update_benchmarks(args.update_benchmarks, table, cfg.device)
+        print(f"updated {args.update_benchmarks}")
+    return 0

@@ -1,0 +1,65 @@
+"""The `cosim` command line: help, feeder facts, the power-flow demo and the benchmark."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from cosim.cli import main
+
+
+def test_help_from_the_installed_entry_point():
+    exe = shutil.which("cosim") or str((__import__("pathlib").Path(sys.executable).parent
+                                        / "cosim"))
+    out = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True).stdout
+    assert "grid" in out and "bench" in out
+
+
+def test_grid_info(capsys):
+    assert main(["grid", "info", "ieee123", "--loads"]) == 0
+    out = capsys.readouterr().out
+    assert "loads               91" in out and "84 wye, 7 delta" in out and "s1a" in out
+
+
+def test_grid_info_bad_file_is_one_clear_line(capsys, tmp_path):
+    assert main(["grid", "info", str(tmp_path / "missing.dss")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: feeder file not found") and "Traceback" not in err
+
+
+def test_grid_solve_writes_a_plot(capsys, tmp_path):
+    png = tmp_path / "profile.png"
+    assert main(["grid", "solve", "ieee13", "--scenarios", "8", "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "9 converged" in out and "max deviation" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+
+
+def test_bench_powerflow_quick(capsys, tmp_path):
+    bench_md = tmp_path / "BENCHMARKS.md"
+    bench_md.write_text("# Benchmarks\n\nhand-written notes stay\n")
+    args = ["bench", "powerflow", "--feeder", "ieee13", "--batches", "1", "8",
+            "--repeats", "1", "--opendss-cases", "16", "--out", str(tmp_path / "out"),
+            "--update-benchmarks", str(bench_md)]
+    assert main(args) == 0
+    assert main(args) == 0  # a second run replaces its section instead of appending
+    data = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [row["batch"] for row in data["rows"]] == [1, 8]
+    assert all(row["solves_per_s"] > 0 for row in data["rows"])
+    assert data["accuracy"]["ours_max_error_pu"] <= 1e-6
+    assert data["gradient"]["ratio"] > 0
+    text = bench_md.read_text()
+    assert "hand-written notes stay" in text
+    assert text.count("<!-- bench:powerflow:cpu -->") == 1
+    assert "x fastest OpenDSS path" in text
+
+
+@pytest.mark.parametrize("argv", [[], ["grid"], ["bench"]])
+def test_missing_subcommand_is_a_usage_error(argv):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
