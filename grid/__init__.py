@@ -11,7 +11,8 @@
 
 from grid.errors import FeederError, GridError, InjectionError
 from grid.feeder import Feeder, Line, Load, Source, load_feeder, shipped_feeders
-from grid.powerflow import PowerFlow, PowerFlowResult
+from grid.powerflow import PowerFlow
+from grid.result import PowerFlowResult
 
 __all__ = [
     "Feeder",

@@ -53,10 +53,8 @@ def _branch_coefficients(ld: Load, v_nom: float, share: float) -> np.ndarray:
 class LoadModel:
     """Load terms of a feeder on one torch device; one term per load branch."""
 
-    normal: tuple[torch.Tensor, ...]  # q2r, q2i, q1r, q1i, q0r, q0i, each [T]
-    high: tuple[torch.Tensor, torch.Tensor]  # q2r, q2i
-    mid: tuple[torch.Tensor, ...]  # q2r, q2i, q1r, q1i
-    low: tuple[torch.Tensor, torch.Tensor]  # q2r, q2i
+    table: torch.Tensor  # [T, region, 6]: q2r, q2i, q1r, q1i, q0r, q0i per region
+    columns: tuple[tuple[torch.Tensor, ...], ...]  # the same per region, six [T] each
     vlow: torch.Tensor
     vmin: torch.Tensor
     vmax: torch.Tensor
@@ -71,25 +69,20 @@ class LoadModel:
         device: torch.device,
     ) -> LoadModel:
         """terms: (load index, nominal branch voltage in V) per load branch."""
-        coef = np.array(
-            [_branch_coefficients(loads[li], vn, 1e3 / len(loads[li].branches()))
-             for li, vn in terms]
-        ).reshape(len(terms), 4, 3) if terms else np.zeros((0, 4, 3), dtype=complex)
+        coef = np.zeros((len(terms), 4, 3), dtype=complex)
+        for k, (li, vn) in enumerate(terms):
+            coef[k] = _branch_coefficients(loads[li], vn, 1e3 / len(loads[li].branches()))
+        table = np.stack([coef.real, coef.imag], -1).reshape(len(terms), 4, 6)
 
         def t(a: np.ndarray) -> torch.Tensor:
             return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float64, device=device)
-
-        def parts(region: int, powers: Sequence[int]) -> tuple[torch.Tensor, ...]:
-            return tuple(t(f(coef[:, region, k])) for k in powers for f in (np.real, np.imag))
 
         vn = np.array([v for _, v in terms], dtype=float)
         per = [loads[li] for li, _ in terms]
         cutoff = np.array([ld.zip_cutoff for ld in per], dtype=float)
         return cls(
-            normal=parts(0, (0, 1, 2)),
-            high=parts(1, (0,)),  # type: ignore[arg-type]
-            mid=parts(2, (0, 1)),
-            low=parts(3, (0,)),  # type: ignore[arg-type]
+            table=t(table),
+            columns=tuple(tuple(t(table[:, g, j]) for j in range(6)) for g in range(4)),
             vlow=t(np.array([ld.vlowpu for ld in per]) * vn),
             vmin=t(np.array([ld.vminpu for ld in per]) * vn),
             vmax=t(np.array([ld.vmaxpu for ld in per]) * vn),
@@ -97,35 +90,51 @@ class LoadModel:
             cutoff_pu=t(cutoff) if (cutoff > 0).any() else None,
         )
 
-    def power(
-        self, r: torch.Tensor, derivative: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """S(r) as (Re, Im) in VA for branch voltage magnitudes r [B, T] in volts, and
-        dS/dr (W/V, var/V) when asked."""
-        q2r, q2i, q1r, q1i, q0r, q0i = self.normal
+    def _coefficients(self, r: torch.Tensor, terms: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The six coefficients of the region each r [k] lies in, for terms [k]."""
+        high = r > self.vmax[terms]
+        below = r <= self.vmin[terms]
+        lowest = r <= self.vlow[terms]
+        region = high.long() + below.long() * (2 + lowest.long())  # 0 normal 1 high 2 mid 3 low
+        return self.table[terms, region].unbind(-1)
+
+    def _select(self, r: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The six coefficients of the region each r [B, T] lies in, by elementwise
+        selection (which torch.compile fuses; a gather it does not)."""
         high = r > self.vmax
         below = r <= self.vmin
-        if bool(high.any()):
-            zero = torch.zeros((), dtype=r.dtype, device=r.device)
-            q2r = torch.where(high, self.high[0], q2r)
-            q2i = torch.where(high, self.high[1], q2i)
-            q1r, q1i, q0r, q0i = (torch.where(high, zero, x) for x in (q1r, q1i, q0r, q0i))
-        if bool(below.any()):
-            zero = torch.zeros((), dtype=r.dtype, device=r.device)
-            lowest = r <= self.vlow
-            m2r, m2i, m1r, m1i = self.mid
-            q2r = torch.where(below, torch.where(lowest, self.low[0], m2r), q2r)
-            q2i = torch.where(below, torch.where(lowest, self.low[1], m2i), q2i)
-            q1r = torch.where(below, torch.where(lowest, zero, m1r), q1r)
-            q1i = torch.where(below, torch.where(lowest, zero, m1i), q1i)
-            q0r = torch.where(below, zero, q0r)
-            q0i = torch.where(below, zero, q0i)
-        sr = torch.addcmul(q0r, torch.addcmul(q1r, q2r, r), r)
-        si = torch.addcmul(q0i, torch.addcmul(q1i, q2i, r), r)
-        dsr = dsi = None
-        if derivative:
-            dsr = torch.addcmul(q1r, q2r, r, value=2.0)
-            dsi = torch.addcmul(q1i, q2i, r, value=2.0)
+        lowest = r <= self.vlow
+        normal, over, mid, low = self.columns
+        return tuple(
+            torch.where(high, h, torch.where(below, torch.where(lowest, lo, m), n))
+            for n, h, m, lo in zip(normal, over, mid, low)
+        )
+
+    def power(
+        self, r: torch.Tensor, derivative: bool = False, branchless: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """S(r) as (Re, Im) in VA for branch voltage magnitudes r [B, T] in volts, and
+        dS/dr (W/V, var/V) when asked.
+
+        Eagerly, every branch is first evaluated in the normal region and the few outside
+        it are corrected in place: a full pass per coefficient would cost more than the
+        whole normal evaluation. branchless=True selects every branch's region, a gather
+        that torch.compile fuses into its one kernel.
+        """
+        if branchless:
+            sr, si, dsr, dsi = _quadratic(self._select(r), r, derivative)
+        else:
+            sr, si, dsr, dsi = _quadratic(self.columns[0], r, derivative)
+            outside = (r > self.vmax) | (r <= self.vmin)
+            if bool(outside.any()):
+                rows, cols = outside.nonzero(as_tuple=True)
+                rr = r[rows, cols]
+                fixed = _quadratic(self._coefficients(rr, cols), rr, derivative)
+                sr, si = sr.index_put((rows, cols), fixed[0]), si.index_put((rows, cols),
+                                                                            fixed[1])
+                if derivative:
+                    dsr = dsr.index_put((rows, cols), fixed[2])
+                    dsi = dsi.index_put((rows, cols), fixed[3])
         if self.cutoff_pu is not None:
             x = torch.tanh(_DROPOUT_SLOPE * (r * self.inv_vn - self.cutoff_pu))
             on = r > self.vlow  # OpenDSS applies no drop-out in the lowest region
@@ -136,3 +145,16 @@ class LoadModel:
                 dsi = dsi * yv + si * dyv
             sr, si = sr * yv, si * yv
         return sr, si, dsr, dsi
+
+
+def _quadratic(
+    coef: Sequence[torch.Tensor], r: torch.Tensor, derivative: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """S = q2 r^2 + q1 r + q0 (Re and Im) and, if asked, dS/dr = 2 q2 r + q1."""
+    q2r, q2i, q1r, q1i, q0r, q0i = coef
+    sr = torch.addcmul(q0r, torch.addcmul(q1r, q2r, r), r)
+    si = torch.addcmul(q0i, torch.addcmul(q1i, q2i, r), r)
+    if not derivative:
+        return sr, si, None, None
+    return (sr, si, torch.addcmul(q1r, q2r, r, value=2.0),
+            torch.addcmul(q1i, q2i, r, value=2.0))

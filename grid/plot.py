@@ -14,7 +14,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
 from grid.feeder import Feeder
-from grid.powerflow import PowerFlowResult
+from grid.result import PowerFlowResult
 
 PHASE_COLOURS = {1: "#1f77b4", 2: "#d62728", 3: "#2ca02c"}
 

@@ -11,9 +11,11 @@ where u are port voltages, w the no-load node voltages and c(u) the currents the
 wye and delta connections are one case). After convergence every node voltage is one matmul,
 V = w - X c, and line currents, source power and losses follow from V.
 
-The iteration runs in planar real form, [Re | Im] stacked along the last axis: the map is
-real-linear rather than complex-linear in u, the complex elementwise kernels of torch are
-several times slower than real ones, and the real-form adjoint is simply a transpose.
+Port quantities are real tensors [B, 2, P] (real parts, then imaginary parts): the load
+model is real arithmetic, several times faster in torch than its complex kernels, contiguous
+so that torch.compile vectorises it, and the map is real-linear rather than complex-linear
+in u anyway. The matmul is one real GEMM of the [B, 2P] view with the 2P x 2P real form
+of Zb.
 
 Shapes carry a leading batch dimension B over scenarios. Units: volts, amperes, kW/kvar/kVA.
 Injections are *net injections* into the grid (generation positive); feeder loads consume.
@@ -21,11 +23,10 @@ Injections are *net injections* into the grid (generation positive); feeder load
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
-from functools import cached_property
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
@@ -33,6 +34,7 @@ import torch
 from grid.errors import InjectionError
 from grid.feeder import GROUND, Feeder
 from grid.loadmodel import LoadModel
+from grid.result import PowerFlowResult
 from grid.runtime import tune_cpu_allocator
 
 CDTYPE = torch.complex128
@@ -73,7 +75,7 @@ class PowerFlow:
 
     tol is the convergence threshold on the largest change of a port voltage's real or
     imaginary part, relative to its no-load magnitude; anderson is the Anderson mixing
-    memory (0 for plain fixed-point iterations). compile=True fuses the elementwise part
+    memory (0 for plain fixed-point iterations), used from iteration anderson_start on. compile=True fuses the elementwise part
     of each iteration with torch.compile: about twice the throughput on large batches,
     paid for with a compilation of several seconds on first use.
     """
@@ -87,6 +89,7 @@ class PowerFlow:
         tol: float = 1e-9,
         max_iter: int = 100,
         anderson: int = 2,
+        anderson_start: int = 10,
         compile: bool = False,
     ) -> None:
         self.feeder = feeder
@@ -94,8 +97,9 @@ class PowerFlow:
         self.tol = tol
         self.max_iter = max_iter
         self.anderson = anderson
+        self.anderson_start = anderson_start
         self.compile = compile
-        self._compiled = None
+        self._compiled: object = None
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         if self.device.type == "cpu":
             tune_cpu_allocator()
@@ -131,10 +135,10 @@ class PowerFlow:
         def t(a: object, dtype: torch.dtype = RDTYPE) -> torch.Tensor:
             return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=self.device)
 
+        # u = u0 - c @ Zb^T for complex row vectors, as [Re c | Im c] @ zr
         self.zr = t(np.block([[zb_t.real, zb_t.imag], [-zb_t.imag, zb_t.real]]))
-        self.u0 = t(np.concatenate([u0.real, u0.imag]))
-        base = np.maximum(np.abs(u0), 1.0)
-        self.inv_base = t(1.0 / np.concatenate([base, base]))
+        self.u0 = t(np.stack([u0.real, u0.imag]))  # [2, P]
+        self.inv_base = t(1.0 / np.maximum(np.abs(u0), 1.0))  # [P]
         self.x_t = t(x.T, CDTYPE)  # [P, N]
         self.w = t(feeder.v_noload, CDTYPE)
 
@@ -180,8 +184,8 @@ class PowerFlow:
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, int]:
         """Validate and batch the inputs.
 
-        Returns the injection per port in planar form [B, 2P] (W | var), the load scale per
-        load term [B, T], the injection per connection as complex kVA [B, C], and B.
+        Returns the injection per port [B, 2, P] (W, var), the load scale per load term
+        [B, T], the injection per connection as complex kVA [B, C], and B.
         """
         nc = self.n_connections
         batch: int | None = None
@@ -199,11 +203,8 @@ class PowerFlow:
                 )
             batch = p.shape[0]
             s_conn = torch.complex(p, q)
-            s_port = torch.zeros(batch, 2 * self.n_ports, dtype=RDTYPE, device=self.device)
-            s_port = s_port.index_add(
-                1, torch.cat([self.conn_port, self.conn_port + self.n_ports]),
-                torch.cat([p, q], 1) * 1e3,
-            )
+            s_port = torch.zeros(batch, 2, self.n_ports, dtype=RDTYPE, device=self.device)
+            s_port = s_port.index_add(2, self.conn_port, torch.stack([p, q], 1) * 1e3)
         scale = None
         if load_scale is not None:
             x = torch.as_tensor(load_scale, dtype=RDTYPE, device=self.device)
@@ -245,55 +246,67 @@ class PowerFlow:
 
     # ------------------------------------------------------------------ physics
     def _term_voltages(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        p = self.n_ports
-        ur, ui = u[:, :p], u[:, p:]
+        """Real and imaginary voltage of each load term, [B, T] each."""
+        ur, ui = u[:, 0], u[:, 1]
         if self.identity_terms:
             return ur, ui
         return ur[:, self.t_port], ui[:, self.t_port]
 
     def _term_power(
-        self, tr: torch.Tensor, ti: torch.Tensor, derivative: bool = False
+        self, tr: torch.Tensor, ti: torch.Tensor, derivative: bool = False,
+        branchless: bool = False,
     ) -> tuple[torch.Tensor, ...]:
         """|u|^2, |u| and the load power S(|u|) (VA) of each load term, and dS/d|u|."""
         r2 = torch.addcmul(tr * tr, ti, ti)
         r = r2 * torch.rsqrt(r2)  # rsqrt is ~3x faster than sqrt on CPU
-        return (r2, r, *self.load_model.power(r, derivative))
+        return (r2, r, *self.load_model.power(r, derivative, branchless))
 
     def _currents(
-        self, u: torch.Tensor, s_port: torch.Tensor | None, scale: torch.Tensor | None
+        self, u: torch.Tensor, s_port: torch.Tensor | None, scale: torch.Tensor | None,
+        branchless: bool = False,
     ) -> torch.Tensor:
-        """Planar port currents drawn a -> b (A) at planar port voltages u.
+        """Port currents drawn a -> b (A), [B, 2, P], at port voltages u [B, 2, P].
 
         A load term draws c = conj(S(|u|)) u / |u|^2 (times its scale), an injection s
         draws c = -conj(s) u / |u|^2.
         """
         tr, ti = self._term_voltages(u)
-        r2, _, sr, si, _, _ = self._term_power(tr, ti)
+        r2, _, sr, si, _, _ = self._term_power(tr, ti, branchless=branchless)
         k = torch.reciprocal(r2) if scale is None else scale / r2
         cr = torch.addcmul(sr * tr, si, ti) * k
         ci = torch.addcmul(sr * ti, si, tr, value=-1) * k
-        p = self.n_ports
         if not self.identity_terms:
-            cr = torch.zeros_like(u[:, :p]).index_add(1, self.t_port, cr)
-            ci = torch.zeros_like(u[:, :p]).index_add(1, self.t_port, ci)
+            zero = torch.zeros_like(u[:, 0])
+            cr = zero.index_add(1, self.t_port, cr)
+            ci = zero.index_add(1, self.t_port, ci)
         if s_port is not None:
-            ur, ui = u[:, :p], u[:, p:]
-            sr, si = s_port[:, :p], s_port[:, p:]
+            ur, ui = u[:, 0], u[:, 1]
+            jr, ji = s_port[:, 0], s_port[:, 1]
             k = torch.reciprocal(torch.addcmul(ur * ur, ui, ui))
-            cr = cr - torch.addcmul(sr * ur, si, ui) * k
-            ci = ci - torch.addcmul(sr * ui, si, ur, value=-1) * k
-        return torch.cat([cr, ci], 1)
+            cr = cr - torch.addcmul(jr * ur, ji, ui) * k
+            ci = ci - torch.addcmul(jr * ui, ji, ur, value=-1) * k
+        return torch.stack([cr, ci], 1)
 
-    def _step(
+    def _apply(self, c: torch.Tensor) -> torch.Tensor:
+        """The linear half of the Z-bus map: u = u0 - Zb c, [B, 2, P]."""
+        batch = c.shape[0]
+        g = torch.addmm(self.u0.view(1, -1).expand(batch, -1), c.reshape(batch, -1),
+                        self.zr, alpha=-1)
+        return g.view(batch, 2, self.n_ports)
+
+    def _currents_and_residual(
         self,
         u: torch.Tensor,
-        u0: torch.Tensor,
+        u_prev: torch.Tensor,
         s_port: torch.Tensor | None,
         scale: torch.Tensor | None,
+        branchless: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One application of the Z-bus map and its relative residual per scenario."""
-        g = torch.addmm(u0, self._currents(u, s_port, scale), self.zr, alpha=-1)
-        return g, ((g - u).abs() * self.inv_base).amax(-1)
+        """Port currents at u and the change from u_prev per scenario, largest real or
+        imaginary port-voltage change relative to the port's no-load magnitude. One
+        elementwise pass over the batch, which torch.compile fuses into one kernel."""
+        res = ((u - u_prev).abs() * self.inv_base).amax((1, 2))
+        return self._currents(u, s_port, scale, branchless), res
 
     def _iterate(
         self,
@@ -301,67 +314,88 @@ class PowerFlow:
         scale: torch.Tensor | None,
         batch: int,
         u_init: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Fixed-point iterations with Anderson mixing.
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Fixed-point iterations, with Anderson mixing once convergence is slow.
 
-        Returns planar u [B, 2P], converged [B], iterations [B], residual [B]. Rows are
-        independent, so the whole batch keeps iterating until every row has converged or
-        failed (residual non-finite or above 10, i.e. a runaway); failed rows end at
-        no-load and are flagged.
+        Returns u and the port currents at u ([B, 2, P] each), converged [B], iterations
+        [B] and residual [B]. A row stops when it converges or fails (residual non-finite
+        or above 10: a runaway); its answer is its iterate at that moment, set aside, so
+        that later steps cannot disturb it (near steep load characteristics a fixed point
+        can be unstable under further steps). Stopped rows are dropped from the working
+        batch once a quarter of it has stopped. Rows that fail end at no-load, flagged.
         """
         dev = self.device
-        u0 = self.u0.expand(batch, -1)
+        u0 = self.u0.expand(batch, -1, -1)
         u = u0.clone() if u_init is None else u_init.clone()
+        final_u, final_c = u0.clone(), torch.zeros_like(u0)
         iters = torch.full((batch,), self.max_iter, dtype=torch.long, device=dev)
         resid = torch.full((batch,), float("inf"), dtype=RDTYPE, device=dev)
-        done = torch.zeros(batch, dtype=torch.bool, device=dev)
+        converged = torch.zeros(batch, dtype=torch.bool, device=dev)
         failed = torch.zeros(batch, dtype=torch.bool, device=dev)
+        rows = torch.arange(batch, device=dev)  # batch row of each working row
+        alive = torch.ones(batch, dtype=torch.bool, device=dev)
         hist_f: list[torch.Tensor] = []
         hist_g: list[torch.Tensor] = []
         prev: tuple[torch.Tensor, torch.Tensor] | None = None
         prev_res = resid
-        step = self._compiled_step() if self.compile else self._step
+        fused = self._fused()
+        c = self._currents(u, s_port, scale)
         for it in range(1, self.max_iter + 1):
-            g, res = step(u, u0, s_port, scale)
-            active = ~(done | failed)
-            resid = torch.where(active, res, resid)
-            newly = active & (res <= self.tol)
-            iters = torch.where(newly, it, iters)
-            done = done | newly
-            failed = failed | (active & ~newly & ~(res <= 10.0))
-            # A converged row takes g and then stays put while the rest of the batch
-            # iterates: near steep load characteristics a fixed point can be unstable
-            # under further plain steps.
-            settled = torch.where(newly.unsqueeze(1), g, u)
-            if bool((done | failed).all()):
-                u = settled
+            g = self._apply(c)
+            c, res = fused(g, u, s_port, scale)  # currents at g, for the next step
+            newly = alive & (res <= self.tol)
+            runaway = alive & ~newly & ~(res <= 10.0)
+            any_new, any_bad, running = torch.stack(
+                [newly.any(), runaway.any(), (alive & ~newly & ~runaway).sum()]).tolist()
+            if any_new:
+                at = rows[newly]
+                final_u[at], final_c[at] = g[newly], c[newly]
+                iters[at], resid[at], converged[at] = it, res[newly], True
+            if any_bad:
+                failed[rows[runaway]], resid[rows[runaway]] = True, res[runaway]
+            if running == 0:
                 break
-            f = g - u
-            if self.anderson and prev is not None:
-                hist_f.append(f - prev[0])
-                hist_g.append(g - prev[1])
-                if len(hist_f) > self.anderson:
-                    del hist_f[0], hist_g[0]
-            prev = (f, g)
-            if hist_f:
-                # A row whose residual jumped tenfold falls back to the plain Z-bus step
-                # (Anderson mixing is non-monotone, but not that much).
-                nxt = _anderson(f, g, hist_f, hist_g)
-                jumped = res > 10 * prev_res
-                if bool(jumped.any()):
-                    nxt = torch.where(jumped.unsqueeze(1), g, nxt)
-            else:
-                nxt = g
-            u = torch.where(done.unsqueeze(1), settled, nxt) if bool(done.any()) else nxt
+            alive = alive & ~newly & ~runaway
+            if running <= 0.75 * alive.shape[0]:
+                keep = alive.nonzero().squeeze(1)
+                rows, u, g, c, res, prev_res = (x[keep] for x in (rows, u, g, c, res, prev_res))
+                s_port = None if s_port is None else s_port[keep]
+                scale = None if scale is None else scale[keep]
+                hist_f, hist_g = [h[keep] for h in hist_f], [h[keep] for h in hist_g]
+                prev = None if prev is None else (prev[0][keep], prev[1][keep])
+                alive = torch.ones(len(keep), dtype=torch.bool, device=dev)
+            # Plain Z-bus steps converge in about ten iterations on ordinary cases, where
+            # mixing costs more than it saves; slow rows (heavy load, steep ZIP cut-offs)
+            # get Anderson mixing after `anderson_start` steps.
+            if self.anderson and it >= self.anderson_start:
+                f = (g - u).flatten(1)
+                gf = g.flatten(1)
+                if prev is not None:
+                    hist_f.append(f - prev[0])
+                    hist_g.append(gf - prev[1])
+                    if len(hist_f) > self.anderson:
+                        del hist_f[0], hist_g[0]
+                    mixed = _anderson(f, gf, hist_f, hist_g).view_as(g)
+                    # a row whose residual jumped tenfold takes the plain step instead
+                    jumped = res > 10 * prev_res
+                    g = torch.where(jumped[:, None, None], g, mixed)
+                    c = self._currents(g, s_port, scale)
+                prev = (f, gf)
+            u = g
             prev_res = res
-        converged = done & ~failed
-        u = torch.where(converged.unsqueeze(1), u, u0)
-        return u, converged, iters, resid
+        else:
+            resid[rows[alive]] = res[alive]  # out of iterations: not converged
+        ok = converged & ~failed
+        u = torch.where(ok[:, None, None], final_u, u0)
+        return u, final_c, ok, iters, resid
 
-    def _compiled_step(self):  # noqa: ANN202 - a torch.compile'd callable
-        """The iteration step fused by torch.compile (one kernel for the elementwise part)."""
+    def _fused(self):  # noqa: ANN202 - a plain or torch.compile'd callable
+        """`_currents_and_residual`, compiled into one kernel when compile=True."""
+        if not self.compile:
+            return self._currents_and_residual
         if self._compiled is None:
-            self._compiled = torch.compile(self._step, dynamic=True)
+            self._compiled = torch.compile(
+                functools.partial(self._currents_and_residual, branchless=True), dynamic=True)
         return self._compiled
 
     # ------------------------------------------------------------------ API
@@ -386,10 +420,10 @@ class PowerFlow:
         s_port, scale, s_conn, batch = self._inputs(p_kw, q_kvar, load_scale)
         u_init = None
         if initial is not None and initial.u.shape[0] == batch:
-            u_init = torch.where(initial.converged.unsqueeze(1), initial.u.detach(),
-                                 self.u0.expand(batch, -1))
+            u_init = torch.where(initial.converged[:, None, None], initial.u.detach(),
+                                 self.u0)
         with torch.no_grad():
-            u, converged, iters, resid = self._iterate(
+            u, c, converged, iters, resid = self._iterate(
                 None if s_port is None else s_port.detach(),
                 None if scale is None else scale.detach(),
                 batch,
@@ -399,7 +433,8 @@ class PowerFlow:
             x is not None and x.requires_grad for x in (s_port, scale)
         ):
             u = _ImplicitFixedPoint.apply(u, s_port, scale, converged, self)
-        return PowerFlowResult(self, u, s_port, scale, s_conn, converged, iters, resid)
+            c = None  # recomputed from u under autograd
+        return PowerFlowResult(self, u, s_port, scale, s_conn, converged, iters, resid, c)
 
     # ------------------------------------------------------------------ adjoint
     def _adjoint(
@@ -409,14 +444,14 @@ class PowerFlow:
         s_port: torch.Tensor | None,
         scale: torch.Tensor | None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Vector-Jacobian product of the fixed point u = u0 - c(u, s, scale) Zr.
+        """Vector-Jacobian product of the fixed point u = u0 - Zb c(u, s, scale).
 
-        Solves mu = g + (dc/du)^T (-Zr^T mu) by fixed-point iteration (it contracts wherever
+        Solves mu = g + (dc/du)^T (-mu Zb^*) by fixed-point iteration (it contracts wherever
         the forward map does) and returns (dc/ds)^T nu and (dc/dscale)^T nu for
-        nu = -mu Zr^T. Per port c = h(rho) u with h = conj(S(rho)) / rho^2 and rho the
-        clamped |u|, so dc/du = h I + u h'(rho) rho'(r) u^T / r as a real 2x2 block.
+        nu = -mu Zb^*. Per port c = h(r) u with h = conj(S(r)) / r^2 and r = |u|, so dc/du
+        is the real 2x2 block h I + u h'(r) u^T / r. Gradients follow torch's convention
+        for complex quantities, dL/dRe + i dL/dIm, here the two rows of [B, 2, P].
         """
-        p = self.n_ports
         tr, ti = self._term_voltages(u)
         r2, r, sr, si, dsr, dsi = self._term_power(tr, ti, derivative=True)
         hr, hi = sr / r2, -si / r2  # h = conj(S) / r^2
@@ -428,203 +463,71 @@ class PowerFlow:
         wr = tr * dhr - ti * dhi
         wi = tr * dhi + ti * dhr
         if not self.identity_terms:
-            hr, hi, wr, wi = (torch.zeros_like(u[:, :p]).index_add(1, self.t_port, a)
+            hr, hi, wr, wi = (torch.zeros_like(u[:, 0]).index_add(1, self.t_port, a)
                               for a in (hr, hi, wr, wi))
-        ur, ui = u[:, :p], u[:, p:]
-        if s_port is not None:  # c = h u with h = -conj(s) / |u|^2, rho = r
-            jr, ji = s_port[:, :p], s_port[:, p:]
-            inv_r2 = 1.0 / (ur * ur + ui * ui)
+        ur, ui = u[:, 0], u[:, 1]
+        if s_port is not None:  # c = h u with h = -conj(s) / |u|^2 and h' / r = -2 h / r^2
+            jr, ji = s_port[:, 0], s_port[:, 1]
+            inv_r2 = torch.reciprocal(torch.addcmul(ur * ur, ui, ui))
             hsr, hsi = -jr * inv_r2, ji * inv_r2
             hr, hi = hr + hsr, hi + hsi
-            # h' / r = -2 h / r^2
             wr = wr - 2 * (ur * hsr - ui * hsi) * inv_r2
             wi = wi - 2 * (ur * hsi + ui * hsr) * inv_r2
+        # (dc/du)^T per port: gradient (gr, gi) on c -> gradient on (ur, ui)
+        k_rr, k_ir = hr + ur * wr, hi + ur * wi
+        k_ri, k_ii = ui * wr - hi, hr + ui * wi
+        zr_t = self.zr.T  # the adjoint of a real-linear map is its transpose
+        batch, n = u.shape[0], 2 * self.n_ports
 
-        def vjp_c(gc: torch.Tensor) -> torch.Tensor:
-            gr, gi = gc[:, :p], gc[:, p:]
-            tw = wr * gr + wi * gi
-            return torch.cat([hr * gr + hi * gi + ur * tw, hr * gi - hi * gr + ui * tw], 1)
+        def linear(mu: torch.Tensor) -> torch.Tensor:
+            return -(mu.reshape(batch, n) @ zr_t).view_as(mu)
 
-        zr_t = self.zr.T
+        def step(mu: torch.Tensor) -> torch.Tensor:
+            gc = linear(mu)
+            gr, gi = gc[:, 0], gc[:, 1]
+            return grad_u + torch.stack([k_rr * gr + k_ir * gi, k_ri * gr + k_ii * gi], 1)
+
         mu = grad_u
-        g_size = grad_u.abs().amax(-1)
+        g_size = grad_u.abs().amax((1, 2))
         for _ in range(self.max_iter):
-            mu_next = grad_u + vjp_c(-(mu @ zr_t))
-            size = mu_next.abs().amax(-1)
+            mu_next = step(mu)
+            size = mu_next.abs().amax((1, 2))
             settled = torch.isfinite(size) & (
-                (mu_next - mu).abs().amax(-1) <= self.tol * size)
+                (mu_next - mu).abs().amax((1, 2)) <= self.tol * size)
             diverged = ~torch.isfinite(size) | (size > 1e12 * g_size)
             mu = mu_next
             if bool((settled | diverged).all()):
                 break
         if not bool(settled.all()):
             # Where the map is not a contraction (a fixed point that Anderson mixing found
-            # near a steep load characteristic) the adjoint iteration diverges: solve the
-            # adjoint system mu (I + Zr^T K) = g directly for those rows instead, with K
-            # the 2x2-block Jacobian of the port currents that vjp_c applies.
+            # near a steep load characteristic) the adjoint iteration diverges: solve
+            # mu (I - R K) = g directly for those rows instead, R the real form of the
+            # linear part and K the 2x2 blocks above, in flattened [P, 2] coordinates.
             rows = torch.nonzero(~settled).flatten()
-            idx = torch.arange(p, device=u.device)
-            k = torch.zeros(len(rows), 2 * p, 2 * p, dtype=u.dtype, device=u.device)
-            k[:, idx, idx] = (hr + ur * wr)[rows]
-            k[:, idx + p, idx] = (hi + ur * wi)[rows]
-            k[:, idx, idx + p] = (ui * wr - hi)[rows]
-            k[:, idx + p, idx + p] = (hr + ui * wi)[rows]
-            system = torch.eye(2 * p, dtype=u.dtype, device=u.device) + zr_t @ k
+            re = torch.arange(self.n_ports, device=u.device)
+            im = re + self.n_ports
+            k = torch.zeros(len(rows), n, n, dtype=RDTYPE, device=u.device)
+            k[:, re, re], k[:, im, re] = k_rr[rows], k_ir[rows]
+            k[:, re, im], k[:, im, im] = k_ri[rows], k_ii[rows]
+            system = torch.eye(n, dtype=RDTYPE, device=u.device) + zr_t @ k
+            solved = torch.linalg.solve(system.transpose(1, 2),
+                                        grad_u[rows].reshape(len(rows), n, 1))
             mu = mu.clone()
-            mu[rows] = torch.linalg.solve(system.transpose(1, 2),
-                                          grad_u[rows].unsqueeze(-1)).squeeze(-1)
-        gc = -(mu @ zr_t)
-        gr, gi = gc[:, :p], gc[:, p:]
+            mu[rows] = solved.view(len(rows), 2, self.n_ports)
+        gc = linear(mu)
+        gr, gi = gc[:, 0], gc[:, 1]
         grad_s = grad_scale = None
         if s_port is not None:
-            # c = -conj(s) u / |u|^2  =>  dL/ds = -conj(gc) u / |u|^2 in planar form
-            inv_r2 = 1.0 / (ur * ur + ui * ui)
-            grad_s = torch.cat([-(gr * ur + gi * ui) * inv_r2, -(gr * ui - gi * ur) * inv_r2], 1)
+            # c = -conj(s) u / |u|^2  =>  dL/ds = -conj(gc) u / |u|^2
+            inv_r2 = torch.reciprocal(torch.addcmul(ur * ur, ui, ui))
+            grad_s = torch.stack([-(gr * ur + gi * ui) * inv_r2,
+                                  -(gr * ui - gi * ur) * inv_r2], 1)
         if scale is not None:
             # c = scale h u  =>  dL/dscale = Re(conj(gc) h u) per term
             gtr, gti = (gr, gi) if self.identity_terms else (gr[:, self.t_port],
                                                              gi[:, self.t_port])
-            hur = (sr * tr + si * ti) / r2
-            hui = (sr * ti - si * tr) / r2
-            grad_scale = gtr * hur + gti * hui
+            grad_scale = (gtr * (sr * tr + si * ti) + gti * (sr * ti - si * tr)) / r2
         return grad_s, grad_scale
-
-
-class PowerFlowResult:
-    """Solution of a batch of scenarios; rows of scenarios that did not converge are NaN.
-
-    Always computed: `voltages` (complex [B, nodes], V, in `feeder.nodes` order),
-    `converged` (bool [B]), `iterations` (int [B]) and `residual` ([B], the last relative
-    port-voltage change). Everything else is derived on first access and cached; all of it
-    is differentiable with respect to tensors passed to `PowerFlow.solve`.
-    """
-
-    def __init__(
-        self,
-        pf: PowerFlow,
-        u: torch.Tensor,
-        s_port: torch.Tensor | None,
-        scale: torch.Tensor | None,
-        s_conn: torch.Tensor | None,
-        converged: torch.Tensor,
-        iterations: torch.Tensor,
-        residual: torch.Tensor,
-    ) -> None:
-        self.pf, self.feeder = pf, pf.feeder
-        self.u, self._s_port, self._scale, self._s_conn = u, s_port, scale, s_conn
-        self.converged, self.iterations, self.residual = converged, iterations, residual
-        p = pf.n_ports
-        c = pf._currents(u, s_port, scale)
-        self._ok = converged.unsqueeze(1)
-        self.voltages = self._nan_rows(pf.w - torch.complex(c[:, :p], c[:, p:]) @ pf.x_t)
-
-    def _nan_rows(self, x: torch.Tensor) -> torch.Tensor:
-        ok = self._ok if x.dim() > 1 else self.converged
-        return torch.where(ok, x, torch.full((), float("nan"), dtype=x.dtype, device=x.device))
-
-    @property
-    def batch(self) -> int:
-        return self.voltages.shape[0]
-
-    @cached_property
-    def vmag_pu(self) -> torch.Tensor:
-        """[B, nodes] voltage magnitude per unit of the node's line-to-neutral base."""
-        v = self.voltages
-        return torch.sqrt(v.real.square() + v.imag.square()) / self.pf.node_base_v
-
-    @cached_property
-    def undervoltage(self) -> torch.Tensor:
-        """bool [B, nodes]: below `feeder.vmin_pu`."""
-        return self.vmag_pu.detach() < self.feeder.vmin_pu
-
-    @cached_property
-    def overvoltage(self) -> torch.Tensor:
-        """bool [B, nodes]: above `feeder.vmax_pu`."""
-        return self.vmag_pu.detach() > self.feeder.vmax_pu
-
-    @property
-    def violations(self) -> torch.Tensor:
-        """[B]: number of nodes outside the voltage limits."""
-        return (self.undervoltage | self.overvoltage).sum(-1)
-
-    @cached_property
-    def connection_voltages(self) -> torch.Tensor:
-        """complex [B, connections]: voltage across each caller connection, V."""
-        p = self.pf.n_ports
-        uc = torch.complex(self.u[:, :p], self.u[:, p:])[:, self.pf.conn_port]
-        return self._nan_rows(uc)
-
-    @cached_property
-    def line_currents(self) -> torch.Tensor:
-        """complex [B, lines, conductors]: current into each line at its bus1 end, A."""
-        pf, v = self.pf, self.voltages
-        ground = torch.zeros(v.shape[0], 1, dtype=v.dtype, device=v.device)
-        v_pad = torch.cat([v, ground], 1)
-        gathered = v_pad.index_select(1, pf.line_idx.flatten()).view(
-            v.shape[0], *pf.line_idx.shape)
-        return torch.einsum("lkj,blj->blk", pf.line_y, gathered)
-
-    @cached_property
-    def line_loading(self) -> torch.Tensor:
-        """[B, lines]: largest conductor current over normal ampacity (nan if unrated)."""
-        i = self.line_currents
-        return torch.sqrt(i.real.square() + i.imag.square()).amax(-1) / self.pf.line_amps
-
-    @cached_property
-    def substation_power(self) -> torch.Tensor:
-        """complex [B]: power the sources deliver into the feeder, kVA."""
-        pf = self.pf
-        vs = self.voltages[:, pf.src_idx]
-        i_src = pf.src_i_n - vs @ pf.src_y_t
-        return (vs * i_src.conj()).sum(-1) / 1e3
-
-    @cached_property
-    def load_power(self) -> torch.Tensor:
-        """complex [B]: power drawn by the feeder's own loads, kVA."""
-        pf = self.pf
-        _, _, sr, si, _, _ = pf._term_power(*pf._term_voltages(self.u))
-        if self._scale is not None:
-            sr, si = sr * self._scale, si * self._scale
-        return self._nan_rows(torch.complex(sr.sum(-1), si.sum(-1)) / 1e3)
-
-    @cached_property
-    def injection_power(self) -> torch.Tensor:
-        """complex [B]: net power injected at the caller connections, kVA."""
-        if self._s_conn is None:
-            return torch.zeros(self.batch, dtype=CDTYPE, device=self.voltages.device)
-        return self._s_conn.sum(-1)
-
-    @cached_property
-    def losses(self) -> torch.Tensor:
-        """complex [B]: power absorbed by lines, transformers and shunts, kVA.
-
-        Shunt capacitors make the reactive part negative where they supply vars. The energy
-        balance substation + injections = loads + losses holds by construction.
-        """
-        return self.substation_power - self.load_power + self.injection_power
-
-    def node_table(self, scenario: int = 0) -> pd.DataFrame:
-        """One row per node of one scenario: voltage magnitude, angle and limit flags."""
-        v = self.voltages[scenario].detach().cpu().numpy()
-        return pd.DataFrame(
-            {
-                "node": self.feeder.nodes,
-                "v_volts": np.abs(v),
-                "v_angle_deg": np.degrees(np.angle(v)),
-                "v_pu": self.vmag_pu[scenario].detach().cpu().numpy(),
-                "undervoltage": self.undervoltage[scenario].cpu().numpy(),
-                "overvoltage": self.overvoltage[scenario].cpu().numpy(),
-            }
-        )
-
-    def line_table(self, scenario: int = 0) -> pd.DataFrame:
-        """One row per line of one scenario: current per conductor and loading."""
-        amps = self.line_currents[scenario].detach().abs().cpu().numpy()
-        frame = self.feeder.line_table()[["name", "bus1", "bus2", "norm_amps"]].copy()
-        for k in range(amps.shape[1]):
-            frame[f"i{k + 1}_amps"] = amps[:, k]
-        frame["loading"] = self.line_loading[scenario].detach().cpu().numpy()
-        return frame
 
 
 def _anderson(
@@ -679,6 +582,6 @@ class _ImplicitFixedPoint(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_u):  # type: ignore[override]
         u, s_port, scale, converged = ctx.saved_tensors
-        grad_u = torch.where(converged.unsqueeze(1), grad_u, 0.0)
+        grad_u = torch.where(converged[:, None, None], grad_u, 0.0)
         grad_s, grad_scale = ctx.pf._adjoint(grad_u, u, s_port, scale)
         return None, grad_s, grad_scale, None, None
