@@ -16,6 +16,7 @@ exact to OpenDSS, so that validation against it holds at low voltages too.
 from __future__ import annotations
 
 from collections.abc import Sequence
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,6 +90,18 @@ class LoadModel:
             inv_vn=t(1.0 / vn),
             cutoff_pu=t(cutoff) if (cutoff > 0).any() else None,
         )
+
+    def to(self, dtype: torch.dtype) -> LoadModel:
+        """The same model with its floating-point tensors in `dtype`."""
+        def cast(x: object) -> object:
+            if isinstance(x, torch.Tensor):
+                return x.to(dtype)
+            if isinstance(x, tuple):
+                return tuple(cast(y) for y in x)
+            return x
+
+        return dataclasses.replace(
+            self, **{f.name: cast(getattr(self, f.name)) for f in dataclasses.fields(self)})
 
     def _coefficients(self, r: torch.Tensor, terms: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The six coefficients of the region each r [k] lies in, for terms [k]."""

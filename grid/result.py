@@ -41,11 +41,15 @@ class PowerFlowResult:
         self.converged, self.iterations, self.residual = converged, iterations, residual
         c = pf._currents(u, s_port, scale) if currents is None else currents
         c = torch.complex(c[:, 0], c[:, 1])
-        self._ok = converged.unsqueeze(1)
-        self.voltages = self._nan_rows(pf.w - c @ pf.x_t)
+        self._all_converged = bool(converged.all())
+        self.voltages = self._nan_rows(
+            torch.addmm(pf.w.expand(c.shape[0], -1), c, pf.x_t, alpha=-1))
 
     def _nan_rows(self, x: torch.Tensor) -> torch.Tensor:
-        ok = self._ok if x.dim() > 1 else self.converged
+        """x with the rows of scenarios that did not converge set to NaN."""
+        if self._all_converged:
+            return x
+        ok = self.converged.view(-1, *([1] * (x.dim() - 1)))
         return torch.where(ok, x, torch.full((), float("nan"), dtype=x.dtype, device=x.device))
 
     @property
