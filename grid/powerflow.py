@@ -152,8 +152,10 @@ class PowerFlow:
 
         self.t_port = t(t_port, torch.long)
         self.t_load = t([li for li, _ in terms], torch.long)
-        # Usually every port carries exactly one load term; then gathers are skipped.
-        self.identity_terms = t_port == list(range(n_ports))
+        # Usually the first ports carry one load term each, in order; then moving between
+        # terms and ports is a slice instead of a gather and a scatter.
+        self.n_terms = len(t_port)
+        self.terms_first = t_port == list(range(len(t_port)))
         self.load_model = LoadModel.build(feeder.loads, terms, self.device)
         self.conn_port = t(conn_port, torch.long)
         base_v = feeder.node_base_kv * 1e3
@@ -255,10 +257,19 @@ class PowerFlow:
     # ------------------------------------------------------------------ physics
     def _term_voltages(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Real and imaginary voltage of each load term, [B, T] each."""
-        ur, ui = u[:, 0], u[:, 1]
-        if self.identity_terms:
-            return ur, ui
-        return ur[:, self.t_port], ui[:, self.t_port]
+        return self._to_terms(u[:, 0]), self._to_terms(u[:, 1])
+
+    def _to_terms(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-port [B, P] -> per-load-term [B, T]."""
+        return x[:, : self.n_terms] if self.terms_first else x[:, self.t_port]
+
+    def _to_ports(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-load-term [B, T] -> per-port [B, P], summing the terms of each port."""
+        if self.terms_first and self.n_terms == self.n_ports:
+            return x
+        if self.terms_first:
+            return torch.nn.functional.pad(x, (0, self.n_ports - self.n_terms))
+        return x.new_zeros(x.shape[0], self.n_ports).index_add(1, self.t_port, x)
 
     def _term_power(
         self, tr: torch.Tensor, ti: torch.Tensor, derivative: bool = False,
@@ -283,10 +294,7 @@ class PowerFlow:
         k = torch.reciprocal(r2) if scale is None else scale / r2
         cr = torch.addcmul(sr * tr, si, ti) * k
         ci = torch.addcmul(sr * ti, si, tr, value=-1) * k
-        if not self.identity_terms:
-            zero = torch.zeros_like(u[:, 0])
-            cr = zero.index_add(1, self.t_port, cr)
-            ci = zero.index_add(1, self.t_port, ci)
+        cr, ci = self._to_ports(cr), self._to_ports(ci)
         if s_port is not None:
             ur, ui = u[:, 0], u[:, 1]
             jr, ji = s_port[:, 0], s_port[:, 1]
@@ -509,9 +517,7 @@ class PowerFlow:
             hr, hi, dhr, dhi = hr * scale, hi * scale, dhr * scale, dhi * scale
         wr = tr * dhr - ti * dhi
         wi = tr * dhi + ti * dhr
-        if not self.identity_terms:
-            hr, hi, wr, wi = (torch.zeros_like(u[:, 0]).index_add(1, self.t_port, a)
-                              for a in (hr, hi, wr, wi))
+        hr, hi, wr, wi = (self._to_ports(a) for a in (hr, hi, wr, wi))
         ur, ui = u[:, 0], u[:, 1]
         if s_port is not None:  # c = h u with h = -conj(s) / |u|^2 and h' / r = -2 h / r^2
             jr, ji = s_port[:, 0], s_port[:, 1]
@@ -571,8 +577,7 @@ class PowerFlow:
                                   -(gr * ui - gi * ur) * inv_r2], 1)
         if scale is not None:
             # c = scale h u  =>  dL/dscale = Re(conj(gc) h u) per term
-            gtr, gti = (gr, gi) if self.identity_terms else (gr[:, self.t_port],
-                                                             gi[:, self.t_port])
+            gtr, gti = self._to_terms(gr), self._to_terms(gi)
             grad_scale = (gtr * (sr * tr + si * ti) + gti * (sr * ti - si * tr)) / r2
         return grad_s, grad_scale
 

@@ -25,6 +25,16 @@ def _objectives(feeder, seed=0):
     }
 
 
+def _unrolled(pf, p, q, scale, steps=200):
+    """The power flow by plain iterations under autograd: the reference for gradients."""
+    s_port, s_term, s_conn, batch = pf._inputs(p, q, scale)
+    u = pf.u0.expand(batch, -1, -1)
+    for _ in range(steps):
+        u = pf._apply(pf._currents(u, s_port, s_term))
+    ok = torch.ones(batch, dtype=torch.bool)
+    return PowerFlowResult(pf, u, s_port, s_term, s_conn, ok, ok.long(), ok.double())
+
+
 def _fd(fn, x, index, h):
     """Five-point central difference of fn at x along one coordinate."""
     def at(step):
@@ -75,17 +85,9 @@ def test_implicit_equals_unrolled_autograd(case):
     feeder, pf, p, q, scale = case
     fn = _objectives(feeder, seed=3)["voltages"]
 
-    def unrolled(p_, q_, s_):
-        s_port, s_term, s_conn, batch = pf._inputs(p_, q_, s_)
-        u = pf.u0.expand(batch, -1, -1)
-        for _ in range(200):
-            u = pf._apply(pf._currents(u, s_port, s_term))
-        ok = torch.ones(batch, dtype=torch.bool)
-        return PowerFlowResult(pf, u, s_port, s_term, s_conn, ok, ok.long(), ok.double())
-
     xs = [t.clone().requires_grad_(True) for t in (p, q, scale)]
     implicit = torch.autograd.grad(fn(pf.solve(*xs[:2], load_scale=xs[2])), xs)
-    reference = torch.autograd.grad(fn(unrolled(*xs)), xs)
+    reference = torch.autograd.grad(fn(_unrolled(pf, *xs)), xs)
     for a, b in zip(implicit, reference):
         assert torch.allclose(a, b, rtol=1e-9, atol=1e-12 * float(b.abs().max()))
 
@@ -140,3 +142,27 @@ def test_gradient_at_a_fixed_point_plain_iteration_cannot_hold(tmp_path):
     for index in [(0, 0), (0, 4), (0, 9)]:
         fd = _fd(lambda y: fn(pf.solve(load_scale=y)), hard, index, 1e-5)
         assert abs(fd - float(g[index])) <= 1e-5 * float(g.abs().max())
+
+
+def test_implicit_equals_unrolled_with_loads_sharing_ports(tmp_path):
+    from grid import load_feeder
+    from grid.feeder import FEEDER_DIR
+
+    master = tmp_path / "shared13.dss"
+    master.write_text(
+        f"redirect \"{FEEDER_DIR / 'ieee13' / 'IEEE13Nodeckt.dss'}\"\n"
+        "new load.extra bus1=675.1 phases=1 conn=wye kv=2.4 kw=150 kvar=40 model=2\n"
+    )
+    feeder = load_feeder(master)
+    pf = PowerFlow(feeder, ["675.1", "633.2"], tol=1e-14, max_iter=300)
+    assert not pf.terms_first
+    rng = np.random.default_rng(2)
+    p = torch.as_tensor(rng.uniform(-50, 50, (2, 2)))
+    scale = torch.as_tensor(rng.uniform(0.7, 1.4, (2, len(feeder.loads))))
+    fn = _objectives(feeder, seed=4)["voltages"]
+
+    xs = [t.clone().requires_grad_(True) for t in (p, scale)]
+    implicit = torch.autograd.grad(fn(pf.solve(xs[0], load_scale=xs[1])), xs)
+    reference = torch.autograd.grad(fn(_unrolled(pf, xs[0], None, xs[1])), xs)
+    for a, b in zip(implicit, reference):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-12 * float(b.abs().max()))

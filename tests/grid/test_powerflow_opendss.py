@@ -180,3 +180,47 @@ def test_ieee8500_solves_at_the_opendss_operating_point(feeder_cache):
     assert _error_pu(feeder, result.voltages[0].numpy(), feeder.v_solved) <= TOL_PU
     s_sub = complex(result.substation_power[0])
     assert 10_000 < s_sub.real < 13_000  # 10.8 MW of load plus losses
+
+
+def test_loads_sharing_a_node_pair_match_opendss(tmp_path):
+    """Two loads of different models on one node pair share a port (the gather path)."""
+    from grid.feeder import FEEDER_DIR
+
+    master = tmp_path / "shared13.dss"
+    master.write_text(
+        f"redirect \"{FEEDER_DIR / 'ieee13' / 'IEEE13Nodeckt.dss'}\"\n"
+        "new load.extra bus1=675.1 phases=1 conn=wye kv=2.4 kw=150 kvar=40 model=2\n"
+        "new load.extra2 bus1=611.3 phases=1 conn=wye kv=2.4 kw=60 kvar=10 model=5\n"
+    )
+    feeder = load_feeder(master)
+    pf = PowerFlow(feeder, ["675.1", "633.2"])
+    assert not pf.terms_first
+    scale = np.random.default_rng(4).uniform(0.6, 1.5, (5, len(feeder.loads)))
+    p = np.random.default_rng(5).uniform(-100, 100, (5, 2))
+    result = pf.solve(p, load_scale=scale)
+    ref = OpenDSSReference(feeder, ["675.1", "633.2"])
+    for k in range(5):
+        v_ref, ok = ref.solve_case(scale[k], p[k])
+        assert ok and _error_pu(feeder, result.voltages[k].numpy(), v_ref) <= TOL_PU
+
+
+def test_float32_coarse_steps_do_not_change_the_answer(feeder_cache):
+    feeder = feeder_cache("ieee123")
+    scale = np.random.default_rng(6).uniform(0.5, 1.5, (32, len(feeder.loads)))
+    mixed = PowerFlow(feeder, mixed=True).solve(load_scale=scale).voltages
+    plain = PowerFlow(feeder, mixed=False).solve(load_scale=scale).voltages
+    assert torch.allclose(mixed, plain, rtol=0, atol=1e-8 * 2400)
+
+
+@pytest.mark.slow
+def test_compiled_iteration_agrees_with_eager(feeder_cache):
+    feeder = feeder_cache("ieee13")
+    conns = ["675.1", "692.3.1"]
+    rng = np.random.default_rng(8)
+    scale = rng.uniform(0.6, 1.6, (16, len(feeder.loads)))
+    p = rng.uniform(-80, 80, (16, 2))
+    eager = PowerFlow(feeder, conns).solve(p, load_scale=scale)
+    compiled = PowerFlow(feeder, conns, compile=True).solve(p, load_scale=scale)
+    assert bool(compiled.undervoltage.any())  # the low-voltage regions are exercised
+    assert torch.equal(eager.converged, compiled.converged)
+    assert torch.allclose(eager.voltages, compiled.voltages, rtol=0, atol=1e-8 * 2400)
