@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -162,40 +162,17 @@ class Feeder:
         return [n for s in self.sources for n in s.nodes]
 
     def load_table(self) -> pd.DataFrame:
-        """One row per load, with its bus, connection, model and nominal power."""
-        rows = [
-            {
-                "name": ld.name,
-                "bus": ld.bus,
-                "phases": ld.phases,
-                "conn": ld.conn,
-                "nodes": ".".join(self.nodes[n].rsplit(".", 1)[1] if n >= 0 else "0"
-                                  for n in ld.nodes),
-                "kv": ld.kv,
-                "kw": ld.kw,
-                "kvar": ld.kvar,
-                "model": ld.model,
-            }
-            for ld in self.loads
-        ]
-        return pd.DataFrame(rows)
+        """One row per load: bus, phases ("1.2" etc.), connection, model, nominal power."""
+        frame = _frame(self.loads, drop={"nodes"})
+        frame.insert(3, "nodes", [".".join(self.nodes[n].rsplit(".", 1)[1] if n >= 0 else "0"
+                                           for n in ld.nodes) for ld in self.loads])
+        return frame
 
     def line_table(self) -> pd.DataFrame:
-        """One row per line, with end buses, phases, ampacity and length."""
-        rows = [
-            {
-                "name": ln.name,
-                "bus1": ln.bus1,
-                "bus2": ln.bus2,
-                "phases": ln.phases,
-                "norm_amps": ln.norm_amps,
-                "emerg_amps": ln.emerg_amps,
-                "length_km": ln.length_km,
-                "switch": ln.is_switch,
-            }
-            for ln in self.lines
-        ]
-        return pd.DataFrame(rows)
+        """One row per line: end buses, phases, ampacity, length and whether a switch."""
+        frame = _frame(self.lines, drop={"yprim", "nodes1", "nodes2"})
+        frame.insert(3, "phases", [ln.phases for ln in self.lines])
+        return frame
 
     def summary(self) -> dict[str, object]:
         """Headline facts, as printed by `cosim grid info`."""
@@ -246,6 +223,10 @@ class Feeder:
                 cache.setdefault(bus, []).append(int(ph))
             object.__setattr__(self, "_bus_phases_cache", cache)
         return cache
+
+
+def _frame(records: Sequence[object], drop: set[str]) -> pd.DataFrame:
+    return pd.DataFrame([{k: v for k, v in vars(r).items() if k not in drop} for r in records])
 
 
 def shipped_feeders() -> list[str]:
