@@ -1,0 +1,1 @@
+"""Command groups of the `cosim` command line; each module has `register(subparsers)`."""
