@@ -183,6 +183,10 @@ class PowerFlow:
         self.src_idx = t(src, torch.long)
         self.src_y_t = t(ys.T, CDTYPE)
         self.src_i_n = t((feeder.y @ feeder.v_noload)[src], CDTYPE)
+        # The network alone (sources' own admittance removed), for an independent check.
+        ysrc = sp.coo_matrix((ys.ravel(), (np.repeat(src, len(src)), np.tile(src, len(src)))),
+                             shape=feeder.y.shape) if src else 0
+        self.y_net = (feeder.y - ysrc).tocsr()
 
     @property
     def n_connections(self) -> int:
@@ -460,7 +464,7 @@ class PowerFlow:
         q_kvar: object = None,
         *,
         load_scale: object = None,
-        initial: PowerFlowResult | None = None,
+        initial: PowerFlowResult | torch.Tensor | None = None,
     ) -> PowerFlowResult:
         """Solve a batch of scenarios.
 
@@ -469,14 +473,17 @@ class PowerFlow:
             implicit gradients.
         load_scale: multiplier of the feeder's own loads: scalar, [batch] or
             [batch, loads] in `feeder.loads` order.
-        initial: a previous result of the same batch size to start from (a warm start
-            for time series: the next step's voltages are close to the last).
+        initial: where to start: a previous result of the same batch size, or its port
+            voltages `result.u` (a warm start for time series, where the next step's
+            voltages are close to the last).
         """
         s_port, scale, s_conn, batch = self._inputs(p_kw, q_kvar, load_scale)
         u_init = None
-        if initial is not None and initial.u.shape[0] == batch:
+        if isinstance(initial, PowerFlowResult) and initial.u.shape[0] == batch:
             u_init = torch.where(initial.converged[:, None, None], initial.u.detach(),
                                  self.u0)
+        elif isinstance(initial, torch.Tensor) and initial.shape[0] == batch:
+            u_init = initial.detach().to(self.device, RDTYPE)
         with torch.no_grad():
             u, c, converged, iters, resid = self._iterate(
                 None if s_port is None else s_port.detach(),

@@ -132,6 +132,19 @@ class PowerFlowResult:
         """
         return self.substation_power - self.load_power + self.injection_power
 
+    @cached_property
+    def network_losses(self) -> torch.Tensor:
+        """complex [B]: power absorbed by the network, kVA, from the node voltages and the
+        network's admittance alone: sum of V conj(Y V) without the sources.
+
+        Independent of the load model, so `substation_power + injection_power - load_power
+        - network_losses` is how far a solution is from Kirchhoff's current law (zero to
+        solver tolerance). Computed on the CPU; not differentiable.
+        """
+        v = self.voltages.detach().cpu().numpy()
+        s = (v * (self.pf.y_net @ v.T).T.conj()).sum(1) / 1e3
+        return torch.as_tensor(s, device=self.voltages.device)
+
     def node_table(self, scenario: int = 0) -> pd.DataFrame:
         """One row per node of one scenario: voltage magnitude, angle and limit flags."""
         v = self.voltages[scenario].detach().cpu().numpy()

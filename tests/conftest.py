@@ -1,4 +1,5 @@
-"""Shared fixtures: feeders are loaded once per test session."""
+"""Shared fixtures: feeders are loaded once per test session, and Ray runs as one
+two-node cluster per session (ray.cluster_utils.Cluster), so every Ray test is multi-node."""
 
 from __future__ import annotations
 
@@ -18,3 +19,19 @@ def _feeder(name: str) -> Feeder:
 def feeder_cache():
     """Callable name -> Feeder, loading each shipped feeder at most once per session."""
     return _feeder
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A two-node Ray cluster (one CPU each, no dashboard) shared by the whole session."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True,
+                      head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address, include_dashboard=False, configure_logging=False,
+             log_to_driver=False)
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()

@@ -1,0 +1,114 @@
+"""Batteries of many households at once: limits, SoC dynamics, action mapping.
+
+Power is positive when charging. Energy (state of charge) in kWh, power in kW, dt in hours.
+Everything is torch, elementwise over households, so the same code steps the co-simulation
+and sits, differentiably, inside a training rollout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+
+class DeviceError(ValueError):
+    """Inconsistent device parameters; names the household and the field."""
+
+
+@dataclass(frozen=True)
+class Battery:
+    """One battery per household; a household without one has zero capacity and power."""
+
+    capacity_kwh: torch.Tensor
+    power_kw: torch.Tensor
+    eta_charge: torch.Tensor  # fraction of charging energy stored
+    eta_discharge: torch.Tensor  # fraction of stored energy delivered
+    soc_min: torch.Tensor  # fraction of capacity
+    soc_max: torch.Tensor
+
+    @classmethod
+    def create(
+        cls,
+        households: Sequence[object],
+        capacity_kwh: object,
+        power_kw: object,
+        eta_charge: object = 0.95,
+        eta_discharge: object = 0.95,
+        soc_min: object = 0.1,
+        soc_max: object = 0.9,
+    ) -> Battery:
+        """Validated fleet; parameters broadcast to len(households). Errors name the
+        household (its entry in `households`) and the field."""
+        n = len(households)
+        values = {
+            name: torch.tensor(v, dtype=torch.float64).expand(n).clone()
+            for name, v in dict(capacity_kwh=capacity_kwh, power_kw=power_kw,
+                                eta_charge=eta_charge, eta_discharge=eta_discharge,
+                                soc_min=soc_min, soc_max=soc_max).items()
+        }
+
+        def check(bad: torch.Tensor, field: str, rule: str) -> None:
+            if bool(bad.any()):
+                k = int(torch.nonzero(bad)[0])
+                raise DeviceError(f"household {households[k]}: battery {field} "
+                                  f"{float(values[field][k])} {rule}")
+
+        for field in values:
+            check(~torch.isfinite(values[field]), field, "is not finite")
+        check(values["capacity_kwh"] < 0, "capacity_kwh", "is negative")
+        check(values["power_kw"] < 0, "power_kw", "is negative")
+        for field in ("eta_charge", "eta_discharge"):
+            check((values[field] <= 0) | (values[field] > 1), field, "must be in (0, 1]")
+        check((values["soc_min"] < 0) | (values["soc_min"] > 1), "soc_min", "must be in [0, 1]")
+        check((values["soc_max"] < 0) | (values["soc_max"] > 1), "soc_max", "must be in [0, 1]")
+        inverted = values["soc_min"] > values["soc_max"]
+        if bool(inverted.any()):
+            k = int(torch.nonzero(inverted)[0])
+            raise DeviceError(f"household {households[k]}: battery soc_min "
+                              f"{float(values['soc_min'][k])} exceeds soc_max "
+                              f"{float(values['soc_max'][k])}")
+        return cls(**values)
+
+    @property
+    def size(self) -> int:
+        return int(self.capacity_kwh.shape[0])
+
+    def energy_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(minimum, maximum) stored energy, kWh."""
+        return self.soc_min * self.capacity_kwh, self.soc_max * self.capacity_kwh
+
+    def limits(self, energy_kwh: torch.Tensor, dt_h: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Feasible power interval (kW) for one step from `energy_kwh`: within the power
+        rating, and keeping the stored energy within its bounds after the step."""
+        e_min, e_max = self.energy_bounds()
+        lo = torch.maximum(-self.power_kw, -(energy_kwh - e_min) * self.eta_discharge / dt_h)
+        hi = torch.minimum(self.power_kw, (e_max - energy_kwh) / (self.eta_charge * dt_h))
+        # An energy already outside its bounds (never, in normal use) must not flip lo > hi.
+        return torch.minimum(lo, torch.zeros_like(lo)), torch.maximum(hi, torch.zeros_like(hi))
+
+    def clip(self, power_kw: torch.Tensor, energy_kwh: torch.Tensor, dt_h: float) -> torch.Tensor:
+        """The feasible power closest to the requested one."""
+        lo, hi = self.limits(energy_kwh, dt_h)
+        return torch.minimum(torch.maximum(power_kw, lo), hi)
+
+    def from_action(self, action: torch.Tensor, energy_kwh: torch.Tensor,
+                    dt_h: float) -> torch.Tensor:
+        """Map a raw action in [-1, 1] affinely onto the feasible interval (differentiable)."""
+        lo, hi = self.limits(energy_kwh, dt_h)
+        return lo + (action.clamp(-1.0, 1.0) + 1.0) * 0.5 * (hi - lo)
+
+    def step(self, energy_kwh: torch.Tensor, power_kw: torch.Tensor,
+             dt_h: float) -> torch.Tensor:
+        """Stored energy after one step at `power_kw` (charging losses on the way in,
+        discharging losses on the way out)."""
+        charge = torch.clamp(power_kw, min=0.0) * self.eta_charge
+        discharge = torch.clamp(power_kw, max=0.0) / self.eta_discharge
+        return energy_kwh + (charge + discharge) * dt_h
+
+    def losses_kwh(self, power_kw: torch.Tensor, dt_h: float) -> torch.Tensor:
+        """Energy lost in conversion during the step, kWh (for energy bookkeeping)."""
+        charge = torch.clamp(power_kw, min=0.0)
+        discharge = torch.clamp(power_kw, max=0.0)
+        return (charge * (1 - self.eta_charge) - discharge * (1 / self.eta_discharge - 1)) * dt_h

@@ -1,0 +1,103 @@
+"""GridActor: the feeder's three-phase AC power flow, once per step.
+
+It sums the households' injections per grid connection (a few hundred connections, whatever
+the number of households), solves the batched torch power flow, warm-started from the last
+step, and publishes a GridState. Node voltages and line loadings go to the records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from cosim.actors.base import Actor, only
+from cosim.messages import GridState, InjectionBatch, Message, MessageError
+from grid import PowerFlow, load_feeder
+
+
+class GridActor(Actor):
+    SUBSCRIBES = {"physics": ("injections",)}
+    PUBLISHES = {"physics": ("grid",)}
+
+    def __init__(self, name: str, seed: int, feeder: str, connections: Sequence[str],
+                 n_households: int, feeder_load_scale: float = 0.0, vmin_pu: float = 0.95,
+                 vmax_pu: float = 1.05, tol: float = 1e-9, device: str = "cpu") -> None:
+        super().__init__(name, seed)
+        self.feeder = load_feeder(feeder, vmin_pu=vmin_pu, vmax_pu=vmax_pu)
+        self.pf = PowerFlow(self.feeder, connections, device=device, tol=tol)
+        self.n_households = n_households
+        self.load_scale = feeder_load_scale
+        self.conn_base_v = np.array([self._base_v(spec) for spec in connections])
+        self._warm: torch.Tensor | None = None  # last port voltages: the next start
+
+    def physics(self, step: int, inbox: list[Message]) -> list[Message]:
+        n_conn = self.pf.n_connections
+        p = np.zeros(n_conn)
+        q = np.zeros(n_conn)
+        for batch in only(inbox, InjectionBatch):
+            self._validate(step, batch)
+            p += np.bincount(batch.connection, weights=batch.p_kw, minlength=n_conn)
+            q += np.bincount(batch.connection, weights=batch.q_kvar, minlength=n_conn)
+        result = self.pf.solve(torch.as_tensor(p[None]), torch.as_tensor(q[None]),
+                               load_scale=self.load_scale, initial=self._warm)
+        converged = bool(result.converged[0])
+        self._warm = result.u if converged else None
+        vpu = result.vmag_pu[0].numpy()
+        conn_v = np.abs(result.connection_voltages[0].numpy()) / self.conn_base_v
+        sub = complex(result.substation_power[0])
+        losses = complex(result.losses[0])
+        # Kirchhoff, independently of the load models: what the network absorbs, from the
+        # voltages and Y alone, against what the sources and connections put in.
+        kcl = (sub + complex(result.injection_power[0]) - complex(result.load_power[0])
+               - complex(result.network_losses[0])).real
+        violations = int(result.violations[0])
+        self.record("grid", step=step, converged=converged,
+                    iterations=int(result.iterations[0]), substation_kw=sub.real,
+                    substation_kvar=sub.imag, losses_kw=losses.real, losses_kvar=losses.imag,
+                    injections_kw=float(p.sum()), feeder_loads_kw=complex(
+                        result.load_power[0]).real, kcl_mismatch_kw=kcl,
+                    v_min_pu=float(np.nanmin(vpu)) if converged else np.nan,
+                    v_max_pu=float(np.nanmax(vpu)) if converged else np.nan,
+                    violations=violations)
+        self.record("buses", step=step, node=np.arange(len(vpu)), v_pu=vpu)
+        self.record("lines", step=step, line=np.arange(len(self.feeder.lines)),
+                    loading=result.line_loading[0].numpy())
+        return [GridState(
+            step, self.name, converged=converged, iterations=int(result.iterations[0]),
+            substation_kw=sub.real, substation_kvar=sub.imag, losses_kw=losses.real,
+            losses_kvar=losses.imag, balance_kw=kcl,
+            v_min_pu=float(np.nanmin(vpu)) if converged else float("nan"),
+            v_max_pu=float(np.nanmax(vpu)) if converged else float("nan"),
+            violations=violations, connection_v_pu=conn_v)]
+
+    def _base_v(self, spec: str) -> float:
+        """Base voltage (V) of a connection: line-to-neutral, or line-to-line between two
+        phases."""
+        bus, *phases = spec.split(".")
+        base = self.feeder.node_base_kv[self.feeder.node_index(f"{bus}.{phases[0]}")] * 1e3
+        return base * (np.sqrt(3.0) if len(phases) == 2 else 1.0)
+
+    def _validate(self, step: int, batch: InjectionBatch) -> None:
+        where = f"InjectionBatch from {batch.sender!r} at step {step}"
+        bad = (batch.connection < 0) | (batch.connection >= self.pf.n_connections)
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            raise MessageError(f"{where}: household {batch.household[k]} at unknown grid "
+                               f"connection {batch.connection[k]}")
+        bad = (batch.household < 0) | (batch.household >= self.n_households)
+        if bad.any():
+            raise MessageError(f"{where}: unknown household id "
+                               f"{batch.household[np.flatnonzero(bad)[0]]}")
+
+    def state_dict(self) -> dict[str, object]:
+        # the warm start is state: without it a resumed run would take other iterations
+        # and differ from the uninterrupted one in the last digits
+        warm = None if self._warm is None else self._warm.cpu().numpy()
+        return super().state_dict() | {"warm": warm}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        super().load_state_dict(state)
+        warm = state["warm"]
+        self._warm = None if warm is None else torch.as_tensor(warm, device=self.pf.device)

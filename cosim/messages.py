@@ -1,0 +1,203 @@
+"""Messages exchanged on the bus: frozen dataclasses with columnar numpy payloads.
+
+One message carries a whole shard or market (one row per household or market), never one
+Python object per household. Every message has (step, sender) and a class-level topic;
+payload arrays are validated on construction (1-D, equal lengths, right dtype, finite
+where a number is required) and each class has an Arrow schema for the optional messages
+table. Errors name the sender and the field.
+
+Units: kW, kvar, kWh per step, currency/kWh, kgCO2/kWh, per-unit voltages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import pyarrow as pa
+
+
+class MessageError(ValueError):
+    """A malformed message; names the sender, the message type and the field."""
+
+
+@dataclass(frozen=True)
+class Message:
+    step: int
+    sender: str
+    recipient: str = dataclasses.field(default="", kw_only=True)  # "" = every subscriber
+
+    topic: ClassVar[str] = ""
+    # payload field -> (numpy dtype, must be finite)
+    ARRAYS: ClassVar[dict[str, tuple[str, bool]]] = {}
+    # scalar field -> (arrow type, must be finite)
+    SCALARS: ClassVar[dict[str, tuple[pa.DataType, bool]]] = {}
+
+    def __post_init__(self) -> None:
+        length = None
+        for name, (dtype, finite) in self.ARRAYS.items():
+            raw = getattr(self, name)
+            try:
+                value = np.array(raw, dtype=dtype)  # a copy: the message owns its data
+            except (TypeError, ValueError) as exc:
+                raise self._error(name, f"cannot be read as {dtype}: {exc}") from None
+            if value.ndim != 1:
+                raise self._error(name, f"must be 1-D, got shape {value.shape}")
+            if length is None:
+                length = len(value)
+            elif len(value) != length:
+                raise self._error(name, f"has {len(value)} rows, the message has {length}")
+            if finite and value.dtype.kind == "f" and not np.isfinite(value).all():
+                row = int(np.flatnonzero(~np.isfinite(value))[0])
+                raise self._error(name, f"is not finite at row {row} ({value[row]})")
+            value.setflags(write=False)
+            object.__setattr__(self, name, value)
+        for name, (_, finite) in self.SCALARS.items():
+            value = getattr(self, name)
+            if finite and isinstance(value, float) and not np.isfinite(value):
+                raise self._error(name, f"is not finite ({value})")
+
+    def _error(self, field: str, reason: str) -> MessageError:
+        return MessageError(
+            f"{type(self).__name__} from {self.sender!r} at step {self.step}: {field} {reason}")
+
+    @property
+    def rows(self) -> int:
+        first = next(iter(self.ARRAYS), None)
+        return 0 if first is None else len(getattr(self, first))
+
+    @classmethod
+    def schema(cls) -> pa.Schema:
+        """Arrow schema of `to_arrow()`: step, sender, the scalars, then the payload."""
+        fields = [pa.field("step", pa.int64()), pa.field("sender", pa.string())]
+        fields += [pa.field(n, t) for n, (t, _) in cls.SCALARS.items()]
+        fields += [pa.field(n, pa.from_numpy_dtype(np.dtype(d))) for n, (d, _) in
+                   cls.ARRAYS.items()]
+        return pa.schema(fields)
+
+    def to_arrow(self) -> pa.Table:
+        """The payload as a table, one row per payload row (one row if there is none)."""
+        n = max(self.rows, 1) if self.ARRAYS else 1
+        columns = {"step": np.full(n, self.step), "sender": [self.sender] * n}
+        columns |= {name: [getattr(self, name)] * n for name in self.SCALARS}
+        columns |= {name: getattr(self, name) for name in self.ARRAYS}
+        return pa.Table.from_pydict(columns, schema=self.schema())
+
+    def replace(self, **changes: object) -> Message:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class PriceSignal(Message):
+    """Prices a party offers per market (microgrid): what buyers pay, sellers receive."""
+
+    market: np.ndarray
+    buy_price: np.ndarray  # currency/kWh paid to import
+    sell_price: np.ndarray  # currency/kWh received for export
+
+    topic: ClassVar[str] = "price"
+    ARRAYS: ClassVar = {"market": ("int64", False), "buy_price": ("float64", True),
+                        "sell_price": ("float64", True)}
+
+
+@dataclass(frozen=True)
+class Weather(Message):
+    """Exogenous weather for the step."""
+
+    temperature_c: float
+    ghi_w_m2: float
+
+    topic: ClassVar[str] = "exogenous"
+    SCALARS: ClassVar = {"temperature_c": (pa.float64(), True), "ghi_w_m2": (pa.float64(), True)}
+
+
+@dataclass(frozen=True)
+class MarketData(Message):
+    """Exogenous wholesale price and grid carbon intensity for the step."""
+
+    wholesale_price: float  # currency/kWh
+    carbon_intensity: float  # kgCO2/kWh
+
+    topic: ClassVar[str] = "exogenous"
+    SCALARS: ClassVar = {"wholesale_price": (pa.float64(), True),
+                         "carbon_intensity": (pa.float64(), True)}
+
+
+@dataclass(frozen=True)
+class BidBatch(Message):
+    """One shard's orders for the step: quantity > 0 buys, < 0 sells, with limit prices,
+    and the device setpoints each household intends if the orders clear."""
+
+    household: np.ndarray
+    market: np.ndarray
+    quantity_kwh: np.ndarray
+    limit_price: np.ndarray
+    battery_kw: np.ndarray  # intended, positive charging
+
+    topic: ClassVar[str] = "bids"
+    ARRAYS: ClassVar = {"household": ("int64", False), "market": ("int64", False),
+                        "quantity_kwh": ("float64", True), "limit_price": ("float64", True),
+                        "battery_kw": ("float64", True)}
+
+
+@dataclass(frozen=True)
+class ClearingResult(Message):
+    """What a market operator cleared: per household the peer-to-peer trade (kWh, + bought)
+    at its market's price and the residual settled with the grid (kWh, + imported)."""
+
+    household: np.ndarray
+    market: np.ndarray
+    traded_kwh: np.ndarray
+    price: np.ndarray  # the household's market clearing price, 0 where nothing traded
+    grid_kwh: np.ndarray
+
+    topic: ClassVar[str] = "clearing"
+    ARRAYS: ClassVar = {"household": ("int64", False), "market": ("int64", False),
+                        "traded_kwh": ("float64", True), "price": ("float64", True),
+                        "grid_kwh": ("float64", True)}
+
+
+@dataclass(frozen=True)
+class InjectionBatch(Message):
+    """One shard's net power per household at its grid connection, generation positive."""
+
+    household: np.ndarray
+    connection: np.ndarray  # index into the grid actor's connections
+    p_kw: np.ndarray
+    q_kvar: np.ndarray
+
+    topic: ClassVar[str] = "injections"
+    ARRAYS: ClassVar = {"household": ("int64", False), "connection": ("int64", False),
+                        "p_kw": ("float64", True), "q_kvar": ("float64", True)}
+
+
+@dataclass(frozen=True)
+class GridState(Message):
+    """The power-flow answer for the step: summary, connection voltages, line loadings."""
+
+    converged: bool
+    iterations: int
+    substation_kw: float
+    substation_kvar: float
+    losses_kw: float
+    losses_kvar: float
+    balance_kw: float  # injections + substation - losses - feeder loads (should be ~0)
+    v_min_pu: float
+    v_max_pu: float
+    violations: int  # nodes outside the voltage limits
+    connection_v_pu: np.ndarray  # per grid connection, nan where not converged
+
+    topic: ClassVar[str] = "grid"
+    ARRAYS: ClassVar = {"connection_v_pu": ("float64", False)}
+    SCALARS: ClassVar = {"converged": (pa.bool_(), False), "iterations": (pa.int64(), False),
+                         "substation_kw": (pa.float64(), False),
+                         "substation_kvar": (pa.float64(), False),
+                         "losses_kw": (pa.float64(), False), "losses_kvar": (pa.float64(), False),
+                         "balance_kw": (pa.float64(), False), "v_min_pu": (pa.float64(), False),
+                         "v_max_pu": (pa.float64(), False), "violations": (pa.int64(), False)}
+
+
+ALL_MESSAGES: tuple[type[Message], ...] = (
+    PriceSignal, Weather, MarketData, BidBatch, ClearingResult, InjectionBatch, GridState)

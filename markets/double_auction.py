@@ -1,0 +1,119 @@
+"""Uniform-price double auction, cleared for many independent markets at once.
+
+Each order has a market, a quantity (kWh; positive to buy, negative to sell) and a limit
+price (currency/kWh). In each market the traded volume is the largest Q at which every unit
+still finds a buyer willing to pay at least what its seller asks:
+
+    Q* = max over buyers k (by price, high first) of  min(D_k, S(b_k)),
+
+with D_k the demand of the k best buyers and S(p) the supply asked at p or less. All trades
+clear at one price, the midpoint of the marginal buyer's and seller's limits. Orders priced
+better than the margin are filled in full; orders at the marginal price share the remainder
+pro rata, so the result does not depend on order of arrival. Money is conserved exactly:
+every market's buyers pay what its sellers receive.
+
+Everything is vectorised over orders with numpy: sorting by (market, price) once per side
+replaces a Python loop over markets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Clearing:
+    """Result per order (filled kWh, positive bought / negative sold) and per market."""
+
+    filled: np.ndarray  # [orders] kWh, signed like the order
+    price: np.ndarray  # [markets] currency/kWh, nan where nothing traded
+    volume: np.ndarray  # [markets] kWh traded
+
+
+def clear(
+    market: np.ndarray, quantity: np.ndarray, limit: np.ndarray, n_markets: int
+) -> Clearing:
+    """Clear `n_markets` uniform-price double auctions.
+
+    market: int [orders] in [0, n_markets); quantity: kWh [orders], > 0 buy, < 0 sell, 0 no
+    order; limit: currency/kWh [orders] (a buyer's maximum, a seller's minimum).
+    """
+    market = np.asarray(market, dtype=np.int64)
+    quantity = np.asarray(quantity, dtype=float)
+    limit = np.asarray(limit, dtype=float)
+    filled = np.zeros_like(quantity)
+    price = np.full(n_markets, np.nan)
+    volume = np.zeros(n_markets)
+    buy = np.flatnonzero(quantity > 0)
+    sell = np.flatnonzero(quantity < 0)
+    if len(buy) == 0 or len(sell) == 0:
+        return Clearing(filled, price, volume)
+
+    # Buyers by market, then price high to low; sellers by market, then price low to high.
+    b = buy[np.lexsort((-limit[buy], market[buy]))]
+    s = sell[np.lexsort((limit[sell], market[sell]))]
+    bm, bp, bq = market[b], limit[b], quantity[b]
+    sm, sp, sq = market[s], limit[s], -quantity[s]
+    demand = _segment_cumsum(bq, bm)  # D_k within each market
+    supply = _segment_cumsum(sq, sm)
+
+    # S(b_k): supply in the buyer's market asked at b_k or less. Sellers are sorted by
+    # (market, price), so one searchsorted on a combined key finds it for every buyer.
+    span = max(float(np.max(np.abs(limit[np.r_[buy, sell]]))), 1.0) * 4.0 + 1.0
+    s_key = sm * span + sp
+    pos = np.searchsorted(s_key, bm * span + bp, side="right")  # sellers up to b_k
+    first = np.searchsorted(sm, bm, side="left")  # first seller of the buyer's market
+    has = pos > first
+    supply_at = np.where(has, supply[np.maximum(pos - 1, 0)], 0.0)
+    tradable = np.minimum(demand, supply_at)
+    q_star = np.zeros(n_markets)
+    np.maximum.at(q_star, bm, tradable)
+    traded = q_star > 0
+    volume[:] = q_star
+
+    # Marginal orders: the first buyer / seller whose cumulative quantity reaches Q*.
+    b_marg = _marginal(bm, demand, q_star, n_markets)
+    s_marg = _marginal(sm, supply, q_star, n_markets)
+    mk = np.flatnonzero(traded)
+    price[mk] = 0.5 * (bp[b_marg[mk]] + sp[s_marg[mk]])
+
+    filled[b] = _fill(bm, bp, bq, q_star, np.where(traded, bp[b_marg], np.nan), better=np.greater)
+    filled[s] = -_fill(sm, sp, sq, q_star, np.where(traded, sp[s_marg], np.nan), better=np.less)
+    return Clearing(filled, price, volume)
+
+
+def _segment_cumsum(values: np.ndarray, segment: np.ndarray) -> np.ndarray:
+    """Cumulative sum restarting at each new value of the (sorted) segment array."""
+    total = np.cumsum(values)
+    starts = np.flatnonzero(np.r_[True, segment[1:] != segment[:-1]])
+    offset = np.zeros_like(total)
+    offset[starts[1:]] = total[starts[1:] - 1]
+    return total - np.maximum.accumulate(offset)
+
+
+def _marginal(segment: np.ndarray, cumulative: np.ndarray, q_star: np.ndarray,
+              n_markets: int) -> np.ndarray:
+    """Index (into the sorted side) of the first order whose cumulative quantity reaches Q*
+    in its market; -1 for markets without one."""
+    reach = cumulative >= q_star[segment] * (1 - 1e-12)
+    idx = np.full(n_markets, -1, dtype=np.int64)
+    order = np.flatnonzero(reach)[::-1]  # assign in reverse so the first one wins
+    idx[segment[order]] = order
+    return idx
+
+
+def _fill(segment: np.ndarray, prices: np.ndarray, qty: np.ndarray, q_star: np.ndarray,
+          marginal_price: np.ndarray, better: np.ufunc) -> np.ndarray:
+    """Quantities filled on one side: in full if priced better than the margin, pro rata
+    at the marginal price, nothing worse."""
+    mp = marginal_price[segment]
+    full = better(prices, mp)
+    at_margin = prices == mp
+    n = len(q_star)
+    full_volume = np.bincount(segment, weights=np.where(full, qty, 0.0), minlength=n)
+    margin_volume = np.bincount(segment, weights=np.where(at_margin, qty, 0.0), minlength=n)
+    share = np.divide(q_star - full_volume, margin_volume, out=np.zeros(n),
+                      where=margin_volume > 0)
+    return np.where(full, qty, np.where(at_margin, qty * share[segment], 0.0))
