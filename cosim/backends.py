@@ -101,8 +101,9 @@ class LocalBackend:
             wall[phase] += time.perf_counter() - t
         return current
 
-    def call(self, name: str, method: str, *args: object) -> object:
-        return getattr(self.actors[name], method)(*args)
+    def call_all(self, names: Sequence[str], method: str, *args: object) -> dict[str, object]:
+        """Call a method on several actors; returns name -> value."""
+        return {name: getattr(self.actors[name], method)(*args) for name in names}
 
     def fetch(self, outputs: Sequence[object]) -> list[object]:
         return list(outputs)
@@ -162,10 +163,10 @@ class RayBackend:
             wall[phase] += time.perf_counter() - t
         return current
 
-    def call(self, name: str, method: str, *args: object) -> object:
-        (value,) = self._check({name: getattr(self.handles[name], method).remote(*args)},
-                               -1, method, 300.0, statuses=False)
-        return value
+    def call_all(self, names: Sequence[str], method: str, *args: object) -> dict[str, object]:
+        """Call a method on several actors at once (they run in parallel)."""
+        refs = {name: getattr(self.handles[name], method).remote(*args) for name in names}
+        return dict(zip(refs, self._check(refs, -1, method, 300.0, statuses=False)))
 
     def fetch(self, outputs: Sequence[object]) -> list[object]:
         return self.ray.get(list(outputs))
@@ -218,8 +219,8 @@ class _Hosted:
             ) -> tuple[Status, PhaseOutput | None]:
         return checked(self.actor, phase, step, *sources)
 
-    def drain_records(self) -> dict:
-        return self.actor.drain_records()
+    def drain_records(self, first: int, last: int, time: object) -> dict:
+        return self.actor.drain_records(first, last, time)
 
     def state_dict(self) -> dict:
         return self.actor.state_dict()

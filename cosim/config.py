@@ -71,6 +71,15 @@ class PVConfig(_Section):
     kwp: Range = (2.0, 6.0)
 
 
+class HomeConfig(_Section):
+    """One household given explicitly (instead of drawn from the shares and ranges)."""
+
+    profile: Annotated[int, Field(ge=0)]  # home index in the profile data
+    pv_kwp: NonNegative = 0.0
+    battery_kwh: NonNegative = 0.0
+    battery_kw: NonNegative = 0.0
+
+
 class HouseholdConfig(_Section):
     count: Annotated[int, Field(gt=0)] = 1000
     shard_size: Annotated[int, Field(gt=0)] = 500  # households per shard actor
@@ -80,6 +89,13 @@ class HouseholdConfig(_Section):
     size_factor: Positive = 1.0
     battery: BatteryConfig = BatteryConfig()
     pv: PVConfig = PVConfig()
+    homes: list[HomeConfig] = []  # explicit households; if given, one per household
+
+    @model_validator(mode="after")
+    def _explicit(self) -> HouseholdConfig:
+        if self.homes and len(self.homes) != self.count:
+            raise ValueError(f"homes lists {len(self.homes)} households, count is {self.count}")
+        return self
 
 
 class ProfileConfig(_Section):

@@ -24,12 +24,11 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 from tqdm import tqdm
 
 from cosim.actors.base import PHASES
 from cosim.backends import ActorDied
-from cosim.records import RunFolder
+from cosim.records import RunFolder, encode_table
 from cosim.scenario import Scenario
 
 
@@ -156,18 +155,17 @@ class Engine:
         if last < first:
             return
         t = time.perf_counter()
-        parts: dict[str, list[pa.Table]] = defaultdict(list)
-        for name in self.names:  # actor-name order: deterministic on every backend
-            for table, rows in self.backend.call(name, "drain_records").items():
-                parts[table].append(rows)
-        merged = {table: pa.concat_tables(rows) for table, rows in parts.items()}
+        drained = self.backend.call_all(self.names, "drain_records", first, last,
+                                        self.scenario.time)
+        parts = {(table, name): data for name, tables in drained.items()
+                 for table, data in tables.items()}
         if balance:
-            merged["system"] = pa.table({k: [row.get(k, 0.0) for row in balance]
-                                         for k in balance[0]})
-        self.folder.write(merged, first, last, self.scenario.time)
+            system = encode_table({k: np.array([row.get(k, 0.0) for row in balance])
+                                   for k in balance[0]}, first, last, self.scenario.time)
+            parts[("system", "engine")] = system
+        self.folder.write(parts, first, last)
         if checkpoint:
-            states = {name: self.backend.call(name, "state_dict") for name in self.names}
-            self.folder.save_checkpoint(last, states)
+            self.folder.save_checkpoint(last, self.backend.call_all(self.names, "state_dict"))
         self.folder.update_manifest(steps_recorded=last + 1)
         self.wall["records"] += time.perf_counter() - t
 
@@ -194,7 +192,7 @@ class Engine:
             return 0
         step, states = saved
         for name in self.names:
-            self.backend.call(name, "load_state_dict", states[name])
+            self.backend.call_all([name], "load_state_dict", states[name])
         self.folder.truncate(step)
         return step + 1
 

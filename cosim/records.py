@@ -1,11 +1,14 @@
 """The run folder: Parquet tables written in chunks, a manifest, and checkpoints.
 
     RUN/manifest.json            config, seed, versions, git hash, timings, status, summary
-    RUN/<table>/part-<first>-<last>.parquet   one file per flush, steps first..last
+    RUN/<table>/part-<first>-<last>-<actor>.parquet   steps first..last written by one actor
     RUN/checkpoint.pkl           actor states after the last flushed step
 
-Tables are flushed together with each checkpoint, so after a crash the folder holds every
-step up to the checkpoint and nothing beyond it; a resume continues from there. Read a
+Each actor encodes its own rows to Parquet (in parallel, on the Ray backend, where they
+live) and the driver only writes the bytes. Tables are flushed together with each
+checkpoint, so after a crash the folder holds every step up to the checkpoint and nothing
+beyond it; a resume continues from there. Files sort into a deterministic row order: by
+step range, then by actor name. Read a
 table with pandas (`pd.read_parquet(RUN / "households")`), polars
 (`pl.read_parquet(RUN / "households" / "*.parquet")`) or duckdb
 (`SELECT * FROM 'RUN/households/*.parquet'`).
@@ -23,7 +26,26 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-_PART = re.compile(r"part-(\d+)-(\d+)\.parquet$")
+_PART = re.compile(r"part-(\d+)-(\d+)(-[^/]+)?\.parquet$")
+
+
+def encode_table(columns: dict[str, np.ndarray], first: int, last: int,
+                 time: np.ndarray) -> bytes | None:
+    """Steps first..last of a table (which needs a `step` column) as Parquet bytes, with a
+    `time` column (UTC) from the run's step times; None if no row falls in the range."""
+    table = pa.table(columns)
+    steps = table.column("step").to_numpy()
+    if len(steps) and (steps.min() < first or steps.max() > last):
+        keep = (steps >= first) & (steps <= last)
+        table, steps = table.filter(pa.array(keep)), steps[keep]
+    if table.num_rows == 0:
+        return None
+    table = table.add_column(1, "time", pa.array(
+        np.asarray(time)[steps].astype("datetime64[s]"), type=pa.timestamp("s", tz="UTC")))
+    sink = pa.BufferOutputStream()
+    # lz4 without dictionaries: about three times faster to write than the defaults
+    pq.write_table(table, sink, compression="lz4", use_dictionary=False)
+    return sink.getvalue().to_pybytes()
 
 
 class RunFolder:
@@ -31,25 +53,14 @@ class RunFolder:
         self.path = Path(path)
 
     # -- tables ---------------------------------------------------------------------
-    def write(self, tables: dict[str, pa.Table], first: int, last: int,
-              time: np.ndarray) -> None:
-        """Write steps first..last of every table; each table needs a `step` column, and
-        gets a `time` column (UTC) from the run's step times."""
-        for name, table in tables.items():
-            steps = table.column("step").to_numpy()
-            if len(steps) and (steps.min() < first or steps.max() > last):
-                keep = (steps >= first) & (steps <= last)
-                table, steps = table.filter(pa.array(keep)), steps[keep]
-            if table.num_rows == 0:
-                continue
-            table = table.add_column(1, "time", pa.array(
-                time[steps].astype("datetime64[s]"), type=pa.timestamp("s", tz="UTC")))
-            folder = self.path / name
+    def write(self, parts: dict[tuple[str, str], bytes], first: int, last: int) -> None:
+        """Write encoded parts, keyed by (table, actor), for steps first..last."""
+        for (table, owner), data in parts.items():
+            folder = self.path / table
             folder.mkdir(parents=True, exist_ok=True)
-            target = folder / f"part-{first:08d}-{last:08d}.parquet"
+            target = folder / f"part-{first:08d}-{last:08d}-{owner}.parquet"
             tmp = target.with_suffix(".tmp")
-            # lz4 without dictionaries: about three times faster to write than the defaults
-            pq.write_table(table, tmp, compression="lz4", use_dictionary=False)
+            tmp.write_bytes(data)
             os.replace(tmp, target)  # a crash never leaves half a part behind
 
     def truncate(self, last: int) -> None:

@@ -117,6 +117,15 @@ def build(config: ScenarioConfig, profiles: ProfileData, feeder: Feeder | None =
     has_battery = rng.random(n) < hh.battery.share
     battery_kwh = np.where(has_battery, rng.uniform(*hh.battery.capacity_kwh, n), 0.0) * size
     battery_kw = np.where(has_battery, rng.uniform(*hh.battery.power_kw, n), 0.0) * size
+    if hh.homes:  # explicit households replace the draws
+        homes = np.array([h.profile for h in hh.homes])
+        kwp = np.array([h.pv_kwp for h in hh.homes]) * size
+        battery_kwh = np.array([h.battery_kwh for h in hh.homes]) * size
+        battery_kw = np.array([h.battery_kw for h in hh.homes]) * size
+        missing = homes >= data.load_kw.shape[0]
+        if missing.any():
+            raise ConfigError(f"households.homes[{int(np.flatnonzero(missing)[0])}].profile: "
+                              f"the profile data has {data.load_kw.shape[0]} homes")
     load_kw = data.load_kw[homes] * size
     pv_kw = data.pv_kw_per_kwp[homes] * kwp[:, None]
 

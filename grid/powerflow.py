@@ -348,7 +348,7 @@ class PowerFlow:
         u0 = self.u0.expand(batch, -1, -1)
         u = u0.clone() if u_init is None else u_init.clone()
         first = 1
-        if self.mixed:
+        if self.mixed and u_init is None:  # a warm start is already past the coarse steps
             u, first = self._coarse(u, s_port, scale)
         final_u, final_c = u0.clone(), torch.zeros_like(u0)
         iters = torch.full((batch,), self.max_iter, dtype=torch.long, device=dev)

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
-import pyarrow as pa
 
 from cosim.messages import Message
+from cosim.records import encode_table
 
 PHASES = ("signal", "decide", "clear", "dispatch", "physics", "settle")
 
@@ -49,7 +49,7 @@ class Actor:
         # one independent stream per actor, derived from the scenario seed and the name
         entropy = [seed] + [ord(c) for c in name]
         self.rng = np.random.default_rng(np.random.SeedSequence(entropy))
-        self._records: dict[str, list[pa.RecordBatch]] = defaultdict(list)
+        self._records: dict[str, list[dict[str, np.ndarray]]] = defaultdict(list)
 
     @classmethod
     def phases(cls) -> tuple[str, ...]:
@@ -65,18 +65,23 @@ class Actor:
         return out if isinstance(out, PhaseOutput) else PhaseOutput(messages=list(out or []))
 
     def record(self, table: str, **columns: object) -> None:
-        """Buffer rows for a records table; scalars broadcast to the array columns. Rows
-        become Arrow batches straight away (zero-copy for numeric arrays)."""
+        """Buffer rows for a records table; scalars broadcast to the array columns."""
         lengths = {len(v) for v in columns.values() if isinstance(v, np.ndarray) and v.ndim}
         n = lengths.pop() if lengths else 1
-        self._records[table].append(pa.RecordBatch.from_pydict(
+        self._records[table].append(
             {k: (v if isinstance(v, np.ndarray) and v.ndim else np.full(n, v))
-             for k, v in columns.items()}))
+             for k, v in columns.items()})
 
-    def drain_records(self) -> dict[str, pa.Table]:
-        """All rows buffered since the last drain, one Arrow table per records table."""
-        out = {table: pa.Table.from_batches(batches)
-               for table, batches in self._records.items() if batches}
+    def drain_records(self, first: int, last: int, time: np.ndarray) -> dict[str, bytes]:
+        """Rows of steps first..last buffered since the last drain, one Parquet-encoded
+        part per records table (see cosim.records)."""
+        out = {}
+        for table, chunks in self._records.items():
+            if chunks:
+                columns = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+                data = encode_table(columns, first, last, time)
+                if data is not None:
+                    out[table] = data
         self._records.clear()
         return out
 

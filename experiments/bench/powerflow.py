@@ -274,8 +274,13 @@ def _key(device: str) -> str:
 def update_benchmarks(path: Path, section: str, device: str) -> None:
     """Replace this benchmark's section for the device in BENCHMARKS.md (or append it)."""
     key = _key(device)
+    replace_section(path, section, MARK.format(key=key), END.format(key=key))
+
+
+def replace_section(path: Path, section: str, start: str, end: str) -> None:
+    """Put `section` (which begins with `start` and ends with `end`) into the markdown file,
+    replacing the previous one, or appending it; the rest of the file stays as it is."""
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start, end = MARK.format(key=key), END.format(key=key)
     if start in text and end in text:
         head, rest = text.split(start, 1)
         tail = rest.split(end, 1)[1]

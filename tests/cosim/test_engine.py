@@ -87,8 +87,8 @@ def test_records_read_with_pandas_polars_and_duckdb(small_config, tmp_path):
     assert manifest["status"] == "complete" and manifest["seed"] == small_config.run.seed
     assert manifest["config"]["households"]["count"] == small_config.households.count
     assert {"python", "torch", "numpy"} <= set(manifest["versions"])
-    # one part per checkpoint interval
-    assert len(list((tmp_path / "households").glob("part-*.parquet"))) == 3
+    # one part per checkpoint interval and shard
+    assert len(list((tmp_path / "households").glob("part-*.parquet"))) == 3 * 3
 
 
 def test_same_seed_same_records_and_different_seed_differs(small_config, tmp_path):
