@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from grid.errors import GridError
 
 # Command groups in the order `cosim --help` lists them.
-GROUPS = ("grid", "bench")
+GROUPS = ("grid", "data", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

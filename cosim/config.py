@@ -83,6 +83,9 @@ class HomeConfig(_Section):
 class HouseholdConfig(_Section):
     count: Annotated[int, Field(gt=0)] = 1000
     shard_size: Annotated[int, Field(gt=0)] = 500  # households per shard actor
+    # "by_load": at the feeder's load connections, drawn in proportion to their kW;
+    # "one_per_load": household k at load k (the European LV feeder's 55 homes)
+    placement: Literal["by_load", "one_per_load"] = "by_load"
     power_factor: Annotated[float, Field(gt=0, le=1)] = 0.95  # of the household load
     # multiplies every household's load, PV and battery: 0.1 puts 10,000 households where
     # the profiles would put 1,000 (the feeder's rating stays what it is)

@@ -77,6 +77,9 @@ class Engine:
         else:
             self.folder.truncate(-1)
             self._manifest_start()
+            homes = dict(self.scenario.households)
+            homes["connection_name"] = np.array(self.scenario.connections)[homes["connection"]]
+            self.folder.write_static("homes", homes)
         self.folder.update_manifest(status="running", backend=self.backend.name)
         previous: dict[tuple[str, str], object] = {}
         balance: list[dict[str, float]] = []
@@ -125,8 +128,8 @@ class Engine:
     def _system_row(self, step: int, current: dict) -> dict[str, float]:
         """One row of the `system` table: balances, totals and the grid's summary."""
         names = self.participants["settle"]
-        settled = self.backend.fetch([current[(n, "settle")] for n in names])
-        (grid,) = self.backend.fetch([current[("grid", "physics")]])
+        *settled, grid = self.backend.fetch(
+            [current[(n, "settle")] for n in names] + [current[("grid", "physics")]])
         state = grid.messages[0]
         ledger: dict[str, float] = defaultdict(float)
         totals: dict[str, float] = defaultdict(float)

@@ -1,6 +1,8 @@
 """The run folder: Parquet tables written in chunks, a manifest, and checkpoints.
 
     RUN/manifest.json            config, seed, versions, git hash, timings, status, summary
+    RUN/homes.parquet            one row per household: connection, bus, market, retailer,
+                                 PV and battery sizes (what does not change with the step)
     RUN/<table>/part-<first>-<last>-<actor>.parquet   steps first..last written by one actor
     RUN/checkpoint.pkl           actor states after the last flushed step
 
@@ -62,6 +64,13 @@ class RunFolder:
             tmp = target.with_suffix(".tmp")
             tmp.write_bytes(data)
             os.replace(tmp, target)  # a crash never leaves half a part behind
+
+    def write_static(self, name: str, columns: dict[str, np.ndarray]) -> None:
+        """A table that does not change with the step, as RUN/<name>.parquet."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        tmp = self.path / f"{name}.tmp"
+        pq.write_table(pa.table(columns), tmp)
+        os.replace(tmp, self.path / f"{name}.parquet")
 
     def truncate(self, last: int) -> None:
         """Remove parts holding steps after `last` (written after the checkpoint we resume

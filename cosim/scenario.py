@@ -85,13 +85,20 @@ def build(config: ScenarioConfig, profiles: ProfileData, feeder: Feeder | None =
     data = profiles.window(run.start, run.steps, run.dt_s, "profiles")
     n = hh.count
 
-    # Placement: each household on one of the feeder's load branches, weighted by kW.
+    # Placement: each household on one of the feeder's load branches.
     branches = [(a, b, ld.kw / len(ld.branches())) for ld in feeder.loads
                 for a, b, _ in ld.branches()]
     if not branches:
         raise ConfigError(f"grid.feeder: {feeder.name} has no loads to place households at")
-    weight = np.array([w for *_, w in branches])
-    pick = rng.choice(len(branches), size=n, p=weight / weight.sum())
+    if hh.placement == "one_per_load":
+        if n > len(feeder.loads):
+            raise ConfigError(f"households.count: {n} households, but {feeder.name} has only "
+                              f"{len(feeder.loads)} loads for placement = \"one_per_load\"")
+        first_branch = np.cumsum([0] + [len(ld.branches()) for ld in feeder.loads])
+        pick = first_branch[:n]
+    else:  # in proportion to the loads' nominal power
+        weight = np.array([w for *_, w in branches])
+        pick = rng.choice(len(branches), size=n, p=weight / weight.sum())
     used = np.unique(pick)
     connections = [_spec(feeder, *branches[k][:2]) for k in used]
     connection = np.searchsorted(used, pick)
@@ -131,7 +138,7 @@ def build(config: ScenarioConfig, profiles: ProfileData, feeder: Feeder | None =
 
     households = {"household": np.arange(n), "connection": connection, "market": market,
                   "retailer": retailer.astype(str), "home": homes, "pv_kwp": kwp,
-                  "battery_kwh": battery_kwh, "battery_kw": battery_kw}
+                  "battery_kwh": battery_kwh, "battery_power_kw": battery_kw}
 
     seed = run.seed
     specs = [

@@ -97,9 +97,8 @@ class HouseholdShard(Actor):
                    + self._intent) * self.dt_h
         self.record(
             "households", step=step, household=self.homes.household,
-            market=self.homes.market, load_kw=self.homes.load_kw[:, step],
-            pv_kw=self.homes.pv_kw[:, step], battery_kw=self._intent,
-            energy_kwh=self.energy.numpy().copy(), net_kwh=net_kwh,
+            load_kw=self.homes.load_kw[:, step], pv_kw=self.homes.pv_kw[:, step],
+            battery_kw=self._intent, energy_kwh=self.energy.numpy().copy(),
             traded_kwh=clearing.traded_kwh, price=clearing.price, grid_kwh=clearing.grid_kwh,
             cost=cost, emissions_kg=np.maximum(clearing.grid_kwh, 0.0) * carbon,
             voltage_pu=grid.connection_v_pu[self.homes.connection])

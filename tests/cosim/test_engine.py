@@ -57,7 +57,8 @@ def test_every_step_balances_money_energy_and_kirchhoff(small_config, tmp_path):
 
 def test_energy_adds_up_across_households_market_and_grid(small_config, tmp_path):
     _run(small_config, tmp_path)
-    homes = pd.read_parquet(tmp_path / "households")
+    static = pd.read_parquet(tmp_path / "homes.parquet")
+    homes = pd.read_parquet(tmp_path / "households").merge(static, on="household")
     grid = pd.read_parquet(tmp_path / "grid")
     dt_h = small_config.run.dt_s / 3600
     # household by household: load - pv + battery = traded + grid
@@ -70,8 +71,13 @@ def test_energy_adds_up_across_households_market_and_grid(small_config, tmp_path
     np.testing.assert_allclose(grid.set_index("step").injections_kw, net, atol=1e-9)
     balance = grid.substation_kw + grid.injections_kw - grid.feeder_loads_kw - grid.losses_kw
     assert balance.abs().max() <= 1e-9 * grid.substation_kw.abs().max()
-    # batteries never leave their bounds
-    assert (homes.energy_kwh >= -1e-12).all()
+    # batteries stay within their state-of-charge bounds
+    bounds = small_config.households.battery
+    assert (homes.energy_kwh >= bounds.soc_min * homes.battery_kwh - 1e-9).all()
+    assert (homes.energy_kwh <= bounds.soc_max * homes.battery_kwh + 1e-9).all()
+    assert len(static) == small_config.households.count
+    scenario = build(small_config, synthetic_profiles(homes=30))
+    assert list(static.connection_name) == [scenario.connections[c] for c in static.connection]
 
 
 def test_records_read_with_pandas_polars_and_duckdb(small_config, tmp_path):
