@@ -3,9 +3,14 @@ generator run on the spot, or a documented synthetic family for tests and benchm
 
 from __future__ import annotations
 
-import numpy as np
+import datetime as dt
+import tempfile
+from pathlib import Path
 
-from cosim.config import ScenarioConfig
+import numpy as np
+import pandas as pd
+
+from cosim.config import ConfigError, ScenarioConfig
 from cosim.scenario import ProfileData
 
 
@@ -31,6 +36,68 @@ def synthetic(homes: int = 20, steps: int = 96, dt_s: int = 900,
         carbon_intensity=0.20 + 0.10 * evening - 0.08 * pv.mean(0))
 
 
-def load_profiles(config: ScenarioConfig) -> ProfileData:
-    """The profiles a scenario names (dataset or generator), covering its run."""
-    raise NotImplementedError("wired to the profile generator in the next commit")
+def load_profiles(config: ScenarioConfig, cache: Path | None = None) -> ProfileData:
+    """The profiles a scenario names, covering its run.
+
+    A dataset folder (from `cosim data generate`) is read as it is. A generator config is
+    run for this scenario: its seed, step and dates come from the scenario (so one seed
+    governs the whole run), with as many homes as households up to 1,000 (households beyond
+    that share homes' profiles). The generated folder goes to `cache` if given, and is
+    reused from there when it is already complete (a resumed run).
+    """
+    from agents.profiles import ProfileError, generate, read_dataset
+    from agents.profiles import load_config as load_generator_config
+
+    source = config.profiles.dataset or config.profiles.generator
+    try:
+        if config.profiles.dataset is not None:
+            if not (config.profiles.dataset / "households.parquet").exists():
+                raise ConfigError(f"profiles.dataset: {config.profiles.dataset} is not a "
+                                  "profile data set (no households.parquet)")
+            tables = read_dataset(config.profiles.dataset)
+        else:
+            run = config.run
+            first = run.start.astimezone(dt.UTC)
+            last = first + dt.timedelta(seconds=run.steps * run.dt_s)
+            cfg = load_generator_config(
+                config.profiles.generator, seed=run.seed, dt_s=run.dt_s,
+                homes=min(config.households.count, 1000),
+                # whole local days around the run, whatever the generator's time zone
+                start=(first - dt.timedelta(days=1)).date(),
+                days=(last - first).days + 3)
+            folder = cache or Path(tempfile.mkdtemp(prefix="cosim-profiles-"))
+            if not (folder / "manifest.json").exists():
+                generate(cfg, folder, config_file=config.profiles.generator)
+            tables = read_dataset(folder)
+    except ProfileError as exc:
+        raise ConfigError(f"profiles: {exc}") from None
+    return _from_tables(tables, str(source))
+
+
+def _from_tables(tables: dict, source: str) -> ProfileData:
+    """ProfileData from the generator's tables: load and PV per home per step, PV turned
+    into output per kWp (homes without PV get the mean shape of those with it)."""
+    homes, steps, exo = tables["homes"], tables["households"], tables["exogenous"]
+    time = np.sort(steps["time"].unique())
+    n_homes, n_steps = len(homes), len(time)
+    if len(steps) != n_homes * n_steps:
+        raise ConfigError(f"{source}: households table has {len(steps)} rows, expected "
+                          f"{n_homes} homes x {n_steps} steps")
+    ordered = steps.sort_values(["home", "time"])
+    load = ordered["load_kw"].to_numpy().reshape(n_homes, n_steps)
+    pv = ordered["pv_kw"].to_numpy().reshape(n_homes, n_steps)
+    kwp = homes.sort_values("home")["pv_kwp"].to_numpy()
+    has = kwp > 0
+    if not has.any():
+        raise ConfigError(f"{source}: no home has PV, so there is no PV shape to give the "
+                          "scenario's PV owners; raise the generator's pv.share")
+    per_kwp = np.empty_like(pv)
+    per_kwp[has] = pv[has] / kwp[has, None]
+    per_kwp[~has] = per_kwp[has].mean(axis=0)
+    exo = exo.sort_values("time")
+    as_utc = pd.to_datetime(time, utc=True).tz_localize(None).to_numpy().astype("datetime64[s]")
+    return ProfileData(
+        time=as_utc, load_kw=load, pv_kw_per_kwp=per_kwp,
+        temperature_c=exo["outdoor_temp_c"].to_numpy(), ghi_w_m2=exo["ghi_w_m2"].to_numpy(),
+        wholesale_price=exo["wholesale_price_per_kwh"].to_numpy(),
+        carbon_intensity=exo["carbon_kg_per_kwh"].to_numpy())

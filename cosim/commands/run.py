@@ -50,7 +50,7 @@ def run_command(args: argparse.Namespace) -> int:
             folder = args.out or Path("runs") / f"{config.run.name}-{stamp}"
             folder.mkdir(parents=True, exist_ok=True)
             shutil.copy(args.config, folder / "scenario.toml")
-        scenario = build(config, load_profiles(config))
+        scenario = build(config, load_profiles(config, cache=folder / "profiles"))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -29,7 +29,6 @@ from cosim.config import parse_config
 from cosim.engine import Engine
 from cosim.profiles import synthetic
 from cosim.scenario import build
-from experiments.bench import mosaik_peer
 from experiments.bench.powerflow import machine_info
 from grid import load_feeder
 
@@ -96,6 +95,8 @@ def run(sizes: list[int], mosaik_max: int, with_ray: bool, repeats: int = 2) -> 
                 row.ray_setup_s, row.ray_run_s = _ours(
                     scenario, lambda: RayBackend(num_cpus=2), Path(tmp) / "ray", repeats)
         if n <= mosaik_max:
+            from experiments.bench import mosaik_peer  # only the benchmark needs mosaik
+
             homes = _household_arrays(scenario)
             runs = [mosaik_peer.run(homes, feeder, scenario.connections, STEPS)
                     for _ in range(repeats)]

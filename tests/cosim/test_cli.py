@@ -64,3 +64,32 @@ def test_missing_subcommand_is_a_usage_error(argv):
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code == 2
+
+
+def test_run_the_mahtm_microgrid_and_resume_it(capsys, tmp_path):
+    from pathlib import Path
+
+    import pandas as pd
+
+    config = Path(__file__).parents[2] / "experiments" / "configs" / "mahtm_microgrid.toml"
+    out = tmp_path / "run"
+    assert main(["run", str(config), "--out", str(out), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "6 households in 1 shards" in text and "balances   money" in text
+    assert (out / "scenario.toml").read_text() == config.read_text()
+    homes = pd.read_parquet(out / "households")
+    assert len(homes) == 6 * 24 and homes["pv_kw"].max() > 0
+    # resuming a finished run changes nothing
+    before = pd.read_parquet(out / "households")
+    assert main(["run", "--resume", str(out), "--no-progress"]) == 0
+    pd.testing.assert_frame_equal(before, pd.read_parquet(out / "households"))
+
+
+def test_run_with_a_bad_scenario_is_one_clear_error(capsys, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[households]\ncount = 0\n[profiles]\ndataset = 'x'\n")
+    assert main(["run", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.toml: households.count: Input should be greater than 0" in err
+    assert main(["run"]) == 2
+    assert "give a scenario file, or --resume RUN_DIR" in capsys.readouterr().err
