@@ -68,10 +68,6 @@ Plan = Sequence[tuple[str, Sequence[tuple[str, Sequence[tuple[str, str, bool]]]]
 (source actor, source phase, whether from this step rather than the previous one)."""
 
 
-def _calls(plan: Plan, phase: str) -> Sequence[tuple[str, object]]:
-    return next(calls for p, calls in plan if p == phase)
-
-
 def _sources(routes: Sequence[tuple[str, str, bool]], current: dict, previous: dict) -> list:
     return [current[(s, p)] if now else previous[(s, p)] for s, p, now in routes
             if now or (s, p) in previous]
@@ -117,16 +113,21 @@ class LocalBackend:
 
 
 class RayBackend:
-    """The same actor classes as Ray actors; shards spread over the cluster's nodes.
+    """The same actor classes, on Ray: actors live in a few host processes spread over the
+    cluster. Shards are dealt round-robin over one host per CPU; the other actors share one
+    host. A host runs a phase for all its actors in one task (in name order), so a step
+    costs a few tasks per host rather than one per actor.
 
-    A whole step is submitted at once: each call takes the object references of its
+    A whole step is submitted at once: every task takes the object references of its
     sources, so Ray starts it as soon as they exist and the driver never sits between two
-    phases. The driver then checks the phases' statuses in order, each against its timeout.
+    phases. The driver then waits once, and checks every actor's status phase by phase. A
+    timeout names the actors of the late host (which of them hangs, Ray cannot tell).
     """
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
+    def __init__(self, address: str | None = None, num_cpus: int | None = None,
+                 shard_hosts: int | None = None) -> None:
         import ray
 
         self.ray = ray
@@ -137,125 +138,163 @@ class RayBackend:
                 ray.init(address=address, **kwargs)
             else:
                 ray.init(address="local", num_cpus=num_cpus, **kwargs)
-        self.handles: dict[str, object] = {}
+        self.shard_hosts = shard_hosts
+        self.hosts: dict[str, object] = {}  # host name -> Ray actor handle
+        self.host_of: dict[str, str] = {}  # actor name -> host name
 
     def start(self, specs: Sequence[ActorSpec], timeout: float = 300.0) -> None:
-        remote = {}
-        for spec in specs:
-            cls = remote.setdefault(spec.cls, self.ray.remote(_Hosted))
-            # spread over the cluster's nodes; actors hold no CPU reservation, so a 2-core
-            # machine can host more actors than cores (they take turns within a step)
-            self.handles[spec.name] = cls.options(
-                num_cpus=0, max_restarts=0, scheduling_strategy="SPREAD").remote(
-                spec.cls, spec.name, spec.kwargs)
-        pings = {name: h.ping.remote() for name, h in self.handles.items()}
-        self._check(pings, -1, "start", timeout, statuses=False)
+        shards = [s for s in specs if s.name.startswith("shard")]
+        n_hosts = self.shard_hosts or max(1, int(self.ray.cluster_resources().get("CPU", 1)))
+        groups: dict[str, list[ActorSpec]] = {"host-services": [
+            s for s in specs if not s.name.startswith("shard")]}
+        for k, spec in enumerate(shards):
+            groups.setdefault(f"host-shards-{k % n_hosts}", []).append(spec)
+        remote = self.ray.remote(_Host)
+        for host, members in groups.items():
+            if not members:
+                continue
+            # spread over the nodes; no CPU reservation, so hosts can outnumber cores
+            self.hosts[host] = remote.options(
+                name=None, num_cpus=0, max_restarts=0, scheduling_strategy="SPREAD").remote(
+                [(m.cls, m.name, m.kwargs) for m in members])
+            self.host_of |= {m.name: host for m in members}
+        pings = {host: h.ping.remote() for host, h in self.hosts.items()}
+        self._wait_all(pings, -1, "start", timeout)
 
     def run_step(self, step: int, plan: Plan, previous: dict, timeout: float,
                  wall: dict[str, float]) -> dict[tuple[str, str], object]:
         current: dict[tuple[str, str], object] = {}
-        statuses: dict[tuple[str, str], object] = {}
+        statuses: dict[tuple[str, str], tuple[object, list[str]]] = {}
         for phase, calls in plan:
+            by_host: dict[str, list] = {}
             for name, routes in calls:
-                status, output = self.handles[name].run.options(num_returns=2).remote(
-                    phase, step, *_sources(routes, current, previous))
-                statuses[(phase, name)], current[(name, phase)] = status, output
+                by_host.setdefault(self.host_of[name], []).append((name, routes))
+            for host, members in by_host.items():
+                refs: list[object] = []
+                recipe = []
+                for name, routes in members:
+                    picks = []
+                    for slot in _sources(routes, current, previous):
+                        if slot.ref not in refs:
+                            refs.append(slot.ref)
+                        picks.append((refs.index(slot.ref), slot.name))
+                    recipe.append((name, picks))
+                status, output = self.hosts[host].run.options(num_returns=2).remote(
+                    phase, step, recipe, *refs)
+                names = [name for name, _ in members]
+                statuses[(phase, host)] = (status, names)
+                current |= {(name, phase): _Slot(output, name) for name in names}
         # One wait and one fetch for the whole step: the driver's round trips, not the
-        # actors, are what a small step costs on Ray. Each phase still gets its timeout,
-        # and a late or failed actor is reported with the first phase it held up.
+        # actors, are what a small step costs on Ray. A late or failed actor is reported
+        # with the first phase it held up.
         t = time.perf_counter()
-        refs = list(statuses.values())
-        ready, pending = self.ray.wait(refs, num_returns=len(refs),
-                                       timeout=timeout * len(plan))
+        refs = [ref for ref, _ in statuses.values()]
+        _, pending = self.ray.wait(refs, num_returns=len(refs), timeout=timeout * len(plan))
         if pending:
             waiting = set(pending)
-            first = next(phase for phase, _ in plan
-                         if any(statuses[(phase, n)] in waiting for n, _ in _calls(plan, phase)))
-            late = [n for n, _ in _calls(plan, first) if statuses[(first, n)] in waiting]
-            raise PhaseTimeout(step, first, late, f"no answer within {timeout:g} s")
-        values = self._get(statuses, step)
-        for (phase, name), status in values.items():
-            _raise(step, phase, name, status)
+            (phase, _), (_, names) = next(
+                (key, value) for key, value in statuses.items() if value[0] in waiting)
+            late = [n for (p, _), (ref, ns) in statuses.items()
+                    if p == phase and ref in waiting for n in ns]
+            raise PhaseTimeout(step, phase, late, f"no answer within {timeout:g} s")
+        values = self._get({key: ref for key, (ref, _) in statuses.items()}, statuses, step)
+        for (phase, _), status in values.items():
+            if status is not None:
+                name, reason, detail = status
+                raise PhaseError(step, phase, [name], reason, detail)
         wall["step_wait"] += time.perf_counter() - t
         return current
 
-    def _get(self, refs: dict[tuple[str, str], object], step: int) -> dict:
+    def call_all(self, names: Sequence[str], method: str, *args: object) -> dict[str, object]:
+        """Call a method on several actors at once (hosts run in parallel)."""
+        by_host: dict[str, list[str]] = {}
+        for name in names:
+            by_host.setdefault(self.host_of[name], []).append(name)
+        refs = {host: self.hosts[host].call.remote(method, members, *args)
+                for host, members in by_host.items()}
+        out: dict[str, object] = {}
+        for values in self._wait_all(refs, -1, method, 300.0):
+            out |= values
+        return out
+
+    def fetch(self, outputs: Sequence[object]) -> list[object]:
+        values = self.ray.get([slot.ref for slot in outputs])
+        return [value[slot.name] for value, slot in zip(values, outputs)]
+
+    def kill(self, name: str) -> None:
+        """Kill the host of an actor (tests use it to check a run survives by resuming)."""
+        self.ray.kill(self.hosts[self.host_of[name]], no_restart=True)
+
+    def shutdown(self) -> None:
+        for handle in self.hosts.values():
+            self.ray.kill(handle, no_restart=True)
+        self.hosts.clear()
+        self.host_of.clear()
+
+    def _members(self, host: str) -> list[str]:
+        return sorted(n for n, h in self.host_of.items() if h == host)
+
+    def _get(self, refs: dict, statuses: dict, step: int) -> dict:
         try:
             return dict(zip(refs, self.ray.get(list(refs.values()))))
         except self.ray.exceptions.RayActorError:
-            for (phase, name), ref in refs.items():  # find the first that died
+            for (phase, host), ref in refs.items():  # the first phase a dead host held up
                 try:
                     self.ray.get(ref)
                 except self.ray.exceptions.RayActorError as exc:
-                    raise ActorDied(step, phase, [name], f"the actor died "
-                                    f"({type(exc).__name__}); resume the run from its last "
-                                    "checkpoint") from None
+                    raise ActorDied(step, phase, statuses[(phase, host)][1],
+                                    f"the actor died ({type(exc).__name__}); resume the run "
+                                    "from its last checkpoint") from None
             raise
 
-    def call_all(self, names: Sequence[str], method: str, *args: object) -> dict[str, object]:
-        """Call a method on several actors at once (they run in parallel)."""
-        refs = {name: getattr(self.handles[name], method).remote(*args) for name in names}
-        return dict(zip(refs, self._check(refs, -1, method, 300.0, statuses=False)))
-
-    def fetch(self, outputs: Sequence[object]) -> list[object]:
-        return self.ray.get(list(outputs))
-
-    def kill(self, name: str) -> None:
-        """Kill one actor (used by tests to check that a run survives it by resuming)."""
-        self.ray.kill(self.handles[name], no_restart=True)
-
-    def shutdown(self) -> None:
-        for handle in self.handles.values():
-            self.ray.kill(handle, no_restart=True)
-        self.handles.clear()
-
-    def _check(self, refs: dict[str, object], step: int, phase: str, timeout: float,
-               statuses: bool = True) -> list[object]:
-        """Wait for `refs` (name -> reference) within the timeout and fetch them; with
-        statuses=True each value is an actor's status, raised if it reports an error."""
-        ready, pending = self.ray.wait(list(refs.values()), num_returns=len(refs),
-                                       timeout=timeout)
+    def _wait_all(self, refs: dict[str, object], step: int, what: str,
+                  timeout: float) -> list[object]:
+        """Wait for host calls (host -> reference) within the timeout and fetch them."""
+        _, pending = self.ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout)
         if pending:
-            late = [name for name, ref in refs.items() if ref in set(pending)]
-            raise PhaseTimeout(step, phase, late, f"no answer within {timeout:g} s")
+            late = [n for host, ref in refs.items() if ref in set(pending)
+                    for n in self._members(host)]
+            raise PhaseTimeout(step, what, late, f"no answer within {timeout:g} s")
         try:
-            values = self.ray.get(list(refs.values()))
-        except self.ray.exceptions.RayActorError:
-            for name, ref in refs.items():  # find which one died
-                try:
-                    self.ray.get(ref)
-                except self.ray.exceptions.RayActorError as exc:
-                    raise ActorDied(step, phase, [name], f"the actor died "
-                                    f"({type(exc).__name__}); resume the run from its last "
-                                    "checkpoint") from None
-            raise
-        if statuses:
-            for name, status in zip(refs, values):
-                _raise(step, phase, name, status)
-        return values
+            return self.ray.get(list(refs.values()))
+        except self.ray.exceptions.RayActorError as exc:
+            raise ActorDied(step, what, list(refs), f"an actor host died "
+                            f"({type(exc).__name__})") from None
 
 
-class _Hosted:
-    """The Ray-side wrapper: builds the actor and exposes its phase call with a status."""
+class _Slot:
+    """One actor's output inside its host's phase output (a dict keyed by actor name)."""
 
-    def __init__(self, cls: type, name: str, kwargs: dict) -> None:
-        self.actor = cls(name, **kwargs)
+    __slots__ = ("ref", "name")
 
-    def ping(self) -> str:
-        return self.actor.ping()
+    def __init__(self, ref: object, name: str) -> None:
+        self.ref, self.name = ref, name
 
-    def run(self, phase: str, step: int, *sources: PhaseOutput
-            ) -> tuple[Status, PhaseOutput | None]:
-        return checked(self.actor, phase, step, *sources)
 
-    def drain_records(self, first: int, last: int, time: object) -> dict:
-        return self.actor.drain_records(first, last, time)
+class _Host:
+    """A Ray actor process hosting several co-simulation actors."""
 
-    def state_dict(self) -> dict:
-        return self.actor.state_dict()
+    def __init__(self, members: list[tuple[type, str, dict]]) -> None:
+        self.actors = {name: cls(name, **kwargs) for cls, name, kwargs in members}
 
-    def load_state_dict(self, state: dict) -> None:
-        self.actor.load_state_dict(state)
+    def ping(self) -> list[str]:
+        return [actor.ping() for actor in self.actors.values()]
+
+    def run(self, phase: str, step: int, recipe: list, *outputs: dict
+            ) -> tuple[tuple[str, str, str] | None, dict[str, PhaseOutput]]:
+        """Run a phase for the hosted actors in `recipe` order, each on its sources picked
+        out of the source hosts' outputs; stops at the first failure and reports it."""
+        results: dict[str, PhaseOutput] = {}
+        for name, picks in recipe:
+            sources = [outputs[i][src] for i, src in picks]
+            status, out = checked(self.actors[name], phase, step, *sources)
+            if status is not None:
+                return (name, *status), results
+            results[name] = out
+        return None, results
+
+    def call(self, method: str, names: list[str], *args: object) -> dict[str, object]:
+        return {name: getattr(self.actors[name], method)(*args) for name in names}
 
 
 class _Watchdog:

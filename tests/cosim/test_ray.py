@@ -61,6 +61,7 @@ def test_ray_timeout_names_the_late_actor_and_phase(ray_cluster, small_config, t
     for spec in scenario.actors:
         if spec.name == "shard-0000":
             spec.cls = slow_actors.HangingShard
-    with pytest.raises(PhaseTimeout, match=r"step 2, phase decide: shard-0000: no answer "
-                                           r"within 2 s"):
+    # the late host's actors are named (the hanging one and any host-mates)
+    with pytest.raises(PhaseTimeout, match=r"step 2, phase decide: shard-0000(, shard-\d+)*: "
+                                           r"no answer within 2 s"):
         Engine(scenario, RayBackend(), tmp_path).run(progress=False)
