@@ -1,5 +1,6 @@
 """The `cosim` command line. Each command group lives in a module of cosim/commands.
 
+    cosim run CONFIG                run a scenario (local or Ray backend), or --resume RUN_DIR
     cosim grid info FEEDER          facts about a feeder (shipped name or .dss path)
     cosim grid solve FEEDER         power-flow demo: base case plus random scenarios, a plot
     cosim bench powerflow           batched power flow against OpenDSS, side by side
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from grid.errors import GridError
 
 # Command groups in the order `cosim --help` lists them.
-GROUPS = ("grid", "data", "bench")
+GROUPS = ("run", "grid", "data", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,10 +7,16 @@ import argparse
 
 def register(commands: argparse._SubParsersAction) -> None:
     # experiments sits above cosim in the dependency order; only the CLI reaches up to it.
-    from experiments.bench import powerflow
+    from experiments.bench import engine, powerflow, profiles
 
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(
         dest="bench_command", required=True, metavar="BENCHMARK")
     pf = bench.add_parser("powerflow", help="batched power flow against OpenDSS")
     powerflow.add_arguments(pf)
     pf.set_defaults(func=powerflow.main)
+    prof = bench.add_parser("profiles", help="household profile generator against its peers")
+    profiles.add_arguments(prof)
+    prof.set_defaults(func=profiles.main)
+    eng = bench.add_parser("engine", help="co-simulation engine against a mosaik 3.6 peer")
+    engine.add_arguments(eng)
+    eng.set_defaults(func=engine.main)
