@@ -88,6 +88,18 @@ class Message:
     def replace(self, **changes: object) -> Message:
         return dataclasses.replace(self, **changes)
 
+    def require(self, step: int, field: str, low: float, high: float, meaning: str) -> None:
+        """Check a per-household field against [low, high) for a receiver; the error names
+        the sender, the step and the first household out of range (messages that carry a
+        `household` column)."""
+        values = getattr(self, field)
+        bad = (values < low) | (values >= high)
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            raise MessageError(f"{type(self).__name__} from {self.sender!r} at step {step}: "
+                               f"household {self.household[k]}: {meaning} {values[k]} "
+                               f"(allowed {low:g} to {high:g})")
+
 
 @dataclass(frozen=True)
 class PriceSignal(Message):

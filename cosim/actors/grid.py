@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from cosim.actors.base import Actor, only
-from cosim.messages import GridState, InjectionBatch, Message, MessageError
+from cosim.messages import GridState, InjectionBatch, Message
 from grid import PowerFlow, load_feeder
 
 
@@ -80,16 +80,8 @@ class GridActor(Actor):
         return base * (np.sqrt(3.0) if len(phases) == 2 else 1.0)
 
     def _validate(self, step: int, batch: InjectionBatch) -> None:
-        where = f"InjectionBatch from {batch.sender!r} at step {step}"
-        bad = (batch.connection < 0) | (batch.connection >= self.pf.n_connections)
-        if bad.any():
-            k = int(np.flatnonzero(bad)[0])
-            raise MessageError(f"{where}: household {batch.household[k]} at unknown grid "
-                               f"connection {batch.connection[k]}")
-        bad = (batch.household < 0) | (batch.household >= self.n_households)
-        if bad.any():
-            raise MessageError(f"{where}: unknown household id "
-                               f"{batch.household[np.flatnonzero(bad)[0]]}")
+        batch.require(step, "connection", 0, self.pf.n_connections, "unknown grid connection")
+        batch.require(step, "household", 0, self.n_households, "unknown household id")
 
     def state_dict(self) -> dict[str, object]:
         # the warm start is state: without it a resumed run would take other iterations

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from cosim.actors.base import Actor, PhaseOutput, only
-from cosim.messages import BidBatch, ClearingResult, Message, MessageError
+from cosim.messages import BidBatch, ClearingResult, Message
 from markets.double_auction import clear
 
 
@@ -56,21 +56,9 @@ class MicrogridOperator(Actor):
         return PhaseOutput(ledger={"market_operator": self._money})
 
     def _validate(self, step: int, batch: BidBatch) -> None:
-        where = f"BidBatch from {batch.sender!r} at step {step}"
-        bad = (batch.market < 0) | (batch.market >= self.n_markets)
-        if bad.any():
-            k = int(np.flatnonzero(bad)[0])
-            raise MessageError(f"{where}: household {batch.household[k]} bids into unknown "
-                               f"market {batch.market[k]} (there are {self.n_markets})")
-        bad = (batch.household < 0) | (batch.household >= self.n_households)
-        if bad.any():
-            raise MessageError(f"{where}: unknown household id "
-                               f"{batch.household[np.flatnonzero(bad)[0]]}")
-        bad = (batch.limit_price < -10.0) | (batch.limit_price > 10.0)
-        if bad.any():
-            k = int(np.flatnonzero(bad)[0])
-            raise MessageError(f"{where}: household {batch.household[k]} limit price "
-                               f"{batch.limit_price[k]} is out of range [-10, 10] per kWh")
+        batch.require(step, "market", 0, self.n_markets, "bids into unknown market")
+        batch.require(step, "household", 0, self.n_households, "unknown household id")
+        batch.require(step, "limit_price", -10.0, 10.0, "limit price per kWh out of range:")
 
     def state_dict(self) -> dict[str, object]:
         return super().state_dict() | {"money": self._money}
