@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test test-slow test-all bench clean
+.PHONY: setup run demo-grid test test-slow test-all bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -13,10 +13,13 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)
 
-## The default job: the power-flow demo on IEEE 123, then the power-flow benchmark.
+## The default job: 1,000 households on IEEE 123 for one day (records under runs/).
 run: setup
+	$(BIN)/cosim run experiments/configs/ieee123_1000.toml
+
+## The power-flow demo: random load scenarios on IEEE 123 and a voltage-profile plot.
+demo-grid: setup
 	$(BIN)/cosim grid solve ieee123 --plot runs/demo/ieee123-voltages.png
-	$(BIN)/cosim bench powerflow
 
 ## Fast tests (what CI runs).
 test: setup
@@ -29,9 +32,11 @@ test-slow: setup
 test-all: setup
 	$(BIN)/python -m pytest
 
-## Re-measure and record the benchmarks in BENCHMARKS.md.
+## Re-measure and record every benchmark in BENCHMARKS.md (about half an hour on 2 cores).
 bench: setup
 	$(BIN)/cosim bench powerflow --compile --update-benchmarks BENCHMARKS.md
+	$(BIN)/cosim bench engine --update-benchmarks BENCHMARKS.md
+	$(BIN)/cosim bench profiles --update-benchmarks BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -77,6 +77,7 @@ class LocalBackend:
     """Actors as plain objects in this process, called one after another in name order."""
 
     name = "local"
+    encodes_records = False  # the engine's writer thread encodes, beside the stepping
 
     def __init__(self) -> None:
         self.actors: dict[str, object] = {}
@@ -125,6 +126,7 @@ class RayBackend:
     """
 
     name = "ray"
+    encodes_records = True  # each host encodes its actors' records where they live
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None,
                  shard_hosts: int | None = None) -> None:

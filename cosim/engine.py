@@ -21,6 +21,7 @@ import platform
 import subprocess
 import time
 from collections import defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,8 @@ class Engine:
                            for topic in topics for src, src_phase in publishers[topic]}
                 self.routes[(name, phase)] = sorted(sources)
         self.wall: dict[str, float] = defaultdict(float)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cosim-records")
+        self._pending: list[Future] = []
         feed = next(spec for spec in scenario.actors if spec.name == "feed")
         self._carbon = np.asarray(feed.kwargs["carbon_intensity"], dtype=float)
         self._messages: dict[str, list] = defaultdict(list)
@@ -99,17 +102,20 @@ class Engine:
                     after_step(self, step)
         except ActorDied as exc:
             # the dead actor's buffered records are gone: keep what the checkpoint holds
+            self._drain_writer()
             self.folder.update_manifest(status="failed", error=str(exc), failed_step=step)
             raise
         except Exception as exc:
             # keep every completed step, then report
             self._flush(flushed + 1, step - 1, balance, checkpoint=False)
+            self._drain_writer()
             self.folder.update_manifest(status="failed", error=str(exc), failed_step=step,
                                         traceback=getattr(exc, "detail", ""))
             raise
         finally:
             bar.close()
             self.backend.shutdown()
+        self._drain_writer()
         self.wall["total"] += time.perf_counter() - t0
         summary = summarize(self.folder, self.scenario, self.wall)
         self.folder.update_manifest(status="complete", steps_done=total, summary=summary,
@@ -155,22 +161,41 @@ class Engine:
 
     # ------------------------------------------------------------------ records
     def _flush(self, first: int, last: int, balance: list[dict], checkpoint: bool = True) -> None:
+        """Drain every actor's records for steps first..last and hand them, with the actor
+        states, to the writer thread: Parquet encoding and disk writes overlap the next
+        steps (pyarrow releases the GIL). The writer keeps order, so a checkpoint is only
+        written after the records it covers."""
         if last < first:
             return
         t = time.perf_counter()
+        remote = self.backend.encodes_records
         drained = self.backend.call_all(self.names, "drain_records", first, last,
-                                        self.scenario.time)
+                                        self.scenario.time, remote)
         parts = {(table, name): data for name, tables in drained.items()
                  for table, data in tables.items()}
         if balance:
-            system = encode_table({k: np.array([row.get(k, 0.0) for row in balance])
-                                   for k in balance[0]}, first, last, self.scenario.time)
-            parts[("system", "engine")] = system
-        self.folder.write(parts, first, last)
-        if checkpoint:
-            self.folder.save_checkpoint(last, self.backend.call_all(self.names, "state_dict"))
-        self.folder.update_manifest(steps_recorded=last + 1)
+            parts[("system", "engine")] = {k: np.array([row.get(k, 0.0) for row in balance])
+                                           for k in balance[0]}
+        states = self.backend.call_all(self.names, "state_dict") if checkpoint else None
         self.wall["records"] += time.perf_counter() - t
+        self._pending.append(self._pool.submit(self._write, parts, first, last, states))
+
+    def _write(self, parts: dict, first: int, last: int, states: dict | None) -> None:
+        t = time.perf_counter()
+        encoded = {key: data if isinstance(data, bytes)
+                   else encode_table(data, first, last, self.scenario.time)
+                   for key, data in parts.items()}
+        self.folder.write({k: v for k, v in encoded.items() if v is not None}, first, last)
+        if states is not None:
+            self.folder.save_checkpoint(last, states)
+        self.folder.update_manifest(steps_recorded=last + 1)
+        self.wall["records_writer"] += time.perf_counter() - t
+
+    def _drain_writer(self) -> None:
+        """Wait for every pending write; re-raise a write error here."""
+        for future in self._pending:
+            future.result()
+        self._pending.clear()
 
     def _record_messages(self, step: int, current: dict) -> None:
         keys = sorted(current)

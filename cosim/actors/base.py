@@ -72,14 +72,15 @@ class Actor:
             {k: (v if isinstance(v, np.ndarray) and v.ndim else np.full(n, v))
              for k, v in columns.items()})
 
-    def drain_records(self, first: int, last: int, time: np.ndarray) -> dict[str, bytes]:
-        """Rows of steps first..last buffered since the last drain, one Parquet-encoded
-        part per records table (see cosim.records)."""
-        out = {}
+    def drain_records(self, first: int, last: int, time: np.ndarray,
+                      encode: bool = True) -> dict[str, bytes | dict[str, np.ndarray]]:
+        """Rows buffered since the last drain, per records table: Parquet-encoded steps
+        first..last (see cosim.records), or the raw columns when the caller encodes."""
+        out: dict[str, bytes | dict[str, np.ndarray]] = {}
         for table, chunks in self._records.items():
             if chunks:
                 columns = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
-                data = encode_table(columns, first, last, time)
+                data = encode_table(columns, first, last, time) if encode else columns
                 if data is not None:
                     out[table] = data
         self._records.clear()

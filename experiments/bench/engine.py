@@ -59,7 +59,7 @@ class Result:
 
 def scenario_for(n: int, seed: int = 0):
     config = parse_config({
-        "run": {"name": f"bench-{n}", "seed": seed, "steps": STEPS, "checkpoint_every": STEPS},
+        "run": {"name": f"bench-{n}", "seed": seed, "steps": STEPS, "checkpoint_every": 24},
         "grid": {"feeder": "ieee123"},
         "households": {"count": n, "shard_size": max(-(-n // 4), 1),
                        "size_factor": 1000.0 / n},
