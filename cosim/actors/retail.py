@@ -9,13 +9,15 @@ for imports, less what they paid for exports, less the wholesale cost of the net
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import numpy as np
 
 from cosim.actors.base import Actor, PhaseOutput, only
 from cosim.messages import ClearingResult, GridState, MarketData, Message, PriceSignal
 
 
-class Retailer(Actor):
+class Retailer(Actor, ABC):
     SUBSCRIBES = {"settle": ("clearing", "exogenous", "grid")}
     PUBLISHES = {"signal": ("price",)}
     OVERHEARS = ("clearing",)
@@ -28,9 +30,9 @@ class Retailer(Actor):
         self.dt_h = dt_s / 3600.0
         self._prices: tuple[float, float] = (0.0, 0.0)
 
+    @abstractmethod
     def prices(self, step: int) -> tuple[float, float]:
         """(import, export) price for the step, currency/kWh."""
-        raise NotImplementedError
 
     def signal(self, step: int, inbox: list[Message]) -> list[Message]:
         buy, sell = self._prices = self.prices(step)
