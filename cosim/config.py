@@ -47,7 +47,7 @@ class GridConfig(_Section):
     vmin_pu: Positive = 0.95
     vmax_pu: Positive = 1.05
     tol: Positive = 1e-9
-    device: str = "cpu"
+    device: str = "auto"  # torch device of the power flow; auto: a GPU if there is one
 
     @model_validator(mode="after")
     def _limits(self) -> GridConfig:

@@ -176,6 +176,9 @@ class Engine:
         if balance:
             parts[("system", "engine")] = {k: np.array([row.get(k, 0.0) for row in balance])
                                            for k in balance[0]}
+        if self._messages:
+            parts[("messages", "engine")] = self.messages_table()
+            self._messages = defaultdict(list)
         states = self.backend.call_all(self.names, "state_dict") if checkpoint else None
         self.wall["records"] += time.perf_counter() - t
         self._pending.append(self._pool.submit(self._write, parts, first, last, states))
@@ -209,7 +212,8 @@ class Engine:
                     self._messages[column].append(value)
 
     def messages_table(self) -> dict[str, np.ndarray]:
-        """Every message of the run so far (with record_messages on): who sent what."""
+        """Messages since the last flush (with record_messages on): step, phase, type,
+        topic, sender, recipient and rows of each; flushed to the `messages` table."""
         return {k: np.array(v) for k, v in self._messages.items()}
 
     # ------------------------------------------------------------------ resume

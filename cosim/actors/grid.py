@@ -23,8 +23,10 @@ class GridActor(Actor):
 
     def __init__(self, name: str, seed: int, feeder: str, connections: Sequence[str],
                  n_households: int, feeder_load_scale: float = 0.0, vmin_pu: float = 0.95,
-                 vmax_pu: float = 1.05, tol: float = 1e-9, device: str = "cpu") -> None:
+                 vmax_pu: float = 1.05, tol: float = 1e-9, device: str = "auto") -> None:
         super().__init__(name, seed)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         self.feeder = load_feeder(feeder, vmin_pu=vmin_pu, vmax_pu=vmax_pu)
         self.pf = PowerFlow(self.feeder, connections, device=device, tol=tol)
         self.n_households = n_households
@@ -44,8 +46,8 @@ class GridActor(Actor):
                                load_scale=self.load_scale, initial=self._warm)
         converged = bool(result.converged[0])
         self._warm = result.u if converged else None
-        vpu = result.vmag_pu[0].numpy()
-        conn_v = np.abs(result.connection_voltages[0].numpy()) / self.conn_base_v
+        vpu = result.vmag_pu[0].cpu().numpy()
+        conn_v = np.abs(result.connection_voltages[0].cpu().numpy()) / self.conn_base_v
         sub = complex(result.substation_power[0])
         losses = complex(result.losses[0])
         # Kirchhoff, independently of the load models: what the network absorbs, from the
@@ -63,7 +65,7 @@ class GridActor(Actor):
                     violations=violations)
         self.record("buses", step=step, node=np.arange(len(vpu)), v_pu=vpu)
         self.record("lines", step=step, line=np.arange(len(self.feeder.lines)),
-                    loading=result.line_loading[0].numpy())
+                    loading=result.line_loading[0].cpu().numpy())
         return [GridState(
             step, self.name, converged=converged, iterations=int(result.iterations[0]),
             substation_kw=sub.real, substation_kvar=sub.imag, losses_kw=losses.real,

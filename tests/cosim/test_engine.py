@@ -116,10 +116,11 @@ def test_messages_grow_with_shards_not_households(small_config, tmp_path):
                 update={"count": households, "shard_size": households // 3}),
             "markets": small_config.markets.model_copy(
                 update={"households_per_market": households // 3})})
-        engine, _ = _run(config, tmp_path / str(households))
-        log = engine.messages_table()
+        _run(config, tmp_path / str(households))
+        log = pd.read_parquet(tmp_path / str(households) / "messages")
         counts[households] = (log["step"] == 1).sum()
         assert ((log["type"] == "BidBatch") & (log["step"] == 1)).sum() == 3  # one per shard
+        assert log.loc[log["type"] == "BidBatch", "rows"].sum() == 2 * households
     assert counts[60] == counts[240]
 
 
@@ -170,6 +171,19 @@ def test_bad_bids_fail_the_step_naming_agent_and_phase(small_config, tmp_path, m
     monkeypatch.setattr(HouseholdShard, "decide", foreign_market)
     with pytest.raises(PhaseError, match=r"phase clear: market: .*unknown market"):
         _run(small_config, tmp_path / "market")
+    monkeypatch.setattr(HouseholdShard, "decide", original)
+
+    dispatch = HouseholdShard.dispatch
+
+    def unknown_connection(self, step, inbox):
+        (batch,) = dispatch(self, step, inbox)
+        return [batch.replace(connection=batch.connection + 999)]
+
+    monkeypatch.setattr(HouseholdShard, "dispatch", unknown_connection)
+    with pytest.raises(PhaseError, match=r"step 0, phase physics: grid: .*InjectionBatch from "
+                                         r"'shard-0000' at step 0: household \d+: unknown "
+                                         r"grid connection"):
+        _run(small_config, tmp_path / "bus")
 
 
 def test_slow_actor_times_out_naming_itself(small_config, tmp_path, monkeypatch):
