@@ -1,27 +1,29 @@
-"""The step loop: six phases per step, a barrier after each, records and checkpoints.
+"""The step loop: six phases per step, records and checkpoints.
 
-Routing is decided once, from what each actor class says it publishes and subscribes to:
-in phase p an actor receives the outputs of the actors publishing its topics, from this
-step if they published in an earlier phase, else from the previous step (the grid state a
-household sees while deciding is last step's). Sources are ordered by sender name, so
-delivery is deterministic on every backend. The driver only waits on tiny statuses; it
-fetches the settle ledgers (a few numbers per actor) every step and the records at each
-checkpoint.
+Each phase is a barrier: an actor sees only what earlier phases (or the previous step)
+published. Routing is decided once, from what each actor class says it publishes and
+subscribes to: in phase p an actor receives the outputs of the actors publishing its
+topics, from this step if they published in an earlier phase, else from the previous step.
+Sources are ordered by sender name, so delivery is deterministic on every backend. The
+driver only waits on tiny statuses; it fetches the settle ledgers (a few numbers per actor)
+every step and the records at each checkpoint, which a writer thread encodes and writes
+while the next steps run.
 
 Each step is checked: money (the sum of every party's net receipts) must be zero, every
 household's traded plus grid energy must equal what it drew, and the power flow must
-satisfy Kirchhoff's current law; the residuals go to the `balance` table.
+satisfy Kirchhoff's current law; the residuals go to the `system` table.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from importlib import metadata
 import platform
 import subprocess
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +67,7 @@ class Engine:
 
     # ------------------------------------------------------------------ running
     def run(self, steps: int | None = None, resume: bool = False, progress: bool = True,
-            after_step: object = None) -> dict:
+            after_step: Callable[[Engine, int], None] | None = None) -> dict:
         """Run (or resume) the scenario; returns the summary. `after_step(engine, step)`
         is called after each completed step (tests use it to kill an actor)."""
         run = self.config.run
@@ -116,6 +118,7 @@ class Engine:
             bar.close()
             self.backend.shutdown()
         self._drain_writer()
+        self._pool.shutdown()
         self.wall["total"] += time.perf_counter() - t0
         summary = summarize(self.folder, self.scenario, self.wall)
         self.folder.update_manifest(status="complete", steps_done=total, summary=summary,
