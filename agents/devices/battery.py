@@ -1,8 +1,9 @@
-"""Batteries of many households at once: limits, SoC dynamics, action mapping.
+"""Batteries of many households at once: limits, SoC dynamics, action mapping, costs.
 
 Power is positive when charging. Energy (state of charge) in kWh, power in kW, dt in hours.
-Everything is torch, elementwise over households, so the same code steps the co-simulation
-and sits, differentiably, inside a training rollout.
+Everything is torch, elementwise over households (and over any leading batch dimensions of
+the state), so the same code steps the co-simulation and sits, differentiably, inside a
+training rollout.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from dataclasses import dataclass
 
 import torch
 
+from agents.devices.ledger import EnergyFlows
+from agents.devices.parameters import DeviceError, OnDevice, Parameters, to_interval
 
-class DeviceError(ValueError):
-    """Inconsistent device parameters; names the household and the field."""
+__all__ = ["Battery", "DeviceError"]
 
 
 @dataclass(frozen=True)
-class Battery:
+class Battery(OnDevice):
     """One battery per household; a household without one has zero capacity and power."""
 
     capacity_kwh: torch.Tensor
@@ -27,6 +29,7 @@ class Battery:
     eta_discharge: torch.Tensor  # fraction of stored energy delivered
     soc_min: torch.Tensor  # fraction of capacity
     soc_max: torch.Tensor
+    degradation_cost: torch.Tensor  # currency per kWh of throughput at the terminals
 
     @classmethod
     def create(
@@ -38,38 +41,17 @@ class Battery:
         eta_discharge: object = 0.95,
         soc_min: object = 0.1,
         soc_max: object = 0.9,
+        degradation_cost: object = 0.0,
     ) -> Battery:
         """Validated fleet; parameters broadcast to len(households). Errors name the
         household (its entry in `households`) and the field."""
-        n = len(households)
-        values = {
-            name: torch.tensor(v, dtype=torch.float64).expand(n).clone()
-            for name, v in dict(capacity_kwh=capacity_kwh, power_kw=power_kw,
-                                eta_charge=eta_charge, eta_discharge=eta_discharge,
-                                soc_min=soc_min, soc_max=soc_max).items()
-        }
-
-        def check(bad: torch.Tensor, field: str, rule: str) -> None:
-            if bool(bad.any()):
-                k = int(torch.nonzero(bad)[0])
-                raise DeviceError(f"household {households[k]}: battery {field} "
-                                  f"{float(values[field][k])} {rule}")
-
-        for field in values:
-            check(~torch.isfinite(values[field]), field, "is not finite")
-        check(values["capacity_kwh"] < 0, "capacity_kwh", "is negative")
-        check(values["power_kw"] < 0, "power_kw", "is negative")
-        for field in ("eta_charge", "eta_discharge"):
-            check((values[field] <= 0) | (values[field] > 1), field, "must be in (0, 1]")
-        check((values["soc_min"] < 0) | (values["soc_min"] > 1), "soc_min", "must be in [0, 1]")
-        check((values["soc_max"] < 0) | (values["soc_max"] > 1), "soc_max", "must be in [0, 1]")
-        inverted = values["soc_min"] > values["soc_max"]
-        if bool(inverted.any()):
-            k = int(torch.nonzero(inverted)[0])
-            raise DeviceError(f"household {households[k]}: battery soc_min "
-                              f"{float(values['soc_min'][k])} exceeds soc_max "
-                              f"{float(values['soc_max'][k])}")
-        return cls(**values)
+        p = Parameters("battery", households, capacity_kwh=capacity_kwh, power_kw=power_kw,
+                       eta_charge=eta_charge, eta_discharge=eta_discharge, soc_min=soc_min,
+                       soc_max=soc_max, degradation_cost=degradation_cost)
+        p.finite().non_negative("capacity_kwh", "power_kw", "degradation_cost")
+        p.fraction("eta_charge", "eta_discharge", open_low=True)
+        p.fraction("soc_min", "soc_max").ordered("soc_min", "soc_max")
+        return cls(**p.values)
 
     @property
     def size(self) -> int:
@@ -97,7 +79,7 @@ class Battery:
                     dt_h: float) -> torch.Tensor:
         """Map a raw action in [-1, 1] affinely onto the feasible interval (differentiable)."""
         lo, hi = self.limits(energy_kwh, dt_h)
-        return lo + (action.clamp(-1.0, 1.0) + 1.0) * 0.5 * (hi - lo)
+        return to_interval(action, lo, hi, signed=True)
 
     def step(self, energy_kwh: torch.Tensor, power_kw: torch.Tensor,
              dt_h: float) -> torch.Tensor:
@@ -112,3 +94,14 @@ class Battery:
         charge = torch.clamp(power_kw, min=0.0)
         discharge = torch.clamp(power_kw, max=0.0)
         return (charge * (1 - self.eta_charge) - discharge * (1 / self.eta_discharge - 1)) * dt_h
+
+    def degradation(self, power_kw: torch.Tensor, dt_h: float) -> torch.Tensor:
+        """Wear cost of the step, currency: `degradation_cost` times |power| dt."""
+        return self.degradation_cost * power_kw.abs() * dt_h
+
+    def flows(self, energy_kwh: torch.Tensor, power_kw: torch.Tensor,
+              dt_h: float) -> EnergyFlows:
+        """Energy bookkeeping of one step (see agents.devices.ledger)."""
+        zero = torch.zeros_like(power_kw)
+        stored = self.step(energy_kwh, power_kw, dt_h) - energy_kwh
+        return EnergyFlows(zero, power_kw * dt_h, stored, zero, self.losses_kwh(power_kw, dt_h))

@@ -7,7 +7,7 @@ import argparse
 
 def register(commands: argparse._SubParsersAction) -> None:
     # experiments sits above cosim in the dependency order; only the CLI reaches up to it.
-    from experiments.bench import engine, powerflow, profiles
+    from experiments.bench import engine, households, powerflow, profiles
 
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(
         dest="bench_command", required=True, metavar="BENCHMARK")
@@ -20,3 +20,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     eng = bench.add_parser("engine", help="co-simulation engine against a mosaik 3.6 peer")
     engine.add_arguments(eng)
     eng.set_defaults(func=engine.main)
+    homes = bench.add_parser("households", help="households with every device against a "
+                             "naive per-household loop")
+    households.add_arguments(homes)
+    homes.set_defaults(func=households.main)

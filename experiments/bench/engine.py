@@ -15,8 +15,6 @@ mosaik world and connections) is reported apart. Throughput is household-steps p
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -29,7 +27,7 @@ from cosim.config import parse_config
 from cosim.engine import Engine
 from cosim.profiles import synthetic
 from cosim.scenario import build
-from experiments.bench.powerflow import machine_info
+from experiments.bench.common import add_output_arguments, machine_info, save
 from grid import load_feeder
 
 MARK = "<!-- bench:engine -->"
@@ -163,20 +161,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray backend")
     parser.add_argument("--repeats", type=int, default=2,
                         help="runs per contender and size; the fastest counts")
-    parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--update-benchmarks", type=Path, default=None, metavar="MD")
+    add_output_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
     result = run(args.sizes, args.mosaik_max, not args.no_ray, args.repeats)
-    table = markdown(result, args)
-    print(table)
-    out = args.out or Path("runs") / f"bench-engine-{dt.datetime.now():%Y%m%d-%H%M%S}"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "table.md").write_text(table)
-    (out / "results.json").write_text(json.dumps(asdict(result), indent=2))
-    if args.update_benchmarks:
-        from experiments.bench.powerflow import replace_section
-
-        replace_section(args.update_benchmarks, table, MARK, END)
+    save("engine", args, markdown(result, args), asdict(result), MARK, END)
     return 0

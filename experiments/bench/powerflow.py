@@ -16,19 +16,15 @@ OpenDSS runs through OpenDSSDirect.py in two ways and the faster one is the peer
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import os
-import platform
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from experiments.bench.common import add_output_arguments, machine_info, save
 from grid import PowerFlow, load_feeder
 from grid.reference import OpenDSSReference
 from grid.runtime import tune_cpu_allocator
@@ -58,33 +54,6 @@ class Result:
     accuracy: dict[str, float] = field(default_factory=dict)
     gradient: dict[str, float] = field(default_factory=dict)
 
-
-def machine_info(device: str) -> dict[str, str]:
-    """What the numbers were measured on."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {
-        "date": dt.date.today().isoformat(),
-        "cpu": f"{cpu}, {os.cpu_count()} cores",
-        "torch": torch.__version__,
-        "torch_threads": str(torch.get_num_threads()),
-        "python": platform.python_version(),
-    }
-    try:
-        import opendssdirect
-
-        info["opendssdirect"] = opendssdirect.__version__
-    except (ImportError, AttributeError):
-        pass
-    if device.startswith("cuda") and torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
-    return info
 
 
 def _sync(device: str) -> None:
@@ -271,25 +240,6 @@ def _key(device: str) -> str:
     return "gpu" if device.startswith("cuda") else "cpu"
 
 
-def update_benchmarks(path: Path, section: str, device: str) -> None:
-    """Replace this benchmark's section for the device in BENCHMARKS.md (or append it)."""
-    key = _key(device)
-    replace_section(path, section, MARK.format(key=key), END.format(key=key))
-
-
-def replace_section(path: Path, section: str, start: str, end: str) -> None:
-    """Put `section` (which begins with `start` and ends with `end`) into the markdown file,
-    replacing the previous one, or appending it; the rest of the file stays as it is."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        tail = rest.split(end, 1)[1]
-        text = head + section.rstrip("\n") + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = Config()
     parser.add_argument("--feeder", default=d.feeder, help="shipped feeder name or .dss path")
@@ -302,10 +252,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also time the torch.compile'd iteration")
     parser.add_argument("--tols", type=float, nargs="+", default=list(d.tols),
                         help="our convergence tolerances to time")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="folder for results.json and table.md (default runs/bench-...)")
-    parser.add_argument("--update-benchmarks", type=Path, default=None, metavar="MD",
-                        help="write the table into this BENCHMARKS.md")
+    add_output_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -315,16 +262,8 @@ def main(args: argparse.Namespace) -> int:
         compile=args.compile, tols=tuple(args.tols),
     )
     result = run(cfg)
-    table = markdown(result)
-    print(table)
-    out = args.out or Path("runs") / f"bench-powerflow-{_key(cfg.device)}-" \
-        f"{dt.datetime.now():%Y%m%d-%H%M%S}"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "table.md").write_text(table)
-    payload = {**asdict(result), "config": asdict(cfg)}
-    (out / "results.json").write_text(json.dumps(payload, indent=2))
-    print(f"wrote {out}/table.md and results.json")
-    if args.update_benchmarks:
-        update_benchmarks(args.update_benchmarks, table, cfg.device)
-        print(f"updated {args.update_benchmarks}")
+    key = _key(cfg.device)
+    save(f"powerflow-{key}", args, markdown(result),
+         {**asdict(result), "config": asdict(cfg)},
+         MARK.format(key=key), END.format(key=key))
     return 0

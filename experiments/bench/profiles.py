@@ -17,8 +17,6 @@ table reports medians of rates and of per-repeat ratios. What is timed, in home-
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import statistics
 import tempfile
 import time
@@ -33,7 +31,7 @@ from agents.profiles.generate import generate
 from agents.profiles.loadmodel import LoadModel
 from agents.profiles.realdata import eulv_days
 from agents.profiles.richardson import simulate_home
-from experiments.bench.powerflow import machine_info
+from experiments.bench.common import add_output_arguments, machine_info, save
 
 MARK = "<!-- bench:profiles:cpu -->"
 END = "<!-- /bench:profiles:cpu -->"
@@ -161,16 +159,6 @@ def markdown(result: Result) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update_benchmarks(path: Path, section: str) -> None:
-    """Replace this benchmark's marked section of BENCHMARKS.md (or append it)."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if MARK in text and END in text:
-        head, rest = text.split(MARK, 1)
-        text = head + section.rstrip("\n") + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = Config()
@@ -180,10 +168,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--richardson-homes", type=int, default=d.richardson_homes)
     parser.add_argument("--richardson-days", type=int, default=d.richardson_days)
     parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--out", type=Path, default=None,
-                        help="folder for results.json and table.md (default runs/bench-...)")
-    parser.add_argument("--update-benchmarks", type=Path, default=None, metavar="MD",
-                        help="write the table into this BENCHMARKS.md")
+    add_output_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -191,14 +176,5 @@ def main(args: argparse.Namespace) -> int:
                  richardson_homes=args.richardson_homes, richardson_days=args.richardson_days,
                  seed=args.seed)
     result = run(cfg)
-    table = markdown(result)
-    print(table)
-    out = args.out or Path("runs") / f"bench-profiles-{dt.datetime.now():%Y%m%d-%H%M%S}"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "table.md").write_text(table)
-    (out / "results.json").write_text(json.dumps(asdict(result), indent=2))
-    print(f"wrote {out}/table.md and results.json")
-    if args.update_benchmarks:
-        update_benchmarks(args.update_benchmarks, table)
-        print(f"updated {args.update_benchmarks}")
+    save("profiles", args, markdown(result), asdict(result), MARK, END)
     return 0

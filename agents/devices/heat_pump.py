@@ -1,0 +1,168 @@
+"""Heat pumps heating 1R1C houses, for many households at once, with a comfort band.
+
+House model (one thermal resistance R to outdoors, one capacitance C), solved exactly over a
+step of dt hours with the heat input held constant:
+
+    T_in' = a T_in + (1 - a) (T_out + R (COP p_el + gains)),   a = exp(-dt / (R C))
+
+T in degrees C, R in K/kW (1 / heat-loss coefficient), C in kWh/K, p_el the heat pump's
+electric power in kW, gains the internal and solar heat gains in kW. COP = `cop` +
+`cop_slope` (T_out - 7 C), at least 1: constant with the default slope 0 (FACMAC uses 3), or
+falling with colder air as for an air-source unit.
+
+Comfort band: [`comfort_low_c`, `comfort_high_c`] during `comfort_hours` (default FACMAC's
+07-10 and 17-22 h, 20 +/- 2 C) and the wider set-back band [`setback_low_c`,
+`setback_high_c`] otherwise, judged at the end of each step. The feasible power interval is
+the one that ends the step inside the band, clipped to [0, `power_kw`], so any action keeps
+comfort whenever the heat pump can; when it cannot (too cold for its rating, or too warm
+without cooling), `discomfort_kh` reports the degree-hours outside the band.
+
+With the profile data set: T_out is `outdoor_temp_c`, and R = 1 / `heat_loss_kw_per_k`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+
+from agents.devices.ledger import EnergyFlows
+from agents.devices.parameters import DeviceError, OnDevice, Parameters, to_interval
+
+COMFORT_HOURS = ((7.0, 10.0), (17.0, 22.0))
+COP_REFERENCE_C = 7.0  # outdoor temperature at which COP equals `cop`
+
+
+class HeatInputs(NamedTuple):
+    """Exogenous inputs of one step (scalars broadcast over households)."""
+
+    outdoor_c: torch.Tensor | float
+    hour_end: torch.Tensor | float  # local clock hour at the end of the step
+    gains_kw: torch.Tensor | float = 0.0  # internal and solar heat gains
+
+
+@dataclass(frozen=True)
+class HeatPump(OnDevice):
+    """One heat pump and house per household; without a heat pump `power_kw` is zero (the
+    house still cools and warms with the weather, and no discomfort is counted)."""
+
+    power_kw: torch.Tensor  # electric rating
+    cop: torch.Tensor  # at 7 C outdoors
+    cop_slope: torch.Tensor  # per K of outdoor temperature
+    resistance_k_per_kw: torch.Tensor
+    capacitance_kwh_per_k: torch.Tensor
+    comfort_low_c: torch.Tensor
+    comfort_high_c: torch.Tensor
+    setback_low_c: torch.Tensor
+    setback_high_c: torch.Tensor
+    comfort_hours: tuple[tuple[float, float], ...] = COMFORT_HOURS
+
+    @classmethod
+    def create(
+        cls,
+        households: Sequence[object],
+        power_kw: object,
+        resistance_k_per_kw: object = 5.0,
+        capacitance_kwh_per_k: object = 5.0,
+        cop: object = 3.0,
+        cop_slope: object = 0.0,
+        comfort_low_c: object = 18.0,
+        comfort_high_c: object = 22.0,
+        setback_low_c: object = 16.0,
+        setback_high_c: object = 24.0,
+        comfort_hours: Sequence[tuple[float, float]] = COMFORT_HOURS,
+    ) -> HeatPump:
+        """Validated fleet. Defaults: FACMAC's band and COP; R = 5 K/kW (a heat-loss
+        coefficient of 200 W/K) and C = 5 kWh/K (ISO 13790 'medium' mass, 100 m2), a time
+        constant of 25 h. `comfort_hours`: (start, end) clock hours, shared by all; a
+        window with start > end spans midnight."""
+        p = Parameters("heat_pump", households, power_kw=power_kw, cop=cop, cop_slope=cop_slope,
+                       resistance_k_per_kw=resistance_k_per_kw,
+                       capacitance_kwh_per_k=capacitance_kwh_per_k, comfort_low_c=comfort_low_c,
+                       comfort_high_c=comfort_high_c, setback_low_c=setback_low_c,
+                       setback_high_c=setback_high_c)
+        p.finite().non_negative("power_kw").positive("resistance_k_per_kw",
+                                                     "capacitance_kwh_per_k")
+        p.check(p["cop"] < 1, "cop", "must be at least 1")
+        p.ordered("comfort_low_c", "comfort_high_c").ordered("setback_low_c", "setback_high_c")
+        hours = tuple((float(a), float(b)) for a, b in comfort_hours)
+        for a, b in hours:
+            if not (0 <= a <= 24 and 0 <= b <= 24 and a != b):
+                raise DeviceError(f"heat_pump comfort_hours: window ({a}, {b}) must be two "
+                                  f"different clock hours in [0, 24]")
+        return cls(**p.values, comfort_hours=hours)
+
+    def coefficient(self, outdoor_c: torch.Tensor | float) -> torch.Tensor:
+        """COP at `outdoor_c`, at least 1."""
+        t = torch.as_tensor(outdoor_c, dtype=torch.float64, device=self.cop.device)
+        return torch.clamp(self.cop + self.cop_slope * (t - COP_REFERENCE_C), min=1.0)
+
+    def band(self, hour: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(low, high) comfort limits in degrees C at local clock `hour`."""
+        h = torch.remainder(torch.as_tensor(hour, dtype=torch.float64,
+                                            device=self.comfort_low_c.device), 24.0)
+        occupied = torch.zeros_like(h, dtype=torch.bool)
+        for start, end in self.comfort_hours:
+            inside = (h >= start) & (h < end) if start < end else (h >= start) | (h < end)
+            occupied = occupied | inside
+        return (torch.where(occupied, self.comfort_low_c, self.setback_low_c),
+                torch.where(occupied, self.comfort_high_c, self.setback_high_c))
+
+    def _response(self, indoor_c: torch.Tensor, dt_h: float,
+                  inputs: HeatInputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """(end temperature with the heat pump off, K of end temperature per kW electric)."""
+        r = self.resistance_k_per_kw
+        a = torch.exp(-dt_h / (r * self.capacitance_kwh_per_k))
+        free = a * indoor_c + (1 - a) * (inputs.outdoor_c + r * inputs.gains_kw)
+        return free, (1 - a) * r * self.coefficient(inputs.outdoor_c)
+
+    def limits(self, indoor_c: torch.Tensor, dt_h: float,
+               inputs: HeatInputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Electric power interval (kW) that ends the step inside the comfort band, clipped
+        to [0, power_kw]: the whole rating is allowed when the band is out of reach."""
+        free, gain = self._response(indoor_c, dt_h, inputs)
+        low, high = self.band(inputs.hour_end)
+        zero = torch.zeros_like(free)
+        lo = torch.minimum(torch.maximum((low - free) / gain, zero), self.power_kw)
+        hi = torch.minimum(torch.maximum((high - free) / gain, zero), self.power_kw)
+        return lo, hi
+
+    def from_action(self, action: torch.Tensor, indoor_c: torch.Tensor, dt_h: float,
+                    inputs: HeatInputs) -> torch.Tensor:
+        """Raw action in [0, 1] mapped affinely onto the feasible interval."""
+        lo, hi = self.limits(indoor_c, dt_h, inputs)
+        return to_interval(action, lo, hi, signed=False)
+
+    def step(self, indoor_c: torch.Tensor, power_kw: torch.Tensor, dt_h: float,
+             inputs: HeatInputs) -> torch.Tensor:
+        """Indoor temperature at the end of the step."""
+        free, gain = self._response(indoor_c, dt_h, inputs)
+        return free + gain * power_kw
+
+    def discomfort_kh(self, indoor_next: torch.Tensor, hour_end: torch.Tensor | float,
+                      dt_h: float) -> torch.Tensor:
+        """Degree-hours outside the band over the step (judged at its end); zero for
+        households without a heat pump."""
+        low, high = self.band(hour_end)
+        outside = torch.relu(low - indoor_next) + torch.relu(indoor_next - high)
+        return outside * dt_h * (self.power_kw > 0)
+
+    def flows(self, indoor_c: torch.Tensor, power_kw: torch.Tensor, dt_h: float,
+              inputs: HeatInputs) -> EnergyFlows:
+        """Bookkeeping: electricity + ambient heat + gains = heat stored in the house (C dT)
+        + heat lost to outdoors (the integral of (T_in - T_out) / R over the step, from the
+        exact solution of the ODE)."""
+        r, c = self.resistance_k_per_kw, self.capacitance_kwh_per_k
+        cop = self.coefficient(inputs.outdoor_c)
+        heat_kw = cop * power_kw + inputs.gains_kw
+        a = torch.exp(-dt_h / (r * c))
+        settle_c = inputs.outdoor_c + r * heat_kw  # where the house would end up
+        lost = (settle_c - inputs.outdoor_c) / r * dt_h + c * (indoor_c - settle_c) * (1 - a)
+        stored = c * (self.step(indoor_c, power_kw, dt_h, inputs) - indoor_c)
+        source = ((cop - 1) * power_kw + inputs.gains_kw) * dt_h
+        shape = stored.shape
+        return EnergyFlows(torch.broadcast_to(source, shape),
+                           torch.broadcast_to(power_kw * dt_h, shape), stored,
+                           torch.broadcast_to(lost, shape), torch.zeros_like(stored))

@@ -1,0 +1,101 @@
+"""A bank of independent per-agent policies, evaluated together in one kernel per layer.
+
+Each agent k has its own MLP (no parameter sharing): layer l's weights of all agents are
+stacked in one tensor `[n_agents, in, out]` and applied with a batched matmul, so 10,000
+independent policies cost what one wide layer costs. Agent k's parameters are drawn from
+its own seed (derived from the bank's seed and k), so an agent's initial policy does not
+depend on how many others there are. Outputs are squashed per output: tanh to [-1, 1] or
+sigmoid to [0, 1] (for households, `squash=SIGNED_ACTIONS`).
+
+    bank = PolicyBank(n, len(FIELDS), len(ACTIONS), squash=SIGNED_ACTIONS)
+    action = bank(observe(...))            # [..., n, len(ACTIONS)], agent k sees only row k
+
+The optimiser state of Adam is per parameter element, so one Adam over the bank is n
+independent Adams with the same settings.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
+
+
+def agent_generator(seed: int, agent: int) -> torch.Generator:
+    """A torch generator seeded from (seed, agent) alone."""
+    state = np.random.SeedSequence([seed, agent]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+class PolicyBank(nn.Module):
+    """n_agents independent MLPs obs_dim -> hidden... -> act_dim."""
+
+    def __init__(self, n_agents: int, obs_dim: int, act_dim: int,
+                 hidden: Sequence[int] = (64, 64), squash: bool | Sequence[bool] = True,
+                 activation: str = "tanh", seed: int = 0,
+                 dtype: torch.dtype = torch.float64) -> None:
+        """`squash`: True for tanh ([-1, 1]), False for sigmoid ([0, 1]); one for all
+        outputs or one per output."""
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation {activation!r}: choose one of {list(ACTIVATIONS)}")
+        signed = [bool(squash)] * act_dim if isinstance(squash, bool) else list(squash)
+        if len(signed) != act_dim:
+            raise ValueError(f"squash has {len(signed)} entries for {act_dim} outputs")
+        self.n_agents, self.obs_dim, self.act_dim = n_agents, obs_dim, act_dim
+        self.activation = activation
+        self.register_buffer("signed", torch.tensor(signed, dtype=torch.bool))
+        sizes = [obs_dim, *hidden, act_dim]
+        weights = [torch.empty(n_agents, a, b, dtype=dtype) for a, b in zip(sizes, sizes[1:])]
+        biases = [torch.empty(n_agents, b, dtype=dtype) for b in sizes[1:]]
+        for k in range(n_agents):
+            g = agent_generator(seed, k)
+            for w, b in zip(weights, biases):
+                bound = 1 / math.sqrt(w.shape[1])  # torch.nn.Linear's default range
+                w[k].uniform_(-bound, bound, generator=g)
+                b[k].uniform_(-bound, bound, generator=g)
+        self.weights = nn.ParameterList(nn.Parameter(w) for w in weights)
+        self.biases = nn.ParameterList(nn.Parameter(b) for b in biases)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Observations `[..., n_agents, obs_dim]` to actions `[..., n_agents, act_dim]`."""
+        x = obs.to(self.weights[0].dtype)
+        act = ACTIVATIONS[self.activation]
+        last = len(self.weights) - 1
+        for layer, (w, b) in enumerate(zip(self.weights, self.biases)):
+            x = torch.einsum("...ni,nio->...no", x, w) + b
+            if layer < last:
+                x = act(x)
+        return torch.where(self.signed, torch.tanh(x), torch.sigmoid(x))
+
+    def agent_state(self, k: int) -> dict[str, torch.Tensor]:
+        """Copies of agent k's parameters: {"weight.l": [in, out], "bias.l": [out]}."""
+        return {**{f"weight.{i}": w[k].detach().clone() for i, w in enumerate(self.weights)},
+                **{f"bias.{i}": b[k].detach().clone() for i, b in enumerate(self.biases)}}
+
+    @torch.no_grad()
+    def load_agent_state(self, k: int, state: dict[str, torch.Tensor]) -> None:
+        """Overwrite agent k's parameters (others untouched)."""
+        for i, w in enumerate(self.weights):
+            w[k].copy_(state[f"weight.{i}"])
+        for i, b in enumerate(self.biases):
+            b[k].copy_(state[f"bias.{i}"])
+
+    @torch.no_grad()
+    def select(self, agents: Sequence[int] | torch.Tensor) -> PolicyBank:
+        """A bank holding copies of the given agents' policies, in that order (e.g. the
+        households of one co-simulation shard)."""
+        index = torch.as_tensor(agents, dtype=torch.long, device=self.signed.device)
+        out = PolicyBank.__new__(PolicyBank)
+        nn.Module.__init__(out)
+        out.n_agents, out.obs_dim, out.act_dim = len(index), self.obs_dim, self.act_dim
+        out.activation = self.activation
+        out.register_buffer("signed", self.signed.clone())
+        out.weights = nn.ParameterList(nn.Parameter(w[index].clone()) for w in self.weights)
+        out.biases = nn.ParameterList(nn.Parameter(b[index].clone()) for b in self.biases)
+        return out
