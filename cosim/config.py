@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import tomllib
+import zoneinfo
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -20,14 +21,22 @@ class ConfigError(ValueError):
     """A scenario file that cannot be used; names the file, the key and the reason."""
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 Positive = Annotated[float, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
-Range = tuple[NonNegative, NonNegative]
+Range = tuple[NonNegative, NonNegative]  # [low, high], drawn uniformly
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="after")
+    def _ranges_ordered(self) -> _Section:
+        for name, info in type(self).model_fields.items():
+            value = getattr(self, name)
+            if info.annotation == Range and value[0] > value[1]:
+                raise ValueError(f"{name} = {list(value)}: the low end is above the high end")
+        return self
 
 
 class RunConfig(_Section):
@@ -39,6 +48,17 @@ class RunConfig(_Section):
     checkpoint_every: Annotated[int, Field(gt=0)] = 24  # steps between checkpoints
     phase_timeout_s: Positive = 120.0  # a phase that takes longer fails, naming the actors
     record_messages: bool = False  # also write every message to the `messages` table
+    # the local clock of the households and tariffs (comfort hours, commutes, peak hours);
+    # an IANA name such as "Europe/London". Records stay in UTC.
+    timezone: str = "UTC"
+
+    @model_validator(mode="after")
+    def _zone(self) -> RunConfig:
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"timezone {self.timezone!r} is not an IANA time zone") from None
+        return self
 
 
 class GridConfig(_Section):
@@ -65,10 +85,62 @@ class BatteryConfig(_Section):
     soc_max: Fraction = 0.9
     soc_initial: Fraction = 0.5
 
+    @model_validator(mode="after")
+    def _soc(self) -> BatteryConfig:
+        if not self.soc_min <= self.soc_initial <= self.soc_max:
+            raise ValueError(f"need soc_min <= soc_initial <= soc_max, got {self.soc_min}, "
+                             f"{self.soc_initial}, {self.soc_max}")
+        return self
+
 
 class PVConfig(_Section):
     share: Fraction = 0.5  # fraction of households with PV
     kwp: Range = (2.0, 6.0)
+
+
+class EVConfig(_Section):
+    """Electric cars. Owners drive the trips of their home's profile (homes of the profile
+    data without a car lend an owner's pattern) and must reach `target_soc` by each
+    departure; with V2G they may also discharge into the home."""
+
+    share: Fraction = 0.0  # fraction of households with a car
+    capacity_kwh: Range = (40.0, 75.0)
+    charge_kw: Range = (3.7, 11.0)  # home charger
+    v2g_share: Fraction = 0.0  # fraction of car owners whose charger can discharge
+    target_soc: Fraction = 0.8
+    soc_initial: Fraction = 0.8
+    efficiency: Annotated[float, Field(gt=0, le=1)] = 0.93  # each way
+
+
+class HeatPumpConfig(_Section):
+    """Heat pumps heating a 1R1C house within a comfort band (agents.devices.heat_pump)."""
+
+    share: Fraction = 0.0  # fraction of households with a heat pump
+    power_kw: Range = (1.5, 4.0)  # electric rating
+    cop: Annotated[float, Field(ge=1)] = 3.0
+    resistance_k_per_kw: Positive = 5.0  # house: 1 / heat-loss coefficient
+    capacitance_kwh_per_k: Positive = 5.0  # house: thermal mass
+    comfort_c: Range = (18.0, 22.0)  # band in the comfort hours (07-10, 17-22 local)
+    setback_c: Range = (16.0, 24.0)  # band otherwise
+    indoor_initial_c: float = 20.0
+
+
+class FlexibleLoadConfig(_Section):
+    """Appliance demand that may wait (washing, dishwashing): a share of each owner's load
+    can be served up to `window_h` later."""
+
+    share: Fraction = 0.0  # fraction of households with flexible appliances
+    flexible_share: Fraction = 0.2  # of their load
+    window_h: NonNegative = 4.0
+
+
+class GeneratorConfig(_Section):
+    """Controllable generators (a micro-CHP or diesel set), run when cheaper than imports."""
+
+    share: Fraction = 0.0
+    max_kw: Range = (2.0, 5.0)
+    cost_linear: NonNegative = 0.25  # currency/kWh
+    cost_quadratic: NonNegative = 0.0  # currency/kW2h
 
 
 class HomeConfig(_Section):
@@ -78,6 +150,9 @@ class HomeConfig(_Section):
     pv_kwp: NonNegative = 0.0
     battery_kwh: NonNegative = 0.0
     battery_kw: NonNegative = 0.0
+    ev_kwh: NonNegative = 0.0
+    ev_kw: NonNegative = 0.0
+    heat_pump_kw: NonNegative = 0.0
 
 
 class HouseholdConfig(_Section):
@@ -92,6 +167,10 @@ class HouseholdConfig(_Section):
     size_factor: Positive = 1.0
     battery: BatteryConfig = BatteryConfig()
     pv: PVConfig = PVConfig()
+    ev: EVConfig = EVConfig()
+    heat_pump: HeatPumpConfig = HeatPumpConfig()
+    flexible_load: FlexibleLoadConfig = FlexibleLoadConfig()
+    generator: GeneratorConfig = GeneratorConfig()
     homes: list[HomeConfig] = []  # explicit households; if given, one per household
 
     @model_validator(mode="after")
@@ -123,7 +202,7 @@ class TariffConfig(_Section):
     import_price: NonNegative = 0.30  # currency/kWh, the distributor's retail tariff
     export_price: NonNegative = 0.08  # currency/kWh, its feed-in tariff
     peak_import_price: NonNegative | None = None  # time of use: price in peak hours
-    peak_hours: tuple[int, int] = (17, 21)  # [start, end) local hour of the peak
+    peak_hours: tuple[int, int] = (17, 21)  # [start, end) hour of run.timezone
 
 
 class AggregatorConfig(_Section):

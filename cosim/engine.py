@@ -252,8 +252,10 @@ def summarize(folder: RunFolder, scenario: Scenario, wall: dict[str, float]) -> 
     system = folder.read("system").to_pandas()
     n = len(scenario.households["household"])
     steps = len(system)
-    sums = ("load_kwh", "pv_kwh", "import_kwh", "export_kwh", "p2p_kwh", "substation_kwh",
-            "losses_kwh", "household_cost", "household_emissions_kg", "emissions_kg")
+    sums = ("load_kwh", "pv_kwh", "curtailed_kwh", "battery_kwh", "ev_kwh", "heat_pump_kwh",
+            "generator_kwh", "import_kwh", "export_kwh", "p2p_kwh", "substation_kwh",
+            "losses_kwh", "household_cost", "operating_cost", "household_emissions_kg",
+            "emissions_kg", "discomfort_kh", "ev_shortfall_kwh")
     out = {"households": n, "steps": steps}
     out |= {key: float(system[key].sum()) for key in sums if key in system}
     out |= {

@@ -17,9 +17,11 @@ from cosim.scenario import ProfileData
 def synthetic(homes: int = 20, steps: int = 96, dt_s: int = 900,
               start: str = "2026-06-01T00:00", seed: int = 0) -> ProfileData:
     """A deterministic synthetic family: evening- and morning-peaked loads around 0.7 kW
-    with gamma noise, a clear-sky-like PV bell (kW per kWp), and daily wholesale price and
-    carbon cycles that dip at midday. Shaped enough to exercise every part of the engine;
-    not a substitute for `cosim data generate`."""
+    with gamma noise, a clear-sky-like PV bell (kW per kWp), daily wholesale price and
+    carbon cycles that dip at midday, and a daily commute per home (out between 07 and 09,
+    back between 16:30 and 19, 4 to 12 kWh driven, spread over the steps away). Shaped
+    enough to exercise every part of the engine; not a substitute for `cosim data
+    generate`."""
     rng = np.random.default_rng(seed)
     time = np.datetime64(start, "s") + np.arange(steps) * np.timedelta64(dt_s, "s")
     hour = (np.arange(steps) * dt_s / 3600.0) % 24
@@ -29,11 +31,21 @@ def synthetic(homes: int = 20, steps: int = 96, dt_s: int = 900,
     load = load[None] * rng.uniform(0.5, 1.5, (homes, 1)) + rng.gamma(2, 0.05, (homes, steps))
     sun = np.clip(np.sin(np.pi * (hour - 6) / 14), 0, None)
     pv = sun[None] ** 1.3 * rng.uniform(0.6, 1.0, (homes, 1))
+    # a step is away if any part of it is: [h, h + dt) overlaps [leave, back)
+    leave, back = rng.uniform(7, 9, (homes, 1)), rng.uniform(16.5, 19, (homes, 1))
+    dt_h = dt_s / 3600.0
+
+    def away(h: np.ndarray) -> np.ndarray:
+        return (h + dt_h > leave) & (h < back)
+
+    per_day = away(np.arange(round(24 / dt_h)) * dt_h).sum(axis=1, keepdims=True)
+    out = away(hour[None])
     return ProfileData(
         time=time, load_kw=load, pv_kw_per_kwp=pv,
         temperature_c=15 + 6 * np.sin(np.pi * (hour - 9) / 12), ghi_w_m2=900 * sun,
         wholesale_price=0.10 + 0.08 * evening - 0.04 * pv.mean(0),
-        carbon_intensity=0.20 + 0.10 * evening - 0.08 * pv.mean(0))
+        carbon_intensity=0.20 + 0.10 * evening - 0.08 * pv.mean(0),
+        ev_at_home=~out, ev_trip_kwh=out * rng.uniform(4, 12, (homes, 1)) / per_day)
 
 
 def load_profiles(config: ScenarioConfig, cache: Path | None = None) -> ProfileData:
@@ -76,7 +88,8 @@ def load_profiles(config: ScenarioConfig, cache: Path | None = None) -> ProfileD
 
 def _from_tables(tables: dict, source: str) -> ProfileData:
     """ProfileData from the generator's tables: load and PV per home per step, PV turned
-    into output per kWp (homes without PV get the mean shape of those with it)."""
+    into output per kWp (homes without PV get the mean shape of those with it), and car
+    use (homes without a car borrow the pattern of an owner, in turn)."""
     homes, steps, exo = tables["homes"], tables["households"], tables["exogenous"]
     time = np.sort(steps["time"].unique())
     n_homes, n_steps = len(homes), len(time)
@@ -94,10 +107,19 @@ def _from_tables(tables: dict, source: str) -> ProfileData:
     per_kwp = np.empty_like(pv)
     per_kwp[has] = pv[has] / kwp[has, None]
     per_kwp[~has] = per_kwp[has].mean(axis=0)
+    cars: dict[str, np.ndarray] = {}
+    owners = np.flatnonzero(homes.sort_values("home")["has_ev"].to_numpy(bool)) \
+        if "has_ev" in homes else np.array([], int)
+    if len(owners):
+        lender = np.arange(n_homes)
+        others = np.setdiff1d(lender, owners)
+        lender[others] = owners[np.arange(len(others)) % len(owners)]
+        for name in ("ev_at_home", "ev_trip_kwh"):
+            cars[name] = ordered[name].to_numpy().reshape(n_homes, n_steps)[lender]
     exo = exo.sort_values("time")
     as_utc = pd.to_datetime(time, utc=True).tz_localize(None).to_numpy().astype("datetime64[s]")
     return ProfileData(
         time=as_utc, load_kw=load, pv_kw_per_kwp=per_kwp,
         temperature_c=exo["outdoor_temp_c"].to_numpy(), ghi_w_m2=exo["ghi_w_m2"].to_numpy(),
         wholesale_price=exo["wholesale_price_per_kwh"].to_numpy(),
-        carbon_intensity=exo["carbon_kg_per_kwh"].to_numpy())
+        carbon_intensity=exo["carbon_kg_per_kwh"].to_numpy(), **cars)

@@ -3,8 +3,9 @@
 Households are placed on the feeder's own load connections, in proportion to the loads'
 nominal power (so 1,000 households on IEEE 123 reproduce its load pattern), grouped into
 microgrid markets by electrical locality, retailed by the distributor or an aggregator,
-given PV and batteries by the config's shares and ranges, and cut into shards. Every draw
-comes from one generator seeded by the config.
+given PV, batteries, electric cars, heat pumps, flexible appliances and generators by the
+config's shares and ranges (agents.households composes them), and cut into shards. Every
+draw comes from generators seeded by the config's seed.
 """
 
 from __future__ import annotations
@@ -13,25 +14,34 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
+import torch
 
+from agents.devices import DeviceError, steps_to_departure
+from agents.households import Households, HouseholdType, PlacementError, place
+from agents.households.placement import connection_spec, load_branches
 from cosim.actors.base import Actor
 from cosim.actors.feed import ExogenousFeed
 from cosim.actors.grid import GridActor
 from cosim.actors.households import HouseholdArrays, HouseholdShard
 from cosim.actors.market import MicrogridOperator
 from cosim.actors.retail import Aggregator, Distributor
-from cosim.config import ConfigError, ScenarioConfig
+from cosim.config import ConfigError, HouseholdConfig, ScenarioConfig
 from grid import Feeder, load_feeder
-from grid.feeder import GROUND
 
 
 @dataclass
 class ProfileData:
-    """Load and PV per home and the exogenous series, on the run's time grid.
+    """Load, PV and car use per home and the exogenous series, on the run's time grid.
 
     time: [steps] UTC timestamps of step starts; load_kw, pv_kw_per_kwp: [homes, steps],
-    means over each step; the rest [steps]: outdoor temperature (C), global horizontal
-    irradiance (W/m2), wholesale price (currency/kWh), grid carbon intensity (kgCO2/kWh).
+    means over each step; temperature_c, ghi_w_m2, wholesale_price, carbon_intensity:
+    [steps] outdoor temperature (C), global horizontal irradiance (W/m2), wholesale price
+    (currency/kWh), grid carbon intensity (kgCO2/kWh). Car use, None when the data has no
+    cars: ev_at_home [homes, steps] bool (home for the whole step), ev_trip_kwh [homes,
+    steps] (energy driven within the step); ev_steps_left [homes, steps], the at-home
+    steps before the next departure, this one included (inf while away or when no departure
+    follows in the data), is filled in by `window` from the whole series.
     """
 
     time: np.ndarray
@@ -41,6 +51,9 @@ class ProfileData:
     ghi_w_m2: np.ndarray
     wholesale_price: np.ndarray
     carbon_intensity: np.ndarray
+    ev_at_home: np.ndarray | None = None
+    ev_trip_kwh: np.ndarray | None = None
+    ev_steps_left: np.ndarray | None = None
 
     def window(self, start: dt.datetime, steps: int, dt_s: int, source: str) -> ProfileData:
         """The `steps` steps from `start`; errors if the data does not cover them at dt."""
@@ -54,9 +67,17 @@ class ProfileData:
             raise ConfigError(f"{source}: profiles cover {time[0]} to {time[-1]}, the run needs "
                               f"{steps} steps from {first}")
         cut = slice(begin, begin + steps)
+        cars = None
+        if self.ev_at_home is not None:
+            # departures beyond the window still count: a car due out just after the run
+            # must be charged by its end
+            left = steps_to_departure(torch.from_numpy(self.ev_at_home),
+                                      end_is_departure=False).numpy()
+            cars = (self.ev_at_home[:, cut], self.ev_trip_kwh[:, cut], left[:, cut])
         return ProfileData(self.time[cut], self.load_kw[:, cut], self.pv_kw_per_kwp[:, cut],
                            self.temperature_c[cut], self.ghi_w_m2[cut],
-                           self.wholesale_price[cut], self.carbon_intensity[cut])
+                           self.wholesale_price[cut], self.carbon_intensity[cut],
+                           *(cars or ()))
 
 
 @dataclass
@@ -85,23 +106,17 @@ def build(config: ScenarioConfig, profiles: ProfileData, feeder: Feeder | None =
     data = profiles.window(run.start, run.steps, run.dt_s, "profiles")
     n = hh.count
 
-    # Placement: each household on one of the feeder's load branches.
-    branches = [(a, b, ld.kw / len(ld.branches())) for ld in feeder.loads
-                for a, b, _ in ld.branches()]
-    if not branches:
-        raise ConfigError(f"grid.feeder: {feeder.name} has no loads to place households at")
-    if hh.placement == "one_per_load":
-        if n > len(feeder.loads):
-            raise ConfigError(f"households.count: {n} households, but {feeder.name} has only "
-                              f"{len(feeder.loads)} loads for placement = \"one_per_load\"")
-        first_branch = np.cumsum([0] + [len(ld.branches()) for ld in feeder.loads])
-        pick = first_branch[:n]
-    else:  # in proportion to the loads' nominal power
-        weight = np.array([w for *_, w in branches])
-        pick = rng.choice(len(branches), size=n, p=weight / weight.sum())
-    used = np.unique(pick)
-    connections = [_spec(feeder, *branches[k][:2]) for k in used]
-    connection = np.searchsorted(used, pick)
+    # Placement: each household on one of the feeder's load branches; the connections the
+    # power flow sees are the branches used, in the feeder's order.
+    try:
+        placement = place(feeder, n, hh.placement, seed=int(rng.integers(2**63)))
+    except PlacementError as exc:
+        raise ConfigError(f"households.placement: {exc}") from None
+    branch = np.asarray(placement.branch)
+    used = np.unique(branch)
+    branches = load_branches(feeder)
+    connections = [connection_spec(feeder, *branches[k][1:3]) for k in used]
+    connection = np.searchsorted(used, branch)
 
     # Markets: households in connection order, cut into groups of households_per_market.
     order = np.argsort(connection, kind="stable")
@@ -118,27 +133,34 @@ def build(config: ScenarioConfig, profiles: ProfileData, feeder: Feeder | None =
         retailer[theirs] = [f"aggregator-{k}" for k in rng.integers(0, agg.count, theirs.sum())]
 
     homes = rng.permutation(n) % data.load_kw.shape[0]
-    has_pv = rng.random(n) < hh.pv.share
-    size = hh.size_factor
-    kwp = np.where(has_pv, rng.uniform(*hh.pv.kwp, n), 0.0) * size
-    has_battery = rng.random(n) < hh.battery.share
-    battery_kwh = np.where(has_battery, rng.uniform(*hh.battery.capacity_kwh, n), 0.0) * size
-    battery_kw = np.where(has_battery, rng.uniform(*hh.battery.power_kw, n), 0.0) * size
-    if hh.homes:  # explicit households replace the draws
+    if hh.homes:
         homes = np.array([h.profile for h in hh.homes])
-        kwp = np.array([h.pv_kwp for h in hh.homes]) * size
-        battery_kwh = np.array([h.battery_kwh for h in hh.homes]) * size
-        battery_kw = np.array([h.battery_kw for h in hh.homes]) * size
         missing = homes >= data.load_kw.shape[0]
         if missing.any():
             raise ConfigError(f"households.homes[{int(np.flatnonzero(missing)[0])}].profile: "
                               f"the profile data has {data.load_kw.shape[0]} homes")
-    load_kw = data.load_kw[homes] * size
-    pv_kw = data.pv_kw_per_kwp[homes] * kwp[:, None]
+    sizes = _draw_sizes(hh, rng, run.seed)
+    devices = _devices(hh, sizes)
+    try:  # fail here, naming the household and field, rather than in a shard mid-start
+        fleet = Households.create(range(n), **devices)
+    except DeviceError as exc:
+        raise ConfigError(f"households: {exc}") from None
+    has_ev = sizes["ev_capacity_kwh"] > 0
+    if has_ev.any() and data.ev_at_home is None:
+        raise ConfigError("households.ev.share: the profile data has no car use to drive the "
+                          "scenario's electric cars; give it EVs (the generator's ev.share)")
+    load_kw = data.load_kw[homes] * hh.size_factor
+    pv_kw = data.pv_kw_per_kwp[homes] * sizes["pv_kwp"][:, None]
+    local = pd.DatetimeIndex(data.time, tz="UTC").tz_convert(run.timezone)
+    clock = dict(hour=np.asarray(local.hour + local.minute / 60.0, dtype=float),
+                 weekend=np.asarray(local.day_of_week >= 5, dtype=float),
+                 outdoor_c=np.asarray(data.temperature_c, dtype=float))
 
     households = {"household": np.arange(n), "connection": connection, "market": market,
-                  "retailer": retailer.astype(str), "home": homes, "pv_kwp": kwp,
-                  "battery_kwh": battery_kwh, "battery_power_kw": battery_kw}
+                  "retailer": retailer.astype(str), "home": homes, "kind": fleet.kind,
+                  "kind_label": np.array([HouseholdType(k).label for k in fleet.kind]),
+                  **{k: v for k, v in sizes.items() if k != "v2g"},
+                  "ev_v2g": sizes["v2g"]}
 
     seed = run.seed
     specs = [
@@ -150,8 +172,7 @@ def build(config: ScenarioConfig, profiles: ProfileData, feeder: Feeder | None =
             seed=seed, n_markets=n_markets, customers=retailer == "distributor", dt_s=run.dt_s,
             import_price=config.tariff.import_price, export_price=config.tariff.export_price,
             peak_import_price=config.tariff.peak_import_price,
-            peak_hours=config.tariff.peak_hours,
-            hours=data.time.astype("datetime64[h]").astype(int) % 24)),
+            peak_hours=config.tariff.peak_hours, hours=clock["hour"])),
     ]
     for k in range(agg.count):
         name = f"aggregator-{k}"
@@ -160,27 +181,87 @@ def build(config: ScenarioConfig, profiles: ProfileData, feeder: Feeder | None =
             wholesale=data.wholesale_price, margin=agg.margin)))
     specs.append(ActorSpec("market", MicrogridOperator, dict(
         seed=seed, n_markets=n_markets, n_households=n)))
-    for k, start in enumerate(range(0, n, hh.shard_size)):
-        rows = order[start: start + hh.shard_size]
-        rows = np.sort(rows)
+    initial = dict(battery_soc=hh.battery.soc_initial, ev_soc=hh.ev.soc_initial,
+                   indoor_c=hh.heat_pump.indoor_initial_c)
+    for k, first in enumerate(range(0, n, hh.shard_size)):
+        rows = np.sort(order[first: first + hh.shard_size])
+        cars = has_ev[rows].any()
         specs.append(ActorSpec(f"shard-{k:04d}", HouseholdShard, dict(
             seed=seed, dt_s=run.dt_s, homes=HouseholdArrays(
                 household=rows, connection=connection[rows], market=market[rows],
                 retailer=retailer[rows].astype(str), load_kw=load_kw[rows],
-                pv_kw=pv_kw[rows], battery_kwh=battery_kwh[rows], battery_kw=battery_kw[rows],
-                efficiency=hh.battery.efficiency, soc_min=hh.battery.soc_min,
-                soc_max=hh.battery.soc_max, soc_initial=hh.battery.soc_initial,
-                power_factor=hh.power_factor))))
+                pv_kw=pv_kw[rows],
+                ev_at_home=data.ev_at_home[homes[rows]] & has_ev[rows, None] if cars else None,
+                ev_trip_kwh=data.ev_trip_kwh[homes[rows]] * has_ev[rows, None] if cars else None,
+                ev_steps_left=data.ev_steps_left[homes[rows]] if cars else None,
+                devices=_rows(devices, rows), initial=initial, power_factor=hh.power_factor,
+                **clock))))
     g = config.grid
     specs.append(ActorSpec("grid", GridActor, dict(
-        seed=seed, feeder=g.feeder, connections=connections, n_households=n, feeder_load_scale=g.feeder_load_scale,
-        vmin_pu=g.vmin_pu, vmax_pu=g.vmax_pu, tol=g.tol, device=g.device)))
+        seed=seed, feeder=g.feeder, connections=connections, n_households=n,
+        feeder_load_scale=g.feeder_load_scale, vmin_pu=g.vmin_pu, vmax_pu=g.vmax_pu, tol=g.tol,
+        device=g.device)))
     return Scenario(config, specs, households, connections, n_markets, data.time)
 
 
-def _spec(feeder: Feeder, a: int, b: int) -> str:
-    """Connection spec of a node pair: "bus.p" to ground, "bus.p.q" between phases."""
-    bus, pa = feeder.nodes[a].rsplit(".", 1)
-    if b == GROUND:
-        return f"{bus}.{pa}"
-    return f"{bus}.{pa}.{feeder.nodes[b].rsplit('.', 1)[1]}"
+def _draw_sizes(hh: HouseholdConfig, rng: np.random.Generator,
+                seed: int) -> dict[str, np.ndarray]:
+    """Device sizes per household (kW, kWh; zero without the device), from the config's
+    shares and ranges or its explicit homes, scaled by size_factor. PV and batteries come
+    from the scenario's generator as always; the other devices from their own stream, so
+    adding cars to a scenario leaves its PV and batteries where they were."""
+    n = hh.count
+
+    def drawn(r: np.random.Generator, share: float, *ranges: tuple[float, float]):
+        owns = r.random(n) < share
+        return [np.where(owns, r.uniform(*bounds, n), 0.0) for bounds in ranges]
+
+    kwp, = drawn(rng, hh.pv.share, hh.pv.kwp)
+    battery_kwh, battery_kw = drawn(rng, hh.battery.share, hh.battery.capacity_kwh,
+                                    hh.battery.power_kw)
+    more = np.random.default_rng(np.random.SeedSequence([seed, 2]))
+    ev_kwh, ev_kw = drawn(more, hh.ev.share, hh.ev.capacity_kwh, hh.ev.charge_kw)
+    v2g = (more.random(n) < hh.ev.v2g_share) & (ev_kwh > 0)
+    heat_kw, = drawn(more, hh.heat_pump.share, hh.heat_pump.power_kw)
+    flexible = np.where(more.random(n) < hh.flexible_load.share,
+                        hh.flexible_load.flexible_share, 0.0)
+    generator_kw, = drawn(more, hh.generator.share, hh.generator.max_kw)
+    if hh.homes:  # explicit households replace the draws
+        kwp, battery_kwh, battery_kw, ev_kwh, ev_kw, heat_kw = (
+            np.array([getattr(h, f) for h in hh.homes], dtype=float)
+            for f in ("pv_kwp", "battery_kwh", "battery_kw", "ev_kwh", "ev_kw", "heat_pump_kw"))
+    size = hh.size_factor
+    return {"pv_kwp": kwp * size, "battery_capacity_kwh": battery_kwh * size,
+            "battery_power_kw": battery_kw * size, "ev_capacity_kwh": ev_kwh * size,
+            "ev_charge_kw": ev_kw * size, "v2g": v2g, "heat_pump_rating_kw": heat_kw * size,
+            "flexible_share": flexible, "generator_rating_kw": generator_kw * size}
+
+
+def _devices(hh: HouseholdConfig, sizes: dict[str, np.ndarray]) -> dict[str, dict[str, object]]:
+    """Keyword arguments of `Households.create` for every household: per-household arrays
+    where households differ, the config's scalars where they do not."""
+    b, ev, hp, fl, gen = hh.battery, hh.ev, hh.heat_pump, hh.flexible_load, hh.generator
+    return {
+        # PV delivers what its profile says (the profile already is AC output per kWp)
+        "pv": {"inverter_kw": np.where(sizes["pv_kwp"] > 0, np.inf, 0.0)},
+        "battery": {"capacity_kwh": sizes["battery_capacity_kwh"], "power_kw": sizes["battery_power_kw"],
+                    "eta_charge": b.efficiency, "eta_discharge": b.efficiency,
+                    "soc_min": b.soc_min, "soc_max": b.soc_max},
+        "ev": {"capacity_kwh": sizes["ev_capacity_kwh"], "charge_kw": sizes["ev_charge_kw"],
+               "v2g": sizes["v2g"], "eta_charge": ev.efficiency, "eta_discharge": ev.efficiency,
+               "target_soc": np.where(sizes["ev_capacity_kwh"] > 0, ev.target_soc, 0.0)},
+        "heat_pump": {"power_kw": sizes["heat_pump_rating_kw"], "cop": hp.cop,
+                      "resistance_k_per_kw": hp.resistance_k_per_kw,
+                      "capacitance_kwh_per_k": hp.capacitance_kwh_per_k,
+                      "comfort_low_c": hp.comfort_c[0], "comfort_high_c": hp.comfort_c[1],
+                      "setback_low_c": hp.setback_c[0], "setback_high_c": hp.setback_c[1]},
+        "flexible_load": {"share": sizes["flexible_share"], "window_h": fl.window_h},
+        "generator": {"max_kw": sizes["generator_rating_kw"], "cost_linear": gen.cost_linear,
+                      "cost_quadratic": gen.cost_quadratic},
+    }
+
+
+def _rows(devices: dict[str, dict[str, object]], rows: np.ndarray) -> dict[str, dict[str, object]]:
+    """The devices of some households: per-household arrays cut to `rows`."""
+    return {name: {k: (v[rows] if isinstance(v, np.ndarray) else v) for k, v in kw.items()}
+            for name, kw in devices.items()}

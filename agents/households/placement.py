@@ -5,8 +5,8 @@ for delta; `grid.Load.branches`). Households are placed on those branches:
 
 - "one_per_load": household k on the first branch of the feeder's k-th load (a one-to-one
   replacement of the feeder's loads by households; needs at least as many loads);
-- "by_kw": each household on a branch drawn with probability proportional to the branch's
-  share of its load's nominal kW (so heavily loaded buses get more homes), seeded.
+- "by_load": each household on a branch drawn with probability proportional to the
+  branch's share of its load's nominal kW (so heavily loaded buses get more homes), seeded.
 
 A connection is written as the power flow takes it: "bus.p" from phase p to ground, or
 "bus.p.q" between phases p and q (or phase and an ungrounded neutral).
@@ -22,7 +22,7 @@ import numpy as np
 if TYPE_CHECKING:  # a Feeder comes loaded, so grid is imported by then; not before
     from grid import Feeder
 
-MODES = ("one_per_load", "by_kw")
+MODES = ("one_per_load", "by_load")
 
 
 class PlacementError(ValueError):
@@ -33,6 +33,7 @@ class PlacementError(ValueError):
 class Placement:
     connection: tuple[str, ...]  # per household: "bus.p" or "bus.p.q"
     load: tuple[str, ...]  # per household: the feeder load whose branch it took
+    branch: tuple[int, ...]  # per household: index into `load_branches(feeder)`
 
     @property
     def bus(self) -> tuple[str, ...]:
@@ -54,14 +55,20 @@ def connection_spec(feeder: Feeder, a: int, b: int) -> str:
     return f"{bus}.{pa}.{feeder.nodes[b].rsplit('.', 1)[1]}"
 
 
-def place(feeder: Feeder, n: int, mode: str = "by_kw", seed: int = 0) -> Placement:
+def load_branches(feeder: Feeder) -> list[tuple[str, int, int, float]]:
+    """(load name, node a, node b, kW) of every branch of the feeder's loads, in the
+    feeder's load order: the places a household can connect."""
+    return [(ld.name, a, b, ld.kw / len(ld.branches()))
+            for ld in feeder.loads for a, b, _ in ld.branches()]
+
+
+def place(feeder: Feeder, n: int, mode: str = "by_load", seed: int = 0) -> Placement:
     """Connections of `n` households on `feeder` (see the module docstring for `mode`)."""
     if mode not in MODES:
         raise PlacementError(f"placement mode {mode!r}: choose one of {MODES}")
     if n < 0:
         raise PlacementError(f"cannot place {n} households")
-    branches = [(ld.name, a, b, ld.kw / len(ld.branches()))
-                for ld in feeder.loads for a, b, _ in ld.branches()]
+    branches = load_branches(feeder)
     if not branches:
         raise PlacementError(f"feeder {feeder.name} has no loads to place households at")
     if mode == "one_per_load":
@@ -75,4 +82,4 @@ def place(feeder: Feeder, n: int, mode: str = "by_kw", seed: int = 0) -> Placeme
             weight = np.ones(len(branches))
         pick = np.random.default_rng(seed).choice(len(branches), size=n, p=weight / weight.sum())
     return Placement(tuple(connection_spec(feeder, branches[k][1], branches[k][2]) for k in pick),
-                     tuple(branches[k][0] for k in pick))
+                     tuple(branches[k][0] for k in pick), tuple(int(k) for k in pick))

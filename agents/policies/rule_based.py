@@ -5,7 +5,7 @@ whatever is left is bought or sold. Limit prices follow the household's grid tar
 buyer never pays more than importing would cost, a seller never takes less than exporting
 would earn, so trading with neighbours can only help.
 
-`self_consumption_setpoints` applies the same rule to a household with every device:
+`self_consumption_setpoints` applies the rule to a household with every device:
 1. what cannot wait runs: the heat pump's minimum to stay in its comfort band, the EV's
    minimum to reach its departure target, flexible demand that falls due, the generator's
    minimum output;
@@ -21,15 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from agents.devices.battery import Battery
 from agents.households.composition import HouseholdInputs, Households, HouseholdState, Setpoints
-
-
-def self_consumption(
-    net_kw: torch.Tensor, battery: Battery, energy_kwh: torch.Tensor, dt_h: float
-) -> torch.Tensor:
-    """Battery power (kW, charging positive) for a net demand `net_kw` (load - PV)."""
-    return battery.clip(-net_kw, energy_kwh, dt_h)
 
 
 def limit_prices(

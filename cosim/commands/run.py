@@ -80,9 +80,16 @@ def format_summary(s: dict) -> str:
         f"energy     load {s['load_kwh']:,.1f} kWh, PV {s['pv_kwh']:,.1f} kWh, "
         f"grid import {s['import_kwh']:,.1f} kWh, export {s['export_kwh']:,.1f} kWh, "
         f"peer-to-peer {s['p2p_kwh']:,.1f} kWh",
+        f"devices    batteries net {s.get('battery_kwh', 0):,.1f} kWh, cars "
+        f"{s.get('ev_kwh', 0):,.1f} kWh, heat pumps {s.get('heat_pump_kwh', 0):,.1f} kWh, "
+        f"generators {s.get('generator_kwh', 0):,.1f} kWh, PV curtailed "
+        f"{s.get('curtailed_kwh', 0):,.1f} kWh",
+        f"comfort    {s.get('discomfort_kh', 0):,.1f} K h outside the heating bands, cars "
+        f"{s.get('ev_shortfall_kwh', 0):,.1f} kWh short at departure",
         f"network    substation {s['substation_kwh']:,.1f} kWh, losses {s['losses_kwh']:,.1f} "
         f"kWh",
-        f"cost       households paid {s['household_cost']:,.2f} in total",
+        f"cost       households paid {s['household_cost']:,.2f} in total, and "
+        f"{s.get('operating_cost', 0):,.2f} in device wear and fuel",
         f"emissions  {s['emissions_kg']:,.1f} kgCO2 at the substation",
         f"voltages   {s['v_min_pu']:.4f} to {s['v_max_pu']:.4f} p.u., "
         f"{s['voltage_violations']:,} node-steps outside limits, "

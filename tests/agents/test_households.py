@@ -167,7 +167,7 @@ def test_one_per_load_follows_the_feeders_loads(feeder_cache):
         place(feeder, 3, mode="nearest")
 
 
-def test_by_kw_placement_is_seeded_and_follows_load_size(feeder_cache):
+def test_by_load_placement_is_seeded_and_follows_load_size(feeder_cache):
     feeder = feeder_cache("ieee123")
     a, b = place(feeder, 4000, seed=1), place(feeder, 4000, seed=1)
     assert a == b and a != place(feeder, 4000, seed=2)

@@ -23,10 +23,15 @@ def scenario_config(**sections: dict) -> object:
 @pytest.fixture
 def small_config():
     return scenario_config(
-        run={"name": "small", "seed": 7, "steps": 12, "checkpoint_every": 4},
+        # 06:00 to 09:00: cars leave, the morning comfort band begins
+        run={"name": "small", "seed": 7, "steps": 12, "checkpoint_every": 4,
+             "start": "2026-06-01T06:00:00Z"},
         grid={"feeder": "ieee13"},
         households={"count": 60, "shard_size": 25,
-                    "battery": {"share": 0.5}, "pv": {"share": 0.6}},
+                    "battery": {"share": 0.5}, "pv": {"share": 0.6},
+                    "ev": {"share": 0.4, "v2g_share": 0.5, "soc_initial": 0.78},
+                    "heat_pump": {"share": 0.3, "indoor_initial_c": 18.5},
+                    "flexible_load": {"share": 0.3}, "generator": {"share": 0.1}},
         markets={"households_per_market": 20},
         tariff={"peak_import_price": 0.45, "peak_hours": [17, 21]},
         aggregators={"count": 1, "customer_share": 0.3},

@@ -61,20 +61,36 @@ def test_energy_adds_up_across_households_market_and_grid(small_config, tmp_path
     homes = pd.read_parquet(tmp_path / "households").merge(static, on="household")
     grid = pd.read_parquet(tmp_path / "grid")
     dt_h = small_config.run.dt_s / 3600
-    # household by household: load - pv + battery = traded + grid
-    np.testing.assert_allclose((homes.load_kw - homes.pv_kw + homes.battery_kw) * dt_h,
-                               homes.traded_kwh + homes.grid_kwh, atol=1e-12)
+    # household by household: the devices add up to the net draw, which was traded
+    devices = (homes.load_kw + homes.battery_kw + homes.ev_kw + homes.heat_pump_kw
+               - homes.pv_kw - homes.generator_kw)
+    np.testing.assert_allclose(devices, homes.net_kw, atol=1e-12)
+    np.testing.assert_allclose(homes.net_kw * dt_h, homes.traded_kwh + homes.grid_kwh,
+                               atol=1e-12)
     # peer-to-peer trades net to zero within each market and step
     assert homes.groupby(["step", "market"]).traded_kwh.sum().abs().max() <= 1e-9
     # the grid saw exactly the households' injections, and sources = injections + losses
-    net = homes.groupby("step").apply(lambda d: -(d.load_kw - d.pv_kw + d.battery_kw).sum())
-    np.testing.assert_allclose(grid.set_index("step").injections_kw, net, atol=1e-9)
+    net = homes.groupby("step").net_kw.sum()
+    np.testing.assert_allclose(grid.set_index("step").injections_kw, -net, atol=1e-9)
     balance = grid.substation_kw + grid.injections_kw - grid.feeder_loads_kw - grid.losses_kw
     assert balance.abs().max() <= 1e-9 * grid.substation_kw.abs().max()
     # batteries stay within their state-of-charge bounds
     bounds = small_config.households.battery
-    assert (homes.energy_kwh >= bounds.soc_min * homes.battery_kwh - 1e-9).all()
-    assert (homes.energy_kwh <= bounds.soc_max * homes.battery_kwh + 1e-9).all()
+    assert (homes.battery_energy_kwh >= bounds.soc_min * homes.battery_capacity_kwh - 1e-9).all()
+    assert (homes.battery_energy_kwh <= bounds.soc_max * homes.battery_capacity_kwh + 1e-9).all()
+    # every kind of device was used, and within its ratings
+    for column, rating in (("ev_kw", "ev_charge_kw"), ("heat_pump_kw", "heat_pump_rating_kw"),
+                           ("generator_kw", "generator_rating_kw")):
+        assert (homes[column].abs() <= homes[rating] + 1e-9).all(), column
+        assert (homes[column].abs() > 0).any(), column
+    assert (homes.ev_energy_kwh <= homes.ev_capacity_kwh + 1e-9).all()
+    assert ((homes.ev_kw < 0) <= homes.ev_v2g).all()  # only V2G chargers discharge
+    assert (homes.backlog_kwh > 0).any() and (homes.curtailed_kw >= 0).all()
+    # cars leave with their target charge; heated houses are in their band from 07:00
+    assert (homes.ev_shortfall_kwh <= 1e-9).all()
+    heated = homes[(homes.heat_pump_rating_kw > 0) & (homes.step >= 4)]
+    assert len(heated) and (heated.indoor_c >= 18.0 - 1e-9).all()
+    assert (heated.discomfort_kh <= 1e-12).all()
     assert len(static) == small_config.households.count
     scenario = build(small_config, synthetic_profiles(homes=30))
     assert list(static.connection_name) == [scenario.connections[c] for c in static.connection]
