@@ -64,6 +64,9 @@ class RunConfig(_Section):
 class GridConfig(_Section):
     feeder: str = "ieee123"  # shipped name or path to a master .dss file
     feeder_load_scale: NonNegative = 0.0  # the feeder's own loads; 0 = households replace them
+    # the loading (x the feeder's loads) at which OpenDSS sets the regulator taps and
+    # capacitors, which then stay fixed; near the households' share of the design load
+    controls_load_scale: Positive = 1.0
     vmin_pu: Positive = 0.95
     vmax_pu: Positive = 1.05
     tol: Positive = 1e-9
@@ -84,6 +87,7 @@ class BatteryConfig(_Section):
     soc_min: Fraction = 0.1
     soc_max: Fraction = 0.9
     soc_initial: Fraction = 0.5
+    degradation_cost: NonNegative = 0.0  # currency per kWh of throughput (wear)
 
     @model_validator(mode="after")
     def _soc(self) -> BatteryConfig:
@@ -110,6 +114,7 @@ class EVConfig(_Section):
     target_soc: Fraction = 0.8
     soc_initial: Fraction = 0.8
     efficiency: Annotated[float, Field(gt=0, le=1)] = 0.93  # each way
+    degradation_cost: NonNegative = 0.0  # currency per kWh of throughput (wear)
 
 
 class HeatPumpConfig(_Section):
@@ -152,7 +157,21 @@ class HomeConfig(_Section):
     battery_kw: NonNegative = 0.0
     ev_kwh: NonNegative = 0.0
     ev_kw: NonNegative = 0.0
+    ev_v2g: bool = False
     heat_pump_kw: NonNegative = 0.0
+    flexible_share: Fraction = 0.0  # of the home's load that may wait
+    generator_kw: NonNegative = 0.0
+
+    @model_validator(mode="after")
+    def _paired(self) -> HomeConfig:
+        # a store without power (or power without a store) is a typo, not a device
+        for energy, power in (("battery_kwh", "battery_kw"), ("ev_kwh", "ev_kw")):
+            if (getattr(self, energy) > 0) != (getattr(self, power) > 0):
+                raise ValueError(f"{energy} = {getattr(self, energy)} and {power} = "
+                                 f"{getattr(self, power)}: give both or neither")
+        if self.ev_v2g and not self.ev_kwh:
+            raise ValueError("ev_v2g needs a car (ev_kwh and ev_kw)")
+        return self
 
 
 class HouseholdConfig(_Section):

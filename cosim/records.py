@@ -2,7 +2,10 @@
 
     RUN/manifest.json            config, seed, versions, git hash, timings, status, summary
     RUN/homes.parquet            one row per household: connection, bus, market, retailer,
-                                 PV and battery sizes (what does not change with the step)
+                                 MAHTM type (kind, kind_label) and device sizes: pv_kwp,
+                                 battery_capacity_kwh, battery_power_kw, ev_capacity_kwh,
+                                 ev_charge_kw, ev_v2g, heat_pump_rating_kw, flexible_share,
+                                 generator_rating_kw (what does not change with the step)
     RUN/<table>/part-<first>-<last>-<actor>.parquet   steps first..last written by one actor
     RUN/checkpoint.pkl           actor states after the last flushed step
 

@@ -200,7 +200,7 @@ def build(config: ScenarioConfig, profiles: ProfileData, feeder: Feeder | None =
     specs.append(ActorSpec("grid", GridActor, dict(
         seed=seed, feeder=g.feeder, connections=connections, n_households=n,
         feeder_load_scale=g.feeder_load_scale, vmin_pu=g.vmin_pu, vmax_pu=g.vmax_pu, tol=g.tol,
-        device=g.device)))
+        device=g.device, controls_load_scale=g.controls_load_scale)))
     return Scenario(config, specs, households, connections, n_markets, data.time)
 
 
@@ -226,10 +226,12 @@ def _draw_sizes(hh: HouseholdConfig, rng: np.random.Generator,
     flexible = np.where(more.random(n) < hh.flexible_load.share,
                         hh.flexible_load.flexible_share, 0.0)
     generator_kw, = drawn(more, hh.generator.share, hh.generator.max_kw)
-    if hh.homes:  # explicit households replace the draws
-        kwp, battery_kwh, battery_kw, ev_kwh, ev_kw, heat_kw = (
+    if hh.homes:  # explicit households replace the draws, every device of them
+        kwp, battery_kwh, battery_kw, ev_kwh, ev_kw, heat_kw, flexible, generator_kw = (
             np.array([getattr(h, f) for h in hh.homes], dtype=float)
-            for f in ("pv_kwp", "battery_kwh", "battery_kw", "ev_kwh", "ev_kw", "heat_pump_kw"))
+            for f in ("pv_kwp", "battery_kwh", "battery_kw", "ev_kwh", "ev_kw", "heat_pump_kw",
+                      "flexible_share", "generator_kw"))
+        v2g = np.array([h.ev_v2g for h in hh.homes], dtype=bool)
     size = hh.size_factor
     return {"pv_kwp": kwp * size, "battery_capacity_kwh": battery_kwh * size,
             "battery_power_kw": battery_kw * size, "ev_capacity_kwh": ev_kwh * size,
@@ -246,10 +248,12 @@ def _devices(hh: HouseholdConfig, sizes: dict[str, np.ndarray]) -> dict[str, dic
         "pv": {"inverter_kw": np.where(sizes["pv_kwp"] > 0, np.inf, 0.0)},
         "battery": {"capacity_kwh": sizes["battery_capacity_kwh"], "power_kw": sizes["battery_power_kw"],
                     "eta_charge": b.efficiency, "eta_discharge": b.efficiency,
-                    "soc_min": b.soc_min, "soc_max": b.soc_max},
+                    "soc_min": b.soc_min, "soc_max": b.soc_max,
+                    "degradation_cost": b.degradation_cost},
         "ev": {"capacity_kwh": sizes["ev_capacity_kwh"], "charge_kw": sizes["ev_charge_kw"],
                "v2g": sizes["v2g"], "eta_charge": ev.efficiency, "eta_discharge": ev.efficiency,
-               "target_soc": np.where(sizes["ev_capacity_kwh"] > 0, ev.target_soc, 0.0)},
+               "target_soc": np.where(sizes["ev_capacity_kwh"] > 0, ev.target_soc, 0.0),
+               "degradation_cost": ev.degradation_cost},
         "heat_pump": {"power_kw": sizes["heat_pump_rating_kw"], "cop": hp.cop,
                       "resistance_k_per_kw": hp.resistance_k_per_kw,
                       "capacitance_kwh_per_k": hp.capacitance_kwh_per_k,

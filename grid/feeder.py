@@ -141,6 +141,7 @@ class Feeder:
     graph: nx.Graph = field(repr=False)
     vmin_pu: float = 0.95
     vmax_pu: float = 1.05
+    controls_load_scale: float = 1.0  # the loading at which the controls were set
 
     @property
     def buses(self) -> list[str]:
@@ -299,30 +300,51 @@ def compile_circuit(ctx: object, path: Path, extra: tuple[str, ...] = ()) -> Non
         raise FeederError(f"{path}: the feeder has no enabled voltage source (Vsource)")
 
 
+def freeze_controls(ctx: object, load_scale: float = 1.0) -> bool:
+    """Solve the compiled circuit in `ctx` with its controls active at `load_scale` x its
+    loads, then switch the controls off so the taps and capacitor states stay, and put the
+    loads back. True if OpenDSS converged."""
+    cmd = ctx.Text.Command
+    cmd("set mode=snapshot")
+    cmd("set maxcontroliter=100 maxiterations=100")
+    # through `set`, which also re-evaluates the loads (the API setter alone does not)
+    written = ctx.Solution.LoadMult()
+    cmd(f"set loadmult={written * load_scale!r}")
+    ctx.Solution.Solve()
+    converged = bool(ctx.Solution.Converged())
+    cmd(f"set loadmult={written!r}")
+    cmd("set controlmode=off")
+    return converged
+
+
 def load_feeder(
     name_or_path: str | Path,
     *,
     vmin_pu: float = 0.95,
     vmax_pu: float = 1.05,
     tolerance: float = 1e-12,
+    controls_load_scale: float = 1.0,
 ) -> Feeder:
     """Load a shipped feeder ("ieee13", "ieee123", "eulv", "ieee8500") or any OpenDSS master.
 
     OpenDSS solves the snapshot with its controls, then the controls are frozen and the
     solution is tightened to `tolerance` (relative voltage change) for `v_solved`.
+    `controls_load_scale` scales the feeder's loads for the control solve only: the taps
+    and capacitor states are those OpenDSS picks at that loading. Regulators set for the
+    full design load boost a feeder that carries a tenth of it well above its limits, so a
+    scenario whose households draw far less than the feeder's loads sets this to about
+    their ratio. `v_solved` is always at the loads as written.
     """
     path, extra = feeder_path(name_or_path)
     if not vmin_pu < vmax_pu:
         raise FeederError(f"{path}: vmin_pu={vmin_pu} must be below vmax_pu={vmax_pu}")
+    if not (math.isfinite(controls_load_scale) and controls_load_scale > 0):
+        raise FeederError(f"{path}: controls_load_scale={controls_load_scale} must be positive")
     with dss_context() as ctx:
         compile_circuit(ctx, path, extra)
         _reject_unsupported(ctx, path)
-        ctx.Text.Command("set mode=snapshot")
-        ctx.Text.Command("set maxcontroliter=100 maxiterations=100")
-        ctx.Solution.Solve()
-        if not ctx.Solution.Converged():
+        if not freeze_controls(ctx, controls_load_scale):
             raise FeederError(f"{path}: OpenDSS did not converge on the base case")
-        ctx.Text.Command("set controlmode=off")
         ctx.Text.Command(f"set tolerance={tolerance} maxiterations=1000")
         ctx.Solution.SolveNoControl()
         solved = _node_voltages(ctx)
@@ -378,6 +400,7 @@ def load_feeder(
         graph=graph,
         vmin_pu=vmin_pu,
         vmax_pu=vmax_pu,
+        controls_load_scale=controls_load_scale,
     )
 
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from grid.errors import GridError
-from grid.feeder import Feeder, compile_circuit, new_dss_engine
+from grid.feeder import Feeder, compile_circuit, freeze_controls, new_dss_engine
 
 
 class OpenDSSReference:
@@ -37,10 +37,7 @@ class OpenDSSReference:
         self.ctx = new_dss_engine()
         compile_circuit(self.ctx, feeder.path, feeder.commands)
         cmd = self.ctx.Text.Command
-        cmd("set mode=snapshot")
-        cmd("set maxcontroliter=100 maxiterations=100")
-        self.ctx.Solution.Solve()
-        cmd("set controlmode=off")
+        freeze_controls(self.ctx, feeder.controls_load_scale)
         cmd(f"set tolerance={tolerance} maxiterations={max_iterations}")
         self.load_names = [ld.name for ld in feeder.loads]
         self.kw = np.array([ld.kw for ld in feeder.loads])

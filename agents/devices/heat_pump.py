@@ -15,7 +15,11 @@ Comfort band: [`comfort_low_c`, `comfort_high_c`] during `comfort_hours` (defaul
 `setback_high_c`] otherwise, judged at the end of each step. The feasible power interval is
 the one that ends the step inside the band, clipped to [0, `power_kw`], so any action keeps
 comfort whenever the heat pump can; when it cannot (too cold for its rating, or too warm
-without cooling), `discomfort_kh` reports the degree-hours outside the band.
+without cooling), `discomfort_kh` reports the degree-hours outside the band. The low end
+also pre-heats: a house must never be so cold that full power from the next step on would
+miss a band that rises within `PREHEAT_H` hours (the set-back ending at 07:00), assuming the
+outdoor temperature and gains of now. Without it a house left at the set-back all night
+could not reach the morning band in one step.
 
 With the profile data set: T_out is `outdoor_temp_c`, and R = 1 / `heat_loss_kw_per_k`.
 """
@@ -33,6 +37,7 @@ from agents.devices.parameters import DeviceError, OnDevice, Parameters, to_inte
 
 COMFORT_HOURS = ((7.0, 10.0), (17.0, 22.0))
 COP_REFERENCE_C = 7.0  # outdoor temperature at which COP equals `cop`
+PREHEAT_H = 12.0  # how far ahead the low end of the power interval looks for a rising band
 
 
 class HeatInputs(NamedTuple):
@@ -118,15 +123,35 @@ class HeatPump(OnDevice):
         free = a * indoor_c + (1 - a) * (inputs.outdoor_c + r * inputs.gains_kw)
         return free, (1 - a) * r * self.coefficient(inputs.outdoor_c)
 
+    def preheat_c(self, dt_h: float, inputs: HeatInputs) -> torch.Tensor:
+        """The lowest temperature (C) at the end of this step from which full power can
+        still meet every band low of the next `PREHEAT_H` hours, at today's outdoor
+        temperature and gains: max over k of (low_k - (1 - a^k) T_full) / a^k, where T_full
+        is the temperature full power settles at and a the per-step decay."""
+        r = self.resistance_k_per_kw
+        a = torch.exp(-dt_h / (r * self.capacitance_kwh_per_k))
+        full_c = inputs.outdoor_c + r * (self.coefficient(inputs.outdoor_c) * self.power_kw
+                                         + inputs.gains_kw)
+        steps = max(1, round(PREHEAT_H / dt_h))
+        k = torch.arange(1, steps + 1, dtype=torch.float64, device=a.device)
+        k = k.reshape(-1, *([1] * max(full_c.dim(), 1)))  # a leading axis of steps ahead
+        hours = torch.as_tensor(inputs.hour_end, dtype=torch.float64, device=a.device)
+        low, _ = self.band(hours + k * dt_h)
+        decay = a ** k
+        return ((low - (1 - decay) * full_c) / decay).amax(0)
+
     def limits(self, indoor_c: torch.Tensor, dt_h: float,
                inputs: HeatInputs) -> tuple[torch.Tensor, torch.Tensor]:
-        """Electric power interval (kW) that ends the step inside the comfort band, clipped
-        to [0, power_kw]: the whole rating is allowed when the band is out of reach."""
+        """Electric power interval (kW) that ends the step inside the comfort band and warm
+        enough to pre-heat for the next one (`preheat_c`), clipped to [0, power_kw]: the
+        whole rating is allowed when the band is out of reach, and the band of now wins
+        over pre-heating."""
         free, gain = self._response(indoor_c, dt_h, inputs)
         low, high = self.band(inputs.hour_end)
+        low = torch.maximum(low, self.preheat_c(dt_h, inputs))
         zero = torch.zeros_like(free)
-        lo = torch.minimum(torch.maximum((low - free) / gain, zero), self.power_kw)
         hi = torch.minimum(torch.maximum((high - free) / gain, zero), self.power_kw)
+        lo = torch.minimum(torch.maximum((low - free) / gain, zero), hi)
         return lo, hi
 
     def from_action(self, action: torch.Tensor, indoor_c: torch.Tensor, dt_h: float,

@@ -23,11 +23,13 @@ class GridActor(Actor):
 
     def __init__(self, name: str, seed: int, feeder: str, connections: Sequence[str],
                  n_households: int, feeder_load_scale: float = 0.0, vmin_pu: float = 0.95,
-                 vmax_pu: float = 1.05, tol: float = 1e-9, device: str = "auto") -> None:
+                 vmax_pu: float = 1.05, tol: float = 1e-9, device: str = "auto",
+                 controls_load_scale: float = 1.0) -> None:
         super().__init__(name, seed)
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.feeder = load_feeder(feeder, vmin_pu=vmin_pu, vmax_pu=vmax_pu)
+        self.feeder = load_feeder(feeder, vmin_pu=vmin_pu, vmax_pu=vmax_pu,
+                                  controls_load_scale=controls_load_scale)
         self.pf = PowerFlow(self.feeder, connections, device=device, tol=tol)
         self.n_households = n_households
         self.load_scale = feeder_load_scale

@@ -46,6 +46,7 @@ from agents.households import (
     HouseholdType,
     observe,
 )
+from agents.devices.heat_pump import PREHEAT_H
 from agents.policies.bank import PolicyBank
 from agents.policies.rule_based import self_consumption_setpoints
 from experiments.bench.common import add_output_arguments, machine_info, save
@@ -162,11 +163,18 @@ class NaiveHome:
         free = a * self.temp + (1 - a) * x["tout"]
         cop = max(hp["cop"] + hp["slope"] * (x["tout"] - 7.0), 1.0)
         gain = (1 - a) * hp["r"] * cop
-        h = (x["hour"] + dt_h) % 24
-        occupied = any((s <= h < e) if s < e else (h >= s or h < e) for s, e in hp["hours"])
-        low, high = (hp["clo"], hp["chi"]) if occupied else (hp["slo"], hp["shi"])
-        lo = min(max((low - free) / gain, 0.0), hp["p"])
+        def band(h: float) -> tuple[float, float]:
+            h %= 24
+            occupied = any((s <= h < e) if s < e else (h >= s or h < e) for s, e in hp["hours"])
+            return (hp["clo"], hp["chi"]) if occupied else (hp["slo"], hp["shi"])
+
+        low, high = band(x["hour"] + dt_h)
+        full = x["tout"] + hp["r"] * cop * hp["p"]  # where full power settles
+        for k in range(1, max(1, round(PREHEAT_H / dt_h)) + 1):  # pre-heat for what comes
+            decay = a ** k
+            low = max(low, (band(x["hour"] + dt_h * (k + 1))[0] - (1 - decay) * full) / decay)
         hi = min(max((high - free) / gain, 0.0), hp["p"])
+        lo = min(max((low - free) / gain, 0.0), hi)
         p_hp = self._map(action[2], lo, hi, False)
         self.temp = free + gain * p_hp
         # flexible load: oldest first

@@ -198,6 +198,22 @@ def test_heat_pump_step_is_the_exact_solution_of_the_1r1c_ode():
     assert flows.stored_kwh.item() == pytest.approx(3.0 * (exact - t0))
 
 
+@pytest.mark.parametrize("dt", [0.25, 1.0])
+def test_heat_pump_at_its_least_power_preheats_for_the_morning_band(dt):
+    # a cold night: the set-back floor (16 C) alone would leave the house 2 K short at 07:00
+    hp = HeatPump.create(["a", "b"], t64([3.0, 5.0]), resistance_k_per_kw=t64([5.0, 3.0]))
+    temp, hour, least = t64([16.0, 16.5]), 0.0, []
+    while hour < 12.0:
+        inputs = HeatInputs(t64(-2.0), hour + dt)
+        p = hp.from_action(torch.zeros(2, dtype=torch.float64), temp, dt, inputs)
+        temp, hour = hp.step(temp, p, dt, inputs), hour + dt
+        least.append((hour, p.clone(), temp.clone()))
+    for hour, p, temp in least:
+        assert (temp >= (18.0 if 7.0 <= hour < 10.0 else 16.0) - 1e-9).all()
+    # and it waits: in the small hours it does not yet run flat out
+    assert all((p < hp.power_kw).all() for hour, p, _ in least if hour <= 3.0)
+
+
 def test_heat_pump_comfort_band_follows_the_clock():
     hp = HeatPump.create(["h"], 3.0)  # FACMAC: 20 +/- 2 C during 07-10 and 17-22 h
     low, high = hp.band(t64([6.9, 7.0, 9.99, 10.0, 18.0, 23.0]))

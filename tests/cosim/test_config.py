@@ -44,6 +44,14 @@ def test_a_good_file_loads_and_resolves_paths(tmp_path):
                                  r"generator"),
     (("count = 10", "count = 2\nhomes = [{profile = 0}]"),
      r"households: Value error, homes lists 1 households, count is 2"),
+    (("count = 10", "count = 10\nheat_pump = {share = 0.5, comfort_c = [22, 18]}"),
+     r"households.heat_pump: Value error, comfort_c = \[22.0, 18.0\]: the low end is above"),
+    (("count = 10", "count = 10\nbattery = {soc_min = 0.6, soc_initial = 0.5}"),
+     r"households.battery: Value error, need soc_min <= soc_initial <= soc_max"),
+    (("count = 10", "count = 1\nhomes = [{profile = 0, ev_kwh = 50}]"),
+     r"households.homes.0: Value error, ev_kwh = 50.0 and ev_kw = 0.0: give both or neither"),
+    (("steps = 4", "steps = 4\ntimezone = \"Mars/Olympus\""),
+     r"run: Value error, timezone 'Mars/Olympus' is not an IANA time zone"),
 ])
 def test_bad_values_name_file_key_and_reason(tmp_path, edit, pattern):
     old, new = edit

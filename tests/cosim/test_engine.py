@@ -238,3 +238,24 @@ def test_message_validation():
     assert table.schema.equals(InjectionBatch.schema()) and table.num_rows == 2
     with pytest.raises(ValueError):
         batch.p_kw[0] = 5.0  # payloads are read-only
+
+
+def test_cars_without_car_data_and_bad_devices_fail_at_build(small_config):
+    import dataclasses
+
+    from cosim.config import ConfigError
+
+    carless = dataclasses.replace(synthetic_profiles(homes=30), ev_at_home=None,
+                                  ev_trip_kwh=None)
+    with pytest.raises(ConfigError, match=r"households.ev.share: the profile data has no car"):
+        build(small_config, carless)
+    # homes given by hand own exactly what they list
+    raw = small_config.model_dump()
+    raw["households"] |= {"count": 2, "homes": [
+        {"profile": 0}, {"profile": 1, "ev_kwh": 50.0, "ev_kw": 7.0, "ev_v2g": True,
+                         "generator_kw": 3.0}]}
+    static = build(type(small_config).model_validate(raw),
+                   synthetic_profiles(homes=30)).households
+    assert list(static["ev_capacity_kwh"]) == [0.0, 50.0] and list(static["ev_v2g"]) == [0, 1]
+    assert list(static["generator_rating_kw"]) == [0.0, 3.0]
+    assert list(static["flexible_share"]) == [0.0, 0.0] and list(static["pv_kwp"]) == [0, 0]
