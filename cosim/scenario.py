@@ -246,7 +246,8 @@ def _devices(hh: HouseholdConfig, sizes: dict[str, np.ndarray]) -> dict[str, dic
     return {
         # PV delivers what its profile says (the profile already is AC output per kWp)
         "pv": {"inverter_kw": np.where(sizes["pv_kwp"] > 0, np.inf, 0.0)},
-        "battery": {"capacity_kwh": sizes["battery_capacity_kwh"], "power_kw": sizes["battery_power_kw"],
+        "battery": {"capacity_kwh": sizes["battery_capacity_kwh"],
+                    "power_kw": sizes["battery_power_kw"],
                     "eta_charge": b.efficiency, "eta_discharge": b.efficiency,
                     "soc_min": b.soc_min, "soc_max": b.soc_max,
                     "degradation_cost": b.degradation_cost},

@@ -39,8 +39,11 @@ class FlexibleLoad(OnDevice):
         return torch.floor(self.window_h / dt_h + 1e-9).to(torch.int64)
 
     def initial_state(self, dt_h: float, batch: tuple[int, ...] = ()) -> torch.Tensor:
-        """An empty backlog, [*batch, households, max window steps]."""
-        width = int(self.window_steps(dt_h).max()) if self.share.numel() else 0
+        """An empty backlog, [*batch, households, longest window of an owner in steps]
+        (households with no flexible share never have anything waiting, so their window
+        takes no room)."""
+        windows = self.window_steps(dt_h)[self.share > 0]
+        width = int(windows.max()) if windows.numel() else 0
         return torch.zeros(*batch, self.share.shape[0], width, dtype=torch.float64,
                            device=self.share.device)
 

@@ -26,6 +26,7 @@ With the profile data set: T_out is `outdoor_temp_c`, and R = 1 / `heat_loss_kw_
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -63,6 +64,7 @@ class HeatPump(OnDevice):
     setback_low_c: torch.Tensor
     setback_high_c: torch.Tensor
     comfort_hours: tuple[tuple[float, float], ...] = COMFORT_HOURS
+    owned: bool = True  # any household here has a heat pump; False skips the look-ahead
 
     @classmethod
     def create(
@@ -97,21 +99,26 @@ class HeatPump(OnDevice):
             if not (0 <= a <= 24 and 0 <= b <= 24 and a != b):
                 raise DeviceError(f"heat_pump comfort_hours: window ({a}, {b}) must be two "
                                   f"different clock hours in [0, 24]")
-        return cls(**p.values, comfort_hours=hours)
+        return cls(**p.values, comfort_hours=hours, owned=bool((p["power_kw"] > 0).any()))
 
     def coefficient(self, outdoor_c: torch.Tensor | float) -> torch.Tensor:
         """COP at `outdoor_c`, at least 1."""
         t = torch.as_tensor(outdoor_c, dtype=torch.float64, device=self.cop.device)
         return torch.clamp(self.cop + self.cop_slope * (t - COP_REFERENCE_C), min=1.0)
 
-    def band(self, hour: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
-        """(low, high) comfort limits in degrees C at local clock `hour`."""
+    def _occupied(self, hour: torch.Tensor | float) -> torch.Tensor:
+        """True where local clock `hour` falls in a comfort window."""
         h = torch.remainder(torch.as_tensor(hour, dtype=torch.float64,
                                             device=self.comfort_low_c.device), 24.0)
         occupied = torch.zeros_like(h, dtype=torch.bool)
         for start, end in self.comfort_hours:
             inside = (h >= start) & (h < end) if start < end else (h >= start) | (h < end)
             occupied = occupied | inside
+        return occupied
+
+    def band(self, hour: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(low, high) comfort limits in degrees C at local clock `hour`."""
+        occupied = self._occupied(hour)
         return (torch.where(occupied, self.comfort_low_c, self.setback_low_c),
                 torch.where(occupied, self.comfort_high_c, self.setback_high_c))
 
@@ -126,19 +133,29 @@ class HeatPump(OnDevice):
     def preheat_c(self, dt_h: float, inputs: HeatInputs) -> torch.Tensor:
         """The lowest temperature (C) at the end of this step from which full power can
         still meet every band low of the next `PREHEAT_H` hours, at today's outdoor
-        temperature and gains: max over k of (low_k - (1 - a^k) T_full) / a^k, where T_full
-        is the temperature full power settles at and a the per-step decay."""
+        temperature and gains: max over k of (low_k - T_full) / a^k + T_full, where T_full
+        is the temperature full power settles at and a the per-step decay.
+
+        Only two lows occur (comfort and set-back), and for each the term is monotone in k
+        (falling while T_full is above the low, rising otherwise), so the maximum over k is
+        taken at the first or last step ahead in that band: [households] work, not
+        [steps ahead, households]."""
         r = self.resistance_k_per_kw
         a = torch.exp(-dt_h / (r * self.capacitance_kwh_per_k))
         full_c = inputs.outdoor_c + r * (self.coefficient(inputs.outdoor_c) * self.power_kw
                                          + inputs.gains_kw)
         steps = max(1, round(PREHEAT_H / dt_h))
+        hour = torch.as_tensor(inputs.hour_end, dtype=torch.float64, device=a.device)
         k = torch.arange(1, steps + 1, dtype=torch.float64, device=a.device)
-        k = k.reshape(-1, *([1] * max(full_c.dim(), 1)))  # a leading axis of steps ahead
-        hours = torch.as_tensor(inputs.hour_end, dtype=torch.float64, device=a.device)
-        low, _ = self.band(hours + k * dt_h)
-        decay = a ** k
-        return ((low - (1 - decay) * full_c) / decay).amax(0)
+        occupied = self._occupied(hour + k.reshape(-1, *([1] * hour.dim())) * dt_h)
+        need = torch.full_like(full_c * a, -math.inf)
+        for inside, low in ((occupied, self.comfort_low_c), (~occupied, self.setback_low_c)):
+            first = inside.to(torch.int8).argmax(0).to(torch.float64) + 1
+            last = steps - inside.flip(0).to(torch.int8).argmax(0).to(torch.float64)
+            ahead = torch.where(low <= full_c, first, last)
+            term = (low - full_c) / a ** ahead + full_c
+            need = torch.maximum(need, torch.where(inside.any(0), term, -math.inf))
+        return need
 
     def limits(self, indoor_c: torch.Tensor, dt_h: float,
                inputs: HeatInputs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,7 +165,8 @@ class HeatPump(OnDevice):
         over pre-heating."""
         free, gain = self._response(indoor_c, dt_h, inputs)
         low, high = self.band(inputs.hour_end)
-        low = torch.maximum(low, self.preheat_c(dt_h, inputs))
+        if self.owned:
+            low = torch.maximum(low, self.preheat_c(dt_h, inputs))
         zero = torch.zeros_like(free)
         hi = torch.minimum(torch.maximum((high - free) / gain, zero), self.power_kw)
         lo = torch.minimum(torch.maximum((low - free) / gain, zero), hi)

@@ -95,6 +95,9 @@ class Households:
     pv: PV
     generator: Generator
     flexible_load: FlexibleLoad
+    # devices no household here owns: their limits are zero and their state stays as it is,
+    # so a fleet of battery-and-PV homes does not pay for cars and heat pumps every step
+    absent: frozenset[str] = frozenset()
 
     @classmethod
     def create(
@@ -151,15 +154,17 @@ class Households:
             bat = replace(bat, capacity_kwh=bat.capacity_kwh * keep, power_kw=bat.power_kw * keep)
             panel = replace(panel, inverter_kw=torch.where(torch.as_tensor(sunny),
                                                            panel.inverter_kw, 0.0))
+        car = EV.create(ids, **(ev or {"capacity_kwh": 0.0, "charge_kw": 0.0,
+                                       "target_soc": 0.0}))
+        gen = Generator.create(ids, **(generator or {"max_kw": 0.0}))
+        flex = FlexibleLoad.create(ids, **(flexible_load or {"share": 0.0, "window_h": 0.0}))
+        owned = {"battery": bat.capacity_kwh > 0, "ev": car.capacity_kwh > 0,
+                 "generator": gen.max_kw > 0, "flexible_load": flex.share > 0}
         return cls(
-            ids=ids, kind=kinds, battery=bat,
-            ev=EV.create(ids, **(ev or {"capacity_kwh": 0.0, "charge_kw": 0.0,
-                                        "target_soc": 0.0})),
+            ids=ids, kind=kinds, battery=bat, ev=car,
             heat_pump=HeatPump.create(ids, **(heat_pump or {"power_kw": 0.0})),
-            pv=panel,
-            generator=Generator.create(ids, **(generator or {"max_kw": 0.0})),
-            flexible_load=FlexibleLoad.create(ids, **(flexible_load or {"share": 0.0,
-                                                                         "window_h": 0.0})))
+            pv=panel, generator=gen, flexible_load=flex,
+            absent=frozenset(name for name, has in owned.items() if not bool(has.any())))
 
     @property
     def size(self) -> int:
@@ -186,13 +191,16 @@ class Households:
     def limits(self, state: HouseholdState, inputs: HouseholdInputs,
                dt_h: float) -> tuple[Setpoints, Setpoints]:
         """(lowest, highest) feasible setpoints of every device for this step."""
+        zero = torch.zeros((), dtype=torch.float64, device=state.indoor_c.device)
+        none = self.absent
         pairs = (
-            self.battery.limits(state.battery_kwh, dt_h),
-            self.ev.limits(state.ev_kwh, dt_h, inputs.ev()),
+            (zero, zero) if "battery" in none else self.battery.limits(state.battery_kwh, dt_h),
+            (zero, zero) if "ev" in none else self.ev.limits(state.ev_kwh, dt_h, inputs.ev()),
             self.heat_pump.limits(state.indoor_c, dt_h, inputs.heat(dt_h)),
-            self.flexible_load.limits(state.backlog_kwh, dt_h, inputs.load_kw),
+            (zero, zero) if "flexible_load" in none else self.flexible_load.limits(
+                state.backlog_kwh, dt_h, inputs.load_kw),
             self.pv.limits(inputs.pv_kw),
-            self.generator.limits(),
+            (zero, zero) if "generator" in none else self.generator.limits(),
         )
         shape = state.indoor_c.shape
         lo = Setpoints(*(torch.broadcast_to(p[0], shape) for p in pairs))
@@ -216,10 +224,14 @@ class Households:
     def step(self, state: HouseholdState, setpoints: Setpoints, inputs: HouseholdInputs,
              dt_h: float) -> HouseholdState:
         """The state after one step at `setpoints` (which must be feasible)."""
+        none = self.absent
         return HouseholdState(
+            state.battery_kwh if "battery" in none else
             self.battery.step(state.battery_kwh, setpoints.battery_kw, dt_h),
+            state.ev_kwh if "ev" in none else
             self.ev.step(state.ev_kwh, setpoints.ev_kw, dt_h, inputs.ev()),
             self.heat_pump.step(state.indoor_c, setpoints.heat_pump_kw, dt_h, inputs.heat(dt_h)),
+            state.backlog_kwh if "flexible_load" in none else
             self.flexible_load.step(state.backlog_kwh, setpoints.flexible_kw, dt_h,
                                     inputs.load_kw))
 

@@ -23,6 +23,7 @@ from agents.devices import (
     HeatPump,
     steps_to_departure,
 )
+from agents.devices.heat_pump import PREHEAT_H
 
 PROPERTY = settings(max_examples=100, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -212,6 +213,28 @@ def test_heat_pump_at_its_least_power_preheats_for_the_morning_band(dt):
         assert (temp >= (18.0 if 7.0 <= hour < 10.0 else 16.0) - 1e-9).all()
     # and it waits: in the small hours it does not yet run flat out
     assert all((p < hp.power_kw).all() for hour, p, _ in least if hour <= 3.0)
+
+
+@PROPERTY
+@given(st.integers(1, 6), st.sampled_from([0.25, 0.5, 1.0]), st.data())
+def test_preheat_equals_the_maximum_over_every_step_ahead(n, dt, data):
+    draw = lambda s: t64(data.draw(st.lists(s, min_size=n, max_size=n)))  # noqa: E731
+    hp = HeatPump.create(range(n), power_kw=draw(st.floats(0, 6)),
+                         resistance_k_per_kw=draw(st.floats(1, 20)),
+                         capacitance_kwh_per_k=draw(st.floats(1, 20)),
+                         comfort_low_c=draw(st.floats(17, 21)),
+                         setback_low_c=draw(st.floats(12, 17)))
+    per_home = data.draw(st.booleans())  # one clock for all, or one per household
+    hour = draw(st.floats(0, 24)) if per_home else t64(data.draw(st.floats(0, 24)))
+    inputs = HeatInputs(t64(data.draw(st.floats(-20, 30))), hour, draw(st.floats(0, 1)))
+    r = hp.resistance_k_per_kw
+    a = torch.exp(-dt / (r * hp.capacitance_kwh_per_k))
+    full = inputs.outdoor_c + r * (hp.coefficient(inputs.outdoor_c) * hp.power_kw
+                                   + inputs.gains_kw)
+    k = torch.arange(1, round(PREHEAT_H / dt) + 1, dtype=torch.float64)[:, None]
+    low, _ = hp.band(inputs.hour_end + k * dt)
+    brute = ((low - (1 - a ** k) * full) / a ** k).amax(0)
+    assert torch.allclose(hp.preheat_c(dt, inputs), brute, rtol=1e-12, atol=1e-9)
 
 
 def test_heat_pump_comfort_band_follows_the_clock():

@@ -3,6 +3,7 @@ placement on feeders, local observations, and the profile data set as input."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 
@@ -69,6 +70,25 @@ def test_types_decide_pv_and_battery():
     guess = Households.create("abcd", battery=dict(capacity_kwh=[0, 0, 5, 5], power_kw=2),
                               pv=dict(inverter_kw=[0, 5, 5, 0]))
     assert guess.kind.tolist() == [int(k) for k in kinds]
+
+
+def test_devices_nobody_owns_are_skipped_with_the_same_result():
+    rng = np.random.default_rng(4)
+    hh = Households.create(range(6), battery=dict(capacity_kwh=[5, 0, 0, 8, 0, 0], power_kw=3),
+                           pv=dict(inverter_kw=[4, 4, 0, 0, 4, 0]),
+                           heat_pump=dict(power_kw=[0, 2, 0, 0, 3, 0]))
+    assert hh.absent == {"ev", "generator", "flexible_load"}
+    every = dataclasses.replace(hh, absent=frozenset())  # computes every device
+    state = hh.initial_state(DT)
+    for t in range(8):
+        x = random_inputs(6, rng, hour=5.0 + t * DT)
+        action = torch.as_tensor(rng.uniform(-1, 1, (6, len(ACTIONS))))
+        for a, b in zip(hh.limits(state, x, DT), every.limits(state, x, DT)):
+            assert all(torch.equal(p, q) for p, q in zip(a, b))
+        sp = hh.from_action(action, state, x, DT)
+        nxt = hh.step(state, sp, x, DT)
+        assert all(torch.equal(p, q) for p, q in zip(nxt, every.step(state, sp, x, DT)))
+        state = nxt
 
 
 def test_a_type_that_needs_a_device_it_lacks_is_an_error():
