@@ -122,11 +122,22 @@ class HeatPump(OnDevice):
         return (torch.where(occupied, self.comfort_low_c, self.setback_low_c),
                 torch.where(occupied, self.comfort_high_c, self.setback_high_c))
 
+    def decay(self, dt_h: float) -> torch.Tensor:
+        """exp(-dt / RC): the share of the indoor-outdoor difference left after a step.
+        Kept per step length, as every step needs it twice (unless R or C need gradients)."""
+        r, c = self.resistance_k_per_kw, self.capacitance_kwh_per_k
+        if r.requires_grad or c.requires_grad:
+            return torch.exp(-dt_h / (r * c))
+        cache = self.__dict__.setdefault("_decay", {})  # not a field: `replace` starts afresh
+        if dt_h not in cache:
+            cache[dt_h] = torch.exp(-dt_h / (r * c))
+        return cache[dt_h]
+
     def _response(self, indoor_c: torch.Tensor, dt_h: float,
                   inputs: HeatInputs) -> tuple[torch.Tensor, torch.Tensor]:
         """(end temperature with the heat pump off, K of end temperature per kW electric)."""
         r = self.resistance_k_per_kw
-        a = torch.exp(-dt_h / (r * self.capacitance_kwh_per_k))
+        a = self.decay(dt_h)
         free = a * indoor_c + (1 - a) * (inputs.outdoor_c + r * inputs.gains_kw)
         return free, (1 - a) * r * self.coefficient(inputs.outdoor_c)
 
@@ -141,7 +152,7 @@ class HeatPump(OnDevice):
         taken at the first or last step ahead in that band: [households] work, not
         [steps ahead, households]."""
         r = self.resistance_k_per_kw
-        a = torch.exp(-dt_h / (r * self.capacitance_kwh_per_k))
+        a = self.decay(dt_h)
         full_c = inputs.outdoor_c + r * (self.coefficient(inputs.outdoor_c) * self.power_kw
                                          + inputs.gains_kw)
         steps = max(1, round(PREHEAT_H / dt_h))
@@ -200,7 +211,7 @@ class HeatPump(OnDevice):
         r, c = self.resistance_k_per_kw, self.capacitance_kwh_per_k
         cop = self.coefficient(inputs.outdoor_c)
         heat_kw = cop * power_kw + inputs.gains_kw
-        a = torch.exp(-dt_h / (r * c))
+        a = self.decay(dt_h)
         settle_c = inputs.outdoor_c + r * heat_kw  # where the house would end up
         lost = (settle_c - inputs.outdoor_c) / r * dt_h + c * (indoor_c - settle_c) * (1 - a)
         stored = c * (self.step(indoor_c, power_kw, dt_h, inputs) - indoor_c)
