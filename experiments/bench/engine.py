@@ -111,8 +111,8 @@ def _household_arrays(scenario) -> dict[str, np.ndarray]:
     order = np.argsort(np.concatenate([h.household for h in shards]))
     cat = {k: np.concatenate([getattr(h, k) for h in shards])[order]
            for k in ("load_kw", "pv_kw", "connection")}
-    for k, field in (("battery_kwh", "capacity_kwh"), ("battery_kw", "power_kw")):
-        cat[k] = np.concatenate([h.devices["battery"][field] for h in shards])[order]
+    for k, name in (("battery_kwh", "capacity_kwh"), ("battery_kw", "power_kw")):
+        cat[k] = np.concatenate([h.devices["battery"][name] for h in shards])[order]
     return cat
 
 
