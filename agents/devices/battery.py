@@ -16,7 +16,39 @@ import torch
 from agents.devices.ledger import EnergyFlows
 from agents.devices.parameters import DeviceError, OnDevice, Parameters, to_interval
 
-__all__ = ["Battery", "DeviceError"]
+__all__ = ["Battery", "DeviceError", "storage_interval", "stored_kwh", "conversion_losses_kwh"]
+
+
+# -- storage physics, shared by batteries and electric cars ---------------------------------
+
+def storage_interval(energy_kwh: torch.Tensor, e_min: torch.Tensor, e_max: torch.Tensor,
+                     discharge_kw: torch.Tensor, charge_kw: torch.Tensor,
+                     eta_charge: torch.Tensor, eta_discharge: torch.Tensor,
+                     dt_h: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Terminal power interval (kW, charging positive) for one step from `energy_kwh`:
+    within the ratings, and keeping the stored energy within [e_min, e_max] after the step.
+    An energy already outside its bounds (never, in normal use) must not flip lo > hi, so
+    the interval always holds zero."""
+    lo = torch.maximum(-discharge_kw, -(energy_kwh - e_min) * eta_discharge / dt_h)
+    hi = torch.minimum(charge_kw, (e_max - energy_kwh) / (eta_charge * dt_h))
+    return torch.minimum(lo, torch.zeros_like(lo)), torch.maximum(hi, torch.zeros_like(hi))
+
+
+def stored_kwh(power_kw: torch.Tensor, eta_charge: torch.Tensor, eta_discharge: torch.Tensor,
+               dt_h: float) -> torch.Tensor:
+    """Change of stored energy over a step at `power_kw` (charging losses on the way in,
+    discharging losses on the way out)."""
+    charge = torch.clamp(power_kw, min=0.0) * eta_charge
+    discharge = torch.clamp(power_kw, max=0.0) / eta_discharge
+    return (charge + discharge) * dt_h
+
+
+def conversion_losses_kwh(power_kw: torch.Tensor, eta_charge: torch.Tensor,
+                          eta_discharge: torch.Tensor, dt_h: float) -> torch.Tensor:
+    """Energy lost in conversion during the step, kWh (for energy bookkeeping)."""
+    charge = torch.clamp(power_kw, min=0.0)
+    discharge = torch.clamp(power_kw, max=0.0)
+    return (charge * (1 - eta_charge) - discharge * (1 / eta_discharge - 1)) * dt_h
 
 
 @dataclass(frozen=True)
@@ -64,11 +96,8 @@ class Battery(OnDevice):
     def limits(self, energy_kwh: torch.Tensor, dt_h: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Feasible power interval (kW) for one step from `energy_kwh`: within the power
         rating, and keeping the stored energy within its bounds after the step."""
-        e_min, e_max = self.energy_bounds()
-        lo = torch.maximum(-self.power_kw, -(energy_kwh - e_min) * self.eta_discharge / dt_h)
-        hi = torch.minimum(self.power_kw, (e_max - energy_kwh) / (self.eta_charge * dt_h))
-        # An energy already outside its bounds (never, in normal use) must not flip lo > hi.
-        return torch.minimum(lo, torch.zeros_like(lo)), torch.maximum(hi, torch.zeros_like(hi))
+        return storage_interval(energy_kwh, *self.energy_bounds(), self.power_kw,
+                                self.power_kw, self.eta_charge, self.eta_discharge, dt_h)
 
     def clip(self, power_kw: torch.Tensor, energy_kwh: torch.Tensor, dt_h: float) -> torch.Tensor:
         """The feasible power closest to the requested one."""
@@ -85,15 +114,11 @@ class Battery(OnDevice):
              dt_h: float) -> torch.Tensor:
         """Stored energy after one step at `power_kw` (charging losses on the way in,
         discharging losses on the way out)."""
-        charge = torch.clamp(power_kw, min=0.0) * self.eta_charge
-        discharge = torch.clamp(power_kw, max=0.0) / self.eta_discharge
-        return energy_kwh + (charge + discharge) * dt_h
+        return energy_kwh + stored_kwh(power_kw, self.eta_charge, self.eta_discharge, dt_h)
 
     def losses_kwh(self, power_kw: torch.Tensor, dt_h: float) -> torch.Tensor:
         """Energy lost in conversion during the step, kWh (for energy bookkeeping)."""
-        charge = torch.clamp(power_kw, min=0.0)
-        discharge = torch.clamp(power_kw, max=0.0)
-        return (charge * (1 - self.eta_charge) - discharge * (1 / self.eta_discharge - 1)) * dt_h
+        return conversion_losses_kwh(power_kw, self.eta_charge, self.eta_discharge, dt_h)
 
     def degradation(self, power_kw: torch.Tensor, dt_h: float) -> torch.Tensor:
         """Wear cost of the step, currency: `degradation_cost` times |power| dt."""

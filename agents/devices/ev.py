@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 import torch
 
+from agents.devices.battery import conversion_losses_kwh, storage_interval, stored_kwh
 from agents.devices.ledger import EnergyFlows
 from agents.devices.parameters import OnDevice, Parameters, to_interval
 
@@ -105,13 +106,9 @@ class EV(OnDevice):
                inputs: EVInputs) -> tuple[torch.Tensor, torch.Tensor]:
         """Feasible charger power (kW): zero while away; at home within the ratings, the
         energy bounds and the departure target (as far as it can still be met)."""
-        e_min, e_max = self.energy_bounds()
         home = torch.as_tensor(inputs.at_home, dtype=torch.float64)
-        lo = torch.maximum(-self.discharge_kw,
-                           -(energy_kwh - e_min) * self.eta_discharge / dt_h)
-        lo = torch.minimum(lo, torch.zeros_like(lo))
-        hi = torch.minimum(self.charge_kw, (e_max - energy_kwh) / (self.eta_charge * dt_h))
-        hi = torch.maximum(hi, torch.zeros_like(hi))
+        lo, hi = storage_interval(energy_kwh, *self.energy_bounds(), self.discharge_kw,
+                                  self.charge_kw, self.eta_charge, self.eta_discharge, dt_h)
         # The later at-home steps can add at most this much; a huge count stands for "no
         # departure ahead" without inf * 0 for cars with no charger.
         later = (torch.as_tensor(inputs.steps_left, dtype=torch.float64).clamp(max=1e9) - 1.0)
@@ -130,9 +127,8 @@ class EV(OnDevice):
     def _charged(self, energy_kwh: torch.Tensor, power_kw: torch.Tensor, dt_h: float,
                  inputs: EVInputs) -> tuple[torch.Tensor, torch.Tensor]:
         """(energy after the step before any top-up, top-up needed away from home)."""
-        charge = torch.clamp(power_kw, min=0.0) * self.eta_charge
-        discharge = torch.clamp(power_kw, max=0.0) / self.eta_discharge
-        after = energy_kwh + (charge + discharge) * dt_h - inputs.trip_kwh
+        after = (energy_kwh + stored_kwh(power_kw, self.eta_charge, self.eta_discharge, dt_h)
+                 - inputs.trip_kwh)
         return after, torch.clamp(-after, min=0.0)
 
     def step(self, energy_kwh: torch.Tensor, power_kw: torch.Tensor, dt_h: float,
@@ -156,10 +152,7 @@ class EV(OnDevice):
         """Bookkeeping: charger energy + top-up = stored + driven + losses."""
         _, topped_up = self._charged(energy_kwh, power_kw, dt_h, inputs)
         stored = self.step(energy_kwh, power_kw, dt_h, inputs) - energy_kwh
-        charge = torch.clamp(power_kw, min=0.0)
-        discharge = torch.clamp(power_kw, max=0.0)
-        losses = (charge * (1 - self.eta_charge)
-                  - discharge * (1 / self.eta_discharge - 1)) * dt_h
+        losses = conversion_losses_kwh(power_kw, self.eta_charge, self.eta_discharge, dt_h)
         return EnergyFlows(topped_up, power_kw * dt_h, stored,
                            torch.as_tensor(inputs.trip_kwh, dtype=torch.float64).expand_as(stored),
                            losses)

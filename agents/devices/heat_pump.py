@@ -64,7 +64,6 @@ class HeatPump(OnDevice):
     setback_low_c: torch.Tensor
     setback_high_c: torch.Tensor
     comfort_hours: tuple[tuple[float, float], ...] = COMFORT_HOURS
-    owned: bool = True  # any household here has a heat pump; False skips the look-ahead
 
     @classmethod
     def create(
@@ -99,7 +98,7 @@ class HeatPump(OnDevice):
             if not (0 <= a <= 24 and 0 <= b <= 24 and a != b):
                 raise DeviceError(f"heat_pump comfort_hours: window ({a}, {b}) must be two "
                                   f"different clock hours in [0, 24]")
-        return cls(**p.values, comfort_hours=hours, owned=bool((p["power_kw"] > 0).any()))
+        return cls(**p.values, comfort_hours=hours)
 
     def coefficient(self, outdoor_c: torch.Tensor | float) -> torch.Tensor:
         """COP at `outdoor_c`, at least 1."""
@@ -176,8 +175,7 @@ class HeatPump(OnDevice):
         over pre-heating."""
         free, gain = self._response(indoor_c, dt_h, inputs)
         low, high = self.band(inputs.hour_end)
-        if self.owned:
-            low = torch.maximum(low, self.preheat_c(dt_h, inputs))
+        low = torch.maximum(low, self.preheat_c(dt_h, inputs))
         zero = torch.zeros_like(free)
         hi = torch.minimum(torch.maximum((high - free) / gain, zero), self.power_kw)
         lo = torch.minimum(torch.maximum((low - free) / gain, zero), hi)

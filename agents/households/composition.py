@@ -95,8 +95,9 @@ class Households:
     pv: PV
     generator: Generator
     flexible_load: FlexibleLoad
-    # devices no household here owns: their limits are zero and their state stays as it is,
-    # so a fleet of battery-and-PV homes does not pay for cars and heat pumps every step
+    # devices no household here owns: their limits are zero and their state stays as it is
+    # (except the house temperature, which drifts with the weather with or without a heat
+    # pump), so a fleet of battery-and-PV homes does not pay for cars and heat pumps
     absent: frozenset[str] = frozenset()
 
     @classmethod
@@ -156,14 +157,15 @@ class Households:
                                                            panel.inverter_kw, 0.0))
         car = EV.create(ids, **(ev or {"capacity_kwh": 0.0, "charge_kw": 0.0,
                                        "target_soc": 0.0}))
+        heat = HeatPump.create(ids, **(heat_pump or {"power_kw": 0.0}))
         gen = Generator.create(ids, **(generator or {"max_kw": 0.0}))
         flex = FlexibleLoad.create(ids, **(flexible_load or {"share": 0.0, "window_h": 0.0}))
         owned = {"battery": bat.capacity_kwh > 0, "ev": car.capacity_kwh > 0,
-                 "generator": gen.max_kw > 0, "flexible_load": flex.share > 0}
+                 "heat_pump": heat.power_kw > 0, "generator": gen.max_kw > 0,
+                 "flexible_load": flex.share > 0}
         return cls(
-            ids=ids, kind=kinds, battery=bat, ev=car,
-            heat_pump=HeatPump.create(ids, **(heat_pump or {"power_kw": 0.0})),
-            pv=panel, generator=gen, flexible_load=flex,
+            ids=ids, kind=kinds, battery=bat, ev=car, heat_pump=heat, pv=panel, generator=gen,
+            flexible_load=flex,
             absent=frozenset(name for name, has in owned.items() if not bool(has.any())))
 
     @property
@@ -196,7 +198,8 @@ class Households:
         pairs = (
             (zero, zero) if "battery" in none else self.battery.limits(state.battery_kwh, dt_h),
             (zero, zero) if "ev" in none else self.ev.limits(state.ev_kwh, dt_h, inputs.ev()),
-            self.heat_pump.limits(state.indoor_c, dt_h, inputs.heat(dt_h)),
+            (zero, zero) if "heat_pump" in none else self.heat_pump.limits(
+                state.indoor_c, dt_h, inputs.heat(dt_h)),
             (zero, zero) if "flexible_load" in none else self.flexible_load.limits(
                 state.backlog_kwh, dt_h, inputs.load_kw),
             self.pv.limits(inputs.pv_kw),

@@ -92,6 +92,7 @@ class HouseholdShard(Actor):
         self.tan_phi = float(np.tan(np.arccos(homes.power_factor)))
         self._setpoints = None  # decided this step
         self._net: np.ndarray | None = None  # kW each household draws this step
+        self._served: torch.Tensor | None = None  # kW of appliance demand served this step
         self._prices: tuple[np.ndarray, np.ndarray] | None = None
 
     # -- phases -------------------------------------------------------------------
@@ -101,7 +102,9 @@ class HouseholdShard(Actor):
         buy_t, sell_t = torch.from_numpy(buy), torch.from_numpy(sell)
         sp = self_consumption_setpoints(self.households, self.state, x, self.dt_h, buy_t, sell_t)
         net = self.households.net_kw(sp, x)
-        self._setpoints, self._net = sp, net.numpy()
+        # the inflexible part and the flexible part the policy runs now
+        served = self.households.flexible_load.inflexible_kw(x.load_kw) + sp.flexible_kw
+        self._setpoints, self._net, self._served = sp, net.numpy(), served
         return [BidBatch(step, self.name, household=self.homes.household,
                          market=self.homes.market, quantity_kwh=self._net * self.dt_h,
                          limit_price=limit_prices(net, buy_t, sell_t).numpy(),
@@ -110,7 +113,7 @@ class HouseholdShard(Actor):
     def dispatch(self, step: int, inbox: list[Message]) -> list[Message]:
         self._check_clearing(step, inbox)
         x, sp = self.series.at(step), self._setpoints
-        consumption = self._served_kw(sp, x) + sp.heat_pump_kw
+        consumption = self._served + sp.heat_pump_kw
         self.state = self.households.step(self.state, sp, x, self.dt_h)
         return [InjectionBatch(step, self.name, household=self.homes.household,
                                connection=self.homes.connection, p_kw=-self._net,
@@ -126,7 +129,7 @@ class HouseholdShard(Actor):
                 + np.where(clearing.grid_kwh > 0, clearing.grid_kwh * buy,
                            clearing.grid_kwh * sell))
         kw = {name: getattr(sp, name).numpy() for name in sp._fields}
-        load = self._served_kw(sp, x).numpy()
+        load = self._served.numpy()
         curtailed = (hh.pv.available(x.pv_kw) - sp.pv_kw).numpy()
         operating = hh.operating_cost(sp, dt_h).numpy()
         discomfort = hh.discomfort_kh(self.state, x, dt_h).numpy()
@@ -171,11 +174,6 @@ class HouseholdShard(Actor):
                            checks={"household_energy_kwh": mismatch})
 
     # -- helpers ------------------------------------------------------------------
-    def _served_kw(self, sp, x) -> torch.Tensor:
-        """Appliance demand served this step: the inflexible part and the flexible part
-        the policy runs now."""
-        return self.households.flexible_load.inflexible_kw(x.load_kw) + sp.flexible_kw
-
     def _household_prices(self, step: int,
                           signals: list[PriceSignal]) -> tuple[np.ndarray, np.ndarray]:
         """Import and export price of each household, from its retailer's signal."""

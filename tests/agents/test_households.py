@@ -78,17 +78,20 @@ def test_devices_nobody_owns_are_skipped_with_the_same_result():
                            pv=dict(inverter_kw=[4, 4, 0, 0, 4, 0]),
                            heat_pump=dict(power_kw=[0, 2, 0, 0, 3, 0]))
     assert hh.absent == {"ev", "generator", "flexible_load"}
-    every = dataclasses.replace(hh, absent=frozenset())  # computes every device
-    state = hh.initial_state(DT)
-    for t in range(8):
-        x = random_inputs(6, rng, hour=5.0 + t * DT)
-        action = torch.as_tensor(rng.uniform(-1, 1, (6, len(ACTIONS))))
-        for a, b in zip(hh.limits(state, x, DT), every.limits(state, x, DT)):
-            assert all(torch.equal(p, q) for p, q in zip(a, b))
-        sp = hh.from_action(action, state, x, DT)
-        nxt = hh.step(state, sp, x, DT)
-        assert all(torch.equal(p, q) for p, q in zip(nxt, every.step(state, sp, x, DT)))
-        state = nxt
+    unheated = Households.create(range(6), battery=dict(capacity_kwh=5, power_kw=3))
+    assert unheated.absent == {"ev", "heat_pump", "generator", "flexible_load"}
+    for fleet in (hh, unheated):
+        every = dataclasses.replace(fleet, absent=frozenset())  # computes every device
+        state = fleet.initial_state(DT)
+        for t in range(8):
+            x = random_inputs(6, rng, hour=5.0 + t * DT)
+            action = torch.as_tensor(rng.uniform(-1, 1, (6, len(ACTIONS))))
+            for a, b in zip(fleet.limits(state, x, DT), every.limits(state, x, DT)):
+                assert all(torch.equal(p, q) for p, q in zip(a, b))
+            sp = fleet.from_action(action, state, x, DT)
+            nxt = fleet.step(state, sp, x, DT)
+            assert all(torch.equal(p, q) for p, q in zip(nxt, every.step(state, sp, x, DT)))
+            state = nxt
 
 
 def test_a_type_that_needs_a_device_it_lacks_is_an_error():
