@@ -25,6 +25,7 @@ Positive = Annotated[float, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
 Range = tuple[NonNegative, NonNegative]  # [low, high], drawn uniformly
+PolicyKind = Literal["rule", "mpc", "bank", "external"]
 
 
 class _Section(BaseModel):
@@ -48,6 +49,11 @@ class RunConfig(_Section):
     checkpoint_every: Annotated[int, Field(gt=0)] = 24  # steps between checkpoints
     phase_timeout_s: Positive = 120.0  # a phase that takes longer fails, naming the actors
     record_messages: bool = False  # also write every message to the `messages` table
+    # a step whose power flow does not converge: "stop" the run with an error naming the
+    # step and the worst bus, or "record" it as not converged and go on
+    on_nonconvergence: Literal["stop", "record"] = "stop"
+    # steps of price forecast each PriceSignal carries (MPC plans over them); default: a day
+    forecast_steps: Annotated[int, Field(gt=0)] | None = None
     # the local clock of the households and tariffs (comfort hours, commutes, peak hours);
     # an IANA name such as "Europe/London". Records stay in UTC.
     timezone: str = "UTC"
@@ -59,6 +65,11 @@ class RunConfig(_Section):
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"timezone {self.timezone!r} is not an IANA time zone") from None
         return self
+
+    @property
+    def forecast_horizon(self) -> int:
+        """Steps of price forecast in each PriceSignal (`forecast_steps`, or one day)."""
+        return self.forecast_steps or max(1, round(86400 / self.dt_s))
 
 
 class GridConfig(_Section):
@@ -161,6 +172,7 @@ class HomeConfig(_Section):
     heat_pump_kw: NonNegative = 0.0
     flexible_share: Fraction = 0.0  # of the home's load that may wait
     generator_kw: NonNegative = 0.0
+    policy: PolicyKind | None = None  # this home's policy; default: households.policy
 
     @model_validator(mode="after")
     def _paired(self) -> HomeConfig:
@@ -172,6 +184,13 @@ class HomeConfig(_Section):
         if self.ev_v2g and not self.ev_kwh:
             raise ValueError("ev_v2g needs a car (ev_kwh and ev_kw)")
         return self
+
+
+class PolicyGroup(_Section):
+    """A share of the households (drawn with the scenario's seed) that runs `policy`."""
+
+    policy: PolicyKind
+    share: Fraction
 
 
 class HouseholdConfig(_Section):
@@ -191,11 +210,20 @@ class HouseholdConfig(_Section):
     flexible_load: FlexibleLoadConfig = FlexibleLoadConfig()
     generator: GeneratorConfig = GeneratorConfig()
     homes: list[HomeConfig] = []  # explicit households; if given, one per household
+    # who decides each home's setpoints: "rule" (self-consumption), "mpc" (receding-horizon
+    # cheapest plan), "bank" (a trained policy bank, [policies.bank]), "external" (actions
+    # passed to Simulation.step); policy_groups give shares of the households other
+    # policies, and an explicit home's `policy` overrides both
+    policy: PolicyKind = "rule"
+    policy_groups: list[PolicyGroup] = []
 
     @model_validator(mode="after")
     def _explicit(self) -> HouseholdConfig:
         if self.homes and len(self.homes) != self.count:
             raise ValueError(f"homes lists {len(self.homes)} households, count is {self.count}")
+        total = sum(group.share for group in self.policy_groups)
+        if total > 1 + 1e-12:
+            raise ValueError(f"policy_groups: the shares add up to {total:g}, more than 1")
         return self
 
 
@@ -230,6 +258,32 @@ class AggregatorConfig(_Section):
     margin: NonNegative = 0.03  # currency/kWh over the wholesale price, both ways
 
 
+class MPCSettings(_Section):
+    """The receding-horizon MPC (agents.policies.mpc); a key left out keeps MPCConfig's
+    default. It re-plans every step over the price forecast, with perfect foresight of
+    the household's own load, PV, car use and weather."""
+
+    horizon: Annotated[int, Field(gt=0)] | None = None  # steps; default: run.forecast_steps
+    solver: Literal["HIGHS", "CLARABEL"] | None = None
+    households_per_problem: Annotated[int, Field(gt=0)] | None = None
+    discomfort_cost: NonNegative | None = None  # currency per K h outside the band
+    ev_shortfall_cost: NonNegative | None = None  # currency per kWh missing at departure
+    ev_topup_cost: NonNegative | None = None  # currency per kWh charged away from home
+    terminal_value: NonNegative | None = None  # currency per kWh stored at the horizon
+
+
+class BankSettings(_Section):
+    """A saved policy bank (`cosim bank init`, or a trainer's checkpoint): one independent
+    policy per household, each applied to its own household's local observation."""
+
+    path: Path | None = None
+
+
+class PoliciesConfig(_Section):
+    mpc: MPCSettings = MPCSettings()
+    bank: BankSettings = BankSettings()
+
+
 class ScenarioConfig(_Section):
     run: RunConfig = RunConfig()
     grid: GridConfig = GridConfig()
@@ -238,6 +292,20 @@ class ScenarioConfig(_Section):
     markets: MarketConfig = MarketConfig()
     tariff: TariffConfig = TariffConfig()
     aggregators: AggregatorConfig = AggregatorConfig()
+    policies: PoliciesConfig = PoliciesConfig()
+
+    @model_validator(mode="after")
+    def _policies(self) -> ScenarioConfig:
+        used = {self.households.policy, *(g.policy for g in self.households.policy_groups),
+                *(h.policy for h in self.households.homes if h.policy)}
+        if "bank" in used and self.policies.bank.path is None:
+            raise ValueError("households use policy \"bank\" but policies.bank.path is not "
+                             "set (make one with `cosim bank init`)")
+        horizon = self.policies.mpc.horizon
+        if "mpc" in used and horizon and horizon > self.run.forecast_horizon:
+            raise ValueError(f"policies.mpc.horizon ({horizon}) is longer than the price "
+                             f"forecast (run.forecast_steps = {self.run.forecast_horizon})")
+        return self
 
 
 def load_config(path: str | Path) -> ScenarioConfig:
@@ -272,6 +340,11 @@ def parse_config(raw: dict, path: str | Path = "<config>") -> ScenarioConfig:
     if updates:
         config = config.model_copy(
             update={"profiles": config.profiles.model_copy(update=updates)})
+    bank = config.policies.bank.path
+    if bank is not None and not bank.is_absolute():
+        policies = config.policies.model_copy(update={"bank": config.policies.bank.model_copy(
+            update={"path": (base / bank).resolve()})})
+        config = config.model_copy(update={"policies": policies})
     feeder = config.grid.feeder
     if feeder.lower().endswith(".dss") and not Path(feeder).is_absolute():
         grid = config.grid.model_copy(update={"feeder": str((base / feeder).resolve())})
