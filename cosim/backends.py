@@ -1,23 +1,26 @@
 """Where actors live: in this process (local) or as Ray actors (ray).
 
-Both backends run the same actor classes and offer the same three operations: start the
-actors, call a phase on some of them, and wait at the phase barrier. A call returns two
-things: a tiny status (None, or the error the actor raised) and the phase output. The
-engine waits for the statuses only; outputs stay where they are (the local object, or the
-Ray object store) and are handed to the next phase's actors as they are, so the driver
-never relays household data.
+Both backends run the same actor classes and offer the same operations: start the actors,
+run a plan (phases of one or two steps, each calling some actors on the outputs of others),
+put a message from the driver where actors can read it, fetch outputs, and call a method on
+every actor. A call returns two things: a tiny status (None, or the error the actor raised)
+and the phase output. The driver waits for the statuses only; outputs stay where they are
+(the local object, or the Ray object store) and are handed to the next phase's actors as
+they are, so the driver never relays household data.
 
-Every barrier has a timeout. When it expires, or an actor fails or dies, the error names the
-step, the phase and the actors.
+Every phase has a timeout, and it holds even when an actor blocks (sleeps, or waits in a
+solver): on the local backend the actors run in a worker thread while the driver watches
+the clock; on Ray the driver waits phase by phase. When it expires, or an actor fails or
+dies, the error names the step, the phase and the actors.
 """
 
 from __future__ import annotations
 
-import _thread
 import threading
 import time
 import traceback
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from cosim.actors.base import PhaseOutput
@@ -47,60 +50,82 @@ class ActorDied(PhaseError):
 Status = tuple[str, str] | None
 """None, or an actor's error as (one-line reason, traceback)."""
 
+Key = tuple[str, str, int]
+"""An output: (actor, phase, step). Driver inputs use the actor name "driver/<recipient>"."""
+
+Plan = Sequence[tuple[int, str, Sequence[tuple[str, Sequence[Key]]]]]
+"""Phases in order, as (step, phase, calls); a call is (actor, the outputs it reads, in
+sender order)."""
+
 
 def checked(actor: object, phase: str, step: int, *sources: PhaseOutput
             ) -> tuple[Status, PhaseOutput | None]:
-    """Run a phase and turn an exception into a status, so the engine learns which actor
+    """Run a phase and turn an exception into a status, so the driver learns which actor
     failed, and why, without fetching any output."""
     try:
         return None, actor.run(phase, step, *sources)
-    except Exception as exc:  # noqa: BLE001 - reported by the engine as a PhaseError
+    except Exception as exc:  # noqa: BLE001 - reported by the driver as a PhaseError
         return (f"{type(exc).__name__}: {exc}", traceback.format_exc()), None
 
 
-def _raise(step: int, phase: str, name: str, status: Status) -> None:
-    if status is not None:
-        raise PhaseError(step, phase, [name], *status)
-
-
-Plan = Sequence[tuple[str, Sequence[tuple[str, Sequence[tuple[str, str, bool]]]]]]
-"""A step: for each phase in order, each participating actor with its sources, given as
-(source actor, source phase, whether from this step rather than the previous one)."""
-
-
-def _sources(routes: Sequence[tuple[str, str, bool]], current: dict, previous: dict) -> list:
-    return [current[(s, p)] if now else previous[(s, p)] for s, p, now in routes
-            if now or (s, p) in previous]
-
-
 class LocalBackend:
-    """Actors as plain objects in this process, called one after another in name order."""
+    """Actors as plain objects in this process, called one after another in name order.
+
+    The calls run in one worker thread; the driver waits on them with a deadline, so an
+    actor that blocks fails its phase on time. (Code that holds the interpreter lock and
+    never lets go cannot be interrupted in-process: use the Ray backend to isolate it.) A
+    worker that overran is abandoned, still blocked, and the backend refuses further steps.
+    """
 
     name = "local"
-    encodes_records = False  # the engine's writer thread encodes, beside the stepping
+    encodes_records = False  # the driver's writer thread encodes, beside the stepping
 
     def __init__(self) -> None:
         self.actors: dict[str, object] = {}
-        self._watchdog = _Watchdog()
+        self._worker: ThreadPoolExecutor | None = None
+        self._doing: tuple[int, str, str, float] | None = None  # step, phase, actor, start
+        self._broken: str | None = None
 
     def start(self, specs: Sequence[ActorSpec]) -> None:
         for spec in specs:
             self.actors[spec.name] = spec.cls(spec.name, **spec.kwargs)
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="cosim-actors")
 
-    def run_step(self, step: int, plan: Plan, previous: dict, timeout: float,
-                 wall: dict[str, float]) -> dict[tuple[str, str], object]:
-        """Run the phases of one step in order; returns (actor, phase) -> output."""
-        current: dict[tuple[str, str], object] = {}
-        for phase, calls in plan:
+    def run(self, plan: Plan, outputs: dict[Key, object], timeout: float,
+            wall: dict[str, float]) -> None:
+        """Run the plan's phases in order, adding each output to `outputs`."""
+        if self._broken:
+            raise RuntimeError(f"the local backend is unusable: {self._broken}")
+        future = self._worker.submit(self._run, plan, outputs, wall)
+        while True:
+            try:
+                future.result(timeout=0.02)
+                return
+            except TimeoutError:
+                doing = self._doing
+                if doing is not None and time.monotonic() - doing[3] > timeout:
+                    step, phase, name, _ = doing
+                    self._broken = f"{name} still blocks step {step}, phase {phase}"
+                    self._worker.shutdown(wait=False)  # the thread stays blocked; leave it
+                    raise PhaseTimeout(step, phase, [name],
+                                       f"no answer within {timeout:g} s") from None
+
+    def _run(self, plan: Plan, outputs: dict[Key, object], wall: dict[str, float]) -> None:
+        for step, phase, calls in plan:
             t = time.perf_counter()
-            for name, routes in calls:
-                with self._watchdog.armed(timeout, step, phase, name):
-                    status, result = checked(self.actors[name], phase, step,
-                                             *_sources(routes, current, previous))
-                _raise(step, phase, name, status)
-                current[(name, phase)] = result
+            for name, sources in calls:
+                self._doing = (step, phase, name, time.monotonic())
+                status, result = checked(self.actors[name], phase, step,
+                                         *(outputs[key] for key in sources))
+                self._doing = None
+                if status is not None:
+                    raise PhaseError(step, phase, [name], *status)
+                outputs[(name, phase, step)] = result
             wall[phase] += time.perf_counter() - t
-        return current
+
+    def put(self, name: str, output: PhaseOutput) -> object:
+        """A driver's output, readable by actors as a source."""
+        return output
 
     def call_all(self, names: Sequence[str], method: str, *args: object) -> dict[str, object]:
         """Call a method on several actors; returns name -> value."""
@@ -110,7 +135,9 @@ class LocalBackend:
         return list(outputs)
 
     def shutdown(self) -> None:
-        self._watchdog.stop()
+        if self._worker is not None and not self._broken:
+            self._worker.shutdown()
+        self._worker = None
 
 
 class RayBackend:
@@ -119,10 +146,11 @@ class RayBackend:
     host. A host runs a phase for all its actors in one task (in name order), so a step
     costs a few tasks per host rather than one per actor.
 
-    A whole step is submitted at once: every task takes the object references of its
+    A whole plan is submitted at once: every task takes the object references of its
     sources, so Ray starts it as soon as they exist and the driver never sits between two
-    phases. The driver then waits once, and checks every actor's status phase by phase. A
-    timeout names the actors of the late host (which of them hangs, Ray cannot tell).
+    phases. The driver then waits phase by phase, each within the timeout of the phase
+    before it finishing, and checks every actor's status. A timeout names the actors of the
+    late host (which of them hangs, Ray cannot tell).
     """
 
     name = "ray"
@@ -133,18 +161,20 @@ class RayBackend:
         import ray
 
         self.ray = ray
-        if not ray.is_initialized():
-            kwargs = dict(include_dashboard=False, ignore_reinit_error=True,
-                          log_to_driver=True, configure_logging=False)
-            if address:
-                ray.init(address=address, **kwargs)
-            else:
-                ray.init(address="local", num_cpus=num_cpus, **kwargs)
+        self.address, self.num_cpus = address, num_cpus
         self.shard_hosts = shard_hosts
         self.hosts: dict[str, object] = {}  # host name -> Ray actor handle
         self.host_of: dict[str, str] = {}  # actor name -> host name
 
     def start(self, specs: Sequence[ActorSpec], timeout: float = 300.0) -> None:
+        """Join (or start) Ray on first use, then create the actor hosts."""
+        if not self.ray.is_initialized():
+            kwargs = dict(include_dashboard=False, ignore_reinit_error=True,
+                          log_to_driver=True, configure_logging=False)
+            if self.address:
+                self.ray.init(address=self.address, **kwargs)
+            else:
+                self.ray.init(address="local", num_cpus=self.num_cpus, **kwargs)
         shards = [s for s in specs if s.name.startswith("shard")]
         n_hosts = self.shard_hosts or max(1, int(self.ray.cluster_resources().get("CPU", 1)))
         groups: dict[str, list[ActorSpec]] = {"host-services": [
@@ -163,20 +193,21 @@ class RayBackend:
         pings = {host: h.ping.remote() for host, h in self.hosts.items()}
         self._wait_all(pings, -1, "start", timeout)
 
-    def run_step(self, step: int, plan: Plan, previous: dict, timeout: float,
-                 wall: dict[str, float]) -> dict[tuple[str, str], object]:
-        current: dict[tuple[str, str], object] = {}
-        statuses: dict[tuple[str, str], tuple[object, list[str]]] = {}
-        for phase, calls in plan:
+    def run(self, plan: Plan, outputs: dict[Key, object], timeout: float,
+            wall: dict[str, float]) -> None:
+        statuses: list[tuple[int, str, dict[object, list[str]]]] = []
+        for step, phase, calls in plan:
             by_host: dict[str, list] = {}
-            for name, routes in calls:
-                by_host.setdefault(self.host_of[name], []).append((name, routes))
+            for name, sources in calls:
+                by_host.setdefault(self.host_of[name], []).append((name, sources))
+            refs_of_phase: dict[object, list[str]] = {}
             for host, members in by_host.items():
                 refs: list[object] = []
                 recipe = []
-                for name, routes in members:
+                for name, sources in members:
                     picks = []
-                    for slot in _sources(routes, current, previous):
+                    for key in sources:
+                        slot = outputs[key]
                         if slot.ref not in refs:
                             refs.append(slot.ref)
                         picks.append((refs.index(slot.ref), slot.name))
@@ -184,28 +215,26 @@ class RayBackend:
                 status, output = self.hosts[host].run.options(num_returns=2).remote(
                     phase, step, recipe, *refs)
                 names = [name for name, _ in members]
-                statuses[(phase, host)] = (status, names)
-                current |= {(name, phase): _Slot(output, name) for name in names}
-        # One wait and one fetch for the whole step: the driver's round trips, not the
-        # actors, are what a small step costs on Ray. A late or failed actor is reported
-        # with the first phase it held up.
+                refs_of_phase[status] = names
+                outputs |= {(name, phase, step): _Slot(output, name) for name in names}
+            statuses.append((step, phase, refs_of_phase))
+        # The driver's round trips, not the actors, are what a small step costs on Ray, so
+        # a phase's statuses are fetched together; each phase has its own deadline.
         t = time.perf_counter()
-        refs = [ref for ref, _ in statuses.values()]
-        _, pending = self.ray.wait(refs, num_returns=len(refs), timeout=timeout * len(plan))
-        if pending:
-            waiting = set(pending)
-            (phase, _), (_, names) = next(
-                (key, value) for key, value in statuses.items() if value[0] in waiting)
-            late = [n for (p, _), (ref, ns) in statuses.items()
-                    if p == phase and ref in waiting for n in ns]
-            raise PhaseTimeout(step, phase, late, f"no answer within {timeout:g} s")
-        values = self._get({key: ref for key, (ref, _) in statuses.items()}, statuses, step)
-        for (phase, _), status in values.items():
-            if status is not None:
-                name, reason, detail = status
-                raise PhaseError(step, phase, [name], reason, detail)
+        for step, phase, refs in statuses:
+            _, pending = self.ray.wait(list(refs), num_returns=len(refs), timeout=timeout)
+            if pending:
+                late = [n for ref in pending for n in refs[ref]]
+                raise PhaseTimeout(step, phase, late, f"no answer within {timeout:g} s")
+            for status in self._get(refs, step, phase):
+                if status is not None:
+                    name, reason, detail = status
+                    raise PhaseError(step, phase, [name], reason, detail)
         wall["step_wait"] += time.perf_counter() - t
-        return current
+
+    def put(self, name: str, output: PhaseOutput) -> object:
+        """A driver's output, readable by actors as a source."""
+        return _Slot(self.ray.put({name: output}), name)
 
     def call_all(self, names: Sequence[str], method: str, *args: object) -> dict[str, object]:
         """Call a method on several actors at once (hosts run in parallel)."""
@@ -236,18 +265,13 @@ class RayBackend:
     def _members(self, host: str) -> list[str]:
         return sorted(n for n, h in self.host_of.items() if h == host)
 
-    def _get(self, refs: dict, statuses: dict, step: int) -> dict:
+    def _get(self, refs: dict[object, list[str]], step: int, phase: str) -> list:
         try:
-            return dict(zip(refs, self.ray.get(list(refs.values()))))
-        except self.ray.exceptions.RayActorError:
-            for (phase, host), ref in refs.items():  # the first phase a dead host held up
-                try:
-                    self.ray.get(ref)
-                except self.ray.exceptions.RayActorError as exc:
-                    raise ActorDied(step, phase, statuses[(phase, host)][1],
-                                    f"the actor died ({type(exc).__name__}); resume the run "
-                                    "from its last checkpoint") from None
-            raise
+            return self.ray.get(list(refs))
+        except self.ray.exceptions.RayActorError as exc:
+            dead = next(names for ref, names in refs.items() if _died(self.ray, ref))
+            raise ActorDied(step, phase, dead, f"the actor died ({type(exc).__name__}); "
+                            "resume the run from its last checkpoint") from None
 
     def _wait_all(self, refs: dict[str, object], step: int, what: str,
                   timeout: float) -> list[object]:
@@ -262,6 +286,14 @@ class RayBackend:
         except self.ray.exceptions.RayActorError as exc:
             raise ActorDied(step, what, list(refs), f"an actor host died "
                             f"({type(exc).__name__})") from None
+
+
+def _died(ray: object, ref: object) -> bool:
+    try:
+        ray.get(ref)
+    except ray.exceptions.RayActorError:
+        return True
+    return False
 
 
 class _Slot:
@@ -297,59 +329,3 @@ class _Host:
 
     def call(self, method: str, names: list[str], *args: object) -> dict[str, object]:
         return {name: getattr(self.actors[name], method)(*args) for name in names}
-
-
-class _Watchdog:
-    """Interrupts the main thread when a local phase call overruns its timeout.
-
-    One thread for the whole run, checking a deadline the main thread sets around each call;
-    nothing is created per call. A lock makes "fire" and "disarm" exclusive, so an interrupt
-    can only be pending when the call really did overrun.
-    """
-
-    def __init__(self) -> None:
-        self._deadline: float | None = None
-        self._fired = False
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="cosim-watchdog", daemon=True)
-        self._thread.start()
-
-    def armed(self, timeout: float, step: int, phase: str, name: str) -> _Armed:
-        return _Armed(self, timeout, step, phase, name)
-
-    def _watch(self) -> None:
-        while not self._stop.wait(0.05):
-            with self._lock:
-                if self._deadline is not None and time.monotonic() > self._deadline:
-                    self._deadline = None
-                    self._fired = True
-                    _thread.interrupt_main()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-
-class _Armed:
-    def __init__(self, dog: _Watchdog, timeout: float, step: int, phase: str,
-                 name: str) -> None:
-        self.dog, self.timeout, self.step, self.phase, self.name = dog, timeout, step, phase, name
-
-    def __enter__(self) -> None:
-        with self.dog._lock:
-            self.dog._fired = False
-            self.dog._deadline = time.monotonic() + self.timeout
-
-    def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> bool:
-        with self.dog._lock:
-            self.dog._deadline = None
-            fired, self.dog._fired = self.dog._fired, False
-        if not fired:
-            return False
-        if kind is not KeyboardInterrupt:
-            try:  # the interrupt is still pending: let it arrive here, not elsewhere
-                time.sleep(1.0)
-            except KeyboardInterrupt:
-                pass
-        raise PhaseTimeout(self.step, self.phase, [self.name],
-                           f"no answer within {self.timeout:g} s") from None

@@ -2,9 +2,10 @@
 
 One message carries a whole shard or market (one row per household or market), never one
 Python object per household. Every message has (step, sender) and a class-level topic;
-payload arrays are validated on construction (1-D, equal lengths, right dtype, finite
-where a number is required) and each class has an Arrow schema for the optional messages
-table. Errors name the sender and the field.
+payload arrays are validated on construction (one row per household or market, a column
+per entry for 2-D payloads such as forecasts and observations; equal row counts, right
+dtype, finite where a number is required) and each class has an Arrow schema for the
+optional messages table. Errors name the sender and the field.
 
 Units: kW, kvar, kWh per step, currency/kWh, kgCO2/kWh, per-unit voltages.
 """
@@ -30,27 +31,29 @@ class Message:
     recipient: str = dataclasses.field(default="", kw_only=True)  # "" = every subscriber
 
     topic: ClassVar[str] = ""
-    # payload field -> (numpy dtype, must be finite)
-    ARRAYS: ClassVar[dict[str, tuple[str, bool]]] = {}
+    # payload field -> (numpy dtype, must be finite), or (dtype, finite, 2) for a 2-D
+    # payload: one row per household or market, a column per entry
+    ARRAYS: ClassVar[dict[str, tuple]] = {}
     # scalar field -> (arrow type, must be finite)
     SCALARS: ClassVar[dict[str, tuple[pa.DataType, bool]]] = {}
 
     def __post_init__(self) -> None:
         length = None
-        for name, (dtype, finite) in self.ARRAYS.items():
+        for name, (dtype, finite, *ndim) in self.ARRAYS.items():
             raw = getattr(self, name)
             try:
                 value = np.array(raw, dtype=dtype)  # a copy: the message owns its data
             except (TypeError, ValueError) as exc:
                 raise self._error(name, f"cannot be read as {dtype}: {exc}") from None
-            if value.ndim != 1:
-                raise self._error(name, f"must be 1-D, got shape {value.shape}")
+            dims = ndim[0] if ndim else 1
+            if value.ndim != dims:
+                raise self._error(name, f"must be {dims}-D, got shape {value.shape}")
             if length is None:
                 length = len(value)
             elif len(value) != length:
                 raise self._error(name, f"has {len(value)} rows, the message has {length}")
             if finite and value.dtype.kind == "f" and not np.isfinite(value).all():
-                row = int(np.flatnonzero(~np.isfinite(value))[0])
+                row = int(np.argwhere(~np.isfinite(value))[0][0])
                 raise self._error(name, f"is not finite at row {row} ({value[row]})")
             value.setflags(write=False)
             object.__setattr__(self, name, value)
@@ -73,8 +76,9 @@ class Message:
         """Arrow schema of `to_arrow()`: step, sender, the scalars, then the payload."""
         fields = [pa.field("step", pa.int64()), pa.field("sender", pa.string())]
         fields += [pa.field(n, t) for n, (t, _) in cls.SCALARS.items()]
-        fields += [pa.field(n, pa.from_numpy_dtype(np.dtype(d))) for n, (d, _) in
-                   cls.ARRAYS.items()]
+        fields += [pa.field(n, pa.from_numpy_dtype(np.dtype(d)) if not ndim
+                            else pa.list_(pa.from_numpy_dtype(np.dtype(d))))
+                   for n, (d, _, *ndim) in cls.ARRAYS.items()]
         return pa.schema(fields)
 
     def to_arrow(self) -> pa.Table:
@@ -82,7 +86,8 @@ class Message:
         n = max(self.rows, 1) if self.ARRAYS else 1
         columns = {"step": np.full(n, self.step), "sender": [self.sender] * n}
         columns |= {name: [getattr(self, name)] * n for name in self.SCALARS}
-        columns |= {name: getattr(self, name) for name in self.ARRAYS}
+        columns |= {name: list(getattr(self, name)) if getattr(self, name).ndim > 1
+                    else getattr(self, name) for name in self.ARRAYS}
         return pa.Table.from_pydict(columns, schema=self.schema())
 
     def replace(self, **changes: object) -> Message:
@@ -103,15 +108,20 @@ class Message:
 
 @dataclass(frozen=True)
 class PriceSignal(Message):
-    """Prices a party offers per market (microgrid): what buyers pay, sellers receive."""
+    """Prices a party offers per market (microgrid): what buyers pay, sellers receive, now
+    and as a forecast over the next steps (column 0 is this step; fewer columns near the
+    end of the run)."""
 
     market: np.ndarray
     buy_price: np.ndarray  # currency/kWh paid to import
     sell_price: np.ndarray  # currency/kWh received for export
+    buy_forecast: np.ndarray  # [markets, horizon] currency/kWh
+    sell_forecast: np.ndarray  # [markets, horizon] currency/kWh
 
     topic: ClassVar[str] = "price"
     ARRAYS: ClassVar = {"market": ("int64", False), "buy_price": ("float64", True),
-                        "sell_price": ("float64", True)}
+                        "sell_price": ("float64", True), "buy_forecast": ("float64", True, 2),
+                        "sell_forecast": ("float64", True, 2)}
 
 
 @dataclass(frozen=True)
@@ -138,37 +148,78 @@ class MarketData(Message):
 
 
 @dataclass(frozen=True)
+class ActionBatch(Message):
+    """Raw actions for a shard's externally driven households (the `external` policy), one
+    row each in `agents.households.ACTIONS` order; sent by the driver of `Simulation.step`."""
+
+    household: np.ndarray
+    action: np.ndarray  # [households, len(ACTIONS)], battery and EV in [-1, 1], others [0, 1]
+
+    topic: ClassVar[str] = "actions"
+    ARRAYS: ClassVar = {"household": ("int64", False), "action": ("float64", True, 2)}
+
+
+@dataclass(frozen=True)
+class ObservationBatch(Message):
+    """Each household's local observation for the step (`agents.households.FIELDS`): what
+    its policy sees, and what `Simulation` hands to an external policy."""
+
+    household: np.ndarray
+    observation: np.ndarray  # [households, len(FIELDS)]
+
+    topic: ClassVar[str] = "observations"
+    ARRAYS: ClassVar = {"household": ("int64", False), "observation": ("float64", True, 2)}
+
+
+@dataclass(frozen=True)
 class BidBatch(Message):
-    """One shard's orders for the step: quantity > 0 buys, < 0 sells, with limit prices,
-    and the device setpoints each household intends if the orders clear."""
+    """One shard's orders for the step: quantity > 0 buys, < 0 sells, each at the limit
+    price of the household's own marginal value of energy."""
 
     household: np.ndarray
     market: np.ndarray
     quantity_kwh: np.ndarray
     limit_price: np.ndarray
-    battery_kw: np.ndarray  # intended, positive charging
 
     topic: ClassVar[str] = "bids"
     ARRAYS: ClassVar = {"household": ("int64", False), "market": ("int64", False),
-                        "quantity_kwh": ("float64", True), "limit_price": ("float64", True),
-                        "battery_kw": ("float64", True)}
+                        "quantity_kwh": ("float64", True), "limit_price": ("float64", True)}
 
 
 @dataclass(frozen=True)
 class ClearingResult(Message):
-    """What a market operator cleared: per household the peer-to-peer trade (kWh, + bought)
-    at its market's price and the residual settled with the grid (kWh, + imported)."""
+    """What a market operator cleared for one shard's orders: per household the filled
+    peer-to-peer quantity (kWh, + bought), its market's price and the payment (currency,
+    + paid by the household). What is not filled the household settles with its retailer
+    after dispatch."""
 
     household: np.ndarray
     market: np.ndarray
     traded_kwh: np.ndarray
     price: np.ndarray  # the household's market clearing price, 0 where nothing traded
-    grid_kwh: np.ndarray
+    payment: np.ndarray
 
     topic: ClassVar[str] = "clearing"
     ARRAYS: ClassVar = {"household": ("int64", False), "market": ("int64", False),
                         "traded_kwh": ("float64", True), "price": ("float64", True),
-                        "grid_kwh": ("float64", True)}
+                        "payment": ("float64", True)}
+
+
+@dataclass(frozen=True)
+class MarketResult(Message):
+    """Each market's clearing: price (nan where nothing traded), traded volume, and the
+    bid and offered quantities it saw."""
+
+    market: np.ndarray
+    price: np.ndarray
+    volume_kwh: np.ndarray
+    demand_kwh: np.ndarray  # bid to buy
+    supply_kwh: np.ndarray  # offered to sell
+
+    topic: ClassVar[str] = "markets"
+    ARRAYS: ClassVar = {"market": ("int64", False), "price": ("float64", False),
+                        "volume_kwh": ("float64", True), "demand_kwh": ("float64", True),
+                        "supply_kwh": ("float64", True)}
 
 
 @dataclass(frozen=True)
@@ -186,6 +237,38 @@ class InjectionBatch(Message):
 
 
 @dataclass(frozen=True)
+class MeterBatch(Message):
+    """What each household's meter exchanged with the grid over the step, after the market
+    and dispatch (kWh, + imported): the energy its retailer bills."""
+
+    household: np.ndarray
+    grid_kwh: np.ndarray
+
+    topic: ClassVar[str] = "meters"
+    ARRAYS: ClassVar = {"household": ("int64", False), "grid_kwh": ("float64", True)}
+
+
+@dataclass(frozen=True)
+class CostBatch(Message):
+    """Each household's cost terms for the step, the parts any reward is built from:
+    bill (currency: market payments plus the retail energy bill), wear and fuel (currency),
+    discomfort (K h outside the comfort band), car shortfall at departure (kWh) and
+    emissions of its grid imports (kgCO2)."""
+
+    household: np.ndarray
+    bill: np.ndarray
+    operating_cost: np.ndarray
+    discomfort_kh: np.ndarray
+    ev_shortfall_kwh: np.ndarray
+    emissions_kg: np.ndarray
+
+    topic: ClassVar[str] = "costs"
+    ARRAYS: ClassVar = {"household": ("int64", False), "bill": ("float64", True),
+                        "operating_cost": ("float64", True), "discomfort_kh": ("float64", True),
+                        "ev_shortfall_kwh": ("float64", True), "emissions_kg": ("float64", True)}
+
+
+@dataclass(frozen=True)
 class GridState(Message):
     """The power-flow answer for the step: summary, connection voltages, line loadings."""
 
@@ -199,6 +282,7 @@ class GridState(Message):
     v_min_pu: float
     v_max_pu: float
     violations: int  # nodes outside the voltage limits
+    worst_bus: str  # lowest voltage; without convergence, that of a first-order estimate
     connection_v_pu: np.ndarray  # per grid connection, nan where not converged
 
     topic: ClassVar[str] = "grid"
@@ -208,8 +292,10 @@ class GridState(Message):
                          "substation_kvar": (pa.float64(), False),
                          "losses_kw": (pa.float64(), False), "losses_kvar": (pa.float64(), False),
                          "balance_kw": (pa.float64(), False), "v_min_pu": (pa.float64(), False),
-                         "v_max_pu": (pa.float64(), False), "violations": (pa.int64(), False)}
+                         "v_max_pu": (pa.float64(), False), "violations": (pa.int64(), False),
+                         "worst_bus": (pa.string(), False)}
 
 
 ALL_MESSAGES: tuple[type[Message], ...] = (
-    PriceSignal, Weather, MarketData, BidBatch, ClearingResult, InjectionBatch, GridState)
+    PriceSignal, Weather, MarketData, ActionBatch, ObservationBatch, BidBatch, ClearingResult,
+    MarketResult, InjectionBatch, MeterBatch, CostBatch, GridState)

@@ -7,7 +7,9 @@
                                  ev_charge_kw, ev_v2g, heat_pump_rating_kw, flexible_share,
                                  generator_rating_kw (what does not change with the step)
     RUN/<table>/part-<first>-<last>-<actor>.parquet   steps first..last written by one actor
-    RUN/checkpoint.pkl           actor states after the last flushed step
+    RUN/checkpoint.pkl           actor states after the last flushed step, and the messages
+                                 of that step the next one reads (the grid state households
+                                 observe)
 
 Each actor encodes its own rows to Parquet (in parallel, on the Ray backend, where they
 live) and the driver only writes the bytes. Tables are flushed together with each
@@ -21,15 +23,27 @@ table with pandas (`pd.read_parquet(RUN / "households")`), polars
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import pickle
+import platform
 import re
+import subprocess
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+if TYPE_CHECKING:
+    from cosim.scenario import Scenario
 
 _PART = re.compile(r"part-(\d+)-(\d+)(-[^/]+)?\.parquet$")
 
@@ -89,27 +103,190 @@ class RunFolder:
         return pa.concat_tables([pq.read_table(p) for p in parts]) if parts else None
 
     # -- checkpoint -----------------------------------------------------------------
-    def save_checkpoint(self, step: int, states: dict[str, object]) -> None:
+    def save_checkpoint(self, step: int, states: dict[str, object],
+                        carried: dict[tuple[str, str], object]) -> None:
+        """Actor states after `step`, and the outputs of `step` that step + 1 reads."""
         tmp = self.path / "checkpoint.tmp"
         with tmp.open("wb") as f:
-            pickle.dump({"step": step, "states": states}, f, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump({"step": step, "states": states, "carried": carried}, f,
+                        protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(tmp, self.path / "checkpoint.pkl")
 
-    def load_checkpoint(self) -> tuple[int, dict[str, object]] | None:
+    def load_checkpoint(self) -> tuple[int, dict[str, object], dict] | None:
         path = self.path / "checkpoint.pkl"
         if not path.exists():
             return None
         with path.open("rb") as f:
             data = pickle.load(f)  # our own file, written by save_checkpoint
-        return data["step"], data["states"]
+        return data["step"], data["states"], data["carried"]
+
+    def remove_checkpoint(self) -> None:
+        (self.path / "checkpoint.pkl").unlink(missing_ok=True)
 
     # -- manifest -------------------------------------------------------------------
     def manifest(self) -> dict:
         path = self.path / "manifest.json"
         return json.loads(path.read_text()) if path.exists() else {}
 
-    def update_manifest(self, **fields: object) -> None:
-        data = self.manifest() | fields
+    def update_manifest(self, drop: Sequence[str] = (), **fields: object) -> None:
+        """Merge `fields` into the manifest, removing the keys in `drop`."""
+        data = {k: v for k, v in self.manifest().items() if k not in drop} | fields
         tmp = self.path / "manifest.tmp"
         tmp.write_text(json.dumps(data, indent=2, default=str))
         os.replace(tmp, self.path / "manifest.json")
+
+
+class Recorder:
+    """A run folder being written while the simulation steps: the per-step `system` rows,
+    the optional `messages` log, and every actor's records, drained at each checkpoint and
+    handed with the actor states to a writer thread that encodes and writes them while the
+    next steps run (pyarrow releases the GIL). The writer keeps order, so a checkpoint is
+    only written after the records it covers."""
+
+    def __init__(self, folder: str | Path, scenario: Scenario) -> None:
+        self.folder = RunFolder(folder)
+        self.scenario = scenario
+        self.wall: dict[str, float] = defaultdict(float)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cosim-records")
+        self._pending: list[Future] = []
+        self._system: list[dict[str, float]] = []
+        self._messages: list[tuple] = []  # (step, phase, type, topic, sender, recipient, rows)
+        self.flushed = -1  # last step on disk
+
+    def begin(self, backend: str) -> None:
+        """A fresh run: no parts, a new manifest, the static homes table."""
+        self.folder.path.mkdir(parents=True, exist_ok=True)
+        self.folder.truncate(-1)
+        self.folder.remove_checkpoint()
+        self._system.clear()
+        self._messages.clear()
+        self.flushed = -1
+        scenario = self.scenario
+        versions = {"python": platform.python_version()}
+        for package in ("gridedge-cosim", "numpy", "torch", "ray", "opendssdirect.py",
+                        "pyarrow"):
+            try:
+                versions[package] = metadata.version(package)
+            except metadata.PackageNotFoundError:
+                pass
+        self.folder.update_manifest(
+            drop=("error", "failed_step", "traceback", "summary", "steps_recorded"),
+            created=dt.datetime.now(dt.UTC).isoformat(),
+            config=scenario.config.model_dump(mode="json"), seed=scenario.config.run.seed,
+            versions=versions, git=_git_hash(), actors=sorted(s.name for s in scenario.actors),
+            households=int(len(scenario.households["household"])),
+            connections=len(scenario.connections), markets=scenario.n_markets,
+            status="running", backend=backend, steps_total=scenario.config.run.steps)
+        homes = dict(scenario.households)
+        homes["connection_name"] = np.array(scenario.connections)[homes["connection"]]
+        self.folder.write_static("homes", homes)
+
+    def resumed(self, step: int, backend: str) -> None:
+        """Continuing after `step` (the last checkpoint): later parts go, the manifest
+        forgets the failure it recorded."""
+        self.folder.truncate(step)
+        self.flushed = step
+        self.folder.update_manifest(drop=("error", "failed_step", "traceback", "summary"),
+                                    status="running", backend=backend)
+
+    def add(self, row: dict[str, float]) -> None:
+        """One step's `system` row."""
+        self._system.append(row)
+
+    def add_messages(self, messages: list[tuple[int, str, object]]) -> None:
+        """Messages sent, as (step, phase, message), for the `messages` table."""
+        self._messages += [(step, phase, type(m).__name__, m.topic, m.sender, m.recipient,
+                            m.rows) for step, phase, m in messages]
+
+    def flush(self, last: int, backend: object, names: Sequence[str],
+              checkpoint: dict[tuple[str, str], object] | None) -> None:
+        """Drain every actor's records up to step `last` and queue them for writing, with a
+        checkpoint (actor states and `checkpoint`, the carried outputs) unless None."""
+        first = self.flushed + 1
+        if last < first:
+            return
+        t = time.perf_counter()
+        drained = backend.call_all(names, "drain_records", first, last, self.scenario.time,
+                                   backend.encodes_records)
+        parts = {(table, name): data for name, tables in drained.items()
+                 for table, data in tables.items()}
+        rows = [r for r in self._system if r["step"] <= last]
+        self._system = [r for r in self._system if r["step"] > last]
+        if rows:
+            parts[("system", "engine")] = {k: np.array([r.get(k, np.nan) for r in rows])
+                                           for k in rows[0]}
+        logged = [m for m in self._messages if m[0] <= last]
+        self._messages = [m for m in self._messages if m[0] > last]
+        if logged:
+            columns = ("step", "phase", "type", "topic", "sender", "recipient", "rows")
+            parts[("messages", "engine")] = {c: np.array(v) for c, v in zip(columns,
+                                                                           zip(*logged))}
+        states = None
+        if checkpoint is not None:
+            states = backend.call_all(names, "state_dict")
+        self.flushed = last
+        self.wall["records"] += time.perf_counter() - t
+        self._pending.append(self._pool.submit(self._write, parts, first, last, states,
+                                               checkpoint))
+
+    def _write(self, parts: dict, first: int, last: int, states: dict | None,
+               carried: dict | None) -> None:
+        t = time.perf_counter()
+        encoded = {key: data if isinstance(data, bytes)
+                   else encode_table(data, first, last, self.scenario.time)
+                   for key, data in parts.items()}
+        self.folder.write({k: v for k, v in encoded.items() if v is not None}, first, last)
+        if states is not None:
+            self.folder.save_checkpoint(last, states, carried)
+        self.folder.update_manifest(steps_recorded=last + 1)
+        self.wall["records_writer"] += time.perf_counter() - t
+
+    def drain(self) -> None:
+        """Wait for every pending write; re-raise a write error here."""
+        for future in self._pending:
+            future.result()
+        self._pending.clear()
+
+    def close(self) -> None:
+        self.drain()
+        self._pool.shutdown()
+
+
+def summarize(folder: RunFolder, households: int, wall_s: float) -> dict:
+    """Headline numbers of a run, from its per-step `system` table. A step whose power flow
+    did not converge has no network quantities: sums that need them are NaN rather than
+    sums over the other steps, and the count of such steps is part of the summary."""
+    table = folder.read("system")
+    if table is None:
+        return {"households": households, "steps": 0, "nonconverged_steps": 0}
+    system = table.to_pandas()
+    steps = len(system)
+    sums = ("load_kwh", "pv_kwh", "curtailed_kwh", "battery_kwh", "ev_kwh", "heat_pump_kwh",
+            "generator_kwh", "import_kwh", "export_kwh", "p2p_kwh", "substation_kwh",
+            "losses_kwh", "household_cost", "operating_cost", "household_emissions_kg",
+            "emissions_kg", "discomfort_kh", "ev_shortfall_kwh")
+    failed = ~system["converged"].astype(bool)
+    out = {"households": households, "steps": steps}
+    out |= {key: float(system[key].sum(skipna=False)) for key in sums if key in system}
+    out |= {
+        "voltage_violations": int(system["violations"].sum()),
+        "v_min_pu": float(system["v_min_pu"].min(skipna=False)),
+        "v_max_pu": float(system["v_max_pu"].max(skipna=False)),
+        "nonconverged_steps": int(failed.sum()),
+        "first_nonconverged_step": int(system["step"][failed].min()) if failed.any() else None,
+        "max_money_imbalance": float(system["money_balance"].abs().max(skipna=False)),
+        "max_market_imbalance_kwh": float(system["market_imbalance_kwh"].max(skipna=False)),
+        "max_kcl_mismatch_kw": float(system["kcl_mismatch_kw"].abs().max(skipna=False)),
+        "wall_s": wall_s,
+        "household_steps_per_s": float(households * steps / max(wall_s, 1e-9)),
+    }
+    return out
+
+
+def _git_hash() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None

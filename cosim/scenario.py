@@ -150,6 +150,8 @@ def build(config: ScenarioConfig, profiles: ProfileData, feeder: Feeder | None =
         raise ConfigError("households.ev.share: the profile data has no car use to drive the "
                           "scenario's electric cars; give it EVs (the generator's ev.share)")
     load_kw = data.load_kw[homes] * hh.size_factor
+    # trips scale with the car: a tenth-size car drives a tenth of its home's trip energy
+    trip_kwh = None if data.ev_trip_kwh is None else data.ev_trip_kwh[homes] * hh.size_factor
     pv_kw = data.pv_kw_per_kwp[homes] * sizes["pv_kwp"][:, None]
     local = pd.DatetimeIndex(data.time, tz="UTC").tz_convert(run.timezone)
     clock = dict(hour=np.asarray(local.hour + local.minute / 60.0, dtype=float),
@@ -160,7 +162,13 @@ def build(config: ScenarioConfig, profiles: ProfileData, feeder: Feeder | None =
                   "retailer": retailer.astype(str), "home": homes, "kind": fleet.kind,
                   "kind_label": np.array([HouseholdType(k).label for k in fleet.kind]),
                   **{k: v for k, v in sizes.items() if k != "v2g"},
-                  "ev_v2g": sizes["v2g"]}
+                  "ev_v2g": sizes["v2g"], "policy": _policies(hh, run.seed)}
+    policy = households["policy"]
+    bank = config.policies.bank.path
+    if (policy == "bank").any():
+        _check_bank(bank, n)
+    mpc = {k: v for k, v in config.policies.mpc.model_dump().items() if v is not None}
+    mpc.setdefault("horizon", run.forecast_horizon)
 
     seed = run.seed
     specs = [
@@ -172,13 +180,15 @@ def build(config: ScenarioConfig, profiles: ProfileData, feeder: Feeder | None =
             seed=seed, n_markets=n_markets, customers=retailer == "distributor", dt_s=run.dt_s,
             import_price=config.tariff.import_price, export_price=config.tariff.export_price,
             peak_import_price=config.tariff.peak_import_price,
-            peak_hours=config.tariff.peak_hours, hours=clock["hour"])),
+            peak_hours=config.tariff.peak_hours, hours=clock["hour"],
+            forecast_steps=run.forecast_horizon)),
     ]
     for k in range(agg.count):
         name = f"aggregator-{k}"
         specs.append(ActorSpec(name, Aggregator, dict(
             seed=seed, n_markets=n_markets, customers=retailer == name, dt_s=run.dt_s,
-            wholesale=data.wholesale_price, margin=agg.margin)))
+            wholesale=data.wholesale_price, margin=agg.margin,
+            forecast_steps=run.forecast_horizon)))
     specs.append(ActorSpec("market", MicrogridOperator, dict(
         seed=seed, n_markets=n_markets, n_households=n)))
     initial = dict(battery_soc=hh.battery.soc_initial, ev_soc=hh.ev.soc_initial,
@@ -192,9 +202,10 @@ def build(config: ScenarioConfig, profiles: ProfileData, feeder: Feeder | None =
                 retailer=retailer[rows].astype(str), load_kw=load_kw[rows],
                 pv_kw=pv_kw[rows],
                 ev_at_home=data.ev_at_home[homes[rows]] & has_ev[rows, None] if cars else None,
-                ev_trip_kwh=data.ev_trip_kwh[homes[rows]] * has_ev[rows, None] if cars else None,
+                ev_trip_kwh=trip_kwh[rows] * has_ev[rows, None] if cars else None,
                 ev_steps_left=data.ev_steps_left[homes[rows]] if cars else None,
                 devices=_rows(devices, rows), initial=initial, power_factor=hh.power_factor,
+                policy=policy[rows], mpc=mpc, bank=None if bank is None else str(bank),
                 **clock))))
     g = config.grid
     specs.append(ActorSpec("grid", GridActor, dict(
@@ -202,6 +213,35 @@ def build(config: ScenarioConfig, profiles: ProfileData, feeder: Feeder | None =
         feeder_load_scale=g.feeder_load_scale, vmin_pu=g.vmin_pu, vmax_pu=g.vmax_pu, tol=g.tol,
         device=g.device, controls_load_scale=g.controls_load_scale)))
     return Scenario(config, specs, households, connections, n_markets, data.time)
+
+
+def _policies(hh: HouseholdConfig, seed: int) -> np.ndarray:
+    """Each household's policy: `policy`, except the shares of `policy_groups` (drawn from
+    a stream of their own, so groups leave every other draw where it was) and explicit
+    homes that name one."""
+    n = hh.count
+    policy = np.full(n, hh.policy, dtype=object)
+    draw = np.random.default_rng(np.random.SeedSequence([seed, 3])).random(n)
+    low = 0.0
+    for group in hh.policy_groups:
+        policy[(draw >= low) & (draw < low + group.share)] = group.policy
+        low += group.share
+    for k, home in enumerate(hh.homes):
+        if home.policy is not None:
+            policy[k] = home.policy
+    return policy.astype(str)
+
+
+def _check_bank(path: object, n: int) -> None:
+    """The policy bank must load and hold an agent per household (household k uses agent
+    k): fail here, naming the key, rather than in a shard mid-start."""
+    from agents.households import ACTIONS, FIELDS
+    from agents.policies.bank import BankError, PolicyBank
+
+    try:
+        PolicyBank.load(path, agents=[n - 1], fields=FIELDS, actions=ACTIONS)
+    except BankError as exc:
+        raise ConfigError(f"policies.bank.path: {exc}") from None
 
 
 def _draw_sizes(hh: HouseholdConfig, rng: np.random.Generator,
@@ -241,7 +281,8 @@ def _draw_sizes(hh: HouseholdConfig, rng: np.random.Generator,
 
 def _devices(hh: HouseholdConfig, sizes: dict[str, np.ndarray]) -> dict[str, dict[str, object]]:
     """Keyword arguments of `Households.create` for every household: per-household arrays
-    where households differ, the config's scalars where they do not."""
+    where households differ, the config's scalars where they do not; `sizes` are already
+    scaled by size_factor, and the house and generator cost are scaled here to match."""
     b, ev, hp, fl, gen = hh.battery, hh.ev, hh.heat_pump, hh.flexible_load, hh.generator
     return {
         # PV delivers what its profile says (the profile already is AC output per kWp)
@@ -255,14 +296,18 @@ def _devices(hh: HouseholdConfig, sizes: dict[str, np.ndarray]) -> dict[str, dic
                "v2g": sizes["v2g"], "eta_charge": ev.efficiency, "eta_discharge": ev.efficiency,
                "target_soc": np.where(sizes["ev_capacity_kwh"] > 0, ev.target_soc, 0.0),
                "degradation_cost": ev.degradation_cost},
+        # the house scales with its heat pump: heat-loss coefficient (1 / R) and thermal
+        # mass C by size_factor, so R C, and with it the indoor temperature, is unchanged
         "heat_pump": {"power_kw": sizes["heat_pump_rating_kw"], "cop": hp.cop,
-                      "resistance_k_per_kw": hp.resistance_k_per_kw,
-                      "capacitance_kwh_per_k": hp.capacitance_kwh_per_k,
+                      "resistance_k_per_kw": hp.resistance_k_per_kw / hh.size_factor,
+                      "capacitance_kwh_per_k": hp.capacitance_kwh_per_k * hh.size_factor,
                       "comfort_low_c": hp.comfort_c[0], "comfort_high_c": hp.comfort_c[1],
                       "setback_low_c": hp.setback_c[0], "setback_high_c": hp.setback_c[1]},
         "flexible_load": {"share": sizes["flexible_share"], "window_h": fl.window_h},
+        # cost (c1 p + c2 p^2) scales with the size at the same share of the rating only
+        # if c2 goes the other way
         "generator": {"max_kw": sizes["generator_rating_kw"], "cost_linear": gen.cost_linear,
-                      "cost_quadratic": gen.cost_quadratic},
+                      "cost_quadratic": gen.cost_quadratic / hh.size_factor},
     }
 
 

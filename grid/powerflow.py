@@ -458,6 +458,20 @@ class PowerFlow:
         return self._compiled
 
     # ------------------------------------------------------------------ API
+    def first_step_vmag_pu(self, p_kw: object = None, q_kvar: object = None, *,
+                           load_scale: object = None) -> torch.Tensor:
+        """[batch, nodes] voltage magnitudes (p.u.) after one fixed-point step from no
+        load: the first-order estimate of the operating point, defined also where the
+        iteration diverges, so a scenario that did not converge can still be told where
+        its feeder sags most."""
+        s_port, scale, _, batch = self._inputs(p_kw, q_kvar, load_scale)
+        with torch.no_grad():
+            c = self._currents(self.u0.expand(batch, -1, -1), s_port, scale)
+            c = torch.complex(c[:, 0], c[:, 1])
+            v = torch.addmm(self.w.expand(batch, -1), c, self.x_t, alpha=-1)
+        return v.abs() / self.node_base_v
+
+    # ------------------------------------------------------------------ API
     def solve(
         self,
         p_kw: object = None,

@@ -88,10 +88,16 @@ class Parameters:
 
 class OnDevice:
     """For frozen dataclasses of parameter tensors: `to(device)` moves every tensor field
-    (a rollout on a GPU needs its devices there too)."""
+    (a rollout on a GPU needs its devices there too), `select(rows)` keeps some
+    households."""
 
     def to(self, device: torch.device | str) -> Self:
         return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)
+                                if isinstance(getattr(self, f.name), torch.Tensor)})
+
+    def select(self, rows: torch.Tensor) -> Self:
+        """The devices of some households (`rows`: indices into the fleet)."""
+        return replace(self, **{f.name: getattr(self, f.name)[rows] for f in fields(self)
                                 if isinstance(getattr(self, f.name), torch.Tensor)})
 
 

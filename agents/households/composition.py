@@ -33,6 +33,7 @@ from agents.devices import (
     HeatPump,
 )
 from agents.devices.parameters import to_interval
+from agents.households.bill import energy_bill
 from agents.households.typology import HouseholdType, classify, has_battery, has_pv
 
 ACTIONS = ("battery", "ev", "heat_pump", "flexible_load", "pv", "generator")
@@ -83,6 +84,15 @@ class Setpoints(NamedTuple):
     @classmethod
     def unstacked(cls, values: torch.Tensor) -> Setpoints:
         return cls(*values.unbind(-1))
+
+
+def _absent(battery: Battery, ev: EV, heat_pump: HeatPump, generator: Generator,
+            flexible_load: FlexibleLoad) -> frozenset[str]:
+    """The devices no household of a fleet owns."""
+    owned = {"battery": battery.capacity_kwh > 0, "ev": ev.capacity_kwh > 0,
+             "heat_pump": heat_pump.power_kw > 0, "generator": generator.max_kw > 0,
+             "flexible_load": flexible_load.share > 0}
+    return frozenset(name for name, has in owned.items() if not bool(has.any()))
 
 
 @dataclass(frozen=True)
@@ -160,13 +170,9 @@ class Households:
         heat = HeatPump.create(ids, **(heat_pump or {"power_kw": 0.0}))
         gen = Generator.create(ids, **(generator or {"max_kw": 0.0}))
         flex = FlexibleLoad.create(ids, **(flexible_load or {"share": 0.0, "window_h": 0.0}))
-        owned = {"battery": bat.capacity_kwh > 0, "ev": car.capacity_kwh > 0,
-                 "heat_pump": heat.power_kw > 0, "generator": gen.max_kw > 0,
-                 "flexible_load": flex.share > 0}
         return cls(
             ids=ids, kind=kinds, battery=bat, ev=car, heat_pump=heat, pv=panel, generator=gen,
-            flexible_load=flex,
-            absent=frozenset(name for name, has in owned.items() if not bool(has.any())))
+            flexible_load=flex, absent=_absent(bat, car, heat, gen, flex))
 
     @property
     def size(self) -> int:
@@ -184,6 +190,16 @@ class Households:
                               torch.full(shape, float(indoor_c), dtype=torch.float64,
                                          device=bat.device),
                               self.flexible_load.initial_state(dt_h, batch))
+
+    def select(self, rows: Sequence[int] | np.ndarray) -> Households:
+        """The households at positions `rows`, in that order, with their devices."""
+        index = torch.as_tensor(np.asarray(rows, dtype=np.int64))
+        devices = {name: getattr(self, name).select(index) for name in (
+            "battery", "ev", "heat_pump", "pv", "generator", "flexible_load")}
+        absent = _absent(*(devices[name] for name in (
+            "battery", "ev", "heat_pump", "generator", "flexible_load")))
+        return replace(self, ids=tuple(self.ids[int(k)] for k in index),
+                       kind=self.kind[index.numpy()], absent=absent, **devices)
 
     def to(self, device: torch.device | str) -> Households:
         """The same households with every device's parameters on `device`."""
@@ -254,8 +270,7 @@ class Households:
              sell_price: torch.Tensor, dt_h: float) -> torch.Tensor:
         """Cost of the step, currency: imports at `buy_price`, minus exports at
         `sell_price` (currency/kWh), plus the operating cost."""
-        net = self.net_kw(setpoints, inputs)
-        bill = (torch.relu(net) * buy_price - torch.relu(-net) * sell_price) * dt_h
+        bill = energy_bill(self.net_kw(setpoints, inputs) * dt_h, buy_price, sell_price)
         return bill + self.operating_cost(setpoints, dt_h)
 
     def discomfort_kh(self, next_state: HouseholdState, inputs: HouseholdInputs,

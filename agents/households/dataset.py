@@ -150,6 +150,13 @@ class HouseholdSeries:
             outdoor_c=self.outdoor_c[..., t], hour=self.hour[t], gains_kw=self.gains_kw[..., t],
             weekend=self.weekend[t])
 
+    def select(self, rows: Sequence[int] | np.ndarray) -> HouseholdSeries:
+        """The series of the households at positions `rows` (shared series as they are)."""
+        index = torch.as_tensor(np.asarray(rows, dtype=np.int64))
+        return HouseholdSeries(**{f.name: (getattr(self, f.name)[index]
+                                          if f.name != "dt_h" and getattr(self, f.name).ndim == 2
+                                          else getattr(self, f.name)) for f in fields(self)})
+
     def window(self, start: int, steps: int) -> HouseholdSeries:
         """Steps `start` to `start + steps` (fewer at the end of the series)."""
         cut = slice(start, start + steps)

@@ -29,6 +29,7 @@ from agents.households.composition import (
     HouseholdState,
     Setpoints,
 )
+from agents.households.bill import energy_bill
 from agents.households.dataset import HouseholdSeries
 from agents.policies.rule_based import self_consumption_setpoints
 
@@ -137,7 +138,7 @@ class Aggregator:
                wholesale: np.ndarray, dt_h: float) -> float:
         """Members' payments - wholesale cost of their net position - peak charge."""
         net = response.net_kw[members]
-        pay = (np.maximum(net, 0) * candidate.buy - np.maximum(-net, 0) * candidate.sell).sum()
+        pay = energy_bill(net, candidate.buy, candidate.sell).sum()
         position = net.sum(0)
         peak = max(float(position.max(initial=0.0)), 0.0)
         return float(pay * dt_h - (position * wholesale).sum() * dt_h - self.peak_price * peak)

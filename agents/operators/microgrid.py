@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from agents.households.bill import energy_bill
 from agents.operators.imbalance import imbalance_price, pro_rata
 
 
@@ -47,13 +48,11 @@ def settle_pool(net_kwh: np.ndarray, pool: np.ndarray, n_pools: int, local: Loca
     m = pro_rata(net_kwh, pool, n_pools)
     ub, us = np.asarray(upstream_buy, float), np.asarray(upstream_sell, float)
     ub, us = np.broadcast_to(ub, (n_pools,)), np.broadcast_to(us, (n_pools,))
-    up = m.upstream_kwh
-    local_pay = np.where(m.traded_kwh > 0, local.buy[pool], local.sell[pool]) * m.traded_kwh
-    payment = local_pay + np.where(up > 0, ub[pool], us[pool]) * up
-    upstream = np.bincount(pool, weights=np.where(up > 0, ub[pool], us[pool]) * up,
-                           minlength=n_pools)
+    upstream_pay = energy_bill(m.upstream_kwh, ub[pool], us[pool])
+    payment = energy_bill(m.traded_kwh, local.buy[pool], local.sell[pool]) + upstream_pay
+    upstream = np.bincount(pool, weights=upstream_pay, minlength=n_pools)
     revenue = np.bincount(pool, weights=payment, minlength=n_pools) - upstream
-    return Settlement(m.traded_kwh, up, payment, revenue, upstream)
+    return Settlement(m.traded_kwh, m.upstream_kwh, payment, revenue, upstream)
 
 
 @dataclass

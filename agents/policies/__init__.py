@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 
 _HOMES = {"PolicyBank": "bank", "MPC": "mpc", "MPCConfig": "mpc", "MPCError": "mpc",
-          "Plan": "mpc", "limit_prices": "rule_based",
+          "Plan": "mpc", "self_consumption_reserve": "rule_based",
           "self_consumption_setpoints": "rule_based"}
 
 __all__ = sorted(_HOMES)

@@ -12,18 +12,28 @@ sigmoid to [0, 1] (for households, `squash=SIGNED_ACTIONS`).
 
 The optimiser state of Adam is per parameter element, so one Adam over the bank is n
 independent Adams with the same settings.
+
+`save(path)` and `PolicyBank.load(path)` keep a bank in one file (torch's format) with its
+shape, squashing, activation and the observation and action layouts it was made for; a
+co-simulation loads it for its `bank` households and gives each household its own agent.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
+FORMAT = "gridedge-policy-bank/1"
+
+
+class BankError(ValueError):
+    """A policy-bank file that cannot be used; names the file and what is wrong."""
 
 
 def agent_generator(seed: int, agent: int) -> torch.Generator:
@@ -91,11 +101,61 @@ class PolicyBank(nn.Module):
         """A bank holding copies of the given agents' policies, in that order (e.g. the
         households of one co-simulation shard)."""
         index = torch.as_tensor(agents, dtype=torch.long, device=self.signed.device)
-        out = PolicyBank.__new__(PolicyBank)
+        return PolicyBank._stacked([w[index] for w in self.weights],
+                                   [b[index] for b in self.biases], self.signed,
+                                   self.activation)
+
+    @classmethod
+    def _stacked(cls, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor],
+                 signed: torch.Tensor, activation: str) -> PolicyBank:
+        """A bank around copies of stacked parameters `[agents, in, out]` / `[agents, out]`."""
+        out = cls.__new__(cls)
         nn.Module.__init__(out)
-        out.n_agents, out.obs_dim, out.act_dim = len(index), self.obs_dim, self.act_dim
-        out.activation = self.activation
-        out.register_buffer("signed", self.signed.clone())
-        out.weights = nn.ParameterList(nn.Parameter(w[index].clone()) for w in self.weights)
-        out.biases = nn.ParameterList(nn.Parameter(b[index].clone()) for b in self.biases)
+        out.n_agents, out.obs_dim = weights[0].shape[0], weights[0].shape[1]
+        out.act_dim, out.activation = weights[-1].shape[2], activation
+        out.register_buffer("signed", torch.as_tensor(signed, dtype=torch.bool).clone())
+        out.weights = nn.ParameterList(nn.Parameter(w.detach().clone()) for w in weights)
+        out.biases = nn.ParameterList(nn.Parameter(b.detach().clone()) for b in biases)
         return out
+
+    def save(self, path: str | Path, fields: Sequence[str] = (),
+             actions: Sequence[str] = ()) -> None:
+        """Write the bank to `path`, with the observation `fields` and `actions` it maps
+        between (checked by `load`)."""
+        torch.save({"format": FORMAT, "signed": self.signed.tolist(), "activation": self.activation,
+                    "fields": list(fields), "actions": list(actions),
+                    "weights": [w.detach().cpu() for w in self.weights],
+                    "biases": [b.detach().cpu() for b in self.biases]}, Path(path))
+
+    @classmethod
+    def load(cls, path: str | Path, agents: Sequence[int] | None = None,
+             fields: Sequence[str] | None = None,
+             actions: Sequence[str] | None = None) -> PolicyBank:
+        """A bank from `save`: all agents, or copies of `agents` in that order. With
+        `fields` / `actions` given, the file must have been made for that layout. Only the
+        selected agents' weights are read into memory (the file is memory-mapped)."""
+        path = Path(path)
+        try:
+            data = torch.load(path, mmap=True, weights_only=True)
+        except FileNotFoundError:
+            raise BankError(f"{path}: policy bank file not found") from None
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is the same error
+            raise BankError(f"{path}: not a policy bank file ({type(exc).__name__}: "
+                            f"{exc})") from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise BankError(f"{path}: not a policy bank file (format "
+                            f"{data.get('format') if isinstance(data, dict) else None!r}, "
+                            f"expected {FORMAT!r})")
+        for name, wanted in (("fields", fields), ("actions", actions)):
+            if wanted is not None and list(data[name]) != list(wanted):
+                raise BankError(f"{path}: made for {name} {list(data[name])}, this "
+                                f"simulation has {list(wanted)}")
+        n = int(data["weights"][0].shape[0])
+        index = torch.arange(n) if agents is None else torch.as_tensor(agents, dtype=torch.long)
+        if len(index) and (index.min() < 0 or index.max() >= n):
+            bad = int(index[(index < 0) | (index >= n)][0])
+            raise BankError(f"{path}: holds {n} agents, agent {bad} was asked for (one agent "
+                            f"per household: make a bank for at least {bad + 1})")
+        return cls._stacked([w[index] for w in data["weights"]],
+                            [b[index] for b in data["biases"]],
+                            torch.tensor(data["signed"]), data["activation"])

@@ -1,9 +1,11 @@
 """Rule-based home energy management: self-consumption first.
 
 Surplus PV charges the battery, a deficit discharges it, both within the battery's limits;
-whatever is left is bought or sold. Limit prices follow the household's grid tariff: a
-buyer never pays more than importing would cost, a seller never takes less than exporting
-would earn, so trading with neighbours can only help.
+whatever is left is bought or sold. In a co-simulation with a local market the rule keeps
+that order but lets the market go first: it commits only what cannot wait and reserves the
+rest (`agents.households.orders`), so its order offers its surplus, or bids for its
+deficit, at what its battery, appliances, heat and car would make of the energy, and what
+the market does not fill the reserve then absorbs or covers exactly as below.
 
 `self_consumption_setpoints` applies the rule to a household with every device:
 1. what cannot wait runs: the heat pump's minimum to stay in its comfort band, the EV's
@@ -22,39 +24,22 @@ from __future__ import annotations
 import torch
 
 from agents.households.composition import HouseholdInputs, Households, HouseholdState, Setpoints
+from agents.households.orders import Reserve, cover
 
 
-def limit_prices(
-    residual_kw: torch.Tensor, import_price: torch.Tensor, export_price: torch.Tensor
-) -> torch.Tensor:
-    """Limit price per order: the import tariff for buyers, the export tariff for sellers."""
-    return torch.where(residual_kw > 0, import_price, export_price)
-
-
-def self_consumption_setpoints(
+def self_consumption_reserve(
     households: Households, state: HouseholdState, inputs: HouseholdInputs, dt_h: float,
     buy_price: torch.Tensor | float | None = None,
     sell_price: torch.Tensor | float | None = None,
-) -> Setpoints:
-    """Feasible setpoints of every device by the self-consumption rule (module docstring).
-    Without `buy_price` the generator stays at its minimum; without `sell_price` PV is
-    never curtailed."""
+) -> tuple[Setpoints, Reserve]:
+    """What the rule commits (step 1 of the module docstring; the battery idle) and the
+    reserve it covers or absorbs the rest with (steps 2 to 4). Without `buy_price` the
+    generator stays at its minimum; without `sell_price` PV is never curtailed."""
     lo, hi = households.limits(state, inputs, dt_h)
     zero = torch.zeros_like(lo.battery_kw)
     ev = torch.maximum(lo.ev_kw, zero)  # the rule never discharges the car
-    heat, flex, gen, pv = lo.heat_pump_kw, lo.flexible_kw, lo.generator_kw, hi.pv_kw
-    surplus = (pv + gen - households.flexible_load.inflexible_kw(inputs.load_kw)
-               - heat - flex - ev)
-
-    def absorb(now: torch.Tensor, top: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        extra = torch.minimum(torch.relu(surplus), top - now)
-        return now + extra, surplus - extra
-
-    flex, surplus = absorb(flex, hi.flexible_kw)
-    heat, surplus = absorb(heat, hi.heat_pump_kw)
-    ev, surplus = absorb(ev, hi.ev_kw)
-    battery = torch.minimum(torch.maximum(surplus, lo.battery_kw), hi.battery_kw)
-    surplus = surplus - battery
+    committed = Setpoints(zero, ev, lo.heat_pump_kw, lo.flexible_kw, hi.pv_kw, lo.generator_kw)
+    generator = lo.generator_kw
     if buy_price is not None:
         g = households.generator
         buy = torch.as_tensor(buy_price, dtype=torch.float64)
@@ -62,11 +47,24 @@ def self_consumption_setpoints(
         quadratic = g.cost_quadratic > 0
         economic = torch.where(quadratic, (buy - g.cost_linear) / (2 * torch.where(
             quadratic, g.cost_quadratic, 1.0)), torch.where(g.cost_linear < buy, g.max_kw, 0.0))
-        economic = torch.minimum(torch.maximum(economic, lo.generator_kw), hi.generator_kw)
-        more = torch.minimum(torch.relu(-surplus), economic - gen)
-        gen, surplus = gen + more, surplus + more
+        generator = torch.minimum(torch.maximum(economic, lo.generator_kw), hi.generator_kw)
+    pv = hi.pv_kw
     if sell_price is not None:
         paid_to_export = torch.as_tensor(sell_price, dtype=torch.float64) < 0
-        cut = torch.minimum(torch.relu(surplus), pv - lo.pv_kw) * paid_to_export
-        pv = pv - cut
-    return Setpoints(battery, ev, heat, flex, pv, gen)
+        pv = torch.where(paid_to_export, lo.pv_kw, hi.pv_kw)
+    reserve = Reserve(
+        Setpoints(lo.battery_kw, ev, lo.heat_pump_kw, lo.flexible_kw, pv, lo.generator_kw),
+        Setpoints(hi.battery_kw, hi.ev_kw, hi.heat_pump_kw, hi.flexible_kw, hi.pv_kw, generator))
+    return committed, reserve
+
+
+def self_consumption_setpoints(
+    households: Households, state: HouseholdState, inputs: HouseholdInputs, dt_h: float,
+    buy_price: torch.Tensor | float | None = None,
+    sell_price: torch.Tensor | float | None = None,
+) -> Setpoints:
+    """Feasible setpoints of every device by the self-consumption rule, with no market
+    (module docstring): the reserve covers or absorbs the whole committed draw."""
+    committed, reserve = self_consumption_reserve(households, state, inputs, dt_h, buy_price,
+                                                  sell_price)
+    return cover(committed, reserve, households.net_kw(committed, inputs) * dt_h, dt_h)

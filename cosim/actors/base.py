@@ -19,7 +19,10 @@ import numpy as np
 from cosim.messages import Message
 from cosim.records import encode_table
 
-PHASES = ("signal", "decide", "clear", "dispatch", "physics", "settle")
+# signal: prices and exogenous data; observe: households take in this step's signals and
+# last step's grid state; decide: policies bid; clear: markets; dispatch: setpoints and
+# injections; physics: the power flow; settle: bills and ledgers
+PHASES = ("signal", "observe", "decide", "clear", "dispatch", "physics", "settle")
 
 
 @dataclass
@@ -40,9 +43,6 @@ class Actor:
 
     SUBSCRIBES: ClassVar[dict[str, tuple[str, ...]]] = {}
     PUBLISHES: ClassVar[dict[str, tuple[str, ...]]] = {}
-    # topics whose messages addressed to others this actor also reads (settlement parties
-    # need every market's outcome, not only their own)
-    OVERHEARS: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, name: str, seed: int) -> None:
         self.name = name
@@ -50,6 +50,7 @@ class Actor:
         entropy = [seed] + [ord(c) for c in name]
         self.rng = np.random.default_rng(np.random.SeedSequence(entropy))
         self._records: dict[str, list[dict[str, np.ndarray]]] = defaultdict(list)
+        self.recording = True  # off for training: nothing is buffered
 
     @classmethod
     def phases(cls) -> tuple[str, ...]:
@@ -60,12 +61,14 @@ class Actor:
         order), keeping the messages of its topics that are broadcast or addressed to it."""
         topics = self.SUBSCRIBES.get(phase, ())
         inbox = [m for out in sources for m in out.messages if m.topic in topics
-                 and (m.recipient in ("", self.name) or m.topic in self.OVERHEARS)]
+                 and m.recipient in ("", self.name)]
         out = getattr(self, phase)(step, inbox)
         return out if isinstance(out, PhaseOutput) else PhaseOutput(messages=list(out or []))
 
     def record(self, table: str, **columns: object) -> None:
         """Buffer rows for a records table; scalars broadcast to the array columns."""
+        if not self.recording:
+            return
         lengths = {len(v) for v in columns.values() if isinstance(v, np.ndarray) and v.ndim}
         n = lengths.pop() if lengths else 1
         self._records[table].append(
@@ -92,6 +95,10 @@ class Actor:
 
     def load_state_dict(self, state: dict[str, object]) -> None:
         self.rng.bit_generator.state = state["rng"]
+        self._records.clear()
+
+    def set_recording(self, on: bool) -> None:
+        self.recording = on
         self._records.clear()
 
     def ping(self) -> str:

@@ -49,6 +49,10 @@ class GridActor(Actor):
         converged = bool(result.converged[0])
         self._warm = result.u if converged else None
         vpu = result.vmag_pu[0].cpu().numpy()
+        estimate = vpu if converged else self.pf.first_step_vmag_pu(
+            torch.as_tensor(p[None]), torch.as_tensor(q[None]),
+            load_scale=self.load_scale)[0].cpu().numpy()
+        worst = self.feeder.nodes[int(np.nanargmin(estimate))]
         conn_v = np.abs(result.connection_voltages[0].cpu().numpy()) / self.conn_base_v
         sub = complex(result.substation_power[0])
         losses = complex(result.losses[0])
@@ -64,7 +68,7 @@ class GridActor(Actor):
                         result.load_power[0]).real, kcl_mismatch_kw=kcl,
                     v_min_pu=float(np.nanmin(vpu)) if converged else np.nan,
                     v_max_pu=float(np.nanmax(vpu)) if converged else np.nan,
-                    violations=violations)
+                    violations=violations, worst_bus=worst)
         self.record("buses", step=step, node=np.arange(len(vpu)), v_pu=vpu)
         self.record("lines", step=step, line=np.arange(len(self.feeder.lines)),
                     loading=result.line_loading[0].cpu().numpy())
@@ -74,7 +78,7 @@ class GridActor(Actor):
             losses_kvar=losses.imag, balance_kw=kcl,
             v_min_pu=float(np.nanmin(vpu)) if converged else float("nan"),
             v_max_pu=float(np.nanmax(vpu)) if converged else float("nan"),
-            violations=violations, connection_v_pu=conn_v)]
+            violations=violations, worst_bus=worst, connection_v_pu=conn_v)]
 
     def _base_v(self, spec: str) -> float:
         """Base voltage (V) of a connection: line-to-neutral, or line-to-line between two

@@ -2,25 +2,37 @@
 
 Each household is a composition of devices (`agents.households.Households`: battery, EV,
 heat pump, PV, generator, flexible load, any of them absent) with its own load, PV and car
-use, a grid connection, a microgrid market and a retailer. The shard runs the households'
-policy on local observations only (own devices, own inputs, own prices), bids each
-household's net draw into its market, dispatches the devices, and books the bill. The
-device code is the same that GradMAP differentiates through.
+use, a grid connection, a microgrid market, a retailer and a policy. The device code is the
+same that GradMAP differentiates through. In each step the shard
+
+- observes: takes in this step's price signals (prices and forecasts) and the previous
+  step's grid state, so each household knows its own prices and the voltage at its own
+  connection, and nothing of other households;
+- decides: runs each household's policy (`rule`, `mpc`, `bank` or `external`, see
+  cosim.config) on that local view, and bids each household's net draw into its market at
+  its own marginal value of the energy (agents.households.orders);
+- dispatches: what its order did not fill, the household's reserve covers or absorbs
+  (within device limits); the grid takes the rest, and its meter records it;
+- settles: books each household's bill (market payment plus `energy_bill` at its
+  retailer's prices) and records everything.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from agents.households import Households, HouseholdState
+from agents.households import ACTIONS, FIELDS, Households, HouseholdState, Setpoints, observe
+from agents.households.bill import energy_bill
 from agents.households.dataset import HouseholdSeries
-from agents.policies.rule_based import limit_prices, self_consumption_setpoints
+from agents.households.orders import Reserve, cover, order
+from agents.policies.rule_based import self_consumption_reserve
 from cosim.actors.base import Actor, PhaseOutput, only
 from cosim.messages import (
+    ActionBatch,
     BidBatch,
     ClearingResult,
     GridState,
@@ -28,6 +40,7 @@ from cosim.messages import (
     MarketData,
     Message,
     MessageError,
+    MeterBatch,
     PriceSignal,
 )
 
@@ -52,6 +65,9 @@ class HouseholdArrays:
     hour: np.ndarray  # [steps] local clock hour at each step's start
     weekend: np.ndarray  # [steps] 1 on Saturdays and Sundays
     outdoor_c: np.ndarray  # [steps]
+    policy: np.ndarray = field(default_factory=lambda: np.array([], dtype=str))  # per home
+    mpc: dict[str, object] = field(default_factory=dict)  # MPCConfig keyword arguments
+    bank: str | None = None  # policy-bank file of the `bank` households
 
     def series(self, dt_h: float) -> HouseholdSeries:
         """The households' inputs, step by step. Without cars the car series are zero-stride
@@ -77,10 +93,15 @@ class HouseholdArrays:
             carbon_kg_per_kwh=zero, gains_kw=zero, dt_h=dt_h)
 
 
+def _merge(base: Setpoints, rows: torch.Tensor, values: Setpoints) -> Setpoints:
+    """`base` with the households at `rows` set to `values` (full-length tensors)."""
+    return Setpoints(*(torch.where(rows, v, b) for b, v in zip(base, values)))
+
+
 class HouseholdShard(Actor):
-    SUBSCRIBES = {"decide": ("price",), "dispatch": ("clearing",),
-                  "settle": ("price", "exogenous", "clearing", "grid")}
-    PUBLISHES = {"decide": ("bids",), "dispatch": ("injections",)}
+    SUBSCRIBES = {"observe": ("price", "grid"), "decide": ("actions",),
+                  "dispatch": ("clearing",), "settle": ("exogenous", "grid")}
+    PUBLISHES = {"decide": ("bids",), "dispatch": ("injections", "meters")}
 
     def __init__(self, name: str, seed: int, homes: HouseholdArrays, dt_s: float) -> None:
         super().__init__(name, seed)
@@ -90,69 +111,127 @@ class HouseholdShard(Actor):
         self.series = homes.series(self.dt_h)
         self.state = self.households.initial_state(self.dt_h, **homes.initial)
         self.tan_phi = float(np.tan(np.arccos(homes.power_factor)))
-        self._setpoints = None  # decided this step
-        self._net: np.ndarray | None = None  # kW each household draws this step
-        self._served: torch.Tensor | None = None  # kW of appliance demand served this step
-        self._prices: tuple[np.ndarray, np.ndarray] | None = None
+        n = len(homes.household)
+        policy = homes.policy if len(homes.policy) else np.full(n, "rule")
+        self.rows = {kind: torch.as_tensor(policy == kind) for kind in np.unique(policy)}
+        self._mpc = self._bank = None
+        if "mpc" in self.rows:
+            from agents.policies.mpc import MPC, MPCConfig  # cvxpy only where it is used
+
+            where = np.flatnonzero(policy == "mpc")
+            self._mpc = (where, MPC(self.households.select(where), self.dt_h,
+                                    MPCConfig(**homes.mpc)), self.series.select(where))
+        if "bank" in self.rows:
+            from agents.policies.bank import PolicyBank
+
+            where = np.flatnonzero(policy == "bank")
+            self._bank = (where, PolicyBank.load(homes.bank, homes.household[where],
+                                                 fields=FIELDS, actions=ACTIONS))
+        # the voltage each household last saw at its connection (1 p.u. before the first
+        # power flow; kept through a step whose power flow did not converge)
+        self._voltage = np.ones(n)
+        self._step = -1
+        self._prices: tuple[np.ndarray, np.ndarray] | None = None  # this step's buy, sell
+        self._forecast: tuple[np.ndarray, np.ndarray] | None = None  # [n, horizon] each
+        self._decided: tuple[Setpoints, Reserve, torch.Tensor] | None = None
+        self._dispatched: dict[str, object] | None = None
+        self._costs: dict[str, np.ndarray] | None = None
 
     # -- phases -------------------------------------------------------------------
+    def observe(self, step: int, inbox: list[Message]) -> list[Message]:
+        self._household_prices(step, only(inbox, PriceSignal))
+        for state in only(inbox, GridState):  # none before the first power flow
+            v = state.connection_v_pu[self.homes.connection]
+            self._voltage = np.where(np.isfinite(v), v, self._voltage)
+        self._step = step
+        return []
+
+    def observation(self) -> tuple[np.ndarray, np.ndarray]:
+        """(household ids, each one's local observation `[n, len(FIELDS)]`) for the step
+        just observed: what its policy sees."""
+        return self.homes.household, self._observe().numpy()
+
     def decide(self, step: int, inbox: list[Message]) -> list[Message]:
-        buy, sell = self._household_prices(step, only(inbox, PriceSignal))
-        x = self.series.at(step)
-        buy_t, sell_t = torch.from_numpy(buy), torch.from_numpy(sell)
-        sp = self_consumption_setpoints(self.households, self.state, x, self.dt_h, buy_t, sell_t)
-        net = self.households.net_kw(sp, x)
-        # the inflexible part and the flexible part the policy runs now
-        served = self.households.flexible_load.inflexible_kw(x.load_kw) + sp.flexible_kw
-        self._setpoints, self._net, self._served = sp, net.numpy(), served
+        if step != self._step:
+            raise RuntimeError(f"shard {self.name}: decide at step {step} before observing it")
+        hh, x, dt_h = self.households, self.series.at(step), self.dt_h
+        buy, sell = (torch.from_numpy(p) for p in self._prices)
+        committed, reserve = self_consumption_reserve(hh, self.state, x, dt_h, buy, sell)
+        if "mpc" in self.rows:
+            where, mpc, series = self._mpc
+            planned = mpc.act(_rows(self.state, where), series.window(step, mpc.config.horizon),
+                              self._forecast[0][where], self._forecast[1][where])
+            full = Setpoints(*(torch.zeros_like(c).index_put((torch.as_tensor(where),), p)
+                               for c, p in zip(committed, planned)))
+            committed = _merge(committed, self.rows["mpc"], full)
+        acting = self._actions(step, only(inbox, ActionBatch))
+        if acting is not None:
+            rows, action = acting
+            committed = _merge(committed, rows, hh.from_action(action, self.state, x, dt_h))
+        ruled = self.rows.get("rule")  # only the rule leaves a reserve to the market
+        if ruled is None:
+            reserve = Reserve.none(committed)
+        elif not bool(ruled.all()):
+            reserve = Reserve(_merge(committed, ruled, reserve.lo),
+                              _merge(committed, ruled, reserve.hi))
+        quantity, limit = order(hh, self.state, x, committed, reserve, buy, sell, dt_h)
+        self._decided = (committed, reserve, quantity)
         return [BidBatch(step, self.name, household=self.homes.household,
-                         market=self.homes.market, quantity_kwh=self._net * self.dt_h,
-                         limit_price=limit_prices(net, buy_t, sell_t).numpy(),
-                         battery_kw=sp.battery_kw.numpy())]
+                         market=self.homes.market, quantity_kwh=quantity.numpy(),
+                         limit_price=limit.numpy())]
 
     def dispatch(self, step: int, inbox: list[Message]) -> list[Message]:
-        self._check_clearing(step, inbox)
-        x, sp = self.series.at(step), self._setpoints
-        consumption = self._served + sp.heat_pump_kw
-        self.state = self.households.step(self.state, sp, x, self.dt_h)
+        clearing = self._check_clearing(step, inbox)
+        committed, reserve, quantity = self._decided
+        hh, x, dt_h = self.households, self.series.at(step), self.dt_h
+        traded = torch.from_numpy(clearing.traded_kwh.copy())
+        sp = cover(committed, reserve, quantity - traded, dt_h)
+        net = hh.net_kw(sp, x)
+        served = hh.flexible_load.inflexible_kw(x.load_kw) + sp.flexible_kw
+        q_kvar = (served + sp.heat_pump_kw).numpy() * self.tan_phi
+        grid_kwh = net.numpy() * dt_h - clearing.traded_kwh
+        before = self.state
+        self.state = hh.step(before, sp, x, dt_h)
+        self._dispatched = dict(clearing=clearing, setpoints=sp, net=net.numpy(),
+                                served=served.numpy(), q_kvar=q_kvar, grid_kwh=grid_kwh,
+                                before=before)
         return [InjectionBatch(step, self.name, household=self.homes.household,
-                               connection=self.homes.connection, p_kw=-self._net,
-                               q_kvar=-consumption.numpy() * self.tan_phi)]
+                               connection=self.homes.connection, p_kw=-net.numpy(),
+                               q_kvar=-q_kvar),
+                MeterBatch(step, self.name, household=self.homes.household, grid_kwh=grid_kwh)]
 
     def settle(self, step: int, inbox: list[Message]) -> PhaseOutput:
-        clearing = self._check_clearing(step, inbox)
-        grid = only(inbox, GridState)[0]
+        d = self._dispatched
+        clearing, sp, grid_kwh = d["clearing"], d["setpoints"], d["grid_kwh"]
         carbon = only(inbox, MarketData)[0].carbon_intensity
         buy, sell = self._prices
-        x, sp, hh, dt_h = self.series.at(step), self._setpoints, self.households, self.dt_h
-        cost = (clearing.traded_kwh * clearing.price
-                + np.where(clearing.grid_kwh > 0, clearing.grid_kwh * buy,
-                           clearing.grid_kwh * sell))
+        x, hh, dt_h = self.series.at(step), self.households, self.dt_h
+        bill = clearing.payment + energy_bill(grid_kwh, buy, sell)
         kw = {name: getattr(sp, name).numpy() for name in sp._fields}
-        load = self._served.numpy()
         curtailed = (hh.pv.available(x.pv_kw) - sp.pv_kw).numpy()
         operating = hh.operating_cost(sp, dt_h).numpy()
         discomfort = hh.discomfort_kh(self.state, x, dt_h).numpy()
         shortfall = hh.ev.departure_shortfall_kwh(self.state.ev_kwh, x.ev()).numpy()
-        emissions = np.maximum(clearing.grid_kwh, 0.0) * carbon
-        self.record(
-            "households", step=step, household=self.homes.household, load_kw=load,
-            pv_kw=kw["pv_kw"], curtailed_kw=curtailed, battery_kw=kw["battery_kw"],
-            ev_kw=kw["ev_kw"], heat_pump_kw=kw["heat_pump_kw"],
-            generator_kw=kw["generator_kw"], net_kw=self._net,
-            battery_energy_kwh=self.state.battery_kwh.numpy().copy(),
-            ev_energy_kwh=self.state.ev_kwh.numpy().copy(),
-            indoor_c=self.state.indoor_c.numpy().copy(),
-            backlog_kwh=self.state.backlog_kwh.sum(-1).numpy(), discomfort_kh=discomfort,
-            ev_shortfall_kwh=shortfall, traded_kwh=clearing.traded_kwh, price=clearing.price,
-            grid_kwh=clearing.grid_kwh, cost=cost, operating_cost=operating,
-            emissions_kg=emissions, voltage_pu=grid.connection_v_pu[self.homes.connection])
-        # what was bought and sold must be what the households drew, household by household
-        mismatch = float(np.max(np.abs(clearing.traded_kwh + clearing.grid_kwh
-                                       - self._net * dt_h), initial=0.0))
-        grid_kwh = clearing.grid_kwh
+        emissions = np.maximum(grid_kwh, 0.0) * carbon
+        self._costs = dict(bill=bill, operating_cost=operating, discomfort_kh=discomfort,
+                           ev_shortfall_kwh=shortfall, emissions_kg=emissions)
+        if self.recording:
+            grid = only(inbox, GridState)[0]
+            self.record(
+                "households", step=step, household=self.homes.household, load_kw=d["served"],
+                pv_kw=kw["pv_kw"], curtailed_kw=curtailed, battery_kw=kw["battery_kw"],
+                ev_kw=kw["ev_kw"], heat_pump_kw=kw["heat_pump_kw"],
+                generator_kw=kw["generator_kw"], net_kw=d["net"], q_kvar=d["q_kvar"],
+                battery_energy_kwh=self.state.battery_kwh.numpy().copy(),
+                ev_energy_kwh=self.state.ev_kwh.numpy().copy(),
+                indoor_c=self.state.indoor_c.numpy().copy(),
+                backlog_kwh=self.state.backlog_kwh.sum(-1).numpy(), discomfort_kh=discomfort,
+                ev_shortfall_kwh=shortfall, traded_kwh=clearing.traded_kwh,
+                price=clearing.price, payment=clearing.payment, grid_kwh=grid_kwh,
+                import_price=buy, export_price=sell, cost=bill, operating_cost=operating,
+                emissions_kg=emissions, voltage_pu=grid.connection_v_pu[self.homes.connection])
         totals = {
-            "load_kwh": float(load.sum() * dt_h),
+            "load_kwh": float(d["served"].sum() * dt_h),
             "pv_kwh": float(kw["pv_kw"].sum() * dt_h),
             "curtailed_kwh": float(curtailed.sum() * dt_h),
             "battery_kwh": float(kw["battery_kw"].sum() * dt_h),
@@ -162,7 +241,7 @@ class HouseholdShard(Actor):
             "import_kwh": float(np.maximum(grid_kwh, 0).sum()),
             "export_kwh": float(-np.minimum(grid_kwh, 0).sum()),
             "p2p_kwh": float(np.maximum(clearing.traded_kwh, 0).sum()),
-            "household_cost": float(cost.sum()),
+            "household_cost": float(bill.sum()),
             "operating_cost": float(operating.sum()),
             "household_emissions_kg": float(emissions.sum()),
             "discomfort_kh": float(discomfort.sum()),
@@ -170,15 +249,47 @@ class HouseholdShard(Actor):
         }
         # the bill moves money between parties; wear and fuel leave the system, so they
         # are reported (operating_cost) but not booked in the ledger
-        return PhaseOutput(ledger={"households": -float(cost.sum())}, totals=totals,
-                           checks={"household_energy_kwh": mismatch})
+        return PhaseOutput(ledger={"households": -float(bill.sum())}, totals=totals)
+
+    def costs(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """(household ids, the cost terms of the step just settled: bill, operating_cost,
+        discomfort_kh, ev_shortfall_kwh, emissions_kg, one value per household)."""
+        return self.homes.household, self._costs
 
     # -- helpers ------------------------------------------------------------------
-    def _household_prices(self, step: int,
-                          signals: list[PriceSignal]) -> tuple[np.ndarray, np.ndarray]:
-        """Import and export price of each household, from its retailer's signal."""
-        buy = np.full(len(self.homes.household), np.nan)
-        sell = np.full(len(self.homes.household), np.nan)
+    def _observe(self) -> torch.Tensor:
+        buy, sell = (torch.from_numpy(p) for p in self._prices)
+        return observe(self.households, self.state, self.series.at(self._step), buy, sell,
+                       torch.from_numpy(self._voltage), self.dt_h)
+
+    def _actions(self, step: int, batches: list[ActionBatch]
+                 ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(rows, raw actions `[n, len(ACTIONS)]`) of the households acting on a policy
+        bank's or the driver's actions this step; None if there are none."""
+        rows = [self.rows[k] for k in ("bank", "external") if k in self.rows]
+        if not rows:
+            return None
+        action = torch.zeros(len(self.homes.household), len(ACTIONS), dtype=torch.float64)
+        if self._bank is not None:
+            where, bank = self._bank
+            with torch.no_grad():
+                action[where] = bank(self._observe()[where])
+        if "external" in self.rows:
+            where = np.flatnonzero(self.rows["external"].numpy())
+            if len(batches) != 1 or not np.array_equal(batches[0].household,
+                                                       self.homes.household[where]):
+                raise MessageError(f"shard {self.name} at step {step}: its {len(where)} "
+                                   "households with policy \"external\" need actions "
+                                   "(Simulation.step(actions))")
+            action[where] = torch.from_numpy(batches[0].action.copy())
+        return torch.stack(rows).any(0), action
+
+    def _household_prices(self, step: int, signals: list[PriceSignal]) -> None:
+        """Each household's import and export price and their forecasts, from its
+        retailer's signal."""
+        n = len(self.homes.household)
+        buy, sell = np.full(n, np.nan), np.full(n, np.nan)
+        forecasts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         for signal in signals:
             mine = self.homes.retailer == signal.sender
             if not mine.any():
@@ -189,13 +300,19 @@ class HouseholdShard(Actor):
                 raise MessageError(f"PriceSignal from {signal.sender!r} at step {step} has no "
                                    f"price for a market of shard {self.name}")
             buy[mine], sell[mine] = signal.buy_price[where], signal.sell_price[where]
+            forecasts.append((mine, signal.buy_forecast[where], signal.sell_forecast[where]))
         missing = np.isnan(buy)
         if missing.any():
             k = int(np.flatnonzero(missing)[0])
             raise MessageError(f"household {self.homes.household[k]} (shard {self.name}): no "
                                f"price signal from its retailer {self.homes.retailer[k]!r}")
         self._prices = (buy, sell)
-        return buy, sell
+        if self._mpc is not None:
+            horizon = min(f[1].shape[1] for f in forecasts)
+            buy_f, sell_f = np.empty((n, horizon)), np.empty((n, horizon))
+            for mine, b, s in forecasts:
+                buy_f[mine], sell_f[mine] = b[:, :horizon], s[:, :horizon]
+            self._forecast = (buy_f, sell_f)
 
     def _check_clearing(self, step: int, inbox: list[Message]) -> ClearingResult:
         results = [m for m in only(inbox, ClearingResult) if m.recipient == self.name]
@@ -206,9 +323,16 @@ class HouseholdShard(Actor):
 
     def state_dict(self) -> dict[str, object]:
         state = {name: t.numpy().copy() for name, t in self.state._asdict().items()}
-        return super().state_dict() | {"households": state}
+        return super().state_dict() | {"households": state, "voltage": self._voltage.copy()}
 
     def load_state_dict(self, state: dict[str, object]) -> None:
         super().load_state_dict(state)
         self.state = HouseholdState(**{name: torch.from_numpy(np.array(value))
                                        for name, value in state["households"].items()})
+        self._voltage = np.array(state["voltage"])
+        self._step = -1
+
+
+def _rows(state: HouseholdState, where: np.ndarray) -> HouseholdState:
+    index = torch.as_tensor(where)
+    return HouseholdState(*(t[index] for t in state))

@@ -3,8 +3,9 @@
 The Distributor retails at a (time-of-use) tariff and also buys the network's losses; an
 Aggregator retails its portfolio at the wholesale price plus a margin (a dynamic tariff)
 and, in later work, leads a Stackelberg game with it. Both publish a PriceSignal per market
-in the signal phase and book their money in the settle phase: what their customers paid
-for imports, less what they paid for exports, less the wholesale cost of the net energy.
+in the signal phase, with a forecast of their prices over the next steps, and book their
+money in the settle phase from their customers' meters: the customers' `energy_bill`, less
+the wholesale cost of the net energy.
 """
 
 from __future__ import annotations
@@ -13,21 +14,22 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from agents.households.bill import energy_bill
 from cosim.actors.base import Actor, PhaseOutput, only
-from cosim.messages import ClearingResult, GridState, MarketData, Message, PriceSignal
+from cosim.messages import GridState, MarketData, Message, MeterBatch, PriceSignal
 
 
 class Retailer(Actor, ABC):
-    SUBSCRIBES = {"settle": ("clearing", "exogenous", "grid")}
+    SUBSCRIBES = {"settle": ("meters", "exogenous", "grid")}
     PUBLISHES = {"signal": ("price",)}
-    OVERHEARS = ("clearing",)
 
     def __init__(self, name: str, seed: int, n_markets: int, customers: np.ndarray,
-                 dt_s: float) -> None:
+                 dt_s: float, steps: int, forecast_steps: int) -> None:
         super().__init__(name, seed)
         self.markets = np.arange(n_markets)
         self.customers = np.asarray(customers, dtype=bool)  # [households], True if ours
         self.dt_h = dt_s / 3600.0
+        self.steps, self.forecast_steps = steps, forecast_steps
         self._prices: tuple[float, float] = (0.0, 0.0)
 
     @abstractmethod
@@ -36,17 +38,21 @@ class Retailer(Actor, ABC):
 
     def signal(self, step: int, inbox: list[Message]) -> list[Message]:
         buy, sell = self._prices = self.prices(step)
+        ahead = range(step, min(step + self.forecast_steps, self.steps))
+        forecast = np.array([self.prices(t) for t in ahead])  # [horizon, 2]
         n = len(self.markets)
         self.record("prices", step=step, source=self.name, import_price=buy, export_price=sell)
         return [PriceSignal(step, self.name, market=self.markets, buy_price=np.full(n, buy),
-                            sell_price=np.full(n, sell))]
+                            sell_price=np.full(n, sell),
+                            buy_forecast=np.broadcast_to(forecast[:, 0], (n, len(forecast))),
+                            sell_forecast=np.broadcast_to(forecast[:, 1], (n, len(forecast))))]
 
     def settle(self, step: int, inbox: list[Message]) -> PhaseOutput:
         grid_kwh = np.concatenate([
-            m.grid_kwh[self.customers[m.household]] for m in only(inbox, ClearingResult)])
+            m.grid_kwh[self.customers[m.household]] for m in only(inbox, MeterBatch)])
         buy, sell = self._prices
         wholesale = only(inbox, MarketData)[0].wholesale_price
-        revenue = float(np.where(grid_kwh > 0, grid_kwh * buy, grid_kwh * sell).sum())
+        revenue = float(energy_bill(grid_kwh, buy, sell).sum())
         money = revenue - wholesale * float(grid_kwh.sum()) - self.extra_cost(step, inbox)
         return PhaseOutput(ledger={self.name: money})
 
@@ -69,8 +75,8 @@ class Distributor(Retailer):
     def __init__(self, name: str, seed: int, n_markets: int, customers: np.ndarray,
                  dt_s: float, import_price: float, export_price: float,
                  peak_import_price: float | None, peak_hours: tuple[int, int],
-                 hours: np.ndarray) -> None:
-        super().__init__(name, seed, n_markets, customers, dt_s)
+                 hours: np.ndarray, forecast_steps: int) -> None:
+        super().__init__(name, seed, n_markets, customers, dt_s, len(hours), forecast_steps)
         self.import_price, self.export_price = import_price, export_price
         self.peak_import_price, self.peak_hours = peak_import_price, peak_hours
         self.hours = np.asarray(hours)  # hour of day of each step
@@ -82,7 +88,7 @@ class Distributor(Retailer):
 
     def extra_cost(self, step: int, inbox: list[Message]) -> float:
         grid = only(inbox, GridState)[0]
-        all_households = sum(float(m.grid_kwh.sum()) for m in only(inbox, ClearingResult))
+        all_households = sum(float(m.grid_kwh.sum()) for m in only(inbox, MeterBatch))
         other_kwh = grid.substation_kw * self.dt_h - all_households  # losses + feeder loads
         return only(inbox, MarketData)[0].wholesale_price * other_kwh
 
@@ -91,8 +97,9 @@ class Aggregator(Retailer):
     """Retails its portfolio at the day-ahead wholesale price plus a margin, both ways."""
 
     def __init__(self, name: str, seed: int, n_markets: int, customers: np.ndarray,
-                 dt_s: float, wholesale: np.ndarray, margin: float) -> None:
-        super().__init__(name, seed, n_markets, customers, dt_s)
+                 dt_s: float, wholesale: np.ndarray, margin: float,
+                 forecast_steps: int) -> None:
+        super().__init__(name, seed, n_markets, customers, dt_s, len(wholesale), forecast_steps)
         self.wholesale = np.asarray(wholesale, dtype=float)  # day-ahead, known in advance
         self.margin = margin
 

@@ -1,27 +1,44 @@
-"""`cosim run`: a scenario from its TOML file, on the local or the Ray backend."""
+"""`cosim run`: a scenario from its TOML file, on the local or the Ray backend.
+
+Exit codes: 0 the run completed; 1 an actor failed (records up to the last completed step
+are kept; `--resume` goes on); 2 bad input (nothing is written); 3 a step's power flow did
+not converge (the run stopped there, or went on and recorded it).
+"""
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
+import math
 import shutil
 import sys
 from pathlib import Path
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text!r}") \
+            from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {value}")
+    return value
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     run = commands.add_parser(
-        "run", help="run a scenario", description="Run a scenario (or resume a run).")
+        "run", help="run a scenario", description="Run a scenario (or resume a run). Exit "
+        "codes: 0 complete, 1 an actor failed, 2 bad input, 3 a power flow did not converge.")
     run.add_argument("config", nargs="?", type=Path, help="scenario TOML file")
     run.add_argument("--backend", choices=("local", "ray"), default="local")
     run.add_argument("--address", default=None,
                      help="Ray cluster to join (ray backend), e.g. auto or host:6379")
-    run.add_argument("--num-cpus", type=int, default=None,
+    run.add_argument("--num-cpus", type=_positive, default=None,
                      help="CPUs for a Ray instance started here (ray backend)")
     run.add_argument("--out", type=Path, default=None,
                      help="run folder (default runs/<name>-<timestamp>)")
-    run.add_argument("--steps", type=int, default=None, help="stop after this many steps")
+    run.add_argument("--steps", type=_positive, default=None,
+                     help="stop after this many steps (the run is then 'partial')")
     run.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
                      help="continue a run from its last checkpoint")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -30,72 +47,92 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run_command(args: argparse.Namespace) -> int:
     from cosim.backends import LocalBackend, PhaseError, RayBackend
-    from cosim.config import ConfigError, ScenarioConfig, load_config
-    from cosim.engine import Engine
-    from cosim.profiles import load_profiles
-    from cosim.scenario import build
+    from cosim.config import ConfigError, load_config
+    from cosim.simulation import NotConverged, Simulation
 
+    backend = (RayBackend(args.address, args.num_cpus) if args.backend == "ray"
+               else LocalBackend())
+    folder, created = None, False
     try:
+        if args.resume and args.config:
+            raise ConfigError(f"give a scenario file or --resume {args.resume}, not both: a "
+                              "resumed run keeps the scenario it started with")
         if args.resume:
             folder = args.resume
-            manifest_path = folder / "manifest.json"
-            if not manifest_path.exists():
+            if not (folder / "manifest.json").exists():
                 raise ConfigError(f"{folder}: not a run folder (no manifest.json)")
-            config = ScenarioConfig.model_validate(json.loads(manifest_path.read_text())["config"])
+            sim = Simulation.resume(folder, backend)
+            config = sim.config
         elif args.config is None:
             raise ConfigError("give a scenario file, or --resume RUN_DIR")
         else:
             config = load_config(args.config)
-            stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-            folder = args.out or Path("runs") / f"{config.run.name}-{stamp}"
-            folder.mkdir(parents=True, exist_ok=True)
+            policies = {config.households.policy, *(g.policy for g in
+                                                    config.households.policy_groups),
+                        *(h.policy for h in config.households.homes)}
+            if "external" in policies:
+                raise ConfigError(f"{args.config}: households use policy \"external\": their "
+                                  "actions come from Python (cosim.Simulation.step), which "
+                                  "`cosim run` cannot supply")
+            folder = args.out or Simulation.default_folder(config)
+            created = not folder.exists()
+            sim = Simulation.from_config(config, backend, record=True, out=folder)
             shutil.copy(args.config, folder / "scenario.toml")
-        scenario = build(config, load_profiles(config, cache=folder / "profiles"))
     except ConfigError as exc:
+        if created and folder is not None:  # leave no half-written run folder behind
+            shutil.rmtree(folder, ignore_errors=True)
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    backend = (RayBackend(args.address, args.num_cpus) if args.backend == "ray"
-               else LocalBackend())
-    engine = Engine(scenario, backend, folder)
-    print(f"{config.run.name}: {len(scenario.households['household'])} households in "
-          f"{sum(s.name.startswith('shard') for s in scenario.actors)} shards, "
-          f"{scenario.n_markets} markets, feeder {config.grid.feeder}, {config.run.steps} steps "
-          f"of {config.run.dt_s} s on the {backend.name} backend -> {folder}")
+    print(f"{config.run.name}: {sim.n_households} households in {len(sim.shards)} shards, "
+          f"{sim.scenario.n_markets} markets, feeder {config.grid.feeder}, {config.run.steps} "
+          f"steps of {config.run.dt_s} s on the {backend.name} backend -> {folder}")
     try:
-        summary = engine.run(steps=args.steps, resume=args.resume is not None,
-                             progress=not args.no_progress)
+        summary = sim.run(steps=args.steps, progress=not args.no_progress)
+    except NotConverged as exc:
+        sim.close()
+        print(f"error: {exc}", file=sys.stderr)
+        print(f"records up to step {exc.step} are in {folder}", file=sys.stderr)
+        return 3
     except PhaseError as exc:
+        sim.close()
         print(f"error: {exc}", file=sys.stderr)
         print(f"records up to the last completed step are in {folder}; continue with "
               f"`cosim run --resume {folder}`", file=sys.stderr)
         return 1
     print(format_summary(summary))
-    return 0
+    return 3 if summary["nonconverged_steps"] else 0
+
+
+def _kwh(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:,.1f} kWh"
 
 
 def format_summary(s: dict) -> str:
-    """The closing summary: energy, cost, emissions, voltages, time."""
+    """The closing summary: energy, cost, emissions, voltages, balances, time. Network
+    quantities of a run with steps that did not converge are n/a, and the count says why."""
+    failed = s["nonconverged_steps"]
     lines = [
-        f"households {s['households']:,}, steps {s['steps']:,}",
+        f"households {s['households']:,}, steps {s['steps']:,}"
+        + (f", {failed} of them WITHOUT a converged power flow (first: step "
+           f"{s['first_nonconverged_step']}); network totals are n/a" if failed else ""),
         f"energy     load {s['load_kwh']:,.1f} kWh, PV {s['pv_kwh']:,.1f} kWh, "
         f"grid import {s['import_kwh']:,.1f} kWh, export {s['export_kwh']:,.1f} kWh, "
         f"peer-to-peer {s['p2p_kwh']:,.1f} kWh",
-        f"devices    batteries net {s.get('battery_kwh', 0):,.1f} kWh, cars "
-        f"{s.get('ev_kwh', 0):,.1f} kWh, heat pumps {s.get('heat_pump_kwh', 0):,.1f} kWh, "
-        f"generators {s.get('generator_kwh', 0):,.1f} kWh, PV curtailed "
-        f"{s.get('curtailed_kwh', 0):,.1f} kWh",
-        f"comfort    {s.get('discomfort_kh', 0):,.1f} K h outside the heating bands, cars "
-        f"{s.get('ev_shortfall_kwh', 0):,.1f} kWh short at departure",
-        f"network    substation {s['substation_kwh']:,.1f} kWh, losses {s['losses_kwh']:,.1f} "
-        f"kWh",
+        f"devices    batteries net {s['battery_kwh']:,.1f} kWh, cars {s['ev_kwh']:,.1f} kWh, "
+        f"heat pumps {s['heat_pump_kwh']:,.1f} kWh, generators {s['generator_kwh']:,.1f} kWh, "
+        f"PV curtailed {s['curtailed_kwh']:,.1f} kWh",
+        f"comfort    {s['discomfort_kh']:,.1f} K h outside the heating bands, cars "
+        f"{s['ev_shortfall_kwh']:,.1f} kWh short at departure",
+        f"network    substation {_kwh(s['substation_kwh'])}, losses {_kwh(s['losses_kwh'])}",
         f"cost       households paid {s['household_cost']:,.2f} in total, and "
-        f"{s.get('operating_cost', 0):,.2f} in device wear and fuel",
-        f"emissions  {s['emissions_kg']:,.1f} kgCO2 at the substation",
+        f"{s['operating_cost']:,.2f} in device wear and fuel",
+        f"emissions  {'n/a' if math.isnan(s['emissions_kg']) else format(s['emissions_kg'], ',.1f')}"
+        " kgCO2 at the substation",
         f"voltages   {s['v_min_pu']:.4f} to {s['v_max_pu']:.4f} p.u., "
         f"{s['voltage_violations']:,} node-steps outside limits, "
-        f"{s['nonconverged_steps']} steps without convergence",
-        f"balances   money {s['max_money_imbalance']:.1e}, household energy "
-        f"{s['max_household_energy_mismatch_kwh']:.1e} kWh, Kirchhoff "
+        f"{failed} steps without convergence",
+        f"balances   money {s['max_money_imbalance']:.1e}, market energy "
+        f"{s['max_market_imbalance_kwh']:.1e} kWh, Kirchhoff "
         f"{s['max_kcl_mismatch_kw']:.1e} kW (worst step)",
         f"wall time  {s['wall_s']:.1f} s, {s['household_steps_per_s']:,.0f} household-steps/s",
     ]

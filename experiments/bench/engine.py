@@ -24,9 +24,9 @@ import numpy as np
 
 from cosim.backends import LocalBackend, RayBackend
 from cosim.config import parse_config
-from cosim.engine import Engine
 from cosim.profiles import synthetic
 from cosim.scenario import build
+from cosim.simulation import Simulation
 from experiments.bench.common import add_output_arguments, machine_info, save
 from grid import load_feeder
 
@@ -71,11 +71,11 @@ def _ours(scenario, make_backend, folder: Path, repeats: int) -> tuple[float, fl
     """(set-up, stepping) seconds of the fastest of `repeats` runs."""
     best = None
     for k in range(repeats):
-        engine = Engine(scenario, make_backend(), folder / str(k))
+        sim = Simulation(scenario, make_backend(), folder / str(k))
         start = time.perf_counter()
-        engine.run(progress=False)
+        sim.run(progress=False)
         total = time.perf_counter() - start
-        setup = engine.wall["start_actors"]
+        setup = sim.wall["start_actors"]
         if best is None or total - setup < best[1]:
             best = (setup, total - setup)
     return best

@@ -1,0 +1,542 @@
+"""`cosim.Simulation`: the one step loop, driven from outside.
+
+    sim = Simulation.from_config("experiments/configs/lv_55.toml", record=False)
+    obs = sim.reset()                       # [households, len(FIELDS)] local observations
+    while True:
+        result = sim.step(actions)          # actions: [households, len(ACTIONS)] or None
+        if result.done:
+            break
+        obs = result.observations
+    sim.close()
+
+`cosim run`, the RL environments, GradMAP's evaluation and the viewer all drive this object;
+none of them has a loop of its own. Each step runs the phases of cosim.actors.base.PHASES
+over the bus. The observations of a step depend on its price signals (and the previous
+step's grid state), so `reset` runs the first step's `signal` and `observe` phases, and
+`step` runs the rest of the step and then `signal` and `observe` of the next one: the
+observations it returns are those the next actions answer.
+
+Routing is decided once, from what each actor class says it publishes and subscribes to:
+in a phase an actor receives the outputs of the actors publishing its topics, from this
+step if they published in an earlier phase, else from the previous step. Sources are
+ordered by sender name, so delivery is deterministic on every backend. Actions for the
+`external` households travel to their shards as one ActionBatch message per shard.
+
+Each step is checked against what each party booked: money (the sum of every party's net
+receipts) must be zero, each market's bought energy must equal its sold energy, and the
+power flow must satisfy Kirchhoff's current law; the residuals go to the `system` table.
+A step whose power flow does not converge stops the run (`on_nonconvergence = "stop"`,
+naming the step and the worst bus) or is recorded as such ("record"); either way it is
+counted in the manifest and the summary, and its network totals are NaN, never skipped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from tqdm import tqdm
+
+from agents.households import ACTIONS, FIELDS
+from cosim.actors.base import PHASES, PhaseOutput
+from cosim.backends import ActorDied, Key, LocalBackend, PhaseError, Plan, RayBackend
+from cosim.config import ConfigError, ScenarioConfig, load_config, parse_config
+from cosim.messages import ActionBatch, GridState, MarketResult
+from cosim.records import Recorder, RunFolder, summarize
+from cosim.scenario import ProfileData, Scenario, build
+
+FIRST = ("signal", "observe")  # of a step, before its actions are known
+REST = ("decide", "clear", "dispatch", "physics", "settle")
+
+
+class NotConverged(RuntimeError):
+    """A step's power flow did not converge (with `on_nonconvergence = "stop"`)."""
+
+    def __init__(self, step: int, worst_bus: str, scenario: str) -> None:
+        self.step, self.worst_bus = step, worst_bus
+        super().__init__(f"step {step}: the power flow of scenario {scenario!r} did not "
+                         f"converge; worst bus {worst_bus} (lowest voltage of a first-order "
+                         "estimate). Set run.on_nonconvergence = \"record\" to record such "
+                         "steps and go on")
+
+
+class HouseholdCosts(NamedTuple):
+    """Per household (`[households]`, in household order), the step's cost terms: bill
+    (currency: market payment plus the retail energy bill), operating_cost (wear and fuel,
+    currency), discomfort_kh (K h outside the comfort band), ev_shortfall_kwh (missing at
+    departure), emissions_kg (of its grid imports). An RL reward combines these."""
+
+    bill: np.ndarray
+    operating_cost: np.ndarray
+    discomfort_kh: np.ndarray
+    ev_shortfall_kwh: np.ndarray
+    emissions_kg: np.ndarray
+
+
+@dataclass(frozen=True)
+class GridSummary:
+    """The step's power flow: convergence, voltage range (p.u.), nodes outside the limits,
+    the lowest-voltage bus, losses and substation energy (kWh; NaN if not converged)."""
+
+    converged: bool
+    iterations: int
+    v_min_pu: float
+    v_max_pu: float
+    violations: int
+    worst_bus: str
+    losses_kwh: float
+    substation_kwh: float
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one `step` did. `observations` are for the next step (None after the last),
+    `[households, len(FIELDS)]`; `costs` per household; `markets` per market: price
+    (currency/kWh, NaN where nothing traded), volume, demand and supply (kWh); `system` is
+    the step's row of the `system` table (balances and totals). Inside `Simulation.run`
+    observations, costs and markets are not fetched (None)."""
+
+    step: int
+    time: np.datetime64
+    done: bool
+    grid: GridSummary
+    system: dict[str, float]
+    observations: np.ndarray | None = None
+    costs: HouseholdCosts | None = None
+    markets: dict[str, np.ndarray] | None = None
+
+
+def _backend(backend: str | object) -> object:
+    if backend == "local":
+        return LocalBackend()
+    if backend == "ray":
+        return RayBackend()
+    if isinstance(backend, str):
+        raise ValueError(f"backend {backend!r}: choose 'local' or 'ray', or pass one")
+    return backend
+
+
+class Simulation:
+    """A scenario's actors on a backend, stepped from outside (module docstring)."""
+
+    def __init__(self, scenario: Scenario, backend: str | object = "local",
+                 folder: str | Path | None = None,
+                 rebuild: Callable[[int], Scenario] | None = None) -> None:
+        """`folder`: where records go (None: no records at all, for training). `rebuild`
+        makes the scenario for another seed (`reset(seed)`)."""
+        self.backend = _backend(backend)
+        self._rebuild = rebuild
+        self._started = False
+        self._set_scenario(scenario)
+        self.recorder = None if folder is None else Recorder(folder, scenario)
+        self.wall: dict[str, float] = defaultdict(float)
+        self._t: int | None = None  # the next step to act in; None before reset
+        self._outputs: dict[Key, object] = {}
+        self._nonconverged: list[int] = []
+        self._initial: dict[str, object] | None = None
+
+    @classmethod
+    def from_config(cls, config: str | Path | ScenarioConfig | dict,
+                    backend: str | object = "local", record: bool = True,
+                    out: str | Path | None = None,
+                    profiles: ProfileData | None = None) -> Simulation:
+        """A simulation of a scenario file (or a parsed config, or its dict). With `record`
+        its records go to `out` (default runs/<name>-<time>); `profiles` replaces the
+        scenario's profile source (tests, benchmarks)."""
+        from cosim.profiles import load_profiles
+
+        if isinstance(config, (str, Path)):
+            config = load_config(config)
+        elif isinstance(config, dict):
+            config = parse_config(config)
+        folder = None
+        if record:
+            folder = Path(out) if out is not None else cls.default_folder(config)
+
+        def make(seed: int) -> Scenario:
+            cfg = config.model_copy(update={"run": config.run.model_copy(update={"seed": seed})})
+            cache = None if folder is None or seed != config.run.seed else folder / "profiles"
+            return build(cfg, profiles if profiles is not None else load_profiles(cfg, cache))
+
+        return cls(make(config.run.seed), backend, folder, rebuild=make)
+
+    @staticmethod
+    def default_folder(config: ScenarioConfig) -> Path:
+        """runs/<name>-<local time>."""
+        return Path("runs") / f"{config.run.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+
+    @classmethod
+    def resume(cls, folder: str | Path, backend: str | object = "local",
+               profiles: ProfileData | None = None) -> Simulation:
+        """The run in `folder`, positioned after its last checkpoint; `run()` goes on.
+        `profiles`: as for `from_config` (by default the run's own)."""
+        from cosim.profiles import load_profiles
+
+        folder = Path(folder)
+        manifest = RunFolder(folder).manifest()
+        if "config" not in manifest:
+            raise ConfigError(f"{folder}: not a run folder (no manifest.json with a config)")
+        config = ScenarioConfig.model_validate(manifest["config"])
+        if profiles is None:
+            profiles = load_profiles(config, cache=folder / "profiles")
+        sim = cls(build(config, profiles), backend, folder)
+        sim._restore()
+        return sim
+
+    # -- the scenario ------------------------------------------------------------------
+    def _set_scenario(self, scenario: Scenario) -> None:
+        self.scenario, self.config = scenario, scenario.config
+        specs = {spec.name: spec for spec in scenario.actors}
+        self.names = sorted(specs)
+        self.shards = [n for n in self.names if n.startswith("shard")]
+        self.participants = {p: [n for n in self.names if p in specs[n].cls.phases()]
+                             for p in PHASES}
+        publishers: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        for name in self.names:
+            for phase, topics in specs[name].cls.PUBLISHES.items():
+                for topic in topics:
+                    publishers[topic].append((name, phase))
+        order = {p: i for i, p in enumerate(PHASES)}
+        # (actor, phase) -> [(source actor, source phase, from this step?)]
+        self.routes: dict[tuple[str, str], list[tuple[str, str, bool]]] = {}
+        for name in self.names:
+            for phase, topics in specs[name].cls.SUBSCRIBES.items():
+                sources = {(src, src_phase, order[src_phase] < order[phase])
+                           for topic in topics for src, src_phase in publishers[topic]}
+                self.routes[(name, phase)] = sorted(sources)
+        # what a step hands to the next: the checkpoint carries these outputs
+        self.carried = sorted({(src, phase) for routes in self.routes.values()
+                               for src, phase, now in routes if not now})
+        policy = scenario.households["policy"]
+        self.external = np.flatnonzero(policy == "external")
+        self._shard_rows = {spec.name: spec.kwargs["homes"].household for spec in
+                            scenario.actors if spec.name in self.shards}
+        self.total = self.config.run.steps
+        feed = specs["feed"].kwargs
+        self._carbon = np.asarray(feed["carbon_intensity"], dtype=float)
+
+    @property
+    def households(self) -> dict[str, np.ndarray]:
+        """The static table of households (one row each: connection, market, retailer,
+        policy, devices), as written to homes.parquet."""
+        return self.scenario.households
+
+    @property
+    def n_households(self) -> int:
+        return len(self.scenario.households["household"])
+
+    @property
+    def step_index(self) -> int | None:
+        """The next step to act in (None before `reset`)."""
+        return self._t
+
+    # -- stepping ------------------------------------------------------------------------
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        """Back to the first step (a new scenario if `seed` differs from the scenario's:
+        households, devices and generated profiles are drawn anew). Returns the first
+        step's observations, `[households, len(FIELDS)]`."""
+        self._reset(seed)
+        return self.observations()
+
+    def _reset(self, seed: int | None = None) -> None:
+        if seed is not None and seed != self.config.run.seed:
+            if self._rebuild is None:
+                raise ValueError("this simulation was made from a Scenario: give "
+                                 "Simulation(..., rebuild=) to reset it with another seed")
+            if self._started:
+                self.backend.shutdown()
+                self._started = False
+            self._set_scenario(self._rebuild(seed))
+            if self.recorder is not None:
+                self.recorder.scenario = self.scenario
+        t0 = time.perf_counter()
+        if not self._started:
+            self.backend.start(self.scenario.actors)
+            self._started = True
+            if self.recorder is None:
+                self.backend.call_all(self.names, "set_recording", False)
+            self._initial = self.backend.call_all(self.names, "state_dict")
+        else:
+            for name in self.names:
+                self.backend.call_all([name], "load_state_dict", self._initial[name])
+        self.wall["start_actors"] += time.perf_counter() - t0
+        self._t, self._outputs, self._nonconverged = 0, {}, []
+        if self.recorder is not None:
+            self.recorder.begin(self.backend.name)
+        self._phases([(0, FIRST)])
+
+    def _restore(self) -> None:
+        """Continue a recorded run after its last checkpoint (`resume`)."""
+        saved = self.recorder.folder.load_checkpoint()
+        if saved is None:  # it failed before the first checkpoint: start again
+            self._reset()
+            return
+        step, states, carried = saved
+        self.backend.start(self.scenario.actors)
+        self._started = True
+        self._initial = self.backend.call_all(self.names, "state_dict")
+        for name in self.names:
+            self.backend.call_all([name], "load_state_dict", states[name])
+        self._outputs = {(src, phase, step): self.backend.put(src, output)
+                         for (src, phase), output in carried.items()}
+        manifest = self.recorder.folder.manifest()
+        self._nonconverged = [s for s in manifest.get("nonconverged_steps_list", [])
+                              if s <= step]
+        self.recorder.resumed(step, self.backend.name)
+        self._t = step + 1
+        if self._t < self.total:
+            self._phases([(self._t, FIRST)])
+
+    def step(self, actions: np.ndarray | None = None) -> StepResult:
+        """Run one step: the external households act on `actions` (`[households,
+        len(ACTIONS)]` raw actions in household order; only the rows of `external`
+        households are read), the others on their own policies."""
+        return self._step(actions, details=True)
+
+    def _step(self, actions: np.ndarray | None, details: bool,
+              stop: bool = False) -> StepResult:
+        if self._t is None:
+            raise RuntimeError("call reset() before step()")
+        if self._t >= self.total:
+            raise RuntimeError(f"the scenario has {self.total} steps and all have run; call "
+                               "reset() to start again")
+        t, t0 = self._t, time.perf_counter()
+        run = self.config.run
+        last = t == self.total - 1
+        # `stop`: the caller stops after this step; a checkpoint lets `--resume` go on
+        checkpoint = (t + 1) % run.checkpoint_every == 0 or last or stop
+        try:
+            self._drive(t, actions)
+            plan = [(t, REST)] + ([] if checkpoint else [(t + 1, FIRST)])
+            self._phases(plan)
+            row, state = self._system_row(t)
+            if self.recorder is not None:
+                self.recorder.add(row)
+            if not state.converged:
+                self._nonconverged.append(t)
+                if run.on_nonconvergence == "stop":
+                    raise NotConverged(t, state.worst_bus, run.name)
+            if checkpoint:
+                if self.recorder is not None:
+                    self.recorder.flush(t, self.backend, self.names, self._carry(t))
+                if not last:
+                    self._phases([(t + 1, FIRST)])
+        except ActorDied as exc:
+            # the dead actor's buffered records are gone: keep what the checkpoint holds
+            self._fail(exc, t, flush=False)
+            raise
+        except NotConverged as exc:
+            self._fail(exc, t, flush=True, through=t)
+            raise
+        except Exception as exc:
+            self._fail(exc, t, flush=True, through=t - 1)
+            raise
+        self._t = t + 1
+        for key in [k for k in self._outputs if k[2] < t]:
+            del self._outputs[key]
+        done = self._t == self.total
+        self.wall["total"] += time.perf_counter() - t0
+        if done:
+            self._finish()
+        return StepResult(
+            step=t, time=self.scenario.time[t], done=done, grid=_grid_summary(state, row),
+            system=row, observations=None if done or not details else self.observations(),
+            costs=self.costs() if details else None,
+            markets=self._markets(t) if details else None)
+
+    def run(self, steps: int | None = None, progress: bool = True,
+            after_step: Callable[[Simulation, int], None] | None = None) -> dict:
+        """Step through the scenario (from its start, or on from where a resumed run
+        stands) on the households' own policies, up to `steps` steps in all; returns the
+        summary. `after_step(sim, step)` is called after each step (tests use it to kill an
+        actor). The run is recorded as "partial" when it stops before the last step."""
+        if self._t is None:
+            self._reset()
+        total = self.total if steps is None else min(steps, self.total)
+        bar = tqdm(range(self._t, total), desc=self.config.run.name, unit="step",
+                   disable=not progress, initial=self._t, total=total)
+        try:
+            for step in bar:
+                self._step(None, details=False, stop=step == total - 1)
+                if after_step is not None:
+                    after_step(self, step)
+        finally:
+            bar.close()
+        return self.close()
+
+    def close(self) -> dict | None:
+        """Stop the actors; the run folder's manifest says how far it got. Returns the
+        summary (None without records)."""
+        summary = None
+        if self.recorder is not None and self._t is not None:
+            if self._t < self.total and self.recorder.folder.manifest().get(
+                    "status") == "running":
+                self.recorder.flush(self._t - 1, self.backend, self.names, None)
+                self.recorder.drain()
+                summary = self._summary()
+                self.recorder.folder.update_manifest(
+                    status="nonconverged" if self._nonconverged else "partial",
+                    steps_done=self._t, summary=summary, wall_s=dict(self.wall),
+                    nonconverged_steps=len(self._nonconverged),
+                    nonconverged_steps_list=self._nonconverged)
+            else:
+                summary = self.recorder.folder.manifest().get("summary")
+            self.recorder.close()
+        if self._started:
+            self.backend.shutdown()
+            self._started = False
+        return summary
+
+    # -- what the driver reads -------------------------------------------------------------
+    def observations(self) -> np.ndarray:
+        """Each household's local observation for the step about to be acted in,
+        `[households, len(FIELDS)]` in household order."""
+        out = np.empty((self.n_households, len(FIELDS)))
+        for ids, obs in self.backend.call_all(self.shards, "observation").values():
+            out[ids] = obs
+        return out
+
+    def costs(self) -> HouseholdCosts:
+        """The cost terms of the last settled step, per household (HouseholdCosts)."""
+        columns = {name: np.empty(self.n_households) for name in HouseholdCosts._fields}
+        for ids, values in self.backend.call_all(self.shards, "costs").values():
+            for name, column in columns.items():
+                column[ids] = values[name]
+        return HouseholdCosts(**columns)
+
+    def _markets(self, t: int) -> dict[str, np.ndarray]:
+        (out,) = self.backend.fetch([self._outputs[("market", "clear", t)]])
+        (result,) = [m for m in out.messages if isinstance(m, MarketResult)]
+        return {"price": result.price, "volume_kwh": result.volume_kwh,
+                "demand_kwh": result.demand_kwh, "supply_kwh": result.supply_kwh}
+
+    # -- internals ---------------------------------------------------------------------------
+    def _phases(self, steps: list[tuple[int, tuple[str, ...]]]) -> None:
+        plan: Plan = []
+        for step, phases in steps:
+            for phase in phases:
+                calls = []
+                for name in self.participants[phase]:
+                    keys = [(src, src_phase, step if now else step - 1)
+                            for src, src_phase, now in self.routes.get((name, phase), [])]
+                    driver = (f"driver/{name}", phase, step)
+                    keys += [driver] if driver in self._outputs else []
+                    calls.append((name, [k for k in keys if k[2] == step or k in self._outputs]))
+                plan.append((step, phase, calls))
+        self.backend.run(plan, self._outputs, self.config.run.phase_timeout_s, self.wall)
+        if self.recorder is not None and self.config.run.record_messages:
+            keys = sorted(k for k in self._outputs if not k[0].startswith("driver/")
+                          and any(k[2] == s and k[1] in p for s, p in steps))
+            outputs = self.backend.fetch([self._outputs[k] for k in keys])
+            self.recorder.add_messages([(k[2], k[1], m) for k, out in zip(keys, outputs)
+                                        for m in out.messages])
+
+    def _drive(self, t: int, actions: np.ndarray | None) -> None:
+        """Hand the external households' actions to their shards."""
+        if len(self.external) == 0:
+            return
+        if actions is None:
+            raise ValueError(f"step {t}: {len(self.external)} households have policy "
+                             "\"external\": pass their actions to step()")
+        actions = np.asarray(actions, dtype=float)
+        want = (self.n_households, len(ACTIONS))
+        if actions.shape != want:
+            raise ValueError(f"step {t}: actions must be {want} (households x {ACTIONS}), "
+                             f"got {actions.shape}")
+        bad = ~np.isfinite(actions[self.external]).all(1)
+        if bad.any():
+            raise ValueError(f"step {t}: household {self.external[bad][0]}: actions are not "
+                             "finite")
+        for shard, ids in self._shard_rows.items():
+            mine = ids[np.isin(ids, self.external)]
+            if len(mine):
+                batch = ActionBatch(t, "driver", recipient=shard, household=mine,
+                                    action=actions[mine])
+                self._outputs[(f"driver/{shard}", "decide", t)] = self.backend.put(
+                    f"driver/{shard}", PhaseOutput(messages=[batch]))
+
+    def _system_row(self, t: int) -> tuple[dict[str, float], GridState]:
+        """One row of the `system` table: balances, totals and the grid's summary."""
+        names = self.participants["settle"]
+        *settled, grid = self.backend.fetch(
+            [self._outputs[(n, "settle", t)] for n in names] + [self._outputs[
+                ("grid", "physics", t)]])
+        state = grid.messages[0]
+        ledger: dict[str, float] = defaultdict(float)
+        totals: dict[str, float] = defaultdict(float)
+        checks: dict[str, float] = defaultdict(float)
+        for out in settled:
+            for key, value in out.ledger.items():
+                ledger[key] += value
+            for key, value in out.totals.items():
+                totals[key] += value
+            for key, value in out.checks.items():
+                checks[key] = max(checks[key], value)
+        dt_h = self.config.run.dt_s / 3600.0
+        carbon = self._carbon[t]
+        row = {
+            "step": t, "money_balance": float(sum(ledger.values())),
+            "market_imbalance_kwh": checks.get("market_imbalance_kwh", 0.0),
+            "kcl_mismatch_kw": state.balance_kw, "converged": state.converged,
+            "iterations": state.iterations, "substation_kwh": state.substation_kw * dt_h,
+            "losses_kwh": state.losses_kw * dt_h, "v_min_pu": state.v_min_pu,
+            "v_max_pu": state.v_max_pu, "violations": state.violations,
+            "emissions_kg": max(state.substation_kw * dt_h, 0.0) * carbon
+            if state.converged else float("nan"),
+            **totals, **{f"money_{party}": value for party, value in sorted(ledger.items())},
+        }
+        return row, state
+
+    def _carry(self, t: int) -> dict[tuple[str, str], object]:
+        keys = [(src, phase, t) for src, phase in self.carried if (src, phase, t) in
+                self._outputs]
+        values = self.backend.fetch([self._outputs[k] for k in keys])
+        return {(src, phase): value for (src, phase, _), value in zip(keys, values)}
+
+    def _summary(self) -> dict:
+        return summarize(self.recorder.folder, self.n_households, self.wall.get("total", 0.0))
+
+    def _finish(self) -> None:
+        """The last step ran: wait for the records, write the summary and the status."""
+        if self.recorder is None:
+            return
+        self.recorder.drain()
+        summary = self._summary()
+        self.recorder.folder.update_manifest(
+            status="nonconverged" if self._nonconverged else "complete", steps_done=self.total,
+            summary=summary, wall_s=dict(self.wall) | dict(self.recorder.wall),
+            nonconverged_steps=len(self._nonconverged),
+            nonconverged_steps_list=self._nonconverged)
+
+    def _fail(self, exc: Exception, t: int, flush: bool, through: int = -1) -> None:
+        """Keep every completed step on disk (through step `through`) and say why the run
+        stopped."""
+        if self.recorder is None:
+            return
+        if flush:
+            try:
+                self.recorder.flush(through, self.backend, self.names, None)
+            finally:
+                self.recorder.drain()
+        else:
+            self.recorder.drain()
+        self.recorder.folder.update_manifest(
+            status="failed", error=str(exc), failed_step=t,
+            traceback=getattr(exc, "detail", ""), nonconverged_steps=len(self._nonconverged),
+            nonconverged_steps_list=self._nonconverged)
+
+
+def _grid_summary(state: GridState, row: dict[str, float]) -> GridSummary:
+    return GridSummary(state.converged, state.iterations, state.v_min_pu, state.v_max_pu,
+                       state.violations, state.worst_bus, row["losses_kwh"],
+                       row["substation_kwh"])
+
+
+__all__ = ["GridSummary", "HouseholdCosts", "NotConverged", "PhaseError", "Simulation",
+           "StepResult"]
