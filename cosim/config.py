@@ -14,16 +14,46 @@ import zoneinfo
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    AllowInfNan,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class ConfigError(ValueError):
     """A scenario file that cannot be used; names the file, the key and the reason."""
 
 
-Positive = Annotated[float, Field(gt=0)]
-NonNegative = Annotated[float, Field(ge=0)]
-Fraction = Annotated[float, Field(ge=0, le=1)]
+# Numbers are taken as written: a string or a boolean where a number belongs is a typo
+# (`count = "10"`, `share = true`), not something to coerce, and TOML's inf and nan are
+# never a sensible size, price or temperature. Integers still pass where floats belong.
+Number = Annotated[float, Strict(), AllowInfNan(False)]
+Integer = Annotated[int, Strict()]
+Boolean = Annotated[bool, Strict()]  # only true or false, not 1 or "yes"
+Positive = Annotated[Number, Field(gt=0)]
+NonNegative = Annotated[Number, Field(ge=0)]
+Fraction = Annotated[Number, Field(ge=0, le=1)]
+PositiveInt = Annotated[Integer, Field(gt=0)]
+NonNegativeInt = Annotated[Integer, Field(ge=0)]
+
+
+def _has_offset(value: dt.datetime) -> dt.datetime:
+    # a TOML local datetime would be read in the machine's own time zone, so the same
+    # file would start at different instants on different machines
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{value.isoformat()} has no UTC offset; add Z (UTC) or an offset, "
+                         f"e.g. {value.isoformat()}Z or {value.isoformat()}+01:00")
+    return value
+
+
+AwareDatetime = Annotated[dt.datetime, AfterValidator(_has_offset)]
 Range = tuple[NonNegative, NonNegative]  # [low, high], drawn uniformly
 PolicyKind = Literal["rule", "mpc", "bank", "external"]
 
@@ -42,18 +72,18 @@ class _Section(BaseModel):
 
 class RunConfig(_Section):
     name: str = "scenario"
-    seed: int = 0
-    start: dt.datetime = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
-    steps: Annotated[int, Field(gt=0)] = 96
-    dt_s: Annotated[int, Field(gt=0)] = 900  # step length, seconds
-    checkpoint_every: Annotated[int, Field(gt=0)] = 24  # steps between checkpoints
+    seed: NonNegativeInt = 0
+    start: AwareDatetime = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+    steps: PositiveInt = 96
+    dt_s: PositiveInt = 900  # step length, seconds
+    checkpoint_every: PositiveInt = 24  # steps between checkpoints
     phase_timeout_s: Positive = 120.0  # a phase that takes longer fails, naming the actors
-    record_messages: bool = False  # also write every message to the `messages` table
+    record_messages: Boolean = False  # also write every message to the `messages` table
     # a step whose power flow does not converge: "stop" the run with an error naming the
     # step and the worst bus, or "record" it as not converged and go on
     on_nonconvergence: Literal["stop", "record"] = "stop"
     # steps of price forecast each PriceSignal carries (MPC plans over them); default: a day
-    forecast_steps: Annotated[int, Field(gt=0)] | None = None
+    forecast_steps: PositiveInt | None = None
     # the local clock of the households and tariffs (comfort hours, commutes, peak hours);
     # an IANA name such as "Europe/London". Records stay in UTC.
     timezone: str = "UTC"
@@ -94,7 +124,7 @@ class BatteryConfig(_Section):
     share: Fraction = 0.3  # fraction of households with a battery
     capacity_kwh: Range = (5.0, 13.5)  # uniform range
     power_kw: Range = (2.5, 5.0)
-    efficiency: Annotated[float, Field(gt=0, le=1)] = 0.95  # each way
+    efficiency: Annotated[Number, Field(gt=0, le=1)] = 0.95  # each way
     soc_min: Fraction = 0.1
     soc_max: Fraction = 0.9
     soc_initial: Fraction = 0.5
@@ -124,7 +154,7 @@ class EVConfig(_Section):
     v2g_share: Fraction = 0.0  # fraction of car owners whose charger can discharge
     target_soc: Fraction = 0.8
     soc_initial: Fraction = 0.8
-    efficiency: Annotated[float, Field(gt=0, le=1)] = 0.93  # each way
+    efficiency: Annotated[Number, Field(gt=0, le=1)] = 0.93  # each way
     degradation_cost: NonNegative = 0.0  # currency per kWh of throughput (wear)
 
 
@@ -133,12 +163,12 @@ class HeatPumpConfig(_Section):
 
     share: Fraction = 0.0  # fraction of households with a heat pump
     power_kw: Range = (1.5, 4.0)  # electric rating
-    cop: Annotated[float, Field(ge=1)] = 3.0
+    cop: Annotated[Number, Field(ge=1)] = 3.0
     resistance_k_per_kw: Positive = 5.0  # house: 1 / heat-loss coefficient
     capacitance_kwh_per_k: Positive = 5.0  # house: thermal mass
     comfort_c: Range = (18.0, 22.0)  # band in the comfort hours (07-10, 17-22 local)
     setback_c: Range = (16.0, 24.0)  # band otherwise
-    indoor_initial_c: float = 20.0
+    indoor_initial_c: Number = 20.0
 
 
 class FlexibleLoadConfig(_Section):
@@ -162,13 +192,13 @@ class GeneratorConfig(_Section):
 class HomeConfig(_Section):
     """One household given explicitly (instead of drawn from the shares and ranges)."""
 
-    profile: Annotated[int, Field(ge=0)]  # home index in the profile data
+    profile: NonNegativeInt  # home index in the profile data
     pv_kwp: NonNegative = 0.0
     battery_kwh: NonNegative = 0.0
     battery_kw: NonNegative = 0.0
     ev_kwh: NonNegative = 0.0
     ev_kw: NonNegative = 0.0
-    ev_v2g: bool = False
+    ev_v2g: Boolean = False
     heat_pump_kw: NonNegative = 0.0
     flexible_share: Fraction = 0.0  # of the home's load that may wait
     generator_kw: NonNegative = 0.0
@@ -194,14 +224,21 @@ class PolicyGroup(_Section):
 
 
 class HouseholdConfig(_Section):
-    count: Annotated[int, Field(gt=0)] = 1000
-    shard_size: Annotated[int, Field(gt=0)] = 500  # households per shard actor
+    count: PositiveInt = 1000
+    shard_size: PositiveInt = 500  # households per shard actor
     # "by_load": at the feeder's load connections, drawn in proportion to their kW;
     # "one_per_load": household k at load k (the European LV feeder's 55 homes)
     placement: Literal["by_load", "one_per_load"] = "by_load"
-    power_factor: Annotated[float, Field(gt=0, le=1)] = 0.95  # of the household load
-    # multiplies every household's load, PV and battery: 0.1 puts 10,000 households where
-    # the profiles would put 1,000 (the feeder's rating stays what it is)
+    power_factor: Annotated[Number, Field(gt=0, le=1)] = 0.95  # of the household load
+    # makes every household this many times its size, in every respect: load, PV kWp,
+    # battery capacity and power, car battery, charger and trip energy, heat-pump rating,
+    # the house's heat-loss coefficient and thermal mass (resistance / factor, capacitance x
+    # factor, so indoor temperatures evolve as at full size), generator rating (and its
+    # quadratic cost / factor, so its marginal cost at a given share of the rating stays).
+    # Energy flows and bills scale by the factor; states of charge, indoor temperatures and
+    # prices do not. 0.1 puts 10,000 households where the profiles would put 1,000 (the
+    # feeder's rating stays what it is). Efficiencies, shares, SoC bounds, comfort bands and
+    # per-kWh costs are not sizes and stay as given.
     size_factor: Positive = 1.0
     battery: BatteryConfig = BatteryConfig()
     pv: PVConfig = PVConfig()
@@ -242,18 +279,27 @@ class ProfileConfig(_Section):
 
 
 class MarketConfig(_Section):
-    households_per_market: Annotated[int, Field(gt=0)] = 100  # one microgrid market each
+    households_per_market: PositiveInt = 100  # one microgrid market each
 
 
 class TariffConfig(_Section):
     import_price: NonNegative = 0.30  # currency/kWh, the distributor's retail tariff
     export_price: NonNegative = 0.08  # currency/kWh, its feed-in tariff
     peak_import_price: NonNegative | None = None  # time of use: price in peak hours
-    peak_hours: tuple[int, int] = (17, 21)  # [start, end) hour of run.timezone
+    peak_hours: tuple[Integer, Integer] = (17, 21)  # [start, end) hour of run.timezone
+
+    @field_validator("peak_hours")
+    @classmethod
+    def _hours(cls, value: tuple[int, int]) -> tuple[int, int]:
+        # [start, end) within one local day; a peak across midnight is not supported
+        start, end = value
+        if not 0 <= start < end <= 24:
+            raise ValueError(f"{list(value)}: need 0 <= start < end <= 24 (hours of the day)")
+        return value
 
 
 class AggregatorConfig(_Section):
-    count: Annotated[int, Field(ge=0)] = 0
+    count: NonNegativeInt = 0
     customer_share: Fraction = 0.3  # of households retailed by aggregators
     margin: NonNegative = 0.03  # currency/kWh over the wholesale price, both ways
 
@@ -263,9 +309,9 @@ class MPCSettings(_Section):
     default. It re-plans every step over the price forecast, with perfect foresight of
     the household's own load, PV, car use and weather."""
 
-    horizon: Annotated[int, Field(gt=0)] | None = None  # steps; default: run.forecast_steps
+    horizon: PositiveInt | None = None  # steps; default: run.forecast_steps
     solver: Literal["HIGHS", "CLARABEL"] | None = None
-    households_per_problem: Annotated[int, Field(gt=0)] | None = None
+    households_per_problem: PositiveInt | None = None
     discomfort_cost: NonNegative | None = None  # currency per K h outside the band
     ev_shortfall_cost: NonNegative | None = None  # currency per kWh missing at departure
     ev_topup_cost: NonNegative | None = None  # currency per kWh charged away from home
@@ -329,7 +375,13 @@ def parse_config(raw: dict, path: str | Path = "<config>") -> ScenarioConfig:
         problems = []
         for err in exc.errors():
             key = ".".join(str(part) for part in err["loc"]) or "(top level)"
-            problems.append(f"{path}: {key}: {err['msg']}")
+            # the value as written, where it is one (a whole section is too long to show,
+            # and our own checks, the value errors, name their values themselves)
+            given = err.get("input")
+            spelled = str(given).lower() if isinstance(given, bool) else repr(given)  # true
+            shown = (f" (got {spelled})" if isinstance(given, (str, int, float, list, tuple))
+                     and err["type"] != "value_error" else "")
+            problems.append(f"{path}: {key}: {err['msg']}{shown}")
         raise ConfigError("\n".join(problems)) from None
     base = path.parent
     updates = {

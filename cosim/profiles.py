@@ -63,9 +63,11 @@ def load_profiles(config: ScenarioConfig, cache: Path | None = None) -> ProfileD
     source = config.profiles.dataset or config.profiles.generator
     try:
         if config.profiles.dataset is not None:
-            if not (config.profiles.dataset / "households.parquet").exists():
-                raise ConfigError(f"profiles.dataset: {config.profiles.dataset} is not a "
-                                  "profile data set (no households.parquet)")
+            for name in ("households.parquet", "homes.parquet", "exogenous.parquet",
+                         "manifest.json"):
+                if not (config.profiles.dataset / name).exists():
+                    raise ConfigError(f"profiles.dataset: {config.profiles.dataset} is not a "
+                                      f"profile data set (no {name})")
             tables = read_dataset(config.profiles.dataset)
         else:
             run = config.run
@@ -86,16 +88,132 @@ def load_profiles(config: ScenarioConfig, cache: Path | None = None) -> ProfileD
     return _from_tables(tables, str(source))
 
 
+# What a scenario reads of a data set (agents.profiles documents the layout), per table
+# file; the car columns of households.parquet only when some home has a car (has_ev).
+REQUIRED_COLUMNS = {
+    "homes": ("home", "pv_kwp"),
+    "households": ("home", "time", "load_kw", "pv_kw"),
+    "exogenous": ("time", "outdoor_temp_c", "ghi_w_m2", "wholesale_price_per_kwh",
+                  "carbon_kg_per_kwh"),
+}
+CAR_COLUMNS = ("ev_at_home", "ev_trip_kwh")
+# A household's appliance load averages 0.1 to 5 kW and rarely peaks above 30 kW. A home
+# whose load_kw averages above LOAD_MEAN_LIMIT_KW or peaks above LOAD_PEAK_LIMIT_KW is read
+# as load given in W (a factor 1000 too large), not as a very large home.
+LOAD_MEAN_LIMIT_KW = 50.0
+LOAD_PEAK_LIMIT_KW = 200.0
+
+
+def check_tables(tables: dict, source: str) -> None:
+    """Raise ConfigError for a data set that would break or silently misalign a run, naming
+    `source` (the data set), the table file, the column, and the home and timestamp where
+    they apply: a missing column; a home listed twice, or in households.parquet but not in
+    homes.parquet; a missing, duplicated or off-grid timestamp (the grid runs every dt_s
+    seconds, from the manifest or else the smallest spacing, from the first to the last
+    timestamp of either table); a NaN or infinite value; household load in W."""
+    homes, steps, exo = tables["homes"], tables["households"], tables["exogenous"]
+    cars = "has_ev" in homes and bool(homes["has_ev"].any())
+    read = {**REQUIRED_COLUMNS,
+            "households": REQUIRED_COLUMNS["households"] + (CAR_COLUMNS if cars else ())}
+    for table, columns in read.items():
+        have = list(tables[table].columns)
+        for column in columns:
+            if column not in have:
+                raise ConfigError(f"{source}: {table}.parquet has no column {column!r} "
+                                  f"(it has {', '.join(map(str, have))})")
+
+    for table, columns in read.items():
+        frame = tables[table]
+        for column in (c for c in columns if c not in ("home", "time")):
+            values = pd.to_numeric(frame[column], errors="coerce").to_numpy(float)
+            bad = ~np.isfinite(values)
+            if bad.any():
+                k = int(np.flatnonzero(bad)[0])
+                where = " and ".join(f"{key} {frame[key].iloc[k]}" for key in ("home", "time")
+                                     if key in frame)
+                given = frame[column].iloc[k]  # nan, inf, None, or a string
+                shown = repr(given) if isinstance(given, str) else str(given)
+                raise ConfigError(f"{source}: {table}.parquet: {column} is {shown} at {where}"
+                                  + (f" ({int(bad.sum())} such rows)" if bad.sum() > 1 else ""))
+
+    ids = homes["home"]
+    if ids.duplicated().any():
+        raise ConfigError(f"{source}: homes.parquet lists home {ids[ids.duplicated()].iloc[0]} "
+                          "twice")
+    stranger = ~steps["home"].isin(ids)
+    if stranger.any():
+        raise ConfigError(f"{source}: households.parquet has rows of home "
+                          f"{steps['home'][stranger].iloc[0]}, which homes.parquet lacks")
+
+    exo_time = pd.DatetimeIndex(pd.to_datetime(exo["time"], utc=True))
+    home_time = pd.DatetimeIndex(pd.to_datetime(steps["time"], utc=True))
+    for table, stamps in (("exogenous", exo_time), ("households", home_time)):
+        if stamps.isna().any():
+            k = int(np.flatnonzero(stamps.isna())[0])
+            raise ConfigError(f"{source}: {table}.parquet: time is missing in row {k}")
+    dt_s = tables.get("manifest", {}).get("dt_s")
+    if dt_s is None:  # the smallest spacing of the exogenous series
+        gaps = np.diff(exo_time.sort_values().unique().asi8) // 10**9
+        dt_s = int(gaps[gaps > 0].min()) if (gaps > 0).any() else 1
+    step = pd.Timedelta(seconds=int(dt_s))
+    first = min(exo_time.min(), home_time.min())
+    grid = pd.date_range(first, max(exo_time.max(), home_time.max()), freq=step)
+
+    def on_grid(table: str, stamps: pd.DatetimeIndex, home: pd.Series | None) -> np.ndarray:
+        """Step index of each timestamp; error on one between steps."""
+        offset = stamps - first
+        off = np.flatnonzero(offset % step != pd.Timedelta(0))
+        if len(off):
+            k = int(off[0])
+            who = f"home {home.iloc[k]}: " if home is not None else ""
+            raise ConfigError(f"{source}: {table}.parquet: {who}time {stamps[k]} is not on the "
+                              f"grid of {int(dt_s)} s steps from {first} (irregular spacing)")
+        return np.asarray(offset // step, dtype=np.int64)
+
+    at = on_grid("exogenous", exo_time, None)
+    count = np.bincount(at, minlength=len(grid))
+    if (count > 1).any():
+        raise ConfigError(f"{source}: exogenous.parquet: time {grid[np.argmax(count > 1)]} "
+                          "appears twice")
+    if (count == 0).any():
+        raise ConfigError(f"{source}: exogenous.parquet lacks the step at "
+                          f"{grid[np.argmax(count == 0)]} ({int((count == 0).sum())} of "
+                          f"{len(grid)} steps of {int(dt_s)} s missing from {grid[0]} to "
+                          f"{grid[-1]})")
+    order = np.sort(ids.to_numpy())
+    row = np.searchsorted(order, steps["home"].to_numpy())
+    at = on_grid("households", home_time, steps["home"])
+    count = np.bincount(row * len(grid) + at, minlength=len(order) * len(grid))
+    count = count.reshape(len(order), len(grid))
+    for bad, what in ((count > 1, "has the step at {} twice"),
+                      (count == 0, "lacks the step at {}")):
+        if bad.any():  # the first in home, then time order
+            h, t = np.unravel_index(np.argmax(bad), bad.shape)
+            raise ConfigError(f"{source}: households.parquet: home {order[h]} "
+                              f"{what.format(grid[t])} ({int(bad.sum())} of {bad.size} "
+                              "home-steps like this)")
+
+    load = steps.groupby("home")["load_kw"].agg(["mean", "max"])
+    big = (load["mean"] > LOAD_MEAN_LIMIT_KW) | (load["max"] > LOAD_PEAK_LIMIT_KW)
+    if big.any():
+        home = load.index[big.to_numpy()][0]
+        raise ConfigError(
+            f"{source}: households.parquet: load_kw of home {home} averages "
+            f"{load['mean'][home]:.4g} and peaks at {load['max'][home]:.4g}; that looks like "
+            f"W, and load_kw must be in kW (a home above {LOAD_MEAN_LIMIT_KW:g} kW on average "
+            f"or {LOAD_PEAK_LIMIT_KW:g} kW at its peak is taken for W; "
+            f"{int(big.sum())} of {len(load)} homes are)")
+
+
 def _from_tables(tables: dict, source: str) -> ProfileData:
-    """ProfileData from the generator's tables: load and PV per home per step, PV turned
-    into output per kWp (homes without PV get the mean shape of those with it), and car
-    use (homes without a car borrow the pattern of an owner, in turn)."""
+    """ProfileData from the generator's tables (checked by `check_tables` first): load and
+    PV per home per step, PV turned into output per kWp (homes without PV get the mean
+    shape of those with it), and car use (homes without a car borrow the pattern of an
+    owner, in turn)."""
+    check_tables(tables, source)
     homes, steps, exo = tables["homes"], tables["households"], tables["exogenous"]
     time = np.sort(steps["time"].unique())
     n_homes, n_steps = len(homes), len(time)
-    if len(steps) != n_homes * n_steps:
-        raise ConfigError(f"{source}: households table has {len(steps)} rows, expected "
-                          f"{n_homes} homes x {n_steps} steps")
     ordered = steps.sort_values(["home", "time"])
     load = ordered["load_kw"].to_numpy().reshape(n_homes, n_steps)
     pv = ordered["pv_kw"].to_numpy().reshape(n_homes, n_steps)

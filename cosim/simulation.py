@@ -45,7 +45,15 @@ from tqdm import tqdm
 
 from agents.households import ACTIONS, FIELDS
 from cosim.actors.base import PHASES, PhaseOutput
-from cosim.backends import ActorDied, Key, LocalBackend, PhaseError, Plan, RayBackend
+from cosim.backends import (
+    ActorDied,
+    Key,
+    LocalBackend,
+    PhaseError,
+    PhaseTimeout,
+    Plan,
+    RayBackend,
+)
 from cosim.config import ConfigError, ScenarioConfig, load_config, parse_config
 from cosim.messages import ActionBatch, GridState, MarketResult
 from cosim.records import Recorder, RunFolder, summarize
@@ -288,9 +296,9 @@ class Simulation:
         manifest = self.recorder.folder.manifest()
         self._nonconverged = [s for s in manifest.get("nonconverged_steps_list", [])
                               if s <= step]
-        self.recorder.resumed(step, self.backend.name)
         self._t = step + 1
-        if self._t < self.total:
+        if self._t < self.total:  # (a finished run stays as it is)
+            self.recorder.resumed(step, self.backend.name)
             self._phases([(self._t, FIRST)])
 
     def step(self, actions: np.ndarray | None = None) -> StepResult:
@@ -327,8 +335,9 @@ class Simulation:
                     self.recorder.flush(t, self.backend, self.names, self._carry(t))
                 if not last:
                     self._phases([(t + 1, FIRST)])
-        except ActorDied as exc:
-            # the dead actor's buffered records are gone: keep what the checkpoint holds
+        except (ActorDied, PhaseTimeout) as exc:
+            # the dead (or still blocked) actor's buffered records cannot be had: keep what
+            # the last checkpoint holds; a resume recomputes the rest
             self._fail(exc, t, flush=False)
             raise
         except NotConverged as exc:

@@ -36,3 +36,27 @@ def small_config():
         tariff={"peak_import_price": 0.45, "peak_hours": [17, 21]},
         aggregators={"count": 1, "customer_share": 0.3},
     )
+
+
+def with_policies(config, tmp_path, **households) -> object:
+    """`config` with household policy settings changed (and a fresh policy bank of one agent
+    per household in `tmp_path` when any household uses one)."""
+    from agents.households import ACTIONS, FIELDS, SIGNED_ACTIONS
+    from agents.policies.bank import PolicyBank
+    from cosim.config import ScenarioConfig
+
+    raw = config.model_dump()
+    raw["households"] |= households
+    bank = tmp_path / "bank.pt"
+    if not bank.exists():
+        PolicyBank(config.households.count, len(FIELDS), len(ACTIONS), hidden=(16,),
+                   squash=SIGNED_ACTIONS, seed=5).save(bank, FIELDS, ACTIONS)
+    raw["policies"]["bank"]["path"] = bank
+    return ScenarioConfig.model_validate(raw)
+
+
+@pytest.fixture
+def bank_config(small_config, tmp_path_factory):
+    """small_config with half the households on a policy bank that reads their voltage."""
+    return with_policies(small_config, tmp_path_factory.mktemp("bank"),
+                         policy_groups=[{"policy": "bank", "share": 0.5}])

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from pathlib import Path
+
 import pytest
 
 from cosim.config import ConfigError, load_config
+
+CONFIGS = Path(__file__).resolve().parents[2] / "experiments" / "configs"
 
 
 def _write(tmp_path, text):
@@ -52,11 +57,74 @@ def test_a_good_file_loads_and_resolves_paths(tmp_path):
      r"households.homes.0: Value error, ev_kwh = 50.0 and ev_kw = 0.0: give both or neither"),
     (("steps = 4", "steps = 4\ntimezone = \"Mars/Olympus\""),
      r"run: Value error, timezone 'Mars/Olympus' is not an IANA time zone"),
+    # TOML spells inf and nan; no size, price or temperature is either
+    (("count = 10", "count = 10\npv = { kwp = [1, inf] }"),
+     r"scenario.toml: households.pv.kwp.1: Input should be a finite number \(got inf\)"),
+    (("count = 10", "count = 10\nheat_pump = { indoor_initial_c = nan }"),
+     r"scenario.toml: households.heat_pump.indoor_initial_c: Input should be a finite number "
+     r"\(got nan\)"),
+    (("steps = 4", "steps = 4\nphase_timeout_s = -inf"),
+     r"scenario.toml: run.phase_timeout_s: Input should be a finite number \(got -inf\)"),
+    (("steps = 4", "steps = 4\nseed = -1"),
+     r"scenario.toml: run.seed: Input should be greater than or equal to 0 \(got -1\)"),
+    # no coercion: a string or a boolean is not a number, a number is not a boolean
+    (("count = 10", "count = \"10\""),
+     r"scenario.toml: households.count: Input should be a valid integer \(got '10'\)"),
+    (("count = 10", "count = true"),
+     r"scenario.toml: households.count: Input should be a valid integer \(got true\)"),
+    (("count = 10", "count = 10.0"),
+     r"scenario.toml: households.count: Input should be a valid integer \(got 10.0\)"),
+    (("dataset = \"data\"", "dataset = \"data\"\n[tariff]\nimport_price = \"0.3\""),
+     r"scenario.toml: tariff.import_price: Input should be a valid number \(got '0.3'\)"),
+    (("count = 10", "count = 10\nbattery = { share = true }"),
+     r"scenario.toml: households.battery.share: Input should be a valid number \(got true\)"),
+    (("steps = 4", "steps = 4\nrecord_messages = 1"),
+     r"scenario.toml: run.record_messages: Input should be a valid boolean \(got 1\)"),
+    (("count = 10", "count = 1\nhomes = [{profile = 0, ev_kwh = 50, ev_kw = 7, ev_v2g = \"yes\"}]"),
+     r"scenario.toml: households.homes.0.ev_v2g: Input should be a valid boolean \(got 'yes'\)"),
+    # a start without an offset would be read in the machine's own time zone
+    (("steps = 4", "steps = 4\nstart = 2026-06-01T00:00:00"),
+     r"scenario.toml: run.start: Value error, 2026-06-01T00:00:00 has no UTC offset; add Z "
+     r"\(UTC\) or an offset, e.g. 2026-06-01T00:00:00Z or 2026-06-01T00:00:00\+01:00"),
+    (("steps = 4", "steps = 4\nstart = 2026-06-01"),
+     r"scenario.toml: run.start: Value error, 2026-06-01T00:00:00 has no UTC offset; add Z"),
+    (("dataset = \"data\"", "dataset = \"data\"\n[tariff]\npeak_hours = [17, 25]"),
+     r"scenario.toml: tariff.peak_hours: Value error, \[17, 25\]: need 0 <= start < end <= 24"),
+    (("dataset = \"data\"", "dataset = \"data\"\n[tariff]\npeak_hours = [21, 17]"),
+     r"scenario.toml: tariff.peak_hours: Value error, \[21, 17\]: need 0 <= start < end <= 24"),
+    (("dataset = \"data\"", "dataset = \"data\"\n[tariff]\npeak_hours = [-1, 7]"),
+     r"scenario.toml: tariff.peak_hours: Value error, \[-1, 7\]: need 0 <= start < end <= 24"),
 ])
 def test_bad_values_name_file_key_and_reason(tmp_path, edit, pattern):
     old, new = edit
     with pytest.raises(ConfigError, match=pattern):
         load_config(_write(tmp_path, GOOD.replace(old, new)))
+
+
+def test_integers_lists_strings_and_offsets_still_work(tmp_path):
+    """What strictness must not break: integers where floats belong, lists where pairs are
+    declared (TOML has no tuples), paths as strings, any UTC offset."""
+    config = load_config(_write(tmp_path, GOOD.replace("count = 10", (
+        "count = 10\npv = { kwp = [1, 6] }\nbattery = { capacity_kwh = [5, 10], share = 1 }"))
+        .replace("steps = 4", "steps = 4\nstart = 2026-06-01T02:00:00+02:00")))
+    assert config.households.pv.kwp == (1.0, 6.0) and config.households.battery.share == 1.0
+    assert config.run.start == dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+    assert config.profiles.dataset == (tmp_path / "data").resolve()
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.toml")),
+                         ids=lambda p: p.name)
+def test_the_shipped_scenarios_load(path):
+    config = load_config(path)
+    assert config.run.start.utcoffset() is not None
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS / "profiles").glob("*.toml")),
+                         ids=lambda p: p.name)
+def test_the_shipped_profile_configs_load(path):
+    from agents.profiles import load_config as load_generator_config
+
+    assert load_generator_config(path).homes > 0
 
 
 def test_not_toml_and_missing_file(tmp_path):
