@@ -20,7 +20,8 @@ import threading
 import time
 import traceback
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+import queue
+from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
 from cosim.actors.base import PhaseOutput
@@ -82,14 +83,14 @@ class LocalBackend:
 
     def __init__(self) -> None:
         self.actors: dict[str, object] = {}
-        self._worker: ThreadPoolExecutor | None = None
+        self._worker: _Worker | None = None
         self._doing: tuple[int, str, str, float] | None = None  # step, phase, actor, start
         self._broken: str | None = None
 
     def start(self, specs: Sequence[ActorSpec]) -> None:
         for spec in specs:
             self.actors[spec.name] = spec.cls(spec.name, **spec.kwargs)
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix="cosim-actors")
+        self._worker = _Worker()
 
     def run(self, plan: Plan, outputs: dict[Key, object], timeout: float,
             wall: dict[str, float]) -> None:
@@ -106,7 +107,6 @@ class LocalBackend:
                 if doing is not None and time.monotonic() - doing[3] > timeout:
                     step, phase, name, _ = doing
                     self._broken = f"{name} still blocks step {step}, phase {phase}"
-                    self._worker.shutdown(wait=False)  # the thread stays blocked; leave it
                     raise PhaseTimeout(step, phase, [name],
                                        f"no answer within {timeout:g} s") from None
 
@@ -135,9 +135,34 @@ class LocalBackend:
         return list(outputs)
 
     def shutdown(self) -> None:
-        if self._worker is not None and not self._broken:
-            self._worker.shutdown()
+        if self._worker is not None:
+            self._worker.stop()  # a blocked worker is a daemon: it cannot hold the exit
         self._worker = None
+
+
+class _Worker:
+    """One daemon thread running submitted calls in order (a thread pool's workers are
+    joined at interpreter exit, so one blocked call would keep the process alive)."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._loop, name="cosim-actors", daemon=True).start()
+
+    def submit(self, fn: object, *args: object) -> Future:
+        future: Future = Future()
+        self._jobs.put((future, fn, args))
+        return future
+
+    def stop(self) -> None:
+        self._jobs.put(None)
+
+    def _loop(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            future, fn, args = job
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting driver
+                future.set_exception(exc)
 
 
 class RayBackend:

@@ -4,6 +4,7 @@ generator run on the spot, or a documented synthetic family for tests and benchm
 from __future__ import annotations
 
 import datetime as dt
+import json
 import tempfile
 from pathlib import Path
 
@@ -80,8 +81,17 @@ def load_profiles(config: ScenarioConfig, cache: Path | None = None) -> ProfileD
                 start=(first - dt.timedelta(days=1)).date(),
                 days=(last - first).days + 3)
             folder = cache or Path(tempfile.mkdtemp(prefix="cosim-profiles-"))
-            if not (folder / "manifest.json").exists():
+            made = folder / "manifest.json"
+            if not made.exists():
                 generate(cfg, folder, config_file=config.profiles.generator)
+            elif json.loads(made.read_text()).get("config") != cfg.model_dump(mode="json"):
+                # a reused run folder: its profiles belong to another scenario or seed
+                old = json.loads(made.read_text()).get("config", {})
+                raise ConfigError(
+                    f"{folder}: holds profiles generated for another scenario (seed "
+                    f"{old.get('seed')}, {old.get('homes')} homes from {old.get('start')}; "
+                    f"this one needs seed {cfg.seed}, {cfg.homes} homes from {cfg.start}); "
+                    "choose another --out, or delete that folder")
             tables = read_dataset(folder)
     except ProfileError as exc:
         raise ConfigError(f"profiles: {exc}") from None

@@ -268,15 +268,20 @@ def summarize(folder: RunFolder, households: int, wall_s: float) -> dict:
     failed = ~system["converged"].astype(bool)
     out = {"households": households, "steps": steps}
     out |= {key: float(system[key].sum(skipna=False)) for key in sums if key in system}
+    # extremes and balance residuals are over the converged steps (NaN if there are none):
+    # the summary says how many steps that leaves out
+    ok = system[~failed]
     out |= {
         "voltage_violations": int(system["violations"].sum()),
-        "v_min_pu": float(system["v_min_pu"].min(skipna=False)),
-        "v_max_pu": float(system["v_max_pu"].max(skipna=False)),
+        "v_min_pu": float(ok["v_min_pu"].min()) if len(ok) else float("nan"),
+        "v_max_pu": float(ok["v_max_pu"].max()) if len(ok) else float("nan"),
         "nonconverged_steps": int(failed.sum()),
         "first_nonconverged_step": int(system["step"][failed].min()) if failed.any() else None,
-        "max_money_imbalance": float(system["money_balance"].abs().max(skipna=False)),
+        "max_money_imbalance": float(ok["money_balance"].abs().max()) if len(ok)
+        else float("nan"),
         "max_market_imbalance_kwh": float(system["market_imbalance_kwh"].max(skipna=False)),
-        "max_kcl_mismatch_kw": float(system["kcl_mismatch_kw"].abs().max(skipna=False)),
+        "max_kcl_mismatch_kw": float(ok["kcl_mismatch_kw"].abs().max()) if len(ok)
+        else float("nan"),
         "wall_s": wall_s,
         "household_steps_per_s": float(households * steps / max(wall_s, 1e-9)),
     }

@@ -428,16 +428,19 @@ class Simulation:
     # -- internals ---------------------------------------------------------------------------
     def _phases(self, steps: list[tuple[int, tuple[str, ...]]]) -> None:
         plan: Plan = []
+        made = set(self._outputs)  # outputs that exist when the plan gets to them
         for step, phases in steps:
             for phase in phases:
                 calls = []
                 for name in self.participants[phase]:
                     keys = [(src, src_phase, step if now else step - 1)
                             for src, src_phase, now in self.routes.get((name, phase), [])]
-                    driver = (f"driver/{name}", phase, step)
-                    keys += [driver] if driver in self._outputs else []
-                    calls.append((name, [k for k in keys if k[2] == step or k in self._outputs]))
+                    keys.append((f"driver/{name}", phase, step))
+                    # a previous step's output is missing only before the first step
+                    calls.append((name, [k for k in keys if k in made or (
+                        k[2] == step and not k[0].startswith("driver/"))]))
                 plan.append((step, phase, calls))
+                made |= {(name, phase, step) for name in self.participants[phase]}
         self.backend.run(plan, self._outputs, self.config.run.phase_timeout_s, self.wall)
         if self.recorder is not None and self.config.run.record_messages:
             keys = sorted(k for k in self._outputs if not k[0].startswith("driver/")

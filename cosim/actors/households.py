@@ -133,7 +133,8 @@ class HouseholdShard(Actor):
         self._step = -1
         self._prices: tuple[np.ndarray, np.ndarray] | None = None  # this step's buy, sell
         self._forecast: tuple[np.ndarray, np.ndarray] | None = None  # [n, horizon] each
-        self._decided: tuple[Setpoints, Reserve, torch.Tensor] | None = None
+        # committed setpoints, reserve, order quantity (kWh) and limit price of this step
+        self._decided: tuple[Setpoints, Reserve, torch.Tensor, torch.Tensor] | None = None
         self._dispatched: dict[str, object] | None = None
         self._costs: dict[str, np.ndarray] | None = None
 
@@ -175,14 +176,14 @@ class HouseholdShard(Actor):
             reserve = Reserve(_merge(committed, ruled, reserve.lo),
                               _merge(committed, ruled, reserve.hi))
         quantity, limit = order(hh, self.state, x, committed, reserve, buy, sell, dt_h)
-        self._decided = (committed, reserve, quantity)
+        self._decided = (committed, reserve, quantity, limit)
         return [BidBatch(step, self.name, household=self.homes.household,
                          market=self.homes.market, quantity_kwh=quantity.numpy(),
                          limit_price=limit.numpy())]
 
     def dispatch(self, step: int, inbox: list[Message]) -> list[Message]:
         clearing = self._check_clearing(step, inbox)
-        committed, reserve, quantity = self._decided
+        committed, reserve, quantity, _ = self._decided
         hh, x, dt_h = self.households, self.series.at(step), self.dt_h
         traded = torch.from_numpy(clearing.traded_kwh.copy())
         sp = cover(committed, reserve, quantity - traded, dt_h)
@@ -226,7 +227,8 @@ class HouseholdShard(Actor):
                 ev_energy_kwh=self.state.ev_kwh.numpy().copy(),
                 indoor_c=self.state.indoor_c.numpy().copy(),
                 backlog_kwh=self.state.backlog_kwh.sum(-1).numpy(), discomfort_kh=discomfort,
-                ev_shortfall_kwh=shortfall, traded_kwh=clearing.traded_kwh,
+                ev_shortfall_kwh=shortfall, bid_kwh=self._decided[2].numpy(),
+                limit_price=self._decided[3].numpy(), traded_kwh=clearing.traded_kwh,
                 price=clearing.price, payment=clearing.payment, grid_kwh=grid_kwh,
                 import_price=buy, export_price=sell, cost=bill, operating_cost=operating,
                 emissions_kg=emissions, voltage_pu=grid.connection_v_pu[self.homes.connection])

@@ -128,12 +128,14 @@ def format_summary(s: dict) -> str:
         f"{s['operating_cost']:,.2f} in device wear and fuel",
         f"emissions  {'n/a' if math.isnan(s['emissions_kg']) else format(s['emissions_kg'], ',.1f')}"
         " kgCO2 at the substation",
-        f"voltages   {s['v_min_pu']:.4f} to {s['v_max_pu']:.4f} p.u., "
+        f"voltages   {s['v_min_pu']:.4f} to {s['v_max_pu']:.4f} p.u."
+        + (" (converged steps)" if failed else "") + ", "
         f"{s['voltage_violations']:,} node-steps outside limits, "
         f"{failed} steps without convergence",
         f"balances   money {s['max_money_imbalance']:.1e}, market energy "
         f"{s['max_market_imbalance_kwh']:.1e} kWh, Kirchhoff "
-        f"{s['max_kcl_mismatch_kw']:.1e} kW (worst step)",
+        f"{s['max_kcl_mismatch_kw']:.1e} kW (worst step"
+        + (f" of the {s['steps'] - failed} converged)" if failed else ")"),
         f"wall time  {s['wall_s']:.1f} s, {s['household_steps_per_s']:,.0f} household-steps/s",
     ]
     return "\n".join(lines)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import duckdb
@@ -142,10 +143,12 @@ def test_messages_grow_with_shards_not_households(small_config, tmp_path):
     assert counts[60] == counts[240]
 
 
-def test_a_failing_shard_names_itself_keeps_records_and_resumes(small_config, tmp_path,
+def test_a_failing_shard_names_itself_keeps_records_and_resumes(bank_config, tmp_path,
                                                                 monkeypatch):
+    # half the households act on a policy bank that reads last step's voltage: the resumed
+    # run must restore it from the checkpoint to give the same records
     full = tmp_path / "full"
-    _run(small_config, full)
+    _run(bank_config, full)
     broken = tmp_path / "broken"
     original = HouseholdShard.dispatch
 
@@ -156,13 +159,13 @@ def test_a_failing_shard_names_itself_keeps_records_and_resumes(small_config, tm
 
     monkeypatch.setattr(HouseholdShard, "dispatch", failing)
     with pytest.raises(PhaseError, match=r"step 6, phase dispatch: shard-0001:.*inverter fault"):
-        _run(small_config, broken)
+        _run(bank_config, broken)
     # every completed step is on disk, nothing of the failed one
     assert sorted(pd.read_parquet(broken / "system")["step"]) == list(range(6))
     manifest = json.loads((broken / "manifest.json").read_text())
     assert manifest["status"] == "failed" and "inverter fault" in manifest["error"]
     monkeypatch.setattr(HouseholdShard, "dispatch", original)
-    _run(small_config, broken, resume=True)
+    _run(bank_config, broken, resume=True)
     _assert_same_records(_tables(full), _tables(broken))
     # the manifest of the resumed run carries no stale failure
     manifest = json.loads((broken / "manifest.json").read_text())
@@ -208,24 +211,60 @@ def test_bad_bids_fail_the_step_naming_agent_and_phase(small_config, tmp_path, m
         _run(small_config, tmp_path / "bus")
 
 
-def test_slow_actor_times_out_naming_itself(small_config, tmp_path, monkeypatch):
+@pytest.mark.parametrize("how", ["spins", "sleeps"])
+def test_slow_actor_times_out_in_time_naming_itself(small_config, tmp_path, monkeypatch, how):
     config = small_config.model_copy(update={"run": small_config.run.model_copy(
         update={"phase_timeout_s": 0.5})})
     original = HouseholdShard.decide
+    release = threading.Event()  # lets the hung call end once the test is over
 
     def slow(self, step, inbox):
         if self.name == "shard-0000" and step == 2:
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:  # a hung policy
+            if how == "sleeps":  # blocks outside the interpreter
+                release.wait(30)
+            while not release.is_set():  # a hung policy
                 pass
         return original(self, step, inbox)
 
     monkeypatch.setattr(HouseholdShard, "decide", slow)
+    sim = Simulation(build(config, synthetic_profiles(homes=30)), LocalBackend(), tmp_path)
+    sim.reset()
+    sim.step()
+    sim.step()
     start = time.monotonic()
     with pytest.raises(PhaseTimeout, match=r"step 2, phase decide: shard-0000: no answer "
                                            r"within 0.5 s"):
-        _run(config, tmp_path)
-    assert time.monotonic() - start < 8
+        sim.step()
+    assert time.monotonic() - start < 0.5 + 1.0
+    release.set()
+    sim.close()
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and "no answer within 0.5 s" in manifest["error"]
+
+
+def test_a_hanging_solver_times_out_in_time(small_config, tmp_path, monkeypatch):
+    from agents.policies.mpc import MPC
+
+    from .conftest import with_policies
+
+    config = with_policies(small_config, tmp_path, policy_groups=[
+        {"policy": "mpc", "share": 0.1}])
+    config = config.model_copy(update={"run": config.run.model_copy(
+        update={"phase_timeout_s": 1.0})})
+    release = threading.Event()
+    monkeypatch.setattr(MPC, "plan", lambda *args: release.wait(30))
+    sim = Simulation(build(config, synthetic_profiles(homes=30)), LocalBackend())
+    sim.reset()
+    start = time.monotonic()
+    with pytest.raises(PhaseTimeout, match=r"step 0, phase decide: shard-\d+: no answer "
+                                           r"within 1 s"):
+        sim.step()
+    assert time.monotonic() - start < 1.0 + 1.0
+    release.set()
+    sim.close()
+    with pytest.raises(RuntimeError, match="the local backend is unusable: shard-\\d+ still "
+                                           "blocks step 0, phase decide"):
+        sim.backend.run([], {}, 1.0, {})
 
 
 def test_message_validation():
@@ -265,3 +304,120 @@ def test_cars_without_car_data_and_bad_devices_fail_at_build(small_config):
     assert list(static["ev_capacity_kwh"]) == [0.0, 50.0] and list(static["ev_v2g"]) == [0, 1]
     assert list(static["generator_rating_kw"]) == [0.0, 3.0]
     assert list(static["flexible_share"]) == [0.0, 0.0] and list(static["pv_kwp"]) == [0, 0]
+
+
+# -- driven from outside ----------------------------------------------------------------
+
+def _drive(config, backend, folder, seed=0):
+    """Step a scenario of external households on random actions; returns what it saw."""
+    from agents.households import ACTIONS
+
+    sim = Simulation(build(config, synthetic_profiles(homes=30)), backend, folder)
+    rng = np.random.default_rng(seed)
+    seen = {"obs": [sim.reset()], "bill": [], "actions": [], "price": []}
+    while True:
+        actions = rng.uniform(-1, 1, (sim.n_households, len(ACTIONS)))
+        result = sim.step(actions)
+        seen["actions"].append(actions)
+        seen["bill"].append(result.costs.bill)
+        seen["price"].append(result.markets["price"])
+        if result.done:
+            break
+        seen["obs"].append(result.observations)
+    sim.close()
+    return {k: np.array(v) for k, v in seen.items()}
+
+
+def test_step_with_external_actions_is_identical_on_both_backends(ray_cluster, small_config,
+                                                                  tmp_path):
+    from cosim.backends import RayBackend
+
+    from .conftest import with_policies
+
+    config = with_policies(small_config, tmp_path, policy="external")
+    local = _drive(config, LocalBackend(), tmp_path / "local")
+    ray = _drive(config, RayBackend(), tmp_path / "ray")
+    for key in local:
+        np.testing.assert_array_equal(local[key], ray[key], err_msg=key)
+    _assert_same_records(_tables(tmp_path / "local"), _tables(tmp_path / "ray"))
+    # the actions decide: other actions, other bills
+    other = _drive(config, LocalBackend(), tmp_path / "other", seed=1)
+    assert not np.allclose(other["bill"], local["bill"])
+
+
+def test_observations_are_local_and_carry_last_steps_voltage(small_config, tmp_path):
+    from agents.households import ACTIONS, FIELDS
+
+    from .conftest import with_policies
+
+    config = with_policies(small_config, tmp_path, policy="external")
+    seen = _drive(config, LocalBackend(), tmp_path / "run")
+    steps, n = config.run.steps, config.households.count
+    assert seen["obs"].shape == (steps, n, len(FIELDS))
+    homes = pd.read_parquet(tmp_path / "run" / "households").sort_values(["step", "household"])
+    recorded = homes["voltage_pu"].to_numpy().reshape(steps, n)
+    voltage = seen["obs"][..., FIELDS.index("voltage")] * 0.05 + 1.0
+    # before the first power flow every household reads 1 p.u.; afterwards the voltage at
+    # its own connection in the previous step, exactly as the grid actor solved it
+    np.testing.assert_array_equal(voltage[0], 1.0)
+    np.testing.assert_allclose(voltage[1:], recorded[:-1], rtol=0, atol=1e-12)
+    # its own prices: what its retailer published for the step
+    buy = homes["import_price"].to_numpy().reshape(steps, n)
+    np.testing.assert_allclose(seen["obs"][..., FIELDS.index("buy_price")] * 0.3, buy,
+                               atol=1e-12)
+    # and its own devices: the battery's state of charge at the step's start
+    soc = seen["obs"][1:, :, FIELDS.index("battery_soc")]
+    static = pd.read_parquet(tmp_path / "run" / "homes.parquet").sort_values("household")
+    capacity = static["battery_capacity_kwh"].to_numpy()
+    energy = homes["battery_energy_kwh"].to_numpy().reshape(steps, n)[:-1]
+    np.testing.assert_allclose(soc, np.where(capacity > 0, energy / np.where(
+        capacity > 0, capacity, 1), 0.0), atol=1e-12)
+    assert len(ACTIONS) == seen["actions"].shape[-1]
+
+
+def test_step_api_errors_are_clear(small_config, tmp_path):
+    from .conftest import with_policies
+
+    config = with_policies(small_config, tmp_path, policy="external")
+    sim = Simulation(build(config, synthetic_profiles(homes=30)), LocalBackend())
+    with pytest.raises(RuntimeError, match=r"call reset\(\) before step\(\)"):
+        sim.step()
+    sim.reset()
+    with pytest.raises(ValueError, match=r"60 households have policy \"external\": pass their "
+                                         r"actions to step\(\)"):
+        sim.step()
+    with pytest.raises(ValueError, match=r"actions must be \(60, 6\)"):
+        sim.step(np.zeros((60, 5)))
+    bad = np.zeros((60, 6))
+    bad[7, 2] = np.nan
+    with pytest.raises(ValueError, match=r"household 7: actions are not finite"):
+        sim.step(bad)
+    for _ in range(config.run.steps):
+        result = sim.step(np.zeros((60, 6)))
+    assert result.done and result.observations is None
+    with pytest.raises(RuntimeError, match=r"all have run; call reset\(\)"):
+        sim.step(np.zeros((60, 6)))
+    # reset replays the same scenario from its start, the same way
+    first = sim.reset()
+    again = sim.step(np.zeros((60, 6)))
+    sim.reset()
+    np.testing.assert_array_equal(sim.observations(), first)
+    np.testing.assert_array_equal(sim.step(np.zeros((60, 6))).costs.bill, again.costs.bill)
+    sim.close()
+
+
+def test_records_can_be_switched_off_for_training(small_config, tmp_path):
+    sim = Simulation(build(small_config, synthetic_profiles(homes=30)), LocalBackend())
+    sim.reset()
+    results = [sim.step() for _ in range(small_config.run.steps)]
+    assert sim.close() is None and not any(tmp_path.iterdir())
+    recorded = Simulation(build(small_config, synthetic_profiles(homes=30)), LocalBackend(),
+                          tmp_path / "rec")
+    recorded.reset()
+    again = [recorded.step() for _ in range(small_config.run.steps)]
+    recorded.close()
+    for a, b in zip(results, again):
+        np.testing.assert_array_equal(a.costs.bill, b.costs.bill)
+        assert a.system == b.system
+    assert results[-1].done and results[0].grid.converged
+    assert set(results[0].markets) == {"price", "volume_kwh", "demand_kwh", "supply_kwh"}
