@@ -93,3 +93,27 @@ def test_run_with_a_bad_scenario_is_one_clear_error(capsys, tmp_path):
     assert "bad.toml: households.count: Input should be greater than 0" in err
     assert main(["run"]) == 2
     assert "give a scenario file, or --resume RUN_DIR" in capsys.readouterr().err
+
+
+def test_bank_init_then_run_the_microgrid_on_it(capsys, tmp_path):
+    from pathlib import Path
+
+    import pandas as pd
+
+    shipped = Path(__file__).parents[2] / "experiments" / "configs"
+    text = (shipped / "mahtm_microgrid.toml").read_text()
+    text = text.replace('generator = "profiles/mahtm.toml"',
+                        f'generator = "{shipped / "profiles" / "mahtm.toml"}"')
+    text = text.replace("[households]\n", '[households]\npolicy = "bank"\n')
+    config = tmp_path / "microgrid.toml"
+    config.write_text(text + '\n[policies.bank]\npath = "bank.pt"\n')
+    assert main(["run", str(config), "--out", str(tmp_path / "none")]) == 2
+    assert "policies.bank.path: " in capsys.readouterr().err  # no bank file yet
+    assert main(["bank", "init", str(config), "--out", str(tmp_path / "bank.pt"),
+                 "--hidden", "16"]) == 0
+    assert "6 independent policies 16 -> 16 -> 6" in capsys.readouterr().out
+    out = tmp_path / "run"
+    assert main(["run", str(config), "--out", str(out), "--steps", "3", "--no-progress"]) == 0
+    homes = pd.read_parquet(out / "homes.parquet")
+    assert set(homes["policy"]) == {"bank"}
+    assert len(pd.read_parquet(out / "households")) == 6 * 3
