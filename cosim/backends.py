@@ -98,17 +98,20 @@ class LocalBackend:
         if self._broken:
             raise RuntimeError(f"the local backend is unusable: {self._broken}")
         future = self._worker.submit(self._run, plan, outputs, wall)
+        wait = 0.25  # the driver wakes rarely: its checks would compete with the actors
         while True:
             try:
-                future.result(timeout=0.02)
+                future.result(timeout=wait)
                 return
             except TimeoutError:
                 doing = self._doing
-                if doing is not None and time.monotonic() - doing[3] > timeout:
+                left = wait if doing is None else doing[3] + timeout - time.monotonic()
+                if left <= 0:
                     step, phase, name, _ = doing
                     self._broken = f"{name} still blocks step {step}, phase {phase}"
                     raise PhaseTimeout(step, phase, [name],
                                        f"no answer within {timeout:g} s") from None
+                wait = min(left, 0.25)
 
     def _run(self, plan: Plan, outputs: dict[Key, object], wall: dict[str, float]) -> None:
         for step, phase, calls in plan:

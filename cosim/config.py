@@ -354,8 +354,11 @@ class ScenarioConfig(_Section):
         return self
 
 
-def load_config(path: str | Path) -> ScenarioConfig:
-    """Read and validate a scenario TOML. Relative paths inside resolve against its folder."""
+def load_config(path: str | Path, overrides: dict[str, object] | None = None
+                ) -> ScenarioConfig:
+    """Read and validate a scenario TOML. Relative paths inside resolve against its folder.
+    `overrides` set keys by dotted name before validation, e.g. {"run.steps": 8,
+    "households.policy": "external"}; they are checked like the file's own keys."""
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text())
@@ -363,6 +366,14 @@ def load_config(path: str | Path) -> ScenarioConfig:
         raise ConfigError(f"{path}: scenario file not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    for key, value in (overrides or {}).items():
+        *sections, name = key.split(".")
+        table = raw
+        for section in sections:
+            table = table.setdefault(section, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"{path}: override {key}: {section} is not a table")
+        table[name] = value
     return parse_config(raw, path)
 
 

@@ -152,15 +152,19 @@ class Simulation:
     @classmethod
     def from_config(cls, config: str | Path | ScenarioConfig | dict,
                     backend: str | object = "local", record: bool = True,
-                    out: str | Path | None = None,
-                    profiles: ProfileData | None = None) -> Simulation:
-        """A simulation of a scenario file (or a parsed config, or its dict). With `record`
+                    out: str | Path | None = None, profiles: ProfileData | None = None,
+                    overrides: dict[str, object] | None = None) -> Simulation:
+        """A simulation of a scenario file (or a parsed config, or its dict), with dotted
+        `overrides` of the file's keys ({"households.policy": "external"}). With `record`
         its records go to `out` (default runs/<name>-<time>); `profiles` replaces the
         scenario's profile source (tests, benchmarks)."""
         from cosim.profiles import load_profiles
 
         if isinstance(config, (str, Path)):
-            config = load_config(config)
+            config = load_config(config, overrides)
+        elif overrides:
+            raise ValueError("overrides apply to a scenario file; edit a parsed config with "
+                             "model_copy")
         elif isinstance(config, dict):
             config = parse_config(config)
         folder = None

@@ -36,7 +36,9 @@ self-consumption exactly.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -49,7 +51,8 @@ COVER_ORDER = (0, 5, 1, 2, 3, 4)  # a deficit: battery, generator, then anything
 ABSORB_ORDER = (3, 2, 1, 0, 5, 4)  # a surplus: appliances, heat, car, battery, generator, PV
 
 
-class Reserve(NamedTuple):
+@dataclass(frozen=True)
+class Reserve:
     """The range each device may still move in after the market, kW ([lo, hi] around the
     committed setpoints; lo = hi = setpoint where the policy committed the device)."""
 
@@ -59,6 +62,12 @@ class Reserve(NamedTuple):
     @classmethod
     def none(cls, setpoints: Setpoints) -> Reserve:
         return cls(setpoints, setpoints)
+
+    @cached_property
+    def devices(self) -> frozenset[int]:
+        """The devices (Setpoints indices) any household keeps a reserve of."""
+        return frozenset(k for k in range(len(DRAW))
+                         if bool((self.hi[k] > self.lo[k]).any()))
 
 
 def _fraction(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
@@ -71,38 +80,52 @@ def marginal_values(households: Households, state: HouseholdState, inputs: House
                     dt_h: float) -> Setpoints:
     """Each device's value of a kWh now (currency/kWh, module docstring), `[households]`
     per device, in Setpoints order."""
-    b, s = buy_price, sell_price
+    values = _values(households, state, inputs, setpoints, buy_price, sell_price, dt_h,
+                     range(len(DRAW)))
+    return Setpoints(*(values[k] for k in range(len(DRAW))))
+
+
+def _values(households: Households, state: HouseholdState, inputs: HouseholdInputs,
+            setpoints: Setpoints, b: torch.Tensor, s: torch.Tensor, dt_h: float,
+            devices: Sequence[int]) -> dict[int, torch.Tensor]:
+    """The marginal values of the `devices` (Setpoints indices) only."""
     spread = b - s
-    battery = households.battery
-    e_min, e_max = battery.energy_bounds()
-    fill = _fraction(state.battery_kwh - e_min, e_max - e_min)
-    ev = households.ev
-    steps_left = torch.as_tensor(inputs.ev_steps_left, dtype=torch.float64).clamp(max=1e9)
-    can_add = ev.charge_kw * ev.eta_charge * dt_h * steps_left
-    urgency = _fraction(ev.target_kwh() - state.ev_kwh, can_add)
-    urgency = torch.where(ev.target_kwh() - state.ev_kwh > 0,
-                          torch.where(can_add > 0, urgency, 1.0), 0.0)
-    low, high = households.heat_pump.band(inputs.hour + dt_h)
-    slack = _fraction(state.indoor_c - low, high - low)
-    flex = households.flexible_load
-    backlog = state.backlog_kwh
-    window = flex.window_steps(dt_h).to(torch.float64).unsqueeze(-1)
-    ages = torch.arange(1, backlog.shape[-1] + 1, dtype=torch.float64, device=backlog.device)
-    age = _fraction((backlog * _fraction(ages, window)).sum(-1), backlog.sum(-1))
-    generator = households.generator.marginal_cost(setpoints.generator_kw)
-    return Setpoints(s + spread * (1 - fill), s + spread * urgency, s + spread * (1 - slack),
-                     s + spread * age, torch.zeros_like(fill),
-                     torch.broadcast_to(generator, fill.shape))
-
-
-def _headroom(setpoints: Setpoints, reserve: Reserve, direction: float) -> list[torch.Tensor]:
-    """kW each device can move to change the draw in `direction` (+1 more, -1 less)."""
-    out = []
-    for k, sign in enumerate(DRAW):
-        up = sign * direction > 0
-        room = reserve.hi[k] - setpoints[k] if up else setpoints[k] - reserve.lo[k]
-        out.append(torch.clamp(room, min=0.0))
+    shape = state.indoor_c.shape
+    out: dict[int, torch.Tensor] = {}
+    if 0 in devices:
+        e_min, e_max = households.battery.energy_bounds()
+        out[0] = s + spread * (1 - _fraction(state.battery_kwh - e_min, e_max - e_min))
+    if 1 in devices:
+        ev = households.ev
+        steps_left = torch.as_tensor(inputs.ev_steps_left, dtype=torch.float64).clamp(max=1e9)
+        can_add = ev.charge_kw * ev.eta_charge * dt_h * steps_left
+        missing = ev.target_kwh() - state.ev_kwh
+        urgency = torch.where(missing > 0, torch.where(can_add > 0, _fraction(
+            missing, can_add), 1.0), 0.0)
+        out[1] = s + spread * urgency
+    if 2 in devices:
+        low, high = households.heat_pump.band(inputs.hour + dt_h)
+        out[2] = s + spread * (1 - _fraction(state.indoor_c - low, high - low))
+    if 3 in devices:
+        backlog = state.backlog_kwh
+        window = households.flexible_load.window_steps(dt_h).to(torch.float64).unsqueeze(-1)
+        ages = torch.arange(1, backlog.shape[-1] + 1, dtype=torch.float64,
+                            device=backlog.device)
+        out[3] = s + spread * _fraction((backlog * _fraction(ages, window)).sum(-1),
+                                        backlog.sum(-1))
+    if 4 in devices:
+        out[4] = torch.zeros(shape, dtype=torch.float64, device=state.indoor_c.device)
+    if 5 in devices:
+        out[5] = torch.broadcast_to(
+            households.generator.marginal_cost(setpoints.generator_kw), shape)
     return out
+
+
+def _room(setpoints: Setpoints, reserve: Reserve, k: int, direction: float) -> torch.Tensor:
+    """kW device k can move to change the draw in `direction` (+1 more, -1 less)."""
+    if DRAW[k] * direction > 0:
+        return torch.clamp(reserve.hi[k] - setpoints[k], min=0.0)
+    return torch.clamp(setpoints[k] - reserve.lo[k], min=0.0)
 
 
 def order(households: Households, state: HouseholdState, inputs: HouseholdInputs,
@@ -112,21 +135,23 @@ def order(households: Households, state: HouseholdState, inputs: HouseholdInputs
     order: its net draw at the committed setpoints, at its marginal value (module
     docstring)."""
     q = households.net_kw(setpoints, inputs) * dt_h
-    values = marginal_values(households, state, inputs, setpoints, buy_price, sell_price,
-                             dt_h)
     buyer = q > 0
+    tariff = torch.where(buyer, buy_price, sell_price)
+    reserved = reserve.devices
+    if not reserved:  # every order is firm
+        return q, tariff
+    values = _values(households, state, inputs, setpoints, buy_price, sell_price, dt_h,
+                     reserved)
     need = q.abs()
-    cover = _headroom(setpoints, reserve, -1.0)
-    absorb = _headroom(setpoints, reserve, +1.0)
     left, priced = need, torch.zeros_like(need)
-    for k_cover, k_absorb in zip(COVER_ORDER, ABSORB_ORDER):
-        room = torch.where(buyer, cover[k_cover], absorb[k_absorb]) * dt_h
-        part = torch.minimum(left, room)
-        priced = priced + part * torch.where(buyer, values[k_cover], values[k_absorb])
-        left = left - part
-    priced = priced + left * torch.where(buyer, buy_price, sell_price)
-    limit = torch.where(need > 0, priced / torch.where(need > 0, need, 1.0),
-                        torch.where(buyer, buy_price, sell_price))
+    for side, sequence, direction in ((buyer, COVER_ORDER, -1.0), (~buyer, ABSORB_ORDER, 1.0)):
+        for k in (k for k in sequence if k in reserved):
+            part = torch.where(side, torch.minimum(
+                left, _room(setpoints, reserve, k, direction) * dt_h), 0.0)
+            priced = priced + part * values[k]
+            left = left - part
+    priced = priced + left * tariff
+    limit = torch.where(need > 0, priced / torch.where(need > 0, need, 1.0), tariff)
     low, high = torch.minimum(sell_price, buy_price), torch.maximum(sell_price, buy_price)
     return q, torch.minimum(torch.maximum(limit, low), high)
 
@@ -136,14 +161,14 @@ def cover(setpoints: Setpoints, reserve: Reserve, unfilled_kwh: torch.Tensor,
     """The setpoints after the reserve takes what the market did not fill: a buyer short
     by `unfilled_kwh` > 0 draws less (`COVER_ORDER`), a seller with `unfilled_kwh` < 0 left
     absorbs more (`ABSORB_ORDER`), each device within its reserve."""
+    reserved = reserve.devices
     values = list(setpoints)
     left = unfilled_kwh.abs() / dt_h
     short = unfilled_kwh > 0
-    for k_cover, k_absorb in zip(COVER_ORDER, ABSORB_ORDER):
-        for k, mine, direction in ((k_cover, short, -1.0), (k_absorb, ~short, 1.0)):
-            sign = DRAW[k] * direction  # setpoint change per kW of draw change
-            room = (reserve.hi[k] - values[k]) if sign > 0 else (values[k] - reserve.lo[k])
-            move = torch.where(mine, torch.minimum(left, torch.clamp(room, min=0.0)), 0.0)
-            values[k] = values[k] + sign * move
+    for side, sequence, direction in ((short, COVER_ORDER, -1.0), (~short, ABSORB_ORDER, 1.0)):
+        for k in (k for k in sequence if k in reserved):
+            move = torch.where(side, torch.minimum(
+                left, _room(Setpoints(*values), reserve, k, direction)), 0.0)
+            values[k] = values[k] + DRAW[k] * direction * move
             left = left - move
     return Setpoints(*values)

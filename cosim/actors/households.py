@@ -130,6 +130,7 @@ class HouseholdShard(Actor):
         # the voltage each household last saw at its connection (1 p.u. before the first
         # power flow; kept through a step whose power flow did not converge)
         self._voltage = np.ones(n)
+        self._rows_of: dict[tuple[str, bytes], tuple[np.ndarray, np.ndarray] | None] = {}
         self._step = -1
         self._prices: tuple[np.ndarray, np.ndarray] | None = None  # this step's buy, sell
         self._forecast: tuple[np.ndarray, np.ndarray] | None = None  # [n, horizon] each
@@ -287,22 +288,19 @@ class HouseholdShard(Actor):
         return torch.stack(rows).any(0), action
 
     def _household_prices(self, step: int, signals: list[PriceSignal]) -> None:
-        """Each household's import and export price and their forecasts, from its
-        retailer's signal."""
+        """Each household's import and export price (and their forecasts, for MPC), from
+        its retailer's signal."""
         n = len(self.homes.household)
         buy, sell = np.full(n, np.nan), np.full(n, np.nan)
         forecasts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         for signal in signals:
-            mine = self.homes.retailer == signal.sender
-            if not mine.any():
+            rows = self._signal_rows(step, signal)
+            if rows is None:
                 continue
-            where = np.searchsorted(signal.market, self.homes.market[mine])
-            where = np.minimum(where, len(signal.market) - 1)
-            if not (signal.market[where] == self.homes.market[mine]).all():
-                raise MessageError(f"PriceSignal from {signal.sender!r} at step {step} has no "
-                                   f"price for a market of shard {self.name}")
+            mine, where = rows
             buy[mine], sell[mine] = signal.buy_price[where], signal.sell_price[where]
-            forecasts.append((mine, signal.buy_forecast[where], signal.sell_forecast[where]))
+            if self._mpc is not None:
+                forecasts.append((mine, signal.buy_forecast[where], signal.sell_forecast[where]))
         missing = np.isnan(buy)
         if missing.any():
             k = int(np.flatnonzero(missing)[0])
@@ -315,6 +313,21 @@ class HouseholdShard(Actor):
             for mine, b, s in forecasts:
                 buy_f[mine], sell_f[mine] = b[:, :horizon], s[:, :horizon]
             self._forecast = (buy_f, sell_f)
+
+    def _signal_rows(self, step: int, signal: PriceSignal
+                     ) -> tuple[np.ndarray, np.ndarray] | None:
+        """(the households the signal's sender retails, the signal row of each one's
+        market), None if it retails none here; worked out once per sender and markets."""
+        key = (signal.sender, signal.market.tobytes())
+        if key not in self._rows_of:
+            mine = np.flatnonzero(self.homes.retailer == signal.sender)
+            where = np.minimum(np.searchsorted(signal.market, self.homes.market[mine]),
+                               len(signal.market) - 1)
+            if not (signal.market[where] == self.homes.market[mine]).all():
+                raise MessageError(f"PriceSignal from {signal.sender!r} at step {step} has no "
+                                   f"price for a market of shard {self.name}")
+            self._rows_of[key] = (mine, where) if len(mine) else None
+        return self._rows_of[key]
 
     def _check_clearing(self, step: int, inbox: list[Message]) -> ClearingResult:
         results = [m for m in only(inbox, ClearingResult) if m.recipient == self.name]
