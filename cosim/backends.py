@@ -16,11 +16,11 @@ dies, the error names the step, the phase and the actors.
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 import traceback
 from collections.abc import Sequence
-import queue
 from concurrent.futures import Future
 from typing import TYPE_CHECKING
 

@@ -12,14 +12,16 @@ part no reserve can take.
 Marginal values (currency/kWh) lie between the household's export price s and import
 price b, by how much the household needs energy now:
 
-| device | value | meaning |
-|---|---|---|
-| battery | s + (b - s) (1 - fill) | a full store is worth what exporting earns, an empty one what importing costs (fill: usable energy over usable capacity) |
-| EV | s + (b - s) urgency | urgency: energy missing for the departure target over what the charger can still add before it |
-| heat pump | s + (b - s) (1 - slack) | slack: indoor temperature within the comfort band at the step's end, 0 at the low edge, 1 at the high |
-| flexible load | s + (b - s) age | age: mean age of the waiting energy as a share of its window (due energy is worth b) |
-| generator | its marginal cost | fuel for the next kWh |
-| PV | 0 | curtailed energy is lost |
+- battery: s + (b - s) (1 - fill), fill = usable energy over usable capacity: a full store
+  is worth what exporting earns, an empty one what importing costs;
+- EV: s + (b - s) urgency, urgency = energy missing for the departure target over what the
+  charger can still add before it;
+- heat pump: s + (b - s) (1 - slack), slack = where the indoor temperature sits in the
+  comfort band at the step's end (0 at the low edge, 1 at the high);
+- flexible load: s + (b - s) age, age = mean age of the waiting energy as a share of its
+  window (energy about to fall due is worth b);
+- generator: its marginal cost (fuel for the next kWh);
+- PV: 0 (curtailed energy is lost).
 
 A buyer (net draw q > 0) would cover its order with its reserve in the order of
 `COVER_ORDER` (battery first, then the generator); the part its reserve can cover is priced

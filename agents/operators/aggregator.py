@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 import torch
 
+from agents.households.bill import energy_bill
 from agents.households.composition import (
     HouseholdInputs,
     Households,
     HouseholdState,
     Setpoints,
 )
-from agents.households.bill import energy_bill
 from agents.households.dataset import HouseholdSeries
 from agents.policies.rule_based import self_consumption_setpoints
 

@@ -126,8 +126,8 @@ def format_summary(s: dict) -> str:
         f"network    substation {_kwh(s['substation_kwh'])}, losses {_kwh(s['losses_kwh'])}",
         f"cost       households paid {s['household_cost']:,.2f} in total, and "
         f"{s['operating_cost']:,.2f} in device wear and fuel",
-        f"emissions  {'n/a' if math.isnan(s['emissions_kg']) else format(s['emissions_kg'], ',.1f')}"
-        " kgCO2 at the substation",
+        "emissions  " + ("n/a" if math.isnan(s["emissions_kg"])
+                         else f"{s['emissions_kg']:,.1f}") + " kgCO2 at the substation",
         f"voltages   {s['v_min_pu']:.4f} to {s['v_max_pu']:.4f} p.u."
         + (" (converged steps)" if failed else "") + ", "
         f"{s['voltage_violations']:,} node-steps outside limits, "

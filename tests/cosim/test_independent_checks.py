@@ -284,7 +284,8 @@ def check_markets(run: Run, tables: dict[str, pd.DataFrame]) -> None:
     volume = per_market.bought.reindex(markets.index, fill_value=0.0)
     np.testing.assert_allclose(markets.volume_kwh, volume, rtol=0, atol=BOOKS_TOL,
                                err_msg="markets volume_kwh vs trades")
-    assert (markets.price.isna() == (volume == 0)).all(), "price not NaN exactly where nothing traded"
+    assert (markets.price.isna() == (volume == 0)).all(), \
+        "price not NaN exactly where nothing traded"
     assert (markets.demand_kwh >= volume - BOOKS_TOL).all()
     assert (markets.supply_kwh >= volume - BOOKS_TOL).all()
     # one price per market and step, the one the markets table publishes
