@@ -20,9 +20,10 @@ def scenario_config(**sections: dict) -> object:
     return parse_config(raw, "test.toml")
 
 
-@pytest.fixture
-def small_config():
-    return scenario_config(
+def small(**changes: dict) -> object:
+    """60 households with every device kind, 3 markets, a distributor and an aggregator, 12
+    steps on IEEE 13; `changes` update its sections key by key."""
+    sections = dict(
         # 06:00 to 09:00: cars leave, the morning comfort band begins
         run={"name": "small", "seed": 7, "steps": 12, "checkpoint_every": 4,
              "start": "2026-06-01T06:00:00Z"},
@@ -36,6 +37,14 @@ def small_config():
         tariff={"peak_import_price": 0.45, "peak_hours": [17, 21]},
         aggregators={"count": 1, "customer_share": 0.3},
     )
+    for name, values in changes.items():
+        sections[name] = sections.get(name, {}) | values
+    return scenario_config(**sections)
+
+
+@pytest.fixture
+def small_config():
+    return small()
 
 
 def with_policies(config, tmp_path, **households) -> object:

@@ -31,7 +31,7 @@ from cosim.simulation import Simulation
 from grid import Feeder, load_feeder
 from grid.reference import OpenDSSReference
 
-from .conftest import scenario_config, synthetic_profiles
+from .conftest import small, synthetic_profiles
 
 TABLES = ("households", "trades", "markets", "prices", "exogenous", "grid", "buses", "system")
 
@@ -65,22 +65,9 @@ class Run(NamedTuple):
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Run:
-    # like tests/cosim/conftest.py's small_config: 60 households with every device kind, 3
-    # markets, a distributor and one aggregator, 12 steps on IEEE 13; here the feeder keeps
-    # a third of its own loads too, so the distributor's purchase for them is booked
-    config = scenario_config(
-        run={"name": "small", "seed": 7, "steps": 12, "checkpoint_every": 4,
-             "start": "2026-06-01T06:00:00Z"},
-        grid={"feeder": "ieee13", "feeder_load_scale": 0.3, "controls_load_scale": 0.3},
-        households={"count": 60, "shard_size": 25,
-                    "battery": {"share": 0.5}, "pv": {"share": 0.6},
-                    "ev": {"share": 0.4, "v2g_share": 0.5, "soc_initial": 0.78},
-                    "heat_pump": {"share": 0.3, "indoor_initial_c": 18.5},
-                    "flexible_load": {"share": 0.3}, "generator": {"share": 0.1}},
-        markets={"households_per_market": 20},
-        tariff={"peak_import_price": 0.45, "peak_hours": [17, 21]},
-        aggregators={"count": 1, "customer_share": 0.3},
-    )
+    # small_config, with the feeder keeping a third of its own loads too, so that the
+    # distributor's purchase for them is booked
+    config = small(grid={"feeder_load_scale": 0.3, "controls_load_scale": 0.3})
     scenario = build(config, synthetic_profiles(homes=30))
     folder = tmp_path_factory.mktemp("independent")
     Simulation(scenario, LocalBackend(), folder).run(progress=False)
