@@ -158,19 +158,21 @@ class HouseholdShard(Actor):
             raise RuntimeError(f"shard {self.name}: decide at step {step} before observing it")
         hh, x, dt_h = self.households, self.series.at(step), self.dt_h
         buy, sell = (torch.from_numpy(p) for p in self._prices)
-        committed, reserve = self_consumption_reserve(hh, self.state, x, dt_h, buy, sell)
+        ruled = self.rows.get("rule")  # only the rule leaves a reserve to the market
+        if ruled is not None:
+            committed, reserve = self_consumption_reserve(hh, self.state, x, dt_h, buy, sell)
+        else:  # every row is set by another policy below
+            committed = Setpoints(*(torch.zeros_like(buy) for _ in ACTIONS))
         if "mpc" in self.rows:
             where, mpc, series = self._mpc
             planned = mpc.act(_rows(self.state, where), series.window(step, mpc.config.horizon),
                               self._forecast[0][where], self._forecast[1][where])
-            full = Setpoints(*(torch.zeros_like(c).index_put((torch.as_tensor(where),), p)
-                               for c, p in zip(committed, planned)))
-            committed = _merge(committed, self.rows["mpc"], full)
+            index = (torch.as_tensor(where),)
+            committed = Setpoints(*(c.index_put(index, p) for c, p in zip(committed, planned)))
         acting = self._actions(step, only(inbox, ActionBatch))
         if acting is not None:
             rows, action = acting
             committed = _merge(committed, rows, hh.from_action(action, self.state, x, dt_h))
-        ruled = self.rows.get("rule")  # only the rule leaves a reserve to the market
         if ruled is None:
             reserve = Reserve.none(committed)
         elif not bool(ruled.all()):
@@ -192,11 +194,9 @@ class HouseholdShard(Actor):
         served = hh.flexible_load.inflexible_kw(x.load_kw) + sp.flexible_kw
         q_kvar = (served + sp.heat_pump_kw).numpy() * self.tan_phi
         grid_kwh = net.numpy() * dt_h - clearing.traded_kwh
-        before = self.state
-        self.state = hh.step(before, sp, x, dt_h)
+        self.state = hh.step(self.state, sp, x, dt_h)
         self._dispatched = dict(clearing=clearing, setpoints=sp, net=net.numpy(),
-                                served=served.numpy(), q_kvar=q_kvar, grid_kwh=grid_kwh,
-                                before=before)
+                                served=served.numpy(), q_kvar=q_kvar, grid_kwh=grid_kwh)
         return [InjectionBatch(step, self.name, household=self.homes.household,
                                connection=self.homes.connection, p_kw=-net.numpy(),
                                q_kvar=-q_kvar),

@@ -8,6 +8,9 @@ peer (experiments/bench/mosaik_peer.py), one after the other in one process.
 
 Timed: the stepping (and, for ours, writing every record) after set-up; set-up (actor start,
 mosaik world and connections) is reported apart. Throughput is household-steps per second.
+The contenders take turns within each repeat (ours local, ours Ray, mosaik), so a slow
+moment of the machine hits all of them; rates are medians over repeats, and the ratio to
+mosaik is the median of the per-repeat ratios.
 
     cosim bench engine [--sizes 100 1000 10000 100000] [--mosaik-max 10000] [--no-ray]
 """
@@ -44,6 +47,8 @@ class Row:
     ray_run_s: float | None = None
     mosaik_setup_s: float | None = None
     mosaik_run_s: float | None = None
+    local_x_mosaik: float | None = None  # median over repeats of mosaik time / ours
+
 
     def rate(self, run_s: float | None) -> float | None:
         return None if run_s is None else self.households * STEPS / run_s
@@ -67,39 +72,43 @@ def scenario_for(n: int, seed: int = 0):
     return build(config, synthetic(homes=200, steps=STEPS, seed=seed))
 
 
-def _ours(scenario, make_backend, folder: Path, repeats: int) -> tuple[float, float]:
-    """(set-up, stepping) seconds of the fastest of `repeats` runs."""
-    best = None
-    for k in range(repeats):
-        sim = Simulation(scenario, make_backend(), folder / str(k))
-        start = time.perf_counter()
-        sim.run(progress=False)
-        total = time.perf_counter() - start
-        setup = sim.wall["start_actors"]
-        if best is None or total - setup < best[1]:
-            best = (setup, total - setup)
-    return best
+def _ours(scenario, backend, folder: Path) -> tuple[float, float]:
+    """(set-up, stepping) seconds of one run."""
+    sim = Simulation(scenario, backend, folder)
+    start = time.perf_counter()
+    sim.run(progress=False)
+    setup = sim.wall["start_actors"]
+    return setup, time.perf_counter() - start - setup
 
 
-def run(sizes: list[int], mosaik_max: int, with_ray: bool, repeats: int = 2) -> Result:
-    """Each contender `repeats` times per size; the fastest run of each counts."""
+def run(sizes: list[int], mosaik_max: int, with_ray: bool, repeats: int = 3) -> Result:
+    """Each contender `repeats` times per size, taking turns (module docstring)."""
     result = Result(machine=machine_info("cpu"))
     feeder = load_feeder("ieee123")
     for n in sizes:
         scenario = scenario_for(n)
+        runs: dict[str, list[tuple[float, float]]] = {"local": [], "ray": [], "mosaik": []}
         with tempfile.TemporaryDirectory() as tmp:
-            row = Row(n, *_ours(scenario, LocalBackend, Path(tmp) / "local", repeats))
-            if with_ray:
-                row.ray_setup_s, row.ray_run_s = _ours(
-                    scenario, lambda: RayBackend(num_cpus=2), Path(tmp) / "ray", repeats)
-        if n <= mosaik_max:
-            from experiments.bench import mosaik_peer  # only the benchmark needs mosaik
+            for k in range(repeats):
+                runs["local"].append(_ours(scenario, LocalBackend(), Path(tmp) / f"local{k}"))
+                if with_ray:
+                    runs["ray"].append(_ours(scenario, RayBackend(num_cpus=2),
+                                             Path(tmp) / f"ray{k}"))
+                if n <= mosaik_max:
+                    from experiments.bench import mosaik_peer  # only the benchmark needs it
 
-            homes = _household_arrays(scenario)
-            runs = [mosaik_peer.run(homes, feeder, scenario.connections, STEPS)
-                    for _ in range(repeats)]
-            best = min(runs, key=lambda r: r["run_s"])
-            row.mosaik_setup_s, row.mosaik_run_s = best["setup_s"], best["run_s"]
+                    out = mosaik_peer.run(_household_arrays(scenario), feeder,
+                                          scenario.connections, STEPS)
+                    runs["mosaik"].append((out["setup_s"], out["run_s"]))
+
+        def median(name: str, i: int) -> float | None:
+            return float(np.median([r[i] for r in runs[name]])) if runs[name] else None
+
+        row = Row(n, median("local", 0), median("local", 1), median("ray", 0),
+                  median("ray", 1), median("mosaik", 0), median("mosaik", 1))
+        if runs["mosaik"]:
+            row.local_x_mosaik = float(np.median([m[1] / o[1] for m, o in zip(
+                runs["mosaik"], runs["local"])]))
         result.rows.append(row)
         print(_line(row), flush=True)
     return result
@@ -134,8 +143,10 @@ def markdown(result: Result, args: argparse.Namespace) -> str:
         f"{' '.join(map(str, args.sizes))} --mosaik-max {args.mosaik_max}"
         f"{' --no-ray' if args.no_ray else ''}`. Households on IEEE 123, 96 steps of 15 min, "
         "a market per 100 households, AC power flow every step; ours writes every record, "
-        "mosaik records nothing. Rates are household-steps per second of stepping; set-up "
-        "(actor start, mosaik world and connections) is in its own columns.",
+        "mosaik records nothing. Rates are household-steps per second of stepping, medians "
+        f"over {args.repeats} repeats in which the contenders take turns; local x mosaik is "
+        "the median of the per-repeat ratios. Set-up (actor start, mosaik world and "
+        "connections) is in its own columns.",
         "",
         "| households | ours local /s | ours Ray /s | mosaik /s | local x mosaik "
         "| Ray / local wall | set-up local, Ray, mosaik (s) |",
@@ -145,8 +156,7 @@ def markdown(result: Result, args: argparse.Namespace) -> str:
         def rate(x: float | None) -> str:
             return "-" if x is None else f"{row.households * STEPS / x:,.0f}"
 
-        ratio = ("-" if row.mosaik_run_s is None
-                 else f"{row.mosaik_run_s / row.local_run_s:.1f}")
+        ratio = "-" if row.local_x_mosaik is None else f"{row.local_x_mosaik:.1f}"
         ray_ratio = "-" if row.ray_run_s is None else f"{row.ray_run_s / row.local_run_s:.1f}"
         setups = ", ".join("-" if x is None else f"{x:.1f}" for x in
                            (row.local_setup_s, row.ray_setup_s, row.mosaik_setup_s))
@@ -161,8 +171,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mosaik-max", type=int, default=10000,
                         help="largest size to run the mosaik peer at")
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray backend")
-    parser.add_argument("--repeats", type=int, default=2,
-                        help="runs per contender and size; the fastest counts")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs per contender and size, taking turns; medians count")
     add_output_arguments(parser)
 
 

@@ -166,3 +166,30 @@ def test_a_reused_out_folder_with_another_seeds_profiles_is_refused(tmp_path, ca
     # the folder the user gave is left as it was
     assert (out / "profiles" / "manifest.json").read_text() == before
     shutil.rmtree(out)
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("size_factor = 1.0", "size_factor = 1.0\npv = { share = 0.5, kwp = [1, inf] }",
+     "households.pv.kwp.1: Input should be a finite number (got inf)"),
+    ("seed = 3", "seed = -1", "run.seed: Input should be greater than or equal to 0 (got -1)"),
+    ("size_factor = 1.0", "size_factor = 1.0\nheat_pump = { share = 0.5, "
+     "indoor_initial_c = nan }", "households.heat_pump.indoor_initial_c: Input should be a "
+     "finite number (got nan)"),
+    ("start = 2024-06-03T10:00:00Z", "start = 2024-06-03T10:00:00",
+     "run.start: Value error, 2024-06-03T10:00:00 has no UTC offset"),
+    ("count = 20", "count = \"20\"", "households.count: Input should be a valid integer "
+     "(got '20')"),
+    ("count = 20", "count = true", "households.count: Input should be a valid integer "
+     "(got true)"),
+    ("[grid]", "[tariff]\npeak_hours = [17, 25]\n\n[grid]",
+     "tariff.peak_hours: Value error, [17, 25]: need 0 <= start < end <= 24"),
+])
+def test_bad_scenario_values_exit_2_naming_file_key_and_value(tmp_path, capsys, old, new,
+                                                              message):
+    text = SCENARIO.format(hour=10, mode="stop", size=1.0)
+    assert old in text
+    config = _write(tmp_path, text.replace(old, new))
+    assert main(["run", str(config), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert f"{config}: {message}" in err, err
+    assert not (tmp_path / "run").exists()
