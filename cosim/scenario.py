@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -164,9 +165,6 @@ def build(config: ScenarioConfig, profiles: ProfileData, feeder: Feeder | None =
                   **{k: v for k, v in sizes.items() if k != "v2g"},
                   "ev_v2g": sizes["v2g"], "policy": _policies(hh, run.seed)}
     policy = households["policy"]
-    bank = config.policies.bank.path
-    if (policy == "bank").any():
-        _check_bank(bank, n)
     mpc = {k: v for k, v in config.policies.mpc.model_dump().items() if v is not None}
     mpc.setdefault("horizon", run.forecast_horizon)
 
@@ -205,7 +203,8 @@ def build(config: ScenarioConfig, profiles: ProfileData, feeder: Feeder | None =
                 ev_trip_kwh=trip_kwh[rows] * has_ev[rows, None] if cars else None,
                 ev_steps_left=data.ev_steps_left[homes[rows]] if cars else None,
                 devices=_rows(devices, rows), initial=initial, power_factor=hh.power_factor,
-                policy=policy[rows], mpc=mpc, bank=None if bank is None else str(bank),
+                policy=policy[rows], mpc=mpc,
+                bank=_bank(config.policies.bank.path, rows[policy[rows] == "bank"]),
                 **clock))))
     g = config.grid
     specs.append(ActorSpec("grid", GridActor, dict(
@@ -232,14 +231,17 @@ def _policies(hh: HouseholdConfig, seed: int) -> np.ndarray:
     return policy.astype(str)
 
 
-def _check_bank(path: object, n: int) -> None:
-    """The policy bank must load and hold an agent per household (household k uses agent
-    k): fail here, naming the key, rather than in a shard mid-start."""
+def _bank(path: Path | None, households: np.ndarray) -> object | None:
+    """The policies of some `bank` households (household k is agent k of the bank file),
+    read here so that shards on other machines need no access to the file; an unusable
+    file fails here, naming the key, rather than in a shard mid-start."""
+    if not len(households):
+        return None
     from agents.households import ACTIONS, FIELDS
     from agents.policies.bank import BankError, PolicyBank
 
     try:
-        PolicyBank.load(path, agents=[n - 1], fields=FIELDS, actions=ACTIONS)
+        return PolicyBank.load(path, agents=households, fields=FIELDS, actions=ACTIONS)
     except BankError as exc:
         raise ConfigError(f"policies.bank.path: {exc}") from None
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from agents.households import ACTIONS, FIELDS, Households, HouseholdState, Setpoints, observe
+from agents.households import ACTIONS, Households, HouseholdState, Setpoints, observe
 from agents.households.bill import energy_bill
 from agents.households.dataset import HouseholdSeries
 from agents.households.orders import Reserve, cover, order
@@ -67,7 +67,7 @@ class HouseholdArrays:
     outdoor_c: np.ndarray  # [steps]
     policy: np.ndarray = field(default_factory=lambda: np.array([], dtype=str))  # per home
     mpc: dict[str, object] = field(default_factory=dict)  # MPCConfig keyword arguments
-    bank: str | None = None  # policy-bank file of the `bank` households
+    bank: object | None = None  # the `bank` households' PolicyBank, in household order
 
     def series(self, dt_h: float) -> HouseholdSeries:
         """The households' inputs, step by step. Without cars the car series are zero-stride
@@ -122,11 +122,7 @@ class HouseholdShard(Actor):
             self._mpc = (where, MPC(self.households.select(where), self.dt_h,
                                     MPCConfig(**homes.mpc)), self.series.select(where))
         if "bank" in self.rows:
-            from agents.policies.bank import PolicyBank
-
-            where = np.flatnonzero(policy == "bank")
-            self._bank = (where, PolicyBank.load(homes.bank, homes.household[where],
-                                                 fields=FIELDS, actions=ACTIONS))
+            self._bank = (np.flatnonzero(policy == "bank"), homes.bank)
         # the voltage each household last saw at its connection (1 p.u. before the first
         # power flow; kept through a step whose power flow did not converge)
         self._voltage = np.ones(n)
