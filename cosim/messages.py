@@ -3,7 +3,7 @@
 One message carries a whole shard or market (one row per household or market), never one
 Python object per household. Every message has (step, sender) and a class-level topic;
 payload arrays are validated on construction (one row per household or market, a column
-per entry for 2-D payloads such as forecasts and observations; equal row counts, right
+per entry for 2-D payloads such as forecasts and actions; equal row counts, right
 dtype, finite where a number is required) and each class has an Arrow schema for the
 optional messages table. Errors name the sender and the field.
 
@@ -160,18 +160,6 @@ class ActionBatch(Message):
 
 
 @dataclass(frozen=True)
-class ObservationBatch(Message):
-    """Each household's local observation for the step (`agents.households.FIELDS`): what
-    its policy sees, and what `Simulation` hands to an external policy."""
-
-    household: np.ndarray
-    observation: np.ndarray  # [households, len(FIELDS)]
-
-    topic: ClassVar[str] = "observations"
-    ARRAYS: ClassVar = {"household": ("int64", False), "observation": ("float64", True, 2)}
-
-
-@dataclass(frozen=True)
 class BidBatch(Message):
     """One shard's orders for the step: quantity > 0 buys, < 0 sells, each at the limit
     price of the household's own marginal value of energy."""
@@ -249,26 +237,6 @@ class MeterBatch(Message):
 
 
 @dataclass(frozen=True)
-class CostBatch(Message):
-    """Each household's cost terms for the step, the parts any reward is built from:
-    bill (currency: market payments plus the retail energy bill), wear and fuel (currency),
-    discomfort (K h outside the comfort band), car shortfall at departure (kWh) and
-    emissions of its grid imports (kgCO2)."""
-
-    household: np.ndarray
-    bill: np.ndarray
-    operating_cost: np.ndarray
-    discomfort_kh: np.ndarray
-    ev_shortfall_kwh: np.ndarray
-    emissions_kg: np.ndarray
-
-    topic: ClassVar[str] = "costs"
-    ARRAYS: ClassVar = {"household": ("int64", False), "bill": ("float64", True),
-                        "operating_cost": ("float64", True), "discomfort_kh": ("float64", True),
-                        "ev_shortfall_kwh": ("float64", True), "emissions_kg": ("float64", True)}
-
-
-@dataclass(frozen=True)
 class GridState(Message):
     """The power-flow answer for the step: summary, connection voltages, line loadings."""
 
@@ -297,5 +265,5 @@ class GridState(Message):
 
 
 ALL_MESSAGES: tuple[type[Message], ...] = (
-    PriceSignal, Weather, MarketData, ActionBatch, ObservationBatch, BidBatch, ClearingResult,
-    MarketResult, InjectionBatch, MeterBatch, CostBatch, GridState)
+    PriceSignal, Weather, MarketData, ActionBatch, BidBatch, ClearingResult, MarketResult,
+    InjectionBatch, MeterBatch, GridState)

@@ -391,13 +391,7 @@ class Simulation:
             if self._t < self.total and self.recorder.folder.manifest().get(
                     "status") == "running":
                 self.recorder.flush(self._t - 1, self.backend, self.names, None)
-                self.recorder.drain()
-                summary = self._summary()
-                self.recorder.folder.update_manifest(
-                    status="nonconverged" if self._nonconverged else "partial",
-                    steps_done=self._t, summary=summary, wall_s=dict(self.wall),
-                    nonconverged_steps=len(self._nonconverged),
-                    nonconverged_steps_list=self._nonconverged)
+                summary = self._conclude("partial")
             else:
                 summary = self.recorder.folder.manifest().get("summary")
             self.recorder.close()
@@ -515,20 +509,23 @@ class Simulation:
         values = self.backend.fetch([self._outputs[k] for k in keys])
         return {(src, phase): value for (src, phase, _), value in zip(keys, values)}
 
-    def _summary(self) -> dict:
-        return summarize(self.recorder.folder, self.n_households, self.wall.get("total", 0.0))
-
     def _finish(self) -> None:
         """The last step ran: wait for the records, write the summary and the status."""
-        if self.recorder is None:
-            return
+        if self.recorder is not None:
+            self._conclude("complete")
+
+    def _conclude(self, status: str) -> dict:
+        """Wait for the records; write the summary and `status` (or "nonconverged" if any
+        step's power flow did not converge) to the manifest; return the summary."""
         self.recorder.drain()
-        summary = self._summary()
+        summary = summarize(self.recorder.folder, self.n_households,
+                            self.wall.get("total", 0.0))
         self.recorder.folder.update_manifest(
-            status="nonconverged" if self._nonconverged else "complete", steps_done=self.total,
+            status="nonconverged" if self._nonconverged else status, steps_done=self._t,
             summary=summary, wall_s=dict(self.wall) | dict(self.recorder.wall),
             nonconverged_steps=len(self._nonconverged),
             nonconverged_steps_list=self._nonconverged)
+        return summary
 
     def _fail(self, exc: Exception, t: int, flush: bool, through: int = -1) -> None:
         """Keep every completed step on disk (through step `through`) and say why the run

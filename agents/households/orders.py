@@ -123,7 +123,8 @@ def _values(households: Households, state: HouseholdState, inputs: HouseholdInpu
     return out
 
 
-def _room(setpoints: Setpoints, reserve: Reserve, k: int, direction: float) -> torch.Tensor:
+def _room(setpoints: Sequence[torch.Tensor], reserve: Reserve, k: int,
+          direction: float) -> torch.Tensor:
     """kW device k can move to change the draw in `direction` (+1 more, -1 less)."""
     if DRAW[k] * direction > 0:
         return torch.clamp(reserve.hi[k] - setpoints[k], min=0.0)
@@ -170,7 +171,7 @@ def cover(setpoints: Setpoints, reserve: Reserve, unfilled_kwh: torch.Tensor,
     for side, sequence, direction in ((short, COVER_ORDER, -1.0), (~short, ABSORB_ORDER, 1.0)):
         for k in (k for k in sequence if k in reserved):
             move = torch.where(side, torch.minimum(
-                left, _room(Setpoints(*values), reserve, k, direction)), 0.0)
+                left, _room(values, reserve, k, direction)), 0.0)
             values[k] = values[k] + DRAW[k] * direction * move
             left = left - move
     return Setpoints(*values)

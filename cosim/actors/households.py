@@ -20,7 +20,7 @@ same that GradMAP differentiates through. In each step the shard
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -65,9 +65,9 @@ class HouseholdArrays:
     hour: np.ndarray  # [steps] local clock hour at each step's start
     weekend: np.ndarray  # [steps] 1 on Saturdays and Sundays
     outdoor_c: np.ndarray  # [steps]
-    policy: np.ndarray = field(default_factory=lambda: np.array([], dtype=str))  # per home
-    mpc: dict[str, object] = field(default_factory=dict)  # MPCConfig keyword arguments
-    bank: object | None = None  # the `bank` households' PolicyBank, in household order
+    policy: np.ndarray  # per home: "rule", "mpc", "bank" or "external"
+    mpc: dict[str, object]  # MPCConfig keyword arguments
+    bank: object | None  # the `bank` households' PolicyBank, in household order
 
     def series(self, dt_h: float) -> HouseholdSeries:
         """The households' inputs, step by step. Without cars the car series are zero-stride
@@ -112,7 +112,7 @@ class HouseholdShard(Actor):
         self.state = self.households.initial_state(self.dt_h, **homes.initial)
         self.tan_phi = float(np.tan(np.arccos(homes.power_factor)))
         n = len(homes.household)
-        policy = homes.policy if len(homes.policy) else np.full(n, "rule")
+        policy = homes.policy
         self.rows = {kind: torch.as_tensor(policy == kind) for kind in np.unique(policy)}
         self._mpc = self._bank = None
         if "mpc" in self.rows:

@@ -31,15 +31,18 @@ class Retailer(Actor, ABC):
         self.dt_h = dt_s / 3600.0
         self.steps, self.forecast_steps = steps, forecast_steps
         self._prices: tuple[float, float] = (0.0, 0.0)
+        self._table: np.ndarray | None = None  # [steps, 2] of `prices`, made on first use
 
     @abstractmethod
     def prices(self, step: int) -> tuple[float, float]:
-        """(import, export) price for the step, currency/kWh."""
+        """(import, export) price for the step, currency/kWh: known in advance (a tariff,
+        a day-ahead price), so the whole run's table is made once and forecasts slice it."""
 
     def signal(self, step: int, inbox: list[Message]) -> list[Message]:
-        buy, sell = self._prices = self.prices(step)
-        ahead = range(step, min(step + self.forecast_steps, self.steps))
-        forecast = np.array([self.prices(t) for t in ahead])  # [horizon, 2]
+        if self._table is None:
+            self._table = np.array([self.prices(t) for t in range(self.steps)])
+        buy, sell = self._prices = tuple(float(p) for p in self._table[step])
+        forecast = self._table[step: step + self.forecast_steps]  # [horizon, 2]
         n = len(self.markets)
         self.record("prices", step=step, source=self.name, import_price=buy, export_price=sell)
         return [PriceSignal(step, self.name, market=self.markets, buy_price=np.full(n, buy),
