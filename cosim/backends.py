@@ -170,9 +170,10 @@ class _Worker:
 
 class RayBackend:
     """The same actor classes, on Ray: actors live in a few host processes spread over the
-    cluster. Shards are dealt round-robin over one host per CPU; the other actors share one
-    host. A host runs a phase for all its actors in one task (in name order), so a step
-    costs a few tasks per host rather than one per actor.
+    cluster. Groups of shards, each with the market operator serving it, are dealt
+    round-robin over one host per CPU; the other actors share one host. A host runs a
+    phase for all its actors in one task (in name order), so a step costs a few tasks per
+    host rather than one per actor.
 
     A whole plan is submitted at once: every task takes the object references of its
     sources, so Ray starts it as soon as they exist and the driver never sits between two
@@ -203,12 +204,17 @@ class RayBackend:
                 self.ray.init(address=self.address, **kwargs)
             else:
                 self.ray.init(address="local", num_cpus=self.num_cpus, **kwargs)
-        shards = [s for s in specs if s.name.startswith("shard")]
         n_hosts = self.shard_hosts or max(1, int(self.ray.cluster_resources().get("CPU", 1)))
+        # a group (shards and the market operator serving them) stays in one host, so its
+        # bids and clearing results never leave the process
+        grouped: dict[str, list[ActorSpec]] = {}
+        for spec in specs:
+            if spec.group is not None or spec.name.startswith("shard"):
+                grouped.setdefault(spec.group or spec.name, []).append(spec)
         groups: dict[str, list[ActorSpec]] = {"host-services": [
-            s for s in specs if not s.name.startswith("shard")]}
-        for k, spec in enumerate(shards):
-            groups.setdefault(f"host-shards-{k % n_hosts}", []).append(spec)
+            s for s in specs if s.group is None and not s.name.startswith("shard")]}
+        for k, members in enumerate(grouped.values()):
+            groups.setdefault(f"host-shards-{k % n_hosts}", []).extend(members)
         remote = self.ray.remote(_Host)
         for host, members in groups.items():
             if not members:

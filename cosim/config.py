@@ -225,7 +225,8 @@ class PolicyGroup(_Section):
 
 class HouseholdConfig(_Section):
     count: PositiveInt = 1000
-    shard_size: PositiveInt = 500  # households per shard actor
+    # households per shard actor, rounded to whole markets when larger than one
+    shard_size: PositiveInt = 500
     # "by_load": at the feeder's load connections, drawn in proportion to their kW;
     # "one_per_load": household k at load k (the European LV feeder's 55 homes)
     placement: Literal["by_load", "one_per_load"] = "by_load"
@@ -278,8 +279,38 @@ class ProfileConfig(_Section):
         return self
 
 
+class DoubleAuctionSettings(_Section):
+    """The peer-to-peer double auction (markets.double_auction)."""
+
+    pricing: Literal["uniform", "pay_as_bid"] = "uniform"
+    k: Fraction = 0.5  # uniform price = seller's limit + k (buyer's limit - seller's limit)
+
+
+class MAHTMSettings(_Section):
+    """MAHTM's three layers (markets.mahtm): microgrid pools, the distributor's pool
+    between microgrids, the grid. The distributor retails grid energy at the wholesale
+    price plus the carbon cost of its energy, and buys surplus at the tariff's
+    export_price."""
+
+    fee: NonNegative = 0.01  # currency/kWh, a pool's buy - sell spread (both layers)
+    gain: Annotated[Number, Field(gt=0, le=1)] = 1.0  # share of the way to the target price
+    carbon_price: NonNegative = 0.1  # currency per kgCO2 (0.1 = 100 per tonne)
+
+
 class MarketConfig(_Section):
     households_per_market: PositiveInt = 100  # one microgrid market each
+    mechanism: Literal["double_auction", "mahtm", "cooperative"] = "double_auction"
+    # orders with limits outside these (currency/kWh) are rejected
+    price_caps: tuple[Number, Number] = (-1.0, 5.0)
+    double_auction: DoubleAuctionSettings = DoubleAuctionSettings()
+    mahtm: MAHTMSettings = MAHTMSettings()
+
+    @field_validator("price_caps")
+    @classmethod
+    def _caps(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not value[0] < value[1]:
+            raise ValueError(f"{list(value)}: the low cap must be below the high cap")
+        return value
 
 
 class TariffConfig(_Section):

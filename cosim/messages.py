@@ -162,7 +162,8 @@ class ActionBatch(Message):
 @dataclass(frozen=True)
 class BidBatch(Message):
     """One shard's orders for the step: quantity > 0 buys, < 0 sells, each at the limit
-    price of the household's own marginal value of energy."""
+    price of the household's own marginal value of energy. Not checked for finite values
+    here: the market rejects a bad order with a reason and clears everyone else's."""
 
     household: np.ndarray
     market: np.ndarray
@@ -171,43 +172,69 @@ class BidBatch(Message):
 
     topic: ClassVar[str] = "bids"
     ARRAYS: ClassVar = {"household": ("int64", False), "market": ("int64", False),
-                        "quantity_kwh": ("float64", True), "limit_price": ("float64", True)}
+                        "quantity_kwh": ("float64", False), "limit_price": ("float64", False)}
 
 
 @dataclass(frozen=True)
 class ClearingResult(Message):
     """What a market operator cleared for one shard's orders: per household the filled
-    peer-to-peer quantity (kWh, + bought), its market's price and the payment (currency,
-    + paid by the household). What is not filled the household settles with its retailer
-    after dispatch."""
+    peer-to-peer quantity (kWh, + bought), the price it traded at and the payment
+    (currency, + paid by the household), and why its order was rejected (a code into
+    markets.mechanism.REJECTIONS, 0 accepted). What is not filled the household settles
+    upstream after dispatch."""
 
     household: np.ndarray
     market: np.ndarray
     traded_kwh: np.ndarray
-    price: np.ndarray  # the household's market clearing price, 0 where nothing traded
+    price: np.ndarray  # the price the household traded at, 0 where nothing traded
     payment: np.ndarray
+    rejected: np.ndarray
 
     topic: ClassVar[str] = "clearing"
     ARRAYS: ClassVar = {"household": ("int64", False), "market": ("int64", False),
                         "traded_kwh": ("float64", True), "price": ("float64", True),
-                        "payment": ("float64", True)}
+                        "payment": ("float64", True), "rejected": ("int8", False)}
 
 
 @dataclass(frozen=True)
 class MarketResult(Message):
-    """Each market's clearing: price (nan where nothing traded), traded volume, and the
-    bid and offered quantities it saw."""
+    """Each market's clearing: price (nan where nothing traded), traded volume, the
+    accepted bid and offered quantities, and what was left unmatched for the layer above
+    (kWh)."""
 
     market: np.ndarray
     price: np.ndarray
     volume_kwh: np.ndarray
     demand_kwh: np.ndarray  # bid to buy
     supply_kwh: np.ndarray  # offered to sell
+    unmatched_demand_kwh: np.ndarray
+    unmatched_supply_kwh: np.ndarray
 
     topic: ClassVar[str] = "markets"
     ARRAYS: ClassVar = {"market": ("int64", False), "price": ("float64", False),
                         "volume_kwh": ("float64", True), "demand_kwh": ("float64", True),
-                        "supply_kwh": ("float64", True)}
+                        "supply_kwh": ("float64", True),
+                        "unmatched_demand_kwh": ("float64", True),
+                        "unmatched_supply_kwh": ("float64", True)}
+
+
+@dataclass(frozen=True)
+class UpstreamPrices(Message):
+    """What a market's residual (its households' metered grid energy, after the local
+    market) costs and earns upstream, per market (currency/kWh), and the share of it that
+    went to or came from the grid rather than other microgrids (MAHTM's layer 3)."""
+
+    market: np.ndarray
+    import_price: np.ndarray
+    export_price: np.ndarray
+    import_grid_share: np.ndarray
+    export_grid_share: np.ndarray
+
+    topic: ClassVar[str] = "upstream"
+    ARRAYS: ClassVar = {"market": ("int64", False), "import_price": ("float64", True),
+                        "export_price": ("float64", True),
+                        "import_grid_share": ("float64", True),
+                        "export_grid_share": ("float64", True)}
 
 
 @dataclass(frozen=True)
@@ -266,4 +293,4 @@ class GridState(Message):
 
 ALL_MESSAGES: tuple[type[Message], ...] = (
     PriceSignal, Weather, MarketData, ActionBatch, BidBatch, ClearingResult, MarketResult,
-    InjectionBatch, MeterBatch, GridState)
+    UpstreamPrices, InjectionBatch, MeterBatch, GridState)

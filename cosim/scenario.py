@@ -25,7 +25,7 @@ from cosim.actors.base import Actor
 from cosim.actors.feed import ExogenousFeed
 from cosim.actors.grid import GridActor
 from cosim.actors.households import HouseholdArrays, HouseholdShard
-from cosim.actors.market import MicrogridOperator
+from cosim.actors.market import MarketOperator
 from cosim.actors.retail import Aggregator, Distributor
 from cosim.config import ConfigError, HouseholdConfig, ScenarioConfig
 from grid import Feeder, load_feeder
@@ -83,11 +83,14 @@ class ProfileData:
 
 @dataclass
 class ActorSpec:
-    """How to build one actor: its class and keyword arguments (shipped to Ray as is)."""
+    """How to build one actor: its class and keyword arguments (shipped to Ray as is).
+    Actors of one `group` (shards and the market operator serving them) talk only among
+    themselves and with actors of no group; on Ray a group lives in one process."""
 
     name: str
     cls: type[Actor]
     kwargs: dict[str, object] = field(default_factory=dict)
+    group: str | None = None
 
 
 @dataclass
@@ -179,7 +182,10 @@ def build(config: ScenarioConfig, profiles: ProfileData, feeder: Feeder | None =
             import_price=config.tariff.import_price, export_price=config.tariff.export_price,
             peak_import_price=config.tariff.peak_import_price,
             peak_hours=config.tariff.peak_hours, hours=clock["hour"],
-            forecast_steps=run.forecast_horizon)),
+            forecast_steps=run.forecast_horizon,
+            **(dict(mahtm=config.markets.mahtm.model_dump(), market=market,
+                    wholesale=data.wholesale_price, carbon=data.carbon_intensity)
+               if config.markets.mechanism == "mahtm" else {}))),
     ]
     for k in range(agg.count):
         name = f"aggregator-{k}"
@@ -187,14 +193,24 @@ def build(config: ScenarioConfig, profiles: ProfileData, feeder: Feeder | None =
             seed=seed, n_markets=n_markets, customers=retailer == name, dt_s=run.dt_s,
             wholesale=data.wholesale_price, margin=agg.margin,
             forecast_steps=run.forecast_horizon)))
-    specs.append(ActorSpec("market", MicrogridOperator, dict(
-        seed=seed, n_markets=n_markets, n_households=n)))
+    # shards hold whole markets where they can (shard_size rounded to a multiple of the
+    # market size), so a market's bids and results stay with one shard
+    size = per * max(1, round(hh.shard_size / per)) if hh.shard_size >= per else hh.shard_size
+    groups = _market_groups(n, size, per)
+    kind, settings = _mechanism(config)
+    for g, shards in enumerate(groups):
+        rows = np.sort(order[shards[0] * size: (shards[-1] + 1) * size])
+        specs.append(ActorSpec(f"market-{g:04d}", MarketOperator, dict(
+            seed=seed, kind=kind, settings=settings, markets=np.unique(market[rows]),
+            households=rows, home_market=market[rows]), group=f"group-{g:04d}"))
+    group_of = {k: g for g, shards in enumerate(groups) for k in shards}
     initial = dict(battery_soc=hh.battery.soc_initial, ev_soc=hh.ev.soc_initial,
                    indoor_c=hh.heat_pump.indoor_initial_c)
-    for k, first in enumerate(range(0, n, hh.shard_size)):
-        rows = np.sort(order[first: first + hh.shard_size])
+    for k, first in enumerate(range(0, n, size)):
+        rows = np.sort(order[first: first + size])
         cars = has_ev[rows].any()
-        specs.append(ActorSpec(f"shard-{k:04d}", HouseholdShard, dict(
+        group = f"group-{group_of[k]:04d}"
+        specs.append(ActorSpec(f"shard-{k:04d}", HouseholdShard, group=group, kwargs=dict(
             seed=seed, dt_s=run.dt_s, homes=HouseholdArrays(
                 household=rows, connection=connection[rows], market=market[rows],
                 retailer=retailer[rows].astype(str), load_kw=load_kw[rows],
@@ -212,6 +228,31 @@ def build(config: ScenarioConfig, profiles: ProfileData, feeder: Feeder | None =
         feeder_load_scale=g.feeder_load_scale, vmin_pu=g.vmin_pu, vmax_pu=g.vmax_pu, tol=g.tol,
         device=g.device, controls_load_scale=g.controls_load_scale)))
     return Scenario(config, specs, households, connections, n_markets, data.time)
+
+
+def _market_groups(n: int, shard_size: int, per_market: int) -> list[list[int]]:
+    """Shards (as runs of consecutive indices) that share markets: shards and markets both
+    cut the households in connection order, so shard k and k + 1 share one exactly when a
+    market straddles their boundary."""
+    groups = [[0]]
+    for k in range(1, -(-n // shard_size)):
+        if (k * shard_size) % per_market:
+            groups[-1].append(k)
+        else:
+            groups.append([k])
+    return groups
+
+
+def _mechanism(config: ScenarioConfig) -> tuple[str, dict[str, object]]:
+    """The market mechanism and its settings (cosim.actors.market.mechanism)."""
+    m = config.markets
+    if m.mechanism == "double_auction":
+        return m.mechanism, dict(m.double_auction.model_dump(), price_caps=m.price_caps)
+    if m.mechanism == "mahtm":
+        return m.mechanism, dict(fee=m.mahtm.fee, gain=m.mahtm.gain)
+    # the cooperative game: members share one meter (a pool without a spread, paid at
+    # the pool price)
+    return m.mechanism, dict(fee=0.0, gain=1.0)
 
 
 def _policies(hh: HouseholdConfig, seed: int) -> np.ndarray:

@@ -45,6 +45,7 @@ from tqdm import tqdm
 
 from agents.households import ACTIONS, FIELDS
 from cosim.actors.base import PHASES, PhaseOutput
+from cosim.actors.market import MarketOperator
 from cosim.backends import (
     ActorDied,
     Key,
@@ -55,12 +56,12 @@ from cosim.backends import (
     RayBackend,
 )
 from cosim.config import ConfigError, ScenarioConfig, load_config, parse_config
-from cosim.messages import ActionBatch, GridState, MarketResult
+from cosim.messages import ActionBatch, GridState
 from cosim.records import Recorder, RunFolder, summarize
 from cosim.scenario import ProfileData, Scenario, build
 
 FIRST = ("signal", "observe")  # of a step, before its actions are known
-REST = ("decide", "clear", "dispatch", "physics", "settle")
+REST = ("decide", "clear", "dispatch", "upstream", "physics", "settle")
 
 
 class NotConverged(RuntimeError):
@@ -105,8 +106,9 @@ class GridSummary:
 @dataclass(frozen=True)
 class StepResult:
     """What one `step` did. `observations` are for the next step (None after the last),
-    `[households, len(FIELDS)]`; `costs` per household; `markets` per market: price
-    (currency/kWh, NaN where nothing traded), volume, demand and supply (kWh); `system` is
+    `[households, len(FIELDS)]`; `costs` per household; `markets` per market (in
+    `market` id order): price (currency/kWh, NaN where nothing traded), volume, demand and
+    supply, and the demand and supply left unmatched for the layer above (kWh); `system` is
     the step's row of the `system` table (balances and totals). Inside `Simulation.run`
     observations, costs and markets are not fetched (None)."""
 
@@ -207,6 +209,7 @@ class Simulation:
         specs = {spec.name: spec for spec in scenario.actors}
         self.names = sorted(specs)
         self.shards = [n for n in self.names if n.startswith("shard")]
+        self.market_operators = [n for n in self.names if specs[n].cls is MarketOperator]
         self.participants = {p: [n for n in self.names if p in specs[n].cls.phases()]
                              for p in PHASES}
         publishers: dict[str, list[tuple[str, str]]] = defaultdict(list)
@@ -217,10 +220,15 @@ class Simulation:
         order = {p: i for i, p in enumerate(PHASES)}
         # (actor, phase) -> [(source actor, source phase, from this step?)]
         self.routes: dict[tuple[str, str], list[tuple[str, str, bool]]] = {}
+        def reach(a: str, b: str) -> bool:  # actors of different groups do not talk
+            ga, gb = specs[a].group, specs[b].group
+            return ga is None or gb is None or ga == gb
+
         for name in self.names:
             for phase, topics in specs[name].cls.SUBSCRIBES.items():
                 sources = {(src, src_phase, order[src_phase] < order[phase])
-                           for topic in topics for src, src_phase in publishers[topic]}
+                           for topic in topics for src, src_phase in publishers[topic]
+                           if reach(name, src)}
                 self.routes[(name, phase)] = sorted(sources)
         # what a step hands to the next: the checkpoint carries these outputs
         self.carried = sorted({(src, phase) for routes in self.routes.values()
@@ -418,10 +426,15 @@ class Simulation:
         return HouseholdCosts(**columns)
 
     def _markets(self, t: int) -> dict[str, np.ndarray]:
-        (out,) = self.backend.fetch([self._outputs[("market", "clear", t)]])
-        (result,) = [m for m in out.messages if isinstance(m, MarketResult)]
-        return {"price": result.price, "volume_kwh": result.volume_kwh,
-                "demand_kwh": result.demand_kwh, "supply_kwh": result.supply_kwh}
+        """Every market's outcome of the step just run, in market order (asked of the
+        operators: their outputs also hold every household's clearing)."""
+        results = [r for r in self.backend.call_all(self.market_operators, "result").values()
+                   if r is not None]
+        market = np.concatenate([r.market for r in results])
+        order = np.argsort(market, kind="stable")
+        return {name: np.concatenate([getattr(r, name) for r in results])[order]
+                for name in ("market", "price", "volume_kwh", "demand_kwh", "supply_kwh",
+                             "unmatched_demand_kwh", "unmatched_supply_kwh")}
 
     # -- internals ---------------------------------------------------------------------------
     def _phases(self, steps: list[tuple[int, tuple[str, ...]]]) -> None:

@@ -20,9 +20,11 @@ from cosim.messages import Message
 from cosim.records import encode_table
 
 # signal: prices and exogenous data; observe: households take in this step's signals and
-# last step's grid state; decide: policies bid; clear: markets; dispatch: setpoints and
-# injections; physics: the power flow; settle: bills and ledgers
-PHASES = ("signal", "observe", "decide", "clear", "dispatch", "physics", "settle")
+# last step's grid state; decide: policies bid; clear: local markets; dispatch: setpoints,
+# injections and meters; upstream: the layer above prices what the local markets left (the
+# metered residual); physics: the power flow; settle: bills and ledgers
+PHASES = ("signal", "observe", "decide", "clear", "dispatch", "upstream", "physics",
+          "settle")
 
 
 @dataclass

@@ -42,6 +42,7 @@ from cosim.messages import (
     MessageError,
     MeterBatch,
     PriceSignal,
+    UpstreamPrices,
 )
 
 
@@ -100,7 +101,7 @@ def _merge(base: Setpoints, rows: torch.Tensor, values: Setpoints) -> Setpoints:
 
 class HouseholdShard(Actor):
     SUBSCRIBES = {"observe": ("price", "grid"), "decide": ("actions",),
-                  "dispatch": ("clearing",), "settle": ("exogenous", "grid")}
+                  "dispatch": ("clearing",), "settle": ("exogenous", "grid", "upstream")}
     PUBLISHES = {"decide": ("bids",), "dispatch": ("injections", "meters")}
 
     def __init__(self, name: str, seed: int, homes: HouseholdArrays, dt_s: float) -> None:
@@ -202,7 +203,7 @@ class HouseholdShard(Actor):
         d = self._dispatched
         clearing, sp, grid_kwh = d["clearing"], d["setpoints"], d["grid_kwh"]
         carbon = only(inbox, MarketData)[0].carbon_intensity
-        buy, sell = self._prices
+        buy, sell, grid_share = self._upstream_prices(only(inbox, UpstreamPrices))
         x, hh, dt_h = self.series.at(step), self.households, self.dt_h
         bill = clearing.payment + energy_bill(grid_kwh, buy, sell)
         kw = {name: getattr(sp, name).numpy() for name in sp._fields}
@@ -210,7 +211,7 @@ class HouseholdShard(Actor):
         operating = hh.operating_cost(sp, dt_h).numpy()
         discomfort = hh.discomfort_kh(self.state, x, dt_h).numpy()
         shortfall = hh.ev.departure_shortfall_kwh(self.state.ev_kwh, x.ev()).numpy()
-        emissions = np.maximum(grid_kwh, 0.0) * carbon
+        emissions = np.maximum(grid_kwh, 0.0) * grid_share * carbon
         self._costs = dict(bill=bill, operating_cost=operating, discomfort_kh=discomfort,
                            ev_shortfall_kwh=shortfall, emissions_kg=emissions)
         if self.recording:
@@ -226,7 +227,8 @@ class HouseholdShard(Actor):
                 backlog_kwh=self.state.backlog_kwh.sum(-1).numpy(), discomfort_kh=discomfort,
                 ev_shortfall_kwh=shortfall, bid_kwh=self._decided[2].numpy(),
                 limit_price=self._decided[3].numpy(), traded_kwh=clearing.traded_kwh,
-                price=clearing.price, payment=clearing.payment, grid_kwh=grid_kwh,
+                price=clearing.price, payment=clearing.payment, rejected=clearing.rejected,
+                grid_kwh=grid_kwh,
                 import_price=buy, export_price=sell, cost=bill, operating_cost=operating,
                 emissions_kg=emissions, voltage_pu=grid.connection_v_pu[self.homes.connection])
         totals = {
@@ -324,6 +326,20 @@ class HouseholdShard(Actor):
                                    f"price for a market of shard {self.name}")
             self._rows_of[key] = (mine, where) if len(mine) else None
         return self._rows_of[key]
+
+    def _upstream_prices(self, layers: list[UpstreamPrices]
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(import price, export price, share of imports from the grid) each household's
+        metered energy is billed at: its retailer's prices, or where its retailer pools
+        the microgrids' residuals (MAHTM), the mix its market's residual got."""
+        buy, sell = (p.copy() for p in self._prices)
+        grid_share = np.ones(len(buy))
+        for layer in layers:
+            mine = self.homes.retailer == layer.sender
+            where = np.searchsorted(layer.market, self.homes.market[mine])
+            buy[mine], sell[mine] = layer.import_price[where], layer.export_price[where]
+            grid_share[mine] = layer.import_grid_share[where]
+        return buy, sell, grid_share
 
     def _check_clearing(self, step: int, inbox: list[Message]) -> ClearingResult:
         results = [m for m in only(inbox, ClearingResult) if m.recipient == self.name]

@@ -6,6 +6,14 @@ and, in later work, leads a Stackelberg game with it. Both publish a PriceSignal
 in the signal phase, with a forecast of their prices over the next steps, and book their
 money in the settle phase from their customers' meters: the customers' `energy_bill`, less
 the wholesale cost of the net energy.
+
+Under MAHTM (`[markets] mechanism = "mahtm"`) the distributor is the third layer: it
+prices grid energy at the wholesale price plus its carbon cost (feed-in at the tariff's
+export price), and in the `upstream` phase pools the residual imports and exports its
+customers' microgrids metered after their local markets (markets.mahtm.PoolMarket): what
+one microgrid has left over, another buys at the pool's price, the rest goes to and from
+the grid. Each microgrid's residual is then billed at the mix of pool and grid prices its
+share got (UpstreamPrices, read by the shards), and only the grid's share emits.
 """
 
 from __future__ import annotations
@@ -16,7 +24,16 @@ import numpy as np
 
 from agents.households.bill import energy_bill
 from cosim.actors.base import Actor, PhaseOutput, only
-from cosim.messages import GridState, MarketData, Message, MeterBatch, PriceSignal
+from cosim.messages import (
+    GridState,
+    MarketData,
+    Message,
+    MeterBatch,
+    PriceSignal,
+    UpstreamPrices,
+)
+from markets.mahtm import PoolMarket, grid_prices
+from markets.mechanism import Orders, Upstream
 
 
 class Retailer(Actor, ABC):
@@ -51,13 +68,23 @@ class Retailer(Actor, ABC):
                             sell_forecast=np.broadcast_to(forecast[:, 1], (n, len(forecast))))]
 
     def settle(self, step: int, inbox: list[Message]) -> PhaseOutput:
-        grid_kwh = np.concatenate([
-            m.grid_kwh[self.customers[m.household]] for m in only(inbox, MeterBatch)])
-        buy, sell = self._prices
+        grid_kwh, ids = self._metered(inbox)
+        buy, sell = self.bill_prices(ids)
         wholesale = only(inbox, MarketData)[0].wholesale_price
         revenue = float(energy_bill(grid_kwh, buy, sell).sum())
         money = revenue - wholesale * float(grid_kwh.sum()) - self.extra_cost(step, inbox)
         return PhaseOutput(ledger={self.name: money})
+
+    def bill_prices(self, households: np.ndarray) -> tuple[np.ndarray | float, ...]:
+        """(import, export) price each customer's metered energy is billed at."""
+        return self._prices
+
+    def _metered(self, inbox: list[Message]) -> tuple[np.ndarray, np.ndarray]:
+        """(grid kWh, household id) of this retailer's customers, from the meters."""
+        meters = only(inbox, MeterBatch)
+        mine = [self.customers[m.household] for m in meters]
+        return (np.concatenate([m.grid_kwh[k] for m, k in zip(meters, mine)]),
+                np.concatenate([m.household[k] for m, k in zip(meters, mine)]))
 
     def extra_cost(self, step: int, inbox: list[Message]) -> float:
         return 0.0
@@ -73,21 +100,74 @@ class Retailer(Actor, ABC):
 class Distributor(Retailer):
     """The network's retailer of last resort, with a flat or time-of-use tariff. It also
     buys, at the wholesale price, the energy the network itself consumes (losses) and what
-    the feeder's own loads draw."""
+    the feeder's own loads draw. With `mahtm` settings (fee, gain, carbon_price) it is
+    MAHTM's third layer instead (module docstring); `market` is every household's market,
+    `wholesale` and `carbon` the run's series."""
+
+    SUBSCRIBES = Retailer.SUBSCRIBES | {"upstream": ("meters",)}
+    PUBLISHES = Retailer.PUBLISHES | {"upstream": ("upstream",)}
 
     def __init__(self, name: str, seed: int, n_markets: int, customers: np.ndarray,
                  dt_s: float, import_price: float, export_price: float,
                  peak_import_price: float | None, peak_hours: tuple[int, int],
-                 hours: np.ndarray, forecast_steps: int) -> None:
+                 hours: np.ndarray, forecast_steps: int,
+                 mahtm: dict[str, float] | None = None, market: np.ndarray | None = None,
+                 wholesale: np.ndarray | None = None, carbon: np.ndarray | None = None) -> None:
         super().__init__(name, seed, n_markets, customers, dt_s, len(hours), forecast_steps)
         self.import_price, self.export_price = import_price, export_price
         self.peak_import_price, self.peak_hours = peak_import_price, peak_hours
         self.hours = np.asarray(hours)  # hour of day of each step
+        self.layer3 = None
+        if mahtm is not None:
+            settings = dict(mahtm)
+            self.carbon_price = settings.pop("carbon_price")
+            self.layer3 = PoolMarket(**settings)
+            self.market = np.asarray(market, dtype=np.int64)
+            self.wholesale, self.carbon = np.asarray(wholesale), np.asarray(carbon)
+            self._upstream: UpstreamPrices | None = None
 
     def prices(self, step: int) -> tuple[float, float]:
+        if self.layer3 is not None:
+            return grid_prices(float(self.wholesale[step]), float(self.carbon[step]),
+                               self.carbon_price, self.export_price)
         start, end = self.peak_hours
         peak = self.peak_import_price is not None and start <= self.hours[step] < end
         return (self.peak_import_price if peak else self.import_price), self.export_price
+
+    def upstream(self, step: int, inbox: list[Message]) -> list[Message]:
+        """MAHTM layer 3: pool the microgrids' metered residuals, the rest to the grid."""
+        if self.layer3 is None:
+            return []
+        grid_kwh, ids = self._metered(inbox)
+        n = len(self.markets)
+        market = self.market[ids]
+        imports = np.bincount(market, np.maximum(grid_kwh, 0.0), n)
+        exports = np.bincount(market, np.maximum(-grid_kwh, 0.0), n)
+        # one buy and one sell order per microgrid, all in one pool
+        orders = Orders(np.r_[self.markets, self.markets], np.zeros(2 * n, dtype=np.int64),
+                        np.r_[imports, -exports], np.zeros(2 * n), 1)
+        grid_buy, grid_sell = self._prices
+        result = self.layer3.clear(orders, Upstream.flat(grid_buy, grid_sell, 1))
+        pool_buy, pool_sell = result.price[:n], result.price[n:]
+        bought = np.divide(result.filled_kwh[:n], imports, out=np.zeros(n), where=imports > 0)
+        sold = np.divide(-result.filled_kwh[n:], exports, out=np.zeros(n), where=exports > 0)
+        self._upstream = UpstreamPrices(
+            step, self.name, market=self.markets,
+            import_price=bought * pool_buy + (1 - bought) * grid_buy,
+            export_price=sold * pool_sell + (1 - sold) * grid_sell,
+            import_grid_share=1 - bought, export_grid_share=1 - sold)
+        self.record("upstream", step=step, market=self.markets, import_kwh=imports,
+                    export_kwh=exports, pooled_import_kwh=result.filled_kwh[:n],
+                    pooled_export_kwh=-result.filled_kwh[n:],
+                    import_price=self._upstream.import_price,
+                    export_price=self._upstream.export_price)
+        return [self._upstream]
+
+    def bill_prices(self, households: np.ndarray) -> tuple[np.ndarray | float, ...]:
+        if self.layer3 is None:
+            return self._prices
+        market = self.market[households]
+        return self._upstream.import_price[market], self._upstream.export_price[market]
 
     def extra_cost(self, step: int, inbox: list[Message]) -> float:
         grid = only(inbox, GridState)[0]

@@ -173,29 +173,36 @@ def test_a_failing_shard_names_itself_keeps_records_and_resumes(bank_config, tmp
     assert "failed_step" not in manifest
 
 
-def test_bad_bids_fail_the_step_naming_agent_and_phase(small_config, tmp_path, monkeypatch):
+def test_bad_bids_are_rejected_with_a_reason_and_everyone_else_trades(small_config, tmp_path,
+                                                                        monkeypatch):
     original = HouseholdShard.decide
 
-    def nan_bids(self, step, inbox):
+    def bad_bids(self, step, inbox):
         (batch,) = original(self, step, inbox)
         if self.name == "shard-0002":
-            quantity = batch.quantity_kwh.copy()
+            quantity, market = batch.quantity_kwh.copy(), batch.market.copy()
             quantity[3] = np.nan
-            return [batch.replace(quantity_kwh=quantity)]
+            market[4] += 100  # a market that does not exist
+            return [batch.replace(quantity_kwh=quantity, market=market)]
         return [batch]
 
-    monkeypatch.setattr(HouseholdShard, "decide", nan_bids)
-    with pytest.raises(PhaseError, match=r"step 0, phase decide: shard-0002: MessageError: "
-                                         r"BidBatch .* quantity_kwh is not finite at row 3"):
-        _run(small_config, tmp_path / "nan")
-
-    def foreign_market(self, step, inbox):
-        (batch,) = original(self, step, inbox)
-        return [batch.replace(market=batch.market + 100)]
-
-    monkeypatch.setattr(HouseholdShard, "decide", foreign_market)
-    with pytest.raises(PhaseError, match=r"phase clear: market: .*unknown market"):
-        _run(small_config, tmp_path / "market")
+    monkeypatch.setattr(HouseholdShard, "decide", bad_bids)
+    sim, _ = _run(small_config, tmp_path)
+    assert json.loads((tmp_path / "manifest.json").read_text())["status"] == "complete"
+    rejections = pd.read_parquet(tmp_path / "rejections")
+    shard = sim.scenario.actors[[s.name for s in sim.scenario.actors].index("shard-0002")]
+    ids = shard.kwargs["homes"].household
+    per_step = rejections.groupby("step")
+    assert per_step.size().eq(2).all() and len(per_step) == small_config.run.steps
+    assert set(rejections.loc[rejections.household == ids[3], "reason"]) == {
+        "quantity is not a finite number"}
+    assert set(rejections.loc[rejections.household == ids[4], "reason"]) == {
+        "order into a market the participant does not belong to"}
+    households = pd.read_parquet(tmp_path / "households")
+    rejected = households[households.household.isin(ids[3:5])]
+    assert (rejected.traded_kwh == 0).all() and (rejected.rejected > 0).all()
+    trades = pd.read_parquet(tmp_path / "trades")
+    assert len(trades) > 0 and not trades.household.isin(ids[3:5]).any()
     monkeypatch.setattr(HouseholdShard, "decide", original)
 
     dispatch = HouseholdShard.dispatch
@@ -420,4 +427,6 @@ def test_records_can_be_switched_off_for_training(small_config, tmp_path):
         np.testing.assert_array_equal(a.costs.bill, b.costs.bill)
         assert a.system == b.system
     assert results[-1].done and results[0].grid.converged
-    assert set(results[0].markets) == {"price", "volume_kwh", "demand_kwh", "supply_kwh"}
+    assert set(results[0].markets) == {"market", "price", "volume_kwh", "demand_kwh",
+                                       "supply_kwh", "unmatched_demand_kwh",
+                                       "unmatched_supply_kwh"}
