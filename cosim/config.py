@@ -333,6 +333,13 @@ class AggregatorConfig(_Section):
     count: NonNegativeInt = 0
     customer_share: Fraction = 0.3  # of households retailed by aggregators
     margin: NonNegative = 0.03  # currency/kWh over the wholesale price, both ways
+    # wholesale (markets.wholesale): a day-ahead position per step (persistence: the same
+    # step a day earlier; the members' net load the first day), deviations settled at the
+    # real-time price with dual pricing. The real-time price is the day-ahead price plus
+    # an AR(1) deviation drawn from the scenario's seed.
+    real_time_std: NonNegative = 0.02  # currency/kWh
+    real_time_correlation: Annotated[Number, Field(ge=0, lt=1)] = 0.7  # step to step
+    imbalance_penalty: NonNegative = 0.0  # currency/kWh on every deviation
 
 
 class MPCSettings(_Section):

@@ -187,12 +187,21 @@ def build(config: ScenarioConfig, profiles: ProfileData, feeder: Feeder | None =
                     wholesale=data.wholesale_price, carbon=data.carbon_intensity)
                if config.markets.mechanism == "mahtm" else {}))),
     ]
+    if agg.count:
+        from agents.profiles.weather import ar1
+
+        rt_rng = np.random.default_rng(np.random.SeedSequence([seed, 4]))
+        real_time = data.wholesale_price + ar1(rt_rng, run.steps, agg.real_time_correlation,
+                                               agg.real_time_std)
+    net_kwh = (load_kw - pv_kw) * (run.dt_s / 3600.0)  # each household's plain net load
     for k in range(agg.count):
         name = f"aggregator-{k}"
         specs.append(ActorSpec(name, Aggregator, dict(
             seed=seed, n_markets=n_markets, customers=retailer == name, dt_s=run.dt_s,
             wholesale=data.wholesale_price, margin=agg.margin,
-            forecast_steps=run.forecast_horizon)))
+            forecast_steps=run.forecast_horizon, real_time=real_time,
+            baseline_kwh=net_kwh[retailer == name].sum(0),
+            steps_per_day=max(1, round(86400 / run.dt_s)), penalty=agg.imbalance_penalty)))
     # shards hold whole markets where they can (shard_size rounded to a multiple of the
     # market size), so a market's bids and results stay with one shard
     size = per * max(1, round(hh.shard_size / per)) if hh.shard_size >= per else hh.shard_size

@@ -34,6 +34,7 @@ from cosim.messages import (
 )
 from markets.mahtm import PoolMarket, grid_prices
 from markets.mechanism import Orders, Upstream
+from markets.wholesale import persistence, settle
 
 
 class Retailer(Actor, ABC):
@@ -177,15 +178,62 @@ class Distributor(Retailer):
 
 
 class Aggregator(Retailer):
-    """Retails its portfolio at the day-ahead wholesale price plus a margin, both ways."""
+    """Retails its portfolio at the day-ahead wholesale price plus a margin, both ways,
+    and trades the portfolio's energy on the wholesale market (markets.wholesale): at the
+    first step of each day it buys a day-ahead position for every step of the day, by
+    persistence from its members' metered energy (`baseline_kwh`, their net load, where
+    there is none yet); after each step the deviation settles at the imbalance price of
+    the `real_time` series. The balancing market's share is booked as "balancing"."""
 
     def __init__(self, name: str, seed: int, n_markets: int, customers: np.ndarray,
                  dt_s: float, wholesale: np.ndarray, margin: float,
-                 forecast_steps: int) -> None:
+                 forecast_steps: int, real_time: np.ndarray, baseline_kwh: np.ndarray,
+                 steps_per_day: int, penalty: float = 0.0) -> None:
         super().__init__(name, seed, n_markets, customers, dt_s, len(wholesale), forecast_steps)
         self.wholesale = np.asarray(wholesale, dtype=float)  # day-ahead, known in advance
-        self.margin = margin
+        self.real_time = np.asarray(real_time, dtype=float)
+        self.baseline_kwh = np.asarray(baseline_kwh, dtype=float)
+        self.margin, self.penalty, self.steps_per_day = margin, penalty, steps_per_day
+        self._actual: list[float] = []  # the portfolio's metered net, per step so far
+        self._position = np.zeros(len(self.wholesale))  # day-ahead, per step of the run
 
     def prices(self, step: int) -> tuple[float, float]:
         w = float(self.wholesale[step])
         return w + self.margin, w - self.margin
+
+    def signal(self, step: int, inbox: list[Message]) -> list[Message]:
+        if step % self.steps_per_day == 0 or step == 0:
+            steps = min(self.steps_per_day, len(self.wholesale) - step)
+            self._position[step: step + steps] = persistence(
+                np.array(self._actual[:step]), self.baseline_kwh, step, steps,
+                self.steps_per_day)
+        return super().signal(step, inbox)
+
+    def settle(self, step: int, inbox: list[Message]) -> PhaseOutput:
+        grid_kwh, _ = self._metered(inbox)
+        actual = float(grid_kwh.sum())
+        del self._actual[step:]
+        self._actual.append(actual)
+        deal = settle(self._position[step], actual, float(self.wholesale[step]),
+                      float(self.real_time[step]), self.penalty)
+        buy, sell = self._prices
+        revenue = float(energy_bill(grid_kwh, buy, sell).sum())
+        self.record("positions", step=step, aggregator=self.name,
+                    position_kwh=deal.position_kwh, actual_kwh=actual,
+                    day_ahead_price=deal.day_ahead_price,
+                    real_time_price=float(self.real_time[step]),
+                    imbalance_price=deal.imbalance_price, day_ahead_cost=deal.day_ahead_cost,
+                    imbalance_cost=deal.imbalance_cost, retail_revenue=revenue)
+        # the energy itself is the wholesale market's (booked at the day-ahead price by the
+        # feed); what the imbalance price adds or takes away is the balancing market's
+        return PhaseOutput(ledger={self.name: revenue - deal.total_cost,
+                                   "balancing": deal.balancing_revenue})
+
+    def state_dict(self) -> dict[str, object]:
+        return super().state_dict() | {"actual": list(self._actual),
+                                       "position": self._position.copy()}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        super().load_state_dict(state)
+        self._actual = list(state["actual"])
+        self._position = np.array(state["position"])

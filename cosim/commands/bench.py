@@ -7,7 +7,7 @@ import argparse
 
 def register(commands: argparse._SubParsersAction) -> None:
     # experiments sits above cosim in the dependency order; only the CLI reaches up to it.
-    from experiments.bench import engine, households, powerflow, profiles
+    from experiments.bench import engine, households, markets, powerflow, profiles
 
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(
         dest="bench_command", required=True, metavar="BENCHMARK")
@@ -24,3 +24,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                              "naive per-household loop")
     households.add_arguments(homes)
     homes.set_defaults(func=households.main)
+    mkt = bench.add_parser("markets", help="market clearing (double auction, MAHTM pool) "
+                           "against a per-market numpy loop")
+    markets.add_arguments(mkt)
+    mkt.set_defaults(func=markets.main)

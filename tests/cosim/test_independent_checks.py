@@ -33,7 +33,8 @@ from grid.reference import OpenDSSReference
 
 from .conftest import small, synthetic_profiles
 
-TABLES = ("households", "trades", "markets", "prices", "exogenous", "grid", "buses", "system")
+TABLES = ("households", "trades", "markets", "prices", "exogenous", "grid", "buses", "system",
+          "positions")
 
 # Bookkeeping (kWh, kW, currency): the records are sums of the same float64 numbers in
 # another order, a few hundred terms of order one, so they agree to ~1e-14; a booking error
@@ -205,9 +206,20 @@ def rebuilt_money(run: Run, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     by_step = m.groupby("step")
     money = pd.DataFrame(index=steps)
     money["households"] = -by_step.bill.sum()
+    positions = tables["positions"].set_index(["aggregator", "step"])
+    money["balancing"] = 0.0
     for retailer, theirs in m.groupby("retailer"):
         own = theirs.groupby("step")
         money[retailer] = own.tariff.sum() - wholesale * own.meter_kwh.sum()
+        if retailer.startswith("aggregator"):
+            # its day-ahead position; the deviation settles at the worse of the real-time
+            # and day-ahead prices (dual pricing, no penalty in this scenario)
+            p = positions.loc[retailer].reindex(steps)
+            deviation = own.meter_kwh.sum() - p.position_kwh
+            worse = np.where(deviation > 0, np.maximum(p.real_time_price, wholesale),
+                             np.minimum(p.real_time_price, wholesale))
+            money[retailer] -= deviation * (worse - wholesale)
+            money["balancing"] += deviation * (worse - wholesale)
     # the distributor also buys what the network and the feeder's own loads take
     money["distributor"] -= wholesale * (substation_kwh - by_step.meter_kwh.sum())
     money["market_operator"] = tables["trades"].groupby("step").payment.sum().reindex(
