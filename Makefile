@@ -37,6 +37,7 @@ bench: setup
 	$(BIN)/cosim bench powerflow --compile --update-benchmarks BENCHMARKS.md
 	$(BIN)/cosim bench engine --update-benchmarks BENCHMARKS.md
 	$(BIN)/cosim bench profiles --update-benchmarks BENCHMARKS.md
+	$(BIN)/cosim bench markets --update-benchmarks BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

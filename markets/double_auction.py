@@ -109,9 +109,11 @@ def clear(
     if len(buy) == 0 or len(sell) == 0:
         return Matching(filled, volume, buyer, seller)
 
-    # Buyers by market, then price high to low; sellers by market, then price low to high.
-    b = buy[np.lexsort((-limit[buy], market[buy]))]
-    s = sell[np.lexsort((limit[sell], market[sell]))]
+    # Buyers by market, then price high to low; sellers by market, then price low to high:
+    # one argsort on a combined key per side (a (market, price) lexsort costs twice as much)
+    span = max(float(np.max(np.abs(limit[np.r_[buy, sell]]))), 1.0) * 4.0 + 1.0
+    b = buy[np.argsort(market[buy] * span - limit[buy], kind="stable")]
+    s = sell[np.argsort(market[sell] * span + limit[sell], kind="stable")]
     bm, bp, bq = market[b], limit[b], quantity[b]
     sm, sp, sq = market[s], limit[s], -quantity[s]
     demand = _segment_cumsum(bq, bm)  # D_k within each market
@@ -119,7 +121,6 @@ def clear(
 
     # S(b_k): supply in the buyer's market asked at b_k or less. Sellers are sorted by
     # (market, price), so one searchsorted on a combined key finds it for every buyer.
-    span = max(float(np.max(np.abs(limit[np.r_[buy, sell]]))), 1.0) * 4.0 + 1.0
     s_key = sm * span + sp
     pos = np.searchsorted(s_key, bm * span + bp, side="right")  # sellers up to b_k
     first = np.searchsorted(sm, bm, side="left")  # first seller of the buyer's market

@@ -117,3 +117,16 @@ def test_bank_init_then_run_the_microgrid_on_it(capsys, tmp_path):
     homes = pd.read_parquet(out / "homes.parquet")
     assert set(homes["policy"]) == {"bank"}
     assert len(pd.read_parquet(out / "households")) == 6 * 3
+
+
+def test_bench_markets_quick(tmp_path):
+    bench_md = tmp_path / "BENCHMARKS.md"
+    bench_md.write_text("# Benchmarks\n\nhand-written notes stay\n")
+    args = ["bench", "markets", "--quick", "--out", str(tmp_path / "out"),
+            "--update-benchmarks", str(bench_md)]
+    assert main(args) == 0
+    assert main(args) == 0  # a second run replaces its section
+    data = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert all(row["max_volume_diff"] <= 1e-9 for row in data["rows"])
+    text = bench_md.read_text()
+    assert "hand-written notes stay" in text and text.count("<!-- bench:markets") == 1
