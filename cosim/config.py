@@ -297,6 +297,17 @@ class MAHTMSettings(_Section):
     carbon_price: NonNegative = 0.1  # currency per kgCO2 (0.1 = 100 per tonne)
 
 
+class CooperativeSettings(_Section):
+    """The cooperative game (markets.cooperative): each market's members share one meter
+    and split the day's saving by the game's nucleolus or Shapley value, exactly up to
+    `exact_limit` members and over `clusters` K-means clusters beyond."""
+
+    allocation: Literal["nucleolus", "shapley"] = "nucleolus"
+    clusters: PositiveInt = 8
+    exact_limit: Annotated[Integer, Field(ge=1, le=12)] = 12
+    split: Literal["potential", "cost", "equal"] = "potential"  # a cluster's payoff to members
+
+
 class MarketConfig(_Section):
     households_per_market: PositiveInt = 100  # one microgrid market each
     mechanism: Literal["double_auction", "mahtm", "cooperative"] = "double_auction"
@@ -304,6 +315,7 @@ class MarketConfig(_Section):
     price_caps: tuple[Number, Number] = (-1.0, 5.0)
     double_auction: DoubleAuctionSettings = DoubleAuctionSettings()
     mahtm: MAHTMSettings = MAHTMSettings()
+    cooperative: CooperativeSettings = CooperativeSettings()
 
     @field_validator("price_caps")
     @classmethod

@@ -187,6 +187,7 @@ def build(config: ScenarioConfig, profiles: ProfileData, feeder: Feeder | None =
                     wholesale=data.wholesale_price, carbon=data.carbon_intensity)
                if config.markets.mechanism == "mahtm" else {}))),
     ]
+    steps_per_day = max(1, round(86400 / run.dt_s))
     if agg.count:
         from agents.profiles.weather import ar1
 
@@ -201,17 +202,21 @@ def build(config: ScenarioConfig, profiles: ProfileData, feeder: Feeder | None =
             wholesale=data.wholesale_price, margin=agg.margin,
             forecast_steps=run.forecast_horizon, real_time=real_time,
             baseline_kwh=net_kwh[retailer == name].sum(0),
-            steps_per_day=max(1, round(86400 / run.dt_s)), penalty=agg.imbalance_penalty)))
+            steps_per_day=steps_per_day, penalty=agg.imbalance_penalty)))
     # shards hold whole markets where they can (shard_size rounded to a multiple of the
     # market size), so a market's bids and results stay with one shard
     size = per * max(1, round(hh.shard_size / per)) if hh.shard_size >= per else hh.shard_size
     groups = _market_groups(n, size, per)
     kind, settings = _mechanism(config)
+    coalition = None
+    if kind == "cooperative":
+        coalition = dict(config.markets.cooperative.model_dump(), seed=seed)
     for g, shards in enumerate(groups):
         rows = np.sort(order[shards[0] * size: (shards[-1] + 1) * size])
         specs.append(ActorSpec(f"market-{g:04d}", MarketOperator, dict(
             seed=seed, kind=kind, settings=settings, markets=np.unique(market[rows]),
-            households=rows, home_market=market[rows]), group=f"group-{g:04d}"))
+            households=rows, home_market=market[rows], coalition=coalition,
+            steps_per_day=steps_per_day, steps=run.steps), group=f"group-{g:04d}"))
     group_of = {k: g for g, shards in enumerate(groups) for k in shards}
     initial = dict(battery_soc=hh.battery.soc_initial, ev_soc=hh.ev.soc_initial,
                    indoor_c=hh.heat_pump.indoor_initial_c)

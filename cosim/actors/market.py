@@ -19,11 +19,13 @@ out more than it takes in where it keeps a spread (pay-as-bid, fees).
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from cosim.actors.base import Actor, PhaseOutput, only
 from cosim.messages import BidBatch, ClearingResult, MarketResult, Message, PriceSignal
-from markets.mechanism import REJECTIONS, Mechanism, Orders, Upstream
+from markets.mechanism import REJECTIONS, Mechanism, Orders, Outcome, Upstream
 
 
 def mechanism(kind: str, settings: dict[str, object]) -> Mechanism:
@@ -45,7 +47,8 @@ class MarketOperator(Actor):
 
     def __init__(self, name: str, seed: int, kind: str, settings: dict[str, object],
                  markets: np.ndarray, households: np.ndarray, home_market: np.ndarray,
-                 upstream: str = "distributor") -> None:
+                 upstream: str = "distributor", coalition: dict[str, object] | None = None,
+                 steps_per_day: int = 1, steps: int = 1) -> None:
         super().__init__(name, seed)
         self.kind = kind
         self.mechanism = mechanism(kind, settings)
@@ -59,6 +62,10 @@ class MarketOperator(Actor):
         self._checks: dict[str, float] = {}
         self._money = 0.0
         self._last: MarketResult | None = None
+        # the cooperative game: each market's members share one meter step by step, and
+        # at the end of each day split what they saved by the day's game
+        self.coalition = None if coalition is None else Coalitions(
+            coalition, self.home, len(self.markets), steps_per_day, steps)
 
     def clear(self, step: int, inbox: list[Message]) -> list[Message]:
         bids = only(inbox, BidBatch)
@@ -68,9 +75,14 @@ class MarketOperator(Actor):
                         self._local(market, self.markets),
                         np.concatenate([b.quantity_kwh for b in bids]),
                         np.concatenate([b.limit_price for b in bids]), len(self.markets))
-        result = self.mechanism.clear(orders, self._upstream(step, inbox), self.home)
+        upstream = self._upstream(step, inbox)
+        result = self.mechanism.clear(orders, upstream, self.home)
         m = orders.market.clip(0, len(self.markets) - 1)
         filled = result.filled_kwh
+        trade_payment = result.payment  # transfers of the cooperative game come on top
+        if self.coalition is not None:
+            result = self.coalition.settle(step, orders, result, upstream, self,
+                                           self.households)
         per_market = np.bincount(m, filled, len(self.markets))
         money = np.bincount(m, result.payment, len(self.markets))
         self._money = float(money.sum())
@@ -85,7 +97,7 @@ class MarketOperator(Actor):
         self.record("trades", step=step, household=household[traded],
                     market=market[traded], kwh=filled[traded],
                     limit_price=orders.limit_price[traded], price=result.price[traded],
-                    payment=result.payment[traded])
+                    payment=trade_payment[traded])
         bad = result.rejected != 0
         if bad.any():
             self.record("rejections", step=step, household=household[bad], market=market[bad],
@@ -127,11 +139,16 @@ class MarketOperator(Actor):
         return PhaseOutput(ledger={"market_operator": self._money}, checks=self._checks)
 
     def state_dict(self) -> dict[str, object]:
-        return super().state_dict() | {"mechanism": self.mechanism.state_dict()}
+        state = super().state_dict() | {"mechanism": self.mechanism.state_dict()}
+        if self.coalition is not None:
+            state["coalition"] = self.coalition.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, object]) -> None:
         super().load_state_dict(state)
         self.mechanism.load_state_dict(state["mechanism"])
+        if self.coalition is not None:
+            self.coalition.load_state_dict(state["coalition"])
 
     def _upstream(self, step: int, inbox: list[Message]) -> Upstream:
         """The layer above's prices for this operator's markets."""
@@ -149,3 +166,82 @@ class MarketOperator(Actor):
         """Positions of `ids` in the sorted `known`, -1 for ids not there."""
         pos = np.searchsorted(known, ids).clip(0, max(len(known) - 1, 0))
         return np.where(known[pos] == ids, pos, -1) if len(known) else np.full(len(ids), -1)
+
+
+class Coalitions:
+    """The cooperative game of each market (markets.cooperative), played on the day.
+
+    Step by step the members trade through one meter (the pool without a spread): what one
+    exports while another imports is saved at the retail spread, and the pool price splits
+    that saving between them. At the day's last step the day's game is played on the
+    members' orders (their net draw, kWh per step) at the layer above's prices: v(S) is
+    what coalition S would have saved behind one meter, and its nucleolus or Shapley value
+    (exact up to `exact_limit` members, K-means clustered beyond) is each member's share
+    of the day's saving. Members then settle the difference between their share and what
+    the pool gave them, as a payment with that step's clearing; the transfers sum to zero
+    in every market because the pool realises exactly v(N).
+    """
+
+    def __init__(self, settings: dict[str, object], home: np.ndarray, n_markets: int,
+                 steps_per_day: int, steps: int) -> None:
+        from markets.cooperative import CoopConfig
+
+        self.config = CoopConfig(**settings)
+        self.home, self.n_markets = home, n_markets
+        self.steps_per_day, self.steps = steps_per_day, steps
+        self._reset_day()
+
+    def _reset_day(self) -> None:
+        n, t = len(self.home), self.steps_per_day
+        self.quantity = np.zeros((n, t))  # each member's accepted order, kWh
+        self.saved = np.zeros(n)  # what the pool saved it so far today, currency
+        self.buy = np.zeros((self.n_markets, t))
+        self.sell = np.zeros((self.n_markets, t))
+        self.used = np.zeros(t, dtype=bool)
+
+    def settle(self, step: int, orders: Orders, result: Outcome, upstream: Upstream,
+               actor: Actor, households: np.ndarray) -> Outcome:
+        """Book the step; at the day's end add each member's transfer to its payment."""
+        from markets.cooperative import Prosumers, allocate
+
+        k = step % self.steps_per_day
+        who = orders.participant
+        ok = (who >= 0) & (result.rejected == 0)
+        filled, price = result.filled_kwh, result.price
+        retail = np.where(filled > 0, upstream.buy[orders.market.clip(0)],
+                          upstream.sell[orders.market.clip(0)])
+        self.quantity[who[ok], k] = orders.quantity_kwh[ok]
+        np.add.at(self.saved, who[ok], (filled * (retail - price))[ok])
+        self.buy[:, k], self.sell[:, k] = upstream.buy, upstream.sell
+        self.used[k] = True
+        if k != self.steps_per_day - 1 and step != self.steps - 1:
+            return result
+        share = np.zeros(len(self.home))
+        hours = self.used
+        for m in range(self.n_markets):
+            members = np.flatnonzero(self.home == m)
+            q = self.quantity[members][:, hours]
+            if len(members) < 2 or not np.abs(q).sum():
+                share[members] = self.saved[members]
+                continue
+            game = Prosumers(demand_kwh=np.maximum(q, 0.0), pv_kwh=np.maximum(-q, 0.0),
+                             capacity_kwh=np.zeros(len(members)),
+                             power_kw=np.zeros(len(members)),
+                             buy=self.buy[m, hours], sell=self.sell[m, hours])
+            share[members] = allocate(game, self.config).payoff
+        transfer = self.saved - share  # + the member pays back what the pool gave above it
+        actor.record("coalitions", step=step, household=households, market=self.home,
+                     pool_savings=self.saved.copy(), allocated_savings=share,
+                     transfer=transfer)
+        payment = result.payment.copy()
+        known = who >= 0
+        payment[known] += transfer[who[known]]
+        self._reset_day()
+        return dataclasses.replace(result, payment=payment)
+
+    def state_dict(self) -> dict[str, object]:
+        return {k: getattr(self, k).copy() for k in ("quantity", "saved", "buy", "sell", "used")}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        for k, v in state.items():
+            setattr(self, k, np.array(v))

@@ -149,9 +149,13 @@ class Distributor(Retailer):
                         np.r_[imports, -exports], np.zeros(2 * n), 1)
         grid_buy, grid_sell = self._prices
         result = self.layer3.clear(orders, Upstream.flat(grid_buy, grid_sell, 1))
-        pool_buy, pool_sell = result.price[:n], result.price[n:]
-        bought = np.divide(result.filled_kwh[:n], imports, out=np.zeros(n), where=imports > 0)
-        sold = np.divide(-result.filled_kwh[n:], exports, out=np.zeros(n), where=exports > 0)
+        # the pool matches pro rata, so every microgrid gets the same share of its imports
+        # (exports) from it, at the pool's one posted buy (sell) price
+        fill, price = result.filled_kwh, result.price
+        bought = np.full(n, fill[:n].sum() / imports.sum() if imports.sum() > 0 else 0.0)
+        sold = np.full(n, -fill[n:].sum() / exports.sum() if exports.sum() > 0 else 0.0)
+        pool_buy = price[:n][fill[:n] > 0][0] if (fill[:n] > 0).any() else 0.0
+        pool_sell = price[n:][fill[n:] < 0][0] if (fill[n:] < 0).any() else 0.0
         self._upstream = UpstreamPrices(
             step, self.name, market=self.markets,
             import_price=bought * pool_buy + (1 - bought) * grid_buy,
