@@ -341,10 +341,31 @@ class TariffConfig(_Section):
         return value
 
 
+class StackelbergSettings(_Section):
+    """An aggregator leading a Stackelberg game (markets.stackelberg): at the start of each
+    day it picks a tariff, wholesale + markup (+ a peak adder in the tariff's peak hours)
+    to buy and wholesale - sell_discount to sell, by best-response iteration against a
+    model of its members (their devices, forecasts and the state they report at the end of
+    each day), each member staying only while the tariff costs it no more than the
+    distributor's."""
+
+    markups: Annotated[list[NonNegative], Field(min_length=1)] = [
+        0.0, 0.02, 0.04, 0.06, 0.08, 0.10, 0.12, 0.15, 0.2]  # currency/kWh
+    peak_adders: Annotated[list[NonNegative], Field(min_length=1)] = [0.0, 0.05, 0.1]
+    sell_discount: NonNegative = 0.03  # currency/kWh below wholesale
+    peak_price: NonNegative = 0.0  # currency per kW of the portfolio's daily peak import
+    follower: Literal["rule", "mpc"] = "rule"  # how the leader models its members
+    max_iterations: PositiveInt = 20
+    damping: Annotated[Number, Field(gt=0, le=1)] = 1.0
+
+
 class AggregatorConfig(_Section):
     count: NonNegativeInt = 0
     customer_share: Fraction = 0.3  # of households retailed by aggregators
+    # "margin": wholesale + margin to buy, - margin to sell; "stackelberg": a leader
+    pricing: Literal["margin", "stackelberg"] = "margin"
     margin: NonNegative = 0.03  # currency/kWh over the wholesale price, both ways
+    stackelberg: StackelbergSettings = StackelbergSettings()
     # wholesale (markets.wholesale): a day-ahead position per step (persistence: the same
     # step a day earlier; the members' net load the first day), deviations settled at the
     # real-time price with dual pricing. The real-time price is the day-ahead price plus

@@ -238,6 +238,25 @@ class UpstreamPrices(Message):
 
 
 @dataclass(frozen=True)
+class MemberState(Message):
+    """Telemetry a shard sends at the end of a day: each household's device state (kWh
+    stored in battery and car, indoor temperature in C, appliance energy waiting per age,
+    kWh), which an aggregator leading a Stackelberg game needs to predict its members'
+    response to the next day's tariff."""
+
+    household: np.ndarray
+    battery_kwh: np.ndarray
+    ev_kwh: np.ndarray
+    indoor_c: np.ndarray
+    backlog_kwh: np.ndarray  # [households, window]
+
+    topic: ClassVar[str] = "telemetry"
+    ARRAYS: ClassVar = {"household": ("int64", False), "battery_kwh": ("float64", True),
+                        "ev_kwh": ("float64", True), "indoor_c": ("float64", True),
+                        "backlog_kwh": ("float64", True, 2)}
+
+
+@dataclass(frozen=True)
 class InjectionBatch(Message):
     """One shard's net power per household at its grid connection, generation positive."""
 
@@ -293,4 +312,4 @@ class GridState(Message):
 
 ALL_MESSAGES: tuple[type[Message], ...] = (
     PriceSignal, Weather, MarketData, ActionBatch, BidBatch, ClearingResult, MarketResult,
-    UpstreamPrices, InjectionBatch, MeterBatch, GridState)
+    UpstreamPrices, MemberState, InjectionBatch, MeterBatch, GridState)

@@ -171,13 +171,30 @@ def build(config: ScenarioConfig, profiles: ProfileData, feeder: Feeder | None =
     mpc = {k: v for k, v in config.policies.mpc.model_dump().items() if v is not None}
     mpc.setdefault("horizon", run.forecast_horizon)
 
+    initial = dict(battery_soc=hh.battery.soc_initial, ev_soc=hh.ev.soc_initial,
+                   indoor_c=hh.heat_pump.indoor_initial_c)
+
+    def arrays(rows: np.ndarray) -> HouseholdArrays:
+        """Everything the households `rows` need to be simulated (a shard, a leader's
+        model of its members)."""
+        cars = has_ev[rows].any()
+        return HouseholdArrays(
+            household=rows, connection=connection[rows], market=market[rows],
+            retailer=retailer[rows].astype(str), load_kw=load_kw[rows], pv_kw=pv_kw[rows],
+            ev_at_home=data.ev_at_home[homes[rows]] & has_ev[rows, None] if cars else None,
+            ev_trip_kwh=trip_kwh[rows] * has_ev[rows, None] if cars else None,
+            ev_steps_left=data.ev_steps_left[homes[rows]] if cars else None,
+            devices=_rows(devices, rows), initial=initial, power_factor=hh.power_factor,
+            policy=policy[rows], mpc=mpc,
+            bank=_bank(config.policies.bank.path, rows[policy[rows] == "bank"]), **clock)
+
     seed = run.seed
     specs = [
         ActorSpec("feed", ExogenousFeed, dict(
             seed=seed, temperature_c=data.temperature_c, ghi_w_m2=data.ghi_w_m2,
             wholesale_price=data.wholesale_price, carbon_intensity=data.carbon_intensity,
             dt_s=run.dt_s)),
-        ActorSpec("distributor", Distributor, dict(
+        distributor := ActorSpec("distributor", Distributor, dict(
             seed=seed, n_markets=n_markets, customers=retailer == "distributor", dt_s=run.dt_s,
             import_price=config.tariff.import_price, export_price=config.tariff.export_price,
             peak_import_price=config.tariff.peak_import_price,
@@ -195,14 +212,23 @@ def build(config: ScenarioConfig, profiles: ProfileData, feeder: Feeder | None =
         real_time = data.wholesale_price + ar1(rt_rng, run.steps, agg.real_time_correlation,
                                                agg.real_time_std)
     net_kwh = (load_kw - pv_kw) * (run.dt_s / 3600.0)  # each household's plain net load
+    leading = agg.pricing == "stackelberg"
+    if leading:  # the leader's members' outside option: the distributor's prices
+        outside = Distributor(distributor.name, **distributor.kwargs).table()
+        start, end = config.tariff.peak_hours
+        peak = (clock["hour"] >= start) & (clock["hour"] < end)
     for k in range(agg.count):
         name = f"aggregator-{k}"
+        mine = retailer == name
+        leader = dict(stackelberg=agg.stackelberg.model_dump(),
+                      members=arrays(np.flatnonzero(mine)), outside=outside,
+                      peak=peak) if leading else {}
         specs.append(ActorSpec(name, Aggregator, dict(
-            seed=seed, n_markets=n_markets, customers=retailer == name, dt_s=run.dt_s,
+            seed=seed, n_markets=n_markets, customers=mine, dt_s=run.dt_s,
             wholesale=data.wholesale_price, margin=agg.margin,
             forecast_steps=run.forecast_horizon, real_time=real_time,
-            baseline_kwh=net_kwh[retailer == name].sum(0),
-            steps_per_day=steps_per_day, penalty=agg.imbalance_penalty)))
+            baseline_kwh=net_kwh[mine].sum(0), steps_per_day=steps_per_day,
+            penalty=agg.imbalance_penalty, **leader)))
     # shards hold whole markets where they can (shard_size rounded to a multiple of the
     # market size), so a market's bids and results stay with one shard
     size = per * max(1, round(hh.shard_size / per)) if hh.shard_size >= per else hh.shard_size
@@ -218,24 +244,12 @@ def build(config: ScenarioConfig, profiles: ProfileData, feeder: Feeder | None =
             households=rows, home_market=market[rows], coalition=coalition,
             steps_per_day=steps_per_day, steps=run.steps), group=f"group-{g:04d}"))
     group_of = {k: g for g, shards in enumerate(groups) for k in shards}
-    initial = dict(battery_soc=hh.battery.soc_initial, ev_soc=hh.ev.soc_initial,
-                   indoor_c=hh.heat_pump.indoor_initial_c)
     for k, first in enumerate(range(0, n, size)):
         rows = np.sort(order[first: first + size])
-        cars = has_ev[rows].any()
-        group = f"group-{group_of[k]:04d}"
-        specs.append(ActorSpec(f"shard-{k:04d}", HouseholdShard, group=group, kwargs=dict(
-            seed=seed, dt_s=run.dt_s, homes=HouseholdArrays(
-                household=rows, connection=connection[rows], market=market[rows],
-                retailer=retailer[rows].astype(str), load_kw=load_kw[rows],
-                pv_kw=pv_kw[rows],
-                ev_at_home=data.ev_at_home[homes[rows]] & has_ev[rows, None] if cars else None,
-                ev_trip_kwh=trip_kwh[rows] * has_ev[rows, None] if cars else None,
-                ev_steps_left=data.ev_steps_left[homes[rows]] if cars else None,
-                devices=_rows(devices, rows), initial=initial, power_factor=hh.power_factor,
-                policy=policy[rows], mpc=mpc,
-                bank=_bank(config.policies.bank.path, rows[policy[rows] == "bank"]),
-                **clock))))
+        specs.append(ActorSpec(
+            f"shard-{k:04d}", HouseholdShard, group=f"group-{group_of[k]:04d}", kwargs=dict(
+                seed=seed, dt_s=run.dt_s, homes=arrays(rows),
+                telemetry_every=steps_per_day if leading and agg.count else 0)))
     g = config.grid
     specs.append(ActorSpec("grid", GridActor, dict(
         seed=seed, feeder=g.feeder, connections=connections, n_households=n,

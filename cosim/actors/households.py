@@ -38,6 +38,7 @@ from cosim.messages import (
     GridState,
     InjectionBatch,
     MarketData,
+    MemberState,
     Message,
     MessageError,
     MeterBatch,
@@ -102,10 +103,14 @@ def _merge(base: Setpoints, rows: torch.Tensor, values: Setpoints) -> Setpoints:
 class HouseholdShard(Actor):
     SUBSCRIBES = {"observe": ("price", "grid"), "decide": ("actions",),
                   "dispatch": ("clearing",), "settle": ("exogenous", "grid", "upstream")}
-    PUBLISHES = {"decide": ("bids",), "dispatch": ("injections", "meters")}
+    PUBLISHES = {"decide": ("bids",), "dispatch": ("injections", "meters"),
+                 "settle": ("telemetry",)}
 
-    def __init__(self, name: str, seed: int, homes: HouseholdArrays, dt_s: float) -> None:
+    def __init__(self, name: str, seed: int, homes: HouseholdArrays, dt_s: float,
+                 telemetry_every: int = 0) -> None:
         super().__init__(name, seed)
+        # steps between MemberState messages (0: none; an aggregator leading asks for them)
+        self.telemetry_every = telemetry_every
         self.homes = homes
         self.dt_h = dt_s / 3600.0
         self.households = Households.create(homes.household.tolist(), **homes.devices)
@@ -250,7 +255,15 @@ class HouseholdShard(Actor):
         }
         # the bill moves money between parties; wear and fuel leave the system, so they
         # are reported (operating_cost) but not booked in the ledger
-        return PhaseOutput(ledger={"households": -float(bill.sum())}, totals=totals)
+        messages = []
+        if self.telemetry_every and (step + 1) % self.telemetry_every == 0:
+            st = self.state
+            messages.append(MemberState(
+                step, self.name, household=self.homes.household,
+                battery_kwh=st.battery_kwh.numpy(), ev_kwh=st.ev_kwh.numpy(),
+                indoor_c=st.indoor_c.numpy(), backlog_kwh=st.backlog_kwh.numpy()))
+        return PhaseOutput(messages=messages, ledger={"households": -float(bill.sum())},
+                           totals=totals)
 
     def costs(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """(household ids, the cost terms of the step just settled: bill, operating_cost,

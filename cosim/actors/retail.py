@@ -21,12 +21,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 
 import numpy as np
+import torch
 
 from agents.households.bill import energy_bill
 from cosim.actors.base import Actor, PhaseOutput, only
+from cosim.actors.households import HouseholdArrays
 from cosim.messages import (
     GridState,
     MarketData,
+    MemberState,
     Message,
     MeterBatch,
     PriceSignal,
@@ -56,10 +59,14 @@ class Retailer(Actor, ABC):
         """(import, export) price for the step, currency/kWh: known in advance (a tariff,
         a day-ahead price), so the whole run's table is made once and forecasts slice it."""
 
-    def signal(self, step: int, inbox: list[Message]) -> list[Message]:
+    def table(self) -> np.ndarray:
+        """[steps, 2] (import, export) prices of the whole run, made once."""
         if self._table is None:
             self._table = np.array([self.prices(t) for t in range(self.steps)])
-        buy, sell = self._prices = tuple(float(p) for p in self._table[step])
+        return self._table
+
+    def signal(self, step: int, inbox: list[Message]) -> list[Message]:
+        buy, sell = self._prices = tuple(float(p) for p in self.table()[step])
         forecast = self._table[step: step + self.forecast_steps]  # [horizon, 2]
         n = len(self.markets)
         self.record("prices", step=step, source=self.name, import_price=buy, export_price=sell)
@@ -189,11 +196,20 @@ class Aggregator(Retailer):
     there is none yet); after each step the deviation settles at the imbalance price of
     the `real_time` series. The balancing market's share is booked as "balancing"."""
 
+    SUBSCRIBES = Retailer.SUBSCRIBES | {"signal": ("telemetry",)}
+
     def __init__(self, name: str, seed: int, n_markets: int, customers: np.ndarray,
                  dt_s: float, wholesale: np.ndarray, margin: float,
                  forecast_steps: int, real_time: np.ndarray, baseline_kwh: np.ndarray,
-                 steps_per_day: int, penalty: float = 0.0) -> None:
+                 steps_per_day: int, penalty: float = 0.0,
+                 stackelberg: dict[str, object] | None = None,
+                 members: HouseholdArrays | None = None, outside: np.ndarray | None = None,
+                 peak: np.ndarray | None = None) -> None:
         super().__init__(name, seed, n_markets, customers, dt_s, len(wholesale), forecast_steps)
+        # a Stackelberg leader: its members' model, their outside option (the
+        # distributor's [steps, 2] prices) and the tariff's peak steps
+        self.leader = None if stackelberg is None else StackelbergLeader(
+            stackelberg, members, outside, peak, wholesale, dt_s / 3600.0)
         self.wholesale = np.asarray(wholesale, dtype=float)  # day-ahead, known in advance
         self.real_time = np.asarray(real_time, dtype=float)
         self.baseline_kwh = np.asarray(baseline_kwh, dtype=float)
@@ -206,11 +222,16 @@ class Aggregator(Retailer):
         return w + self.margin, w - self.margin
 
     def signal(self, step: int, inbox: list[Message]) -> list[Message]:
-        if step % self.steps_per_day == 0 or step == 0:
+        if step % self.steps_per_day == 0:
             steps = min(self.steps_per_day, len(self.wholesale) - step)
+            if self.leader is not None:
+                self.table()[step: step + steps] = self.leader.lead(
+                    step, steps, only(inbox, MemberState), self)
             self._position[step: step + steps] = persistence(
                 np.array(self._actual[:step]), self.baseline_kwh, step, steps,
                 self.steps_per_day)
+        if self.leader is not None:
+            self.leader.report(step, self)
         return super().signal(step, inbox)
 
     def settle(self, step: int, inbox: list[Message]) -> PhaseOutput:
@@ -234,10 +255,111 @@ class Aggregator(Retailer):
                                    "balancing": deal.balancing_revenue})
 
     def state_dict(self) -> dict[str, object]:
-        return super().state_dict() | {"actual": list(self._actual),
-                                       "position": self._position.copy()}
+        state = super().state_dict() | {"actual": list(self._actual),
+                                        "position": self._position.copy(),
+                                        "table": None if self._table is None
+                                        else self._table.copy()}
+        if self.leader is not None:
+            state["leader"] = self.leader.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, object]) -> None:
         super().load_state_dict(state)
         self._actual = list(state["actual"])
         self._position = np.array(state["position"])
+        self._table = None if state["table"] is None else np.array(state["table"])
+        if self.leader is not None:
+            self.leader.load_state_dict(state["leader"])
+
+
+class StackelbergLeader:
+    """An aggregator's Stackelberg pricing (markets.stackelberg.iterate), once a day.
+
+    At the first step of each day the leader models its members with their own devices
+    and forecasts (perfect foresight of load, PV and car use, as the households' MPC has)
+    from the state they reported at the end of the day before (the initial state on the
+    first day), following `follower` (the self-consumption rule, or each member's MPC).
+    Each member's outside option is its cost, so modelled, under the distributor's
+    prices. Best-response iteration over the tariff family (markup and peak adder) from
+    the day before's choice gives the day's tariff; every step reports the equilibrium gap
+    of the tariff in force (the last round's leader and follower gains) and whether the
+    iteration converged, in the `stackelberg` table. Forecasts beyond the day show the
+    wholesale-plus-margin prices until the next day is led.
+    """
+
+    def __init__(self, settings: dict[str, object], members: HouseholdArrays,
+                 outside: np.ndarray, peak: np.ndarray, wholesale: np.ndarray,
+                 dt_h: float) -> None:
+        from agents.households import Households
+
+        self.settings = dict(settings)
+        self.members, self.dt_h = members, dt_h
+        self.outside, self.peak = np.asarray(outside), np.asarray(peak, bool)
+        self.wholesale = np.asarray(wholesale, dtype=float)
+        self.households = Households.create(members.household.tolist(), **members.devices)
+        self.series = members.series(dt_h)
+        self.state = self.households.initial_state(dt_h, **members.initial)
+        s = self.settings
+        self.theta = np.array([s["markups"][0], s["peak_adders"][0]], dtype=float)
+        self._day: dict[str, object] = {}
+
+    def lead(self, step: int, steps: int, reports: list[MemberState],
+             actor: Actor) -> np.ndarray:
+        """The day's [steps, 2] (buy, sell) tariff from step `step`."""
+        from agents.households.response import mpc_follower, rule_follower
+        from markets.stackelberg import Leader, StackelbergConfig, TariffFamily, iterate
+
+        self._update_state(reports)
+        s = self.settings
+        forecast = self.series.window(step, steps)
+        if s["follower"] == "mpc":
+            from agents.policies.mpc import MPC, MPCConfig
+
+            mpc = MPC(self.households, self.dt_h, MPCConfig(**(self.members.mpc | {
+                "horizon": steps})))
+            follower = mpc_follower(mpc, self.state, forecast)
+        else:
+            follower = rule_follower(self.households, self.state, forecast)
+        day = slice(step, step + steps)
+        outside = follower(self.outside[day, 0], self.outside[day, 1]).cost
+        leader = Leader(np.arange(self.households.size), self.wholesale[day], self.dt_h,
+                        s["peak_price"], outside)
+        family = TariffFamily.markup(self.wholesale[day], s["markups"], s["sell_discount"],
+                                     s["peak_adders"], self.peak[day])
+        config = StackelbergConfig(max_iterations=s["max_iterations"], damping=s["damping"])
+        result = iterate(leader, family, follower, self.theta, config)
+        self.theta = result.theta
+        last = result.rounds[-1] if result.rounds else None
+        self._day = dict(markup=float(result.theta[0]), peak_adder=float(result.theta[1]),
+                         converged=bool(result.converged), rounds=len(result.rounds),
+                         leader_gain=last.leader_gain if last else 0.0,
+                         follower_gain=last.follower_gain if last else 0.0,
+                         expected_profit=last.profit if last else 0.0,
+                         members_staying=int(result.members.sum()))
+        return np.stack([result.tariff.buy, result.tariff.sell], axis=1)
+
+    def report(self, step: int, actor: Actor) -> None:
+        actor.record("stackelberg", step=step, aggregator=actor.name, **self._day)
+
+    def _update_state(self, reports: list[MemberState]) -> None:
+        from agents.households import HouseholdState
+
+        ids = self.members.household
+        fields = {k: t.numpy().copy() for k, t in self.state._asdict().items()}
+        for report in reports:
+            where = np.searchsorted(ids, report.household).clip(0, len(ids) - 1)
+            mine = ids[where] == report.household
+            for k in fields:
+                fields[k][where[mine]] = getattr(report, k)[mine]
+        self.state = HouseholdState(**{k: torch.from_numpy(v) for k, v in fields.items()})
+
+    def state_dict(self) -> dict[str, object]:
+        return {"theta": self.theta.copy(), "day": dict(self._day),
+                "state": {k: t.numpy().copy() for k, t in self.state._asdict().items()}}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        from agents.households import HouseholdState
+
+        self.theta, self._day = np.array(state["theta"]), dict(state["day"])
+        self.state = HouseholdState(**{k: torch.from_numpy(np.array(v))
+                                       for k, v in state["state"].items()})

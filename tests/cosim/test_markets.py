@@ -154,3 +154,27 @@ def test_each_shard_is_answered_by_its_own_market_operator(tmp_path):
     clearing = log[log.type == "ClearingResult"]
     assert (clearing.groupby(["step", "sender"]).size() == 1).all()
     assert clearing.rows.max() == 20  # nobody gets another shard's rows
+
+
+def test_stackelberg_aggregator_leads_the_day_and_reports_the_gap(tmp_path):
+    settings = {"markups": [0.0, 0.05, 0.1, 0.2, 0.3], "peak_adders": [0.0, 0.1],
+                "sell_discount": 0.02}
+    config = small(run={"steps": 6}, aggregators={"count": 1, "customer_share": 0.5,
+                                                  "pricing": "stackelberg",
+                                                  "stackelberg": settings})
+    sim, t = _run(config, tmp_path)
+    led = pd.read_parquet(tmp_path / "stackelberg")
+    assert len(led) == 6 and led.converged.all()  # one row per step, the day's equilibrium
+    assert (led.leader_gain.abs() < 1e-9).all() and (led.follower_gain.abs() < 1e-9).all()
+    markup, adder = led.markup.iloc[0], led.peak_adder.iloc[0]
+    assert markup in settings["markups"] and adder in settings["peak_adders"]
+    # it charges above wholesale, but no member pays more than at the distributor's 0.30
+    assert markup > 0 and led.members_staying.iloc[0] == (
+        sim.households["retailer"] == "aggregator-0").sum()
+    prices = t["prices"][t["prices"].source == "aggregator-0"].set_index("step")
+    wholesale = t["exogenous"].set_index("step").wholesale_price
+    hour = (6 + prices.index / 4) % 24
+    peak = (hour >= 17) & (hour < 21)
+    np.testing.assert_allclose(prices.import_price, wholesale + markup + adder * peak, atol=1e-12)
+    np.testing.assert_allclose(prices.export_price, wholesale - 0.02, atol=1e-12)
+    assert t["system"]["money_balance"].abs().max() < 1e-9
