@@ -355,6 +355,9 @@ class StackelbergSettings(_Section):
     sell_discount: NonNegative = 0.03  # currency/kWh below wholesale
     peak_price: NonNegative = 0.0  # currency per kW of the portfolio's daily peak import
     follower: Literal["rule", "mpc"] = "rule"  # how the leader models its members
+    # "iterate": best-response iteration; "bilevel": the exact optimum as one MILP, for
+    # members who own nothing but PV and a battery (their MPC checks the answer)
+    method: Literal["iterate", "bilevel"] = "iterate"
     max_iterations: PositiveInt = 20
     damping: Annotated[Number, Field(gt=0, le=1)] = 1.0
 

@@ -280,6 +280,8 @@ def summarize(folder: RunFolder, households: int, wall_s: float) -> dict:
         "max_money_imbalance": float(ok["money_balance"].abs().max()) if len(ok)
         else float("nan"),
         "max_market_imbalance_kwh": float(system["market_imbalance_kwh"].max(skipna=False)),
+        "max_market_money_imbalance": float(system["market_money_imbalance"].max(skipna=False))
+        if "market_money_imbalance" in system else 0.0,
         "max_kcl_mismatch_kw": float(ok["kcl_mismatch_kw"].abs().max()) if len(ok)
         else float("nan"),
         "wall_s": wall_s,

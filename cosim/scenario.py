@@ -220,6 +220,14 @@ def build(config: ScenarioConfig, profiles: ProfileData, feeder: Feeder | None =
     for k in range(agg.count):
         name = f"aggregator-{k}"
         mine = retailer == name
+        if leading and agg.stackelberg.method == "bilevel":
+            other = mine & ((sizes["ev_capacity_kwh"] > 0) | (sizes["heat_pump_rating_kw"] > 0)
+                            | (sizes["flexible_share"] > 0) | (sizes["generator_rating_kw"] > 0))
+            if other.any():
+                raise ConfigError(
+                    f"aggregators.stackelberg.method: \"bilevel\" models members with PV and "
+                    f"a battery only; household {int(np.flatnonzero(other)[0])} of {name} "
+                    "owns more (use method = \"iterate\")")
         leader = dict(stackelberg=agg.stackelberg.model_dump(),
                       members=arrays(np.flatnonzero(mine)), outside=outside,
                       peak=peak) if leading else {}

@@ -506,6 +506,7 @@ class Simulation:
         row = {
             "step": t, "money_balance": float(sum(ledger.values())),
             "market_imbalance_kwh": checks.get("market_imbalance_kwh", 0.0),
+            "market_money_imbalance": checks.get("market_money_imbalance", 0.0),
             "kcl_mismatch_kw": state.balance_kw, "converged": state.converged,
             "iterations": state.iterations, "substation_kwh": state.substation_kw * dt_h,
             "losses_kwh": state.losses_kw * dt_h, "v_min_pu": state.v_min_pu,

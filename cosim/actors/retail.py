@@ -283,8 +283,12 @@ class StackelbergLeader:
     prices. Best-response iteration over the tariff family (markup and peak adder) from
     the day before's choice gives the day's tariff; every step reports the equilibrium gap
     of the tariff in force (the last round's leader and follower gains) and whether the
-    iteration converged, in the `stackelberg` table. Forecasts beyond the day show the
-    wholesale-plus-margin prices until the next day is led.
+    iteration converged, in the `stackelberg` table. With `method = "bilevel"` (members
+    with PV and a battery only) the day's tariff is the exact optimum of one MILP instead,
+    checked against each member's own MPC (should no menu tariff keep every member, the
+    leader falls back to the iteration, which lets the losers leave, and says so).
+    Forecasts beyond the day show the wholesale-plus-margin prices until the next day is
+    led.
     """
 
     def __init__(self, settings: dict[str, object], members: HouseholdArrays,
@@ -307,12 +311,18 @@ class StackelbergLeader:
              actor: Actor) -> np.ndarray:
         """The day's [steps, 2] (buy, sell) tariff from step `step`."""
         from agents.households.response import mpc_follower, rule_follower
-        from markets.stackelberg import Leader, StackelbergConfig, TariffFamily, iterate
+        from markets.stackelberg import (
+            Leader,
+            StackelbergConfig,
+            StackelbergError,
+            TariffFamily,
+            iterate,
+        )
 
         self._update_state(reports)
         s = self.settings
         forecast = self.series.window(step, steps)
-        if s["follower"] == "mpc":
+        if s["follower"] == "mpc" or s["method"] == "bilevel":
             from agents.policies.mpc import MPC, MPCConfig
 
             mpc = MPC(self.households, self.dt_h, MPCConfig(**(self.members.mpc | {
@@ -327,15 +337,51 @@ class StackelbergLeader:
         family = TariffFamily.markup(self.wholesale[day], s["markups"], s["sell_discount"],
                                      s["peak_adders"], self.peak[day])
         config = StackelbergConfig(max_iterations=s["max_iterations"], damping=s["damping"])
+        method = s["method"]
+        if method == "bilevel":
+            try:
+                return self._bilevel(leader, family, follower, forecast, config)
+            except StackelbergError:
+                # no menu tariff keeps every member: iterate lets those worse off leave
+                method = "iterate (bilevel infeasible)"
         result = iterate(leader, family, follower, self.theta, config)
         self.theta = result.theta
         last = result.rounds[-1] if result.rounds else None
-        self._day = dict(markup=float(result.theta[0]), peak_adder=float(result.theta[1]),
+        self._day = dict(method=method, markup=float(result.theta[0]),
+                         peak_adder=float(result.theta[1]),
                          converged=bool(result.converged), rounds=len(result.rounds),
                          leader_gain=last.leader_gain if last else 0.0,
                          follower_gain=last.follower_gain if last else 0.0,
                          expected_profit=last.profit if last else 0.0,
                          members_staying=int(result.members.sum()))
+        return np.stack([result.tariff.buy, result.tariff.sell], axis=1)
+
+    def _bilevel(self, leader: object, family: object, follower: object, forecast: object,
+                 config: object) -> np.ndarray:
+        """The exact leader optimum for PV-and-battery members (markets.stackelberg.bilevel);
+        the follower gap is how far a member's cost in the MILP's plan is from its own MPC's
+        optimum at the chosen tariff."""
+        from markets.stackelberg import BatteryFollowers, bilevel
+
+        b = self.households.battery
+        capacity = b.capacity_kwh.numpy()
+        followers = BatteryFollowers(
+            net_load_kw=(forecast.load_kw - forecast.pv_kw).numpy(),
+            energy_kwh=self.state.battery_kwh.numpy(), min_kwh=b.soc_min.numpy() * capacity,
+            max_kwh=b.soc_max.numpy() * capacity, power_kw=b.power_kw.numpy(),
+            eta_charge=b.eta_charge.numpy(), eta_discharge=b.eta_discharge.numpy(),
+            wear=b.degradation_cost.numpy())
+        result = bilevel(leader, family, followers, config)
+        self.theta = result.theta
+        own = follower(result.tariff.buy, result.tariff.sell).cost
+        self._day = dict(method="bilevel", markup=float(result.theta[0]),
+                         peak_adder=float(result.theta[1]), converged=True, rounds=1,
+                         leader_gain=0.0,
+                         # the MILP's plans against each member's own MPC optimum: the
+                         # gap where they agree, a model mismatch where they do not
+                         follower_gain=float(np.abs(result.cost - own).max(initial=0.0)),
+                         expected_profit=result.profit,
+                         members_staying=int(leader.stays(own, 1e-9).sum()))
         return np.stack([result.tariff.buy, result.tariff.sell], axis=1)
 
     def report(self, step: int, actor: Actor) -> None:

@@ -133,7 +133,8 @@ def format_summary(s: dict) -> str:
         f"{s['voltage_violations']:,} node-steps outside limits, "
         f"{failed} steps without convergence",
         f"balances   money {s['max_money_imbalance']:.1e}, market energy "
-        f"{s['max_market_imbalance_kwh']:.1e} kWh, Kirchhoff "
+        f"{s['max_market_imbalance_kwh']:.1e} kWh and money "
+        f"{s['max_market_money_imbalance']:.1e}, Kirchhoff "
         f"{s['max_kcl_mismatch_kw']:.1e} kW (worst step"
         + (f" of the {s['steps'] - failed} converged)" if failed else ")"),
         f"wall time  {s['wall_s']:.1f} s, {s['household_steps_per_s']:,.0f} household-steps/s",

@@ -178,3 +178,25 @@ def test_stackelberg_aggregator_leads_the_day_and_reports_the_gap(tmp_path):
     np.testing.assert_allclose(prices.import_price, wholesale + markup + adder * peak, atol=1e-12)
     np.testing.assert_allclose(prices.export_price, wholesale - 0.02, atol=1e-12)
     assert t["system"]["money_balance"].abs().max() < 1e-9
+
+
+def test_stackelberg_bilevel_leader_is_checked_by_the_members_own_mpc(tmp_path):
+    config = small(run={"steps": 4},
+                   households={"count": 20, "shard_size": 20, "ev": {"share": 0.0},
+                               "heat_pump": {"share": 0.0}, "flexible_load": {"share": 0.0},
+                               "generator": {"share": 0.0}, "battery": {"share": 1.0}},
+                   markets={"households_per_market": 20},
+                   aggregators={"count": 1, "customer_share": 0.3, "pricing": "stackelberg",
+                                "stackelberg": {"method": "bilevel", "sell_discount": 0.0,
+                                                "markups": [0.0, 0.1, 0.2, 0.3],
+                                                "peak_adders": [0.0]}})
+    _, t = _run(config, tmp_path)
+    led = pd.read_parquet(tmp_path / "stackelberg")
+    # the MILP's plans are optimal for each member: its own MPC saves nothing more
+    assert (led.method == "bilevel").all()
+    assert led.follower_gain.max() < 1e-6 and led.markup.iloc[0] in (0.1, 0.2, 0.3)
+    assert t["system"]["money_balance"].abs().max() < 1e-9
+    with pytest.raises(Exception, match="household .* owns more"):
+        build(small(aggregators={"count": 1, "pricing": "stackelberg",
+                                 "stackelberg": {"method": "bilevel"}}),
+              synthetic_profiles(homes=30))

@@ -50,6 +50,7 @@ def test_every_step_balances_money_markets_and_kirchhoff(small_config, tmp_path)
     assert system["converged"].all()
     assert system["money_balance"].abs().max() <= 1e-9
     assert system["market_imbalance_kwh"].max() <= 1e-9
+    assert system["market_money_imbalance"].max() <= 1e-9  # uniform price: budget balance
     # Kirchhoff from the voltages and Y alone. Its floor is rounding through the feeder's
     # stiffest branches (about 1e-5 kW on IEEE 13), so it is held to 1e-6 of the rating.
     rating_kw = 3466.0  # IEEE 13's nominal load
