@@ -5,6 +5,7 @@
     cosim grid info FEEDER          facts about a feeder (shipped name or .dss path)
     cosim grid solve FEEDER         power-flow demo: base case plus random scenarios, a plot
     cosim bench powerflow           batched power flow against OpenDSS, side by side
+    cosim bench engine|profiles|households|markets   the other benchmarks and their peers
 """
 
 from __future__ import annotations
