@@ -299,7 +299,8 @@ class MAHTMSettings(_Section):
 
 class CooperativeSettings(_Section):
     """The cooperative game (markets.cooperative): each market's members share one meter
-    and split the day's saving by the game's nucleolus or Shapley value, exactly up to
+    and split each day's saving (every 24 h from the run's start, and at its end) by the
+    game's nucleolus or Shapley value, exactly up to
     `exact_limit` members and over `clusters` K-means clusters beyond."""
 
     allocation: Literal["nucleolus", "shapley"] = "nucleolus"
@@ -343,7 +344,7 @@ class TariffConfig(_Section):
 
 class StackelbergSettings(_Section):
     """An aggregator leading a Stackelberg game (markets.stackelberg): at the start of each
-    day it picks a tariff, wholesale + markup (+ a peak adder in the tariff's peak hours)
+    day (every 24 h from the run's start) it picks a tariff, wholesale + markup (+ a peak adder in the tariff's peak hours)
     to buy and wholesale - sell_discount to sell, by best-response iteration against a
     model of its members (their devices, forecasts and the state they report at the end of
     each day), each member staying only while the tariff costs it no more than the

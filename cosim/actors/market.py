@@ -57,8 +57,10 @@ class MarketOperator(Actor):
         # each served household's market, as an index into self.markets
         self.home = np.searchsorted(self.markets, np.asarray(home_market, dtype=np.int64))
         self.upstream = upstream  # whose PriceSignal prices the layer above
-        self.budget_balanced = kind == "double_auction" and settings.get(
-            "pricing", "uniform") == "uniform"
+        # one price per market and no spread (the cooperative pool has no fee): buyers pay
+        # exactly what sellers receive; otherwise the operator keeps a spread
+        self.budget_balanced = kind == "cooperative" or (
+            kind == "double_auction" and settings.get("pricing", "uniform") == "uniform")
         self._checks: dict[str, float] = {}
         self._money = 0.0
         self._last: MarketResult | None = None
@@ -81,8 +83,10 @@ class MarketOperator(Actor):
         filled = result.filled_kwh
         trade_payment = result.payment  # transfers of the cooperative game come on top
         if self.coalition is not None:
-            result = self.coalition.settle(step, orders, result, upstream, self,
-                                           self.households)
+            result, day = self.coalition.settle(step, orders, result, upstream)
+            if day is not None:
+                self.record("coalitions", step=step, household=self.households,
+                            market=self.markets[self.home], **day)
         per_market = np.bincount(m, filled, len(self.markets))
         money = np.bincount(m, result.payment, len(self.markets))
         self._money = float(money.sum())
@@ -99,6 +103,7 @@ class MarketOperator(Actor):
                     limit_price=orders.limit_price[traded], price=result.price[traded],
                     payment=trade_payment[traded])
         bad = result.rejected != 0
+        accepted = ~bad
         if bad.any():
             self.record("rejections", step=step, household=household[bad], market=market[bad],
                         quantity_kwh=orders.quantity_kwh[bad],
@@ -115,8 +120,9 @@ class MarketOperator(Actor):
                     unmatched_demand_kwh=result.unmatched_demand_kwh,
                     unmatched_supply_kwh=result.unmatched_supply_kwh,
                     operator_revenue=money,
-                    buyers=np.bincount(m[orders.quantity_kwh > 0], minlength=len(self.markets)),
-                    sellers=np.bincount(m[orders.quantity_kwh < 0],
+                    buyers=np.bincount(m[accepted & (orders.quantity_kwh > 0)],
+                                       minlength=len(self.markets)),
+                    sellers=np.bincount(m[accepted & (orders.quantity_kwh < 0)],
                                         minlength=len(self.markets)))
         out: list[Message] = []
         start = 0
@@ -199,9 +205,10 @@ class Coalitions:
         self.sell = np.zeros((self.n_markets, t))
         self.used = np.zeros(t, dtype=bool)
 
-    def settle(self, step: int, orders: Orders, result: Outcome, upstream: Upstream,
-               actor: Actor, households: np.ndarray) -> Outcome:
-        """Book the step; at the day's end add each member's transfer to its payment."""
+    def settle(self, step: int, orders: Orders, result: Outcome, upstream: Upstream
+               ) -> tuple[Outcome, dict[str, np.ndarray] | None]:
+        """Book the step; at the day's end add each member's transfer to its payment and
+        return the day's columns per member (pool and allocated savings, transfer)."""
         from markets.cooperative import Prosumers, allocate
 
         k = step % self.steps_per_day
@@ -215,7 +222,7 @@ class Coalitions:
         self.buy[:, k], self.sell[:, k] = upstream.buy, upstream.sell
         self.used[k] = True
         if k != self.steps_per_day - 1 and step != self.steps - 1:
-            return result
+            return result, None
         share = np.zeros(len(self.home))
         hours = self.used
         for m in range(self.n_markets):
@@ -230,14 +237,12 @@ class Coalitions:
                              buy=self.buy[m, hours], sell=self.sell[m, hours])
             share[members] = allocate(game, self.config).payoff
         transfer = self.saved - share  # + the member pays back what the pool gave above it
-        actor.record("coalitions", step=step, household=households, market=self.home,
-                     pool_savings=self.saved.copy(), allocated_savings=share,
-                     transfer=transfer)
+        day = dict(pool_savings=self.saved.copy(), allocated_savings=share, transfer=transfer)
         payment = result.payment.copy()
         known = who >= 0
         payment[known] += transfer[who[known]]
         self._reset_day()
-        return dataclasses.replace(result, payment=payment)
+        return dataclasses.replace(result, payment=payment), day
 
     def state_dict(self) -> dict[str, object]:
         return {k: getattr(self, k).copy() for k in ("quantity", "saved", "buy", "sell", "used")}

@@ -100,6 +100,9 @@ def test_cooperative_game_splits_the_day_inside_the_core(tmp_path):
     assert t["system"]["money_balance"].abs().max() < 1e-9
     coalitions = pd.read_parquet(tmp_path / "coalitions")
     assert (coalitions.step == 5).all()  # settled once, at the run's last step
+    home_market = pd.read_parquet(tmp_path / "homes.parquet").set_index("household").market
+    assert (coalitions.market.to_numpy() == home_market.loc[coalitions.household]).all()
+    assert coalitions.market.nunique() == 3
     homes, prices = t["households"], t["prices"]
     buy = prices[prices.source == "distributor"].set_index("step").import_price.to_numpy()
     sell = prices[prices.source == "distributor"].set_index("step").export_price.to_numpy()
