@@ -304,8 +304,9 @@ class CooperativeSettings(_Section):
     `exact_limit` members and over `clusters` K-means clusters beyond."""
 
     allocation: Literal["nucleolus", "shapley"] = "nucleolus"
-    clusters: PositiveInt = 8
+    clusters: PositiveInt = 8  # more than exact_limit: Monte Carlo Shapley over clusters
     exact_limit: Annotated[Integer, Field(ge=1, le=12)] = 12
+    mc_samples: PositiveInt = 500  # permutations for Monte Carlo Shapley
     split: Literal["potential", "cost", "equal"] = "potential"  # a cluster's payoff to members
 
 
@@ -344,11 +345,11 @@ class TariffConfig(_Section):
 
 class StackelbergSettings(_Section):
     """An aggregator leading a Stackelberg game (markets.stackelberg): at the start of each
-    day (every 24 h from the run's start) it picks a tariff, wholesale + markup (+ a peak adder in the tariff's peak hours)
-    to buy and wholesale - sell_discount to sell, by best-response iteration against a
-    model of its members (their devices, forecasts and the state they report at the end of
-    each day), each member staying only while the tariff costs it no more than the
-    distributor's."""
+    day (every 24 h from the run's start) it picks a tariff, wholesale + markup (+ a peak
+    adder in the tariff's peak hours) to buy and wholesale - sell_discount to sell, by
+    best-response iteration against a model of its members (their devices, forecasts and
+    the state they report at the end of each day), each member staying only while the
+    tariff costs it no more than the distributor's."""
 
     markups: Annotated[list[NonNegative], Field(min_length=1)] = [
         0.0, 0.02, 0.04, 0.06, 0.08, 0.10, 0.12, 0.15, 0.2]  # currency/kWh

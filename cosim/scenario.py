@@ -205,6 +205,8 @@ def build(config: ScenarioConfig, profiles: ProfileData, feeder: Feeder | None =
                if config.markets.mechanism == "mahtm" else {}))),
     ]
     steps_per_day = max(1, round(86400 / run.dt_s))
+    if config.markets.mechanism != "double_auction":
+        _check_pools(config, Distributor(distributor.name, **distributor.kwargs), data.time)
     if agg.count:
         from agents.profiles.weather import ar1
 
@@ -285,10 +287,29 @@ def _mechanism(config: ScenarioConfig) -> tuple[str, dict[str, object]]:
     if m.mechanism == "double_auction":
         return m.mechanism, dict(m.double_auction.model_dump(), price_caps=m.price_caps)
     if m.mechanism == "mahtm":
-        return m.mechanism, dict(fee=m.mahtm.fee, gain=m.mahtm.gain)
+        return m.mechanism, dict(fee=m.mahtm.fee, gain=m.mahtm.gain, price_caps=m.price_caps)
     # the cooperative game: members share one meter (a pool without a spread, paid at
     # the pool price)
-    return m.mechanism, dict(fee=0.0, gain=1.0)
+    return m.mechanism, dict(fee=0.0, gain=1.0, price_caps=m.price_caps)
+
+
+def _check_pools(config: ScenarioConfig, distributor: Distributor, time: np.ndarray) -> None:
+    """MAHTM's and the cooperative game's pools price between the distributor's export and
+    import prices and bill everyone at them: they need import >= export at every step and
+    every household retailed by the distributor."""
+    mechanism = config.markets.mechanism
+    if config.aggregators.count:
+        raise ConfigError(f"markets.mechanism: \"{mechanism}\" prices every microgrid against "
+                          "the distributor's prices; aggregators.count must be 0")
+    table = distributor.table()
+    bad = np.flatnonzero(table[:, 1] > table[:, 0])
+    if len(bad):
+        k = int(bad[0])
+        what = ("the wholesale price plus its carbon cost" if mechanism == "mahtm"
+                else "the import price")
+        raise ConfigError(f"tariff.export_price: at {time[k]} (step {k}) the export price "
+                          f"{table[k, 1]:g} is above {what}, {table[k, 0]:g}; a pool needs "
+                          "import >= export at every step")
 
 
 def _policies(hh: HouseholdConfig, seed: int) -> np.ndarray:

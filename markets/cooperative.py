@@ -359,6 +359,12 @@ class GrandCoalition:
 
 def grand_coalition(prosumers: Prosumers, solver: str = cp.HIGHS) -> GrandCoalition:
     """Solve C(N) once (no parameters) and return the members' dispatch."""
+    if not prosumers.has_storage.any():  # nothing to dispatch: the shared meter's bill
+        net = prosumers.demand_kwh - prosumers.pv_kwh
+        total = net.sum(0)
+        cost = float(np.maximum(total, 0) @ prosumers.buy - np.maximum(-total, 0)
+                     @ prosumers.sell)
+        return GrandCoalition(cost, net, np.zeros_like(net), np.zeros_like(net))
     lp = CoalitionLP(prosumers, solver, mask=np.ones(prosumers.n))
     cost = lp._solve()
     charge = np.zeros((prosumers.n, prosumers.steps))
@@ -379,6 +385,9 @@ def standalone_costs(prosumers: Prosumers, solver: str = cp.HIGHS) -> tuple[np.n
     """
     p = prosumers
     n, steps, dt = p.n, p.steps, p.dt_h
+    if not p.has_storage.any():  # each player's own meter bill
+        net = p.demand_kwh - p.pv_kwh
+        return np.maximum(net, 0) @ p.buy - np.maximum(-net, 0) @ p.sell, net
     imp = cp.Variable((n, steps), nonneg=True)
     exp = cp.Variable((n, steps), nonneg=True)
     net: cp.Expression | np.ndarray = p.demand_kwh - p.pv_kwh

@@ -110,10 +110,12 @@ def clear(
         return Matching(filled, volume, buyer, seller)
 
     # Buyers by market, then price high to low; sellers by market, then price low to high:
-    # one argsort on a combined key per side (a (market, price) lexsort costs twice as much)
+    # one argsort on a combined key per side (a (market, price) lexsort costs twice as much).
+    # The order within a tie does not matter: fills at a price level are pro rata, and
+    # numpy's sort is deterministic for the same input.
     span = max(float(np.max(np.abs(limit[np.r_[buy, sell]]))), 1.0) * 4.0 + 1.0
-    b = buy[np.argsort(market[buy] * span - limit[buy], kind="stable")]
-    s = sell[np.argsort(market[sell] * span + limit[sell], kind="stable")]
+    b = buy[np.argsort(market[buy] * span - limit[buy])]
+    s = sell[np.argsort(market[sell] * span + limit[sell])]
     bm, bp, bq = market[b], limit[b], quantity[b]
     sm, sp, sq = market[s], limit[s], -quantity[s]
     demand = _segment_cumsum(bq, bm)  # D_k within each market

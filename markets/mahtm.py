@@ -14,8 +14,8 @@ D (asked):
 - matching: min(O, D) is traded inside the pool, shared pro rata to each member's offer
   or need; the rest goes up a layer.
 
-Limits are not used: members are price takers at the posted price, which is never worse
-than their upstream alternative.
+Limits set no price: members are price takers at the posted price, which is never worse
+than their upstream alternative (orders are still screened like any other).
 
 The three layers of a step (`cosim` runs them): microgrid operators clear their households
 in a pool each (layer 2, upstream = the distributor's prices); the distributor clears the
@@ -72,6 +72,7 @@ class PoolMarket:
 
     fee: float = 0.01
     gain: float = 1.0
+    price_caps: tuple[float, float] = (-np.inf, np.inf)  # limits outside are rejected
     mid: np.ndarray | None = field(default=None)  # last mid price per market
 
     def __post_init__(self) -> None:
@@ -90,15 +91,15 @@ class PoolMarket:
             raise ValueError(f"market {k}: upstream sell price {us[k]} above buy price {ub[k]}")
         target = imbalance_price(us, ub, supply, demand)
         mid = target if self.mid is None else self.mid + self.gain * (target - self.mid)
-        self.mid = mid
+        # a smoothed price stays within today's upstream prices, or a member would trade at
+        # a loss against its outside option (and the operator pay out more than it takes)
+        mid = self.mid = np.clip(mid, us, ub)
         return np.minimum(mid + self.fee / 2, ub), np.maximum(mid - self.fee / 2, us)
 
     def clear(self, orders: Orders, upstream: Upstream,
               home_market: np.ndarray | None = None) -> Outcome:
-        # limits are not used: screen the quantities and membership only
-        rejected = screen(Orders(orders.participant, orders.market, orders.quantity_kwh,
-                                 np.zeros(len(orders)), orders.n_markets),
-                          home_market=home_market)
+        # limits set no price here, but a bad one is still a bad order
+        rejected = screen(orders, self.price_caps, home_market)
         ok = orders.without(rejected)
         out = empty_outcome(ok, rejected)
         filled, matched, demand, supply = pro_rata(ok.quantity_kwh, ok.market, ok.n_markets)

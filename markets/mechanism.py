@@ -61,8 +61,9 @@ class Orders:
         return len(self.participant)
 
     def without(self, rejected: np.ndarray) -> Orders:
-        """The same orders with the rejected ones emptied (quantity 0, limit 0)."""
-        keep = rejected == OK
+        """The same orders with the rejected ones emptied (quantity 0, limit 0, market 0; an
+        empty order into a market that does not exist is not rejected, but moved too)."""
+        keep = (rejected == OK) & (self.market >= 0) & (self.market < self.n_markets)
         return Orders(self.participant, np.where(keep, self.market, 0),
                       np.where(keep, self.quantity_kwh, 0.0),
                       np.where(keep, self.limit_price, 0.0), self.n_markets)

@@ -14,7 +14,8 @@ market not its own) are rejected with a reason, in the shard's result and the
 booked once in `trades`, each market's outcome in `markets`. At run time the operator
 checks that every market's bought energy equals its sold energy and that its money
 balances: payments sum to zero where the price is uniform, and the operator never pays
-out more than it takes in where it keeps a spread (pay-as-bid, fees).
+out more than it takes in where it keeps a spread (pay-as-bid, fees); the residuals go
+to the system table, and one beyond rounding stops the run naming the market.
 """
 
 from __future__ import annotations
@@ -79,7 +80,10 @@ class MarketOperator(Actor):
                         np.concatenate([b.limit_price for b in bids]), len(self.markets))
         upstream = self._upstream(step, inbox)
         result = self.mechanism.clear(orders, upstream, self.home)
-        m = orders.market.clip(0, len(self.markets) - 1)
+        # each order's market for the books: a known household's own (fills only happen
+        # there; a cooperative transfer is booked there even if its order went astray)
+        who = orders.participant
+        m = np.where(who >= 0, self.home[who.clip(0)], orders.market.clip(0))
         filled = result.filled_kwh
         trade_payment = result.payment  # transfers of the cooperative game come on top
         if self.coalition is not None:
@@ -87,16 +91,7 @@ class MarketOperator(Actor):
             if day is not None:
                 self.record("coalitions", step=step, household=self.households,
                             market=self.markets[self.home], **day)
-        per_market = np.bincount(m, filled, len(self.markets))
-        money = np.bincount(m, result.payment, len(self.markets))
-        self._money = float(money.sum())
-        self._checks = {
-            "market_imbalance_kwh": float(np.abs(per_market).max(initial=0.0)),
-            # uniform prices: buyers pay what sellers receive; a spread: never negative
-            "market_money_imbalance": float(np.abs(money).max(initial=0.0)
-                                            if self.budget_balanced
-                                            else np.maximum(-money, 0.0).max(initial=0.0)),
-        }
+        self._checks = self._check_books(step, m, filled, result.payment)
         traded = filled != 0
         self.record("trades", step=step, household=household[traded],
                     market=market[traded], kwh=filled[traded],
@@ -119,7 +114,7 @@ class MarketOperator(Actor):
                     supply_kwh=result.supply_kwh,
                     unmatched_demand_kwh=result.unmatched_demand_kwh,
                     unmatched_supply_kwh=result.unmatched_supply_kwh,
-                    operator_revenue=money,
+                    operator_revenue=np.bincount(m, result.payment, len(self.markets)),
                     buyers=np.bincount(m[accepted & (orders.quantity_kwh > 0)],
                                        minlength=len(self.markets)),
                     sellers=np.bincount(m[accepted & (orders.quantity_kwh < 0)],
@@ -135,6 +130,29 @@ class MarketOperator(Actor):
                 payment=result.payment[rows], rejected=result.rejected[rows]))
         out.append(self._last)
         return out
+
+    def _check_books(self, step: int, market: np.ndarray, filled: np.ndarray,
+                     payment: np.ndarray) -> dict[str, float]:
+        """Every market's bought energy equals its sold energy, and its payments sum to zero
+        (one price, no spread) or leave the operator a spread, never a loss. The residuals go
+        to the system table; one beyond rounding is a bookkeeping error and stops the run,
+        naming the market."""
+        n = len(self.markets)
+        energy = np.bincount(market, filled, n)
+        money = np.bincount(market, payment, n)
+        self._money = float(money.sum())
+        shortfall = np.abs(money) if self.budget_balanced else np.maximum(-money, 0.0)
+        scale = 1.0 + np.bincount(market, np.abs(payment), n) + np.bincount(
+            market, np.abs(filled), n)
+        for name, residual in (("energy bought and sold (kWh)", np.abs(energy)),
+                               ("payments", shortfall)):
+            bad = np.flatnonzero(residual > 1e-9 * scale)
+            if len(bad):
+                k = int(bad[0])
+                raise RuntimeError(f"{self.name} at step {step}: market {self.markets[k]}: "
+                                   f"{name} do not balance (off by {residual[k]:.3g})")
+        return {"market_imbalance_kwh": float(np.abs(energy).max(initial=0.0)),
+                "market_money_imbalance": float(shortfall.max(initial=0.0))}
 
     def result(self) -> MarketResult | None:
         """The last step's per-market outcome (what Simulation.step reports)."""

@@ -1,8 +1,9 @@
 """Retailers: who sells households their grid energy, and at what price.
 
 The Distributor retails at a (time-of-use) tariff and also buys the network's losses; an
-Aggregator retails its portfolio at the wholesale price plus a margin (a dynamic tariff)
-and, in later work, leads a Stackelberg game with it. Both publish a PriceSignal per market
+Aggregator retails its portfolio at the wholesale price plus a margin (a dynamic tariff),
+or at the tariff it picks each day as a Stackelberg leader, and trades the portfolio's
+energy day-ahead and in imbalance. Both publish a PriceSignal per market
 in the signal phase, with a forecast of their prices over the next steps, and book their
 money in the settle phase from their customers' meters: the customers' `energy_bill`, less
 the wholesale cost of the net energy.
@@ -175,6 +176,17 @@ class Distributor(Retailer):
                     export_price=self._upstream.export_price)
         return [self._upstream]
 
+    def state_dict(self) -> dict[str, object]:
+        state = super().state_dict()
+        if self.layer3 is not None:
+            state["layer3"] = self.layer3.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        super().load_state_dict(state)
+        if self.layer3 is not None:
+            self.layer3.load_state_dict(state["layer3"])
+
     def bill_prices(self, households: np.ndarray) -> tuple[np.ndarray | float, ...]:
         if self.layer3 is None:
             return self._prices
@@ -280,8 +292,10 @@ class StackelbergLeader:
     from the state they reported at the end of the day before (the initial state on the
     first day), following `follower` (the self-consumption rule, or each member's MPC).
     Each member's outside option is its cost, so modelled, under the distributor's
-    prices. Best-response iteration over the tariff family (markup and peak adder) from
-    the day before's choice gives the day's tariff; every step reports the equilibrium gap
+    prices; participation shapes the leader's choice (`members_staying` is how many its
+    model expects to accept), but members stay its customers for the whole run.
+    Best-response iteration over the tariff family (markup and peak adder) from the day
+    before's choice gives the day's tariff; every step reports the equilibrium gap
     of the tariff in force (the last round's leader and follower gains) and whether the
     iteration converged, in the `stackelberg` table. With `method = "bilevel"` (members
     with PV and a battery only) the day's tariff is the exact optimum of one MILP instead,

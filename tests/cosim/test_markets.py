@@ -12,8 +12,10 @@ import pandas as pd
 import pytest
 
 from cosim.backends import LocalBackend
+from cosim.config import ConfigError
 from cosim.scenario import build
 from cosim.simulation import Simulation
+from markets.mechanism import Orders, Upstream
 
 from .conftest import small, synthetic_profiles
 
@@ -203,3 +205,63 @@ def test_stackelberg_bilevel_leader_is_checked_by_the_members_own_mpc(tmp_path):
         build(small(aggregators={"count": 1, "pricing": "stackelberg",
                                  "stackelberg": {"method": "bilevel"}}),
               synthetic_profiles(homes=30))
+
+
+def test_pools_refuse_what_they_cannot_price():
+    profiles = synthetic_profiles(homes=30)
+    with pytest.raises(ConfigError, match=r"tariff.export_price: at .* above the wholesale"):
+        build(small(markets={"mechanism": "mahtm"}, tariff={"export_price": 5.0},
+                    aggregators={"count": 0}), profiles)
+    with pytest.raises(ConfigError, match=r"aggregators.count must be 0"):
+        build(small(markets={"mechanism": "cooperative"}), profiles)
+
+
+@pytest.mark.parametrize("design", ["mahtm", "cooperative", "stackelberg"])
+def test_a_resumed_run_equals_an_uninterrupted_one(design, tmp_path):
+    """Each design's state (a lagging pool price, a day's coalition books, the leader's
+    tariff and members' state) survives a checkpoint."""
+    changes = {
+        "mahtm": dict(markets={"mechanism": "mahtm", "mahtm": {"gain": 0.4}},
+                      aggregators={"count": 0}, run={"start": "2026-06-01T10:00:00Z"}),
+        "cooperative": dict(markets={"mechanism": "cooperative", "households_per_market": 6},
+                            households={"count": 18, "shard_size": 6},
+                            aggregators={"count": 0}),
+        "stackelberg": dict(aggregators={"count": 1, "pricing": "stackelberg"}),
+    }[design]
+    changes["run"] = changes.get("run", {}) | {"steps": 8, "checkpoint_every": 3}
+    config = small(**changes)
+    profiles = synthetic_profiles(homes=30)
+    Simulation(build(config, profiles), LocalBackend(), tmp_path / "full").run(progress=False)
+    Simulation(build(config, profiles), LocalBackend(), tmp_path / "cut").run(
+        steps=5, progress=False)
+    Simulation.resume(tmp_path / "cut", LocalBackend(), profiles=profiles).run(progress=False)
+    keys = {"households": ["step", "household"], "system": ["step"],
+            "prices": ["step", "source"]}
+    for table, key in keys.items():
+        full, cut = (pd.read_parquet(tmp_path / run / table).sort_values(key).reset_index(
+            drop=True) for run in ("full", "cut"))
+        pd.testing.assert_frame_equal(full.drop(columns=["wall_s"], errors="ignore"),
+                                      cut.drop(columns=["wall_s"], errors="ignore"),
+                                      check_exact=True, obj=f"{design} {table}")
+
+
+def test_the_cooperative_day_settles_at_each_day_end_and_at_the_runs_end():
+    """Two-step days over a five-step run: the books close after steps 1, 3 and 4, each
+    time with transfers that sum to zero, and start afresh."""
+    from cosim.actors.market import Coalitions
+    from markets.mahtm import PoolMarket as Pool
+
+    home = np.zeros(4, dtype=np.int64)
+    games = Coalitions({"allocation": "shapley"}, home, 1, steps_per_day=2, steps=5)
+    pool, rng, closed = Pool(fee=0.0), np.random.default_rng(1), []
+    for step in range(5):
+        orders = Orders(np.arange(4), home, rng.uniform(-2, 2, 4), np.zeros(4), 1)
+        up = Upstream.flat(0.3, 0.05, 1)
+        result, day = games.settle(step, orders, pool.clear(orders, up, home), up)
+        if day is not None:
+            closed.append(step)
+            assert day["transfer"].sum() == pytest.approx(0.0, abs=1e-12)
+            np.testing.assert_allclose(result.payment - pool.clear(orders, up, home).payment,
+                                       day["transfer"])
+    assert closed == [1, 3, 4]
+    assert not games.used.any() and not games.saved.any()

@@ -108,3 +108,53 @@ def test_three_layers_against_a_case_solved_by_hand():
     # fee on 1.5 kWh + the grid's 0.5 kWh at 0.25
     paid = 2.0 * layer3.import_price[0] - 1.5 * layer3.export_price[1]
     assert paid == pytest.approx(0.01 * 1.5 + 0.5 * 0.25)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.06, 0.8), st.floats(0.0, 0.05)), min_size=2,
+                max_size=6), st.floats(0.05, 0.9), st.integers(0, 1000))
+def test_a_smoothed_price_stays_within_moving_upstream_prices(upstream, gain, seed):
+    """With gain < 1 the mid price lags; when the upstream prices move it must still stay
+    between them, or the operator would pay sellers more than buyers pay."""
+    pool = PoolMarket(fee=0.01, gain=gain)
+    rng = np.random.default_rng(seed)
+    for buy, sell in upstream:
+        q = rng.uniform(-3, 3, 8)
+        result = pool.clear(Orders(np.arange(8), np.zeros(8, int), q, np.zeros(8), 1),
+                            Upstream.flat(buy, sell, 1))
+        traded = result.filled_kwh != 0
+        assert (result.price[traded] <= buy + 1e-12).all()
+        assert (result.price[traded] >= sell - 1e-12).all()
+        assert result.operator_revenue >= -1e-12
+
+
+def test_an_empty_order_into_a_market_that_does_not_exist_is_harmless():
+    orders = Orders([0, 1, 2], [0, -1, 7], [1.0, 0.0, 0.0], [0.3, 0.3, 0.3], 2)
+    result = PoolMarket().clear(orders, Upstream.flat(0.3, 0.05, 2))
+    assert result.rejected.tolist() == [0, 0, 0] and result.volume_kwh.tolist() == [0, 0]
+
+
+def test_the_distributors_lagging_pool_price_survives_a_checkpoint():
+    def distributor():
+        return Distributor(
+            "distributor", 0, n_markets=2, customers=np.ones(4, bool), dt_s=3600,
+            import_price=0.3, export_price=0.05, peak_import_price=None, peak_hours=(17, 21),
+            hours=np.zeros(3), forecast_steps=1,
+            mahtm=dict(fee=0.01, gain=0.3, carbon_price=0.1), market=np.array([0, 0, 1, 1]),
+            wholesale=np.array([0.2, 0.5, 0.3]), carbon=np.array([0.5, 0.2, 0.4]))
+
+    def step(d, t, grid_kwh):
+        d.signal(t, [])
+        (prices,) = d.upstream(t, [MeterBatch(t, "s", household=np.arange(4),
+                                              grid_kwh=np.asarray(grid_kwh))])
+        return prices.import_price
+
+    books = [[1.0, 0.5, -0.4, -0.2], [0.3, 0.9, -1.0, 0.0], [1.2, 0.1, -0.3, -0.3]]
+    straight = distributor()
+    expected = [step(straight, t, b) for t, b in enumerate(books)]
+    first = distributor()
+    step(first, 0, books[0])
+    resumed = distributor()
+    resumed.load_state_dict(first.state_dict())
+    np.testing.assert_array_equal(step(resumed, 1, books[1]), expected[1])
+    np.testing.assert_array_equal(step(resumed, 2, books[2]), expected[2])
