@@ -297,7 +297,7 @@ def markdown(result: Result) -> str:
             f"{r.peer_x_ours:.1f}x on {r.markets:,} x {r.orders_per_market:,}"
             for r in result.rows) + "."
         + (" Where the peer is faster (one large market, no loop over markets to save), "
-           "ours pays for sorting by (market, price) with `np.lexsort` and for screening and "
+           "ours pays for sorting every order on one (market, price) key, for screening and "
            "the full Outcome, which the peer does not build."
            if any(r.peer_x_ours < 1 for r in result.rows) else ""),
         END,
