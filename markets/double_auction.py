@@ -135,8 +135,8 @@ def clear(
     volume[:] = q_star
 
     # Marginal orders: the first buyer / seller whose cumulative quantity reaches Q*.
-    b_marg = _marginal(bm, demand, q_star, n_markets)
-    s_marg = _marginal(sm, supply, q_star, n_markets)
+    b_marg = _marginal(bm, demand, q_star, n_markets, float(bq.sum()))
+    s_marg = _marginal(sm, supply, q_star, n_markets, float(sq.sum()))
     buyer = np.where(traded, bp[b_marg], np.nan)
     seller = np.where(traded, sp[s_marg], np.nan)
     filled[b] = _fill(bm, bp, bq, q_star, buyer, better=np.greater)
@@ -154,10 +154,13 @@ def _segment_cumsum(values: np.ndarray, segment: np.ndarray) -> np.ndarray:
 
 
 def _marginal(segment: np.ndarray, cumulative: np.ndarray, q_star: np.ndarray,
-              n_markets: int) -> np.ndarray:
+              n_markets: int, side_total: float) -> np.ndarray:
     """Index (into the sorted side) of the first order whose cumulative quantity reaches Q*
-    in its market; -1 for markets without one."""
-    reach = cumulative >= q_star[segment] * (1 - 1e-12)
+    in its market; -1 for markets without one. The cumulative sums come from one running
+    sum over every market, so their rounding grows with the side's total, not the market's:
+    the tolerance does too."""
+    q = q_star[segment]
+    reach = cumulative >= q - (1e-12 * q + 1e-14 * side_total)
     idx = np.full(n_markets, -1, dtype=np.int64)
     order = np.flatnonzero(reach)[::-1]  # assign in reverse so the first one wins
     idx[segment[order]] = order

@@ -137,3 +137,25 @@ def test_bad_orders_are_rejected_with_a_reason_and_the_rest_clears():
     assert result.filled_kwh[[0, 2]].tolist() == clean.filled_kwh.tolist() == [2.0, -2.0]
     assert (result.filled_kwh[result.rejected > 0] == 0).all()
     assert result.demand_kwh[0] == 3.0  # only accepted orders count
+
+
+def test_thousands_of_markets_clear_as_each_would_alone():
+    """One running sum serves every market, so rounding grows with the whole book: each
+    of 40,000 markets must still clear exactly as it does on its own."""
+    rng = np.random.default_rng(5)
+    n_markets, per = 40_000, 10
+    market = np.repeat(np.arange(n_markets), per)
+    # tenths of a kWh: a market's demand and supply often tie exactly, where rounding
+    # decides which order is marginal
+    quantity = np.round(rng.uniform(0.1, 3.0, len(market)), 1) * np.where(
+        rng.random(len(market)) < 0.5, 1, -1)
+    limit = np.round(rng.uniform(0.05, 0.30, len(market)), 2)
+    together = clear(market, quantity, limit, n_markets)
+    for m in rng.choice(n_markets, 2000, replace=False):
+        here = market == m
+        alone = clear(np.zeros(per, int), quantity[here], limit[here], 1)
+        np.testing.assert_allclose(together.filled[here], alone.filled, atol=1e-9)
+        assert together.buyer_limit[m] == alone.buyer_limit[0] or (
+            np.isnan(together.buyer_limit[m]) and np.isnan(alone.buyer_limit[0]))
+        assert together.seller_limit[m] == alone.seller_limit[0] or (
+            np.isnan(together.seller_limit[m]) and np.isnan(alone.seller_limit[0]))
