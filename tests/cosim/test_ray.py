@@ -10,7 +10,7 @@ from cosim.backends import ActorDied, LocalBackend, RayBackend
 from cosim.scenario import build
 from cosim.simulation import Simulation
 
-from .conftest import synthetic_profiles
+from .conftest import small, synthetic_profiles
 from .test_simulation import _assert_same_records, _tables, assert_times_out
 
 
@@ -28,6 +28,28 @@ def test_ray_records_equal_local_records_on_two_nodes(ray_cluster, small_config,
     _assert_same_records(_tables(tmp_path / "local"), _tables(tmp_path / "ray"))
     manifest = pd.read_json(tmp_path / "ray" / "manifest.json", typ="series")
     assert manifest["backend"] == "ray"
+
+
+@pytest.mark.parametrize("design", ["mahtm", "stackelberg"])
+def test_market_designs_give_the_same_records_on_ray(ray_cluster, design, tmp_path):
+    """The upstream phase (MAHTM's layer 3) and a Stackelberg leader's telemetry from
+    shards on other nodes, like everything else, give the local backend's records."""
+    changes = {"mahtm": dict(markets={"mechanism": "mahtm"}, aggregators={"count": 0}),
+               "stackelberg": dict(aggregators={"count": 1, "pricing": "stackelberg"})}
+    scenario = _scenario(small(run={"steps": 4}, **changes[design]))
+    Simulation(scenario, LocalBackend(), tmp_path / "local").run(progress=False)
+    Simulation(scenario, RayBackend(), tmp_path / "ray").run(progress=False)
+    tables = ("households", "trades", "markets", "prices", "system") + (
+        ("upstream",) if design == "mahtm" else ("stackelberg", "positions"))
+    for table in tables:
+        assert (tmp_path / "local" / table).exists() == (tmp_path / "ray" / table).exists()
+        if not (tmp_path / "local" / table).exists():  # (nothing traded, say)
+            continue
+        local, ray = (pd.read_parquet(tmp_path / run / table).reset_index(drop=True)
+                      for run in ("local", "ray"))
+        pd.testing.assert_frame_equal(local.drop(columns=["wall_s"], errors="ignore"),
+                                      ray.drop(columns=["wall_s"], errors="ignore"),
+                                      check_exact=True, obj=f"{design} {table}")
 
 
 def test_killed_actor_then_resume_equals_uninterrupted_run(ray_cluster, bank_config,
