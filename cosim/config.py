@@ -225,7 +225,8 @@ class PolicyGroup(_Section):
 
 class HouseholdConfig(_Section):
     count: PositiveInt = 1000
-    # households per shard actor, rounded to whole markets when larger than one
+    # households per shard actor: as many shards as this asks for, each holding whole
+    # markets when a shard is larger than a market
     shard_size: PositiveInt = 500
     # "by_load": at the feeder's load connections, drawn in proportion to their kW;
     # "one_per_load": household k at load k (the European LV feeder's 55 homes)

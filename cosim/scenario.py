@@ -239,23 +239,21 @@ def build(config: ScenarioConfig, profiles: ProfileData, feeder: Feeder | None =
             forecast_steps=run.forecast_horizon, real_time=real_time,
             baseline_kwh=net_kwh[mine].sum(0), steps_per_day=steps_per_day,
             penalty=agg.imbalance_penalty, **leader)))
-    # shards hold whole markets where they can (shard_size rounded to a multiple of the
-    # market size), so a market's bids and results stay with one shard
-    size = per * max(1, round(hh.shard_size / per)) if hh.shard_size >= per else hh.shard_size
-    groups = _market_groups(n, size, per)
+    bounds = _shard_bounds(n, hh.shard_size, per)
+    groups = _market_groups(bounds, per)
     kind, settings = _mechanism(config)
     coalition = None
     if kind == "cooperative":
         coalition = dict(config.markets.cooperative.model_dump(), seed=seed)
     for g, shards in enumerate(groups):
-        rows = np.sort(order[shards[0] * size: (shards[-1] + 1) * size])
+        rows = np.sort(order[bounds[shards[0]][0]: bounds[shards[-1]][1]])
         specs.append(ActorSpec(f"market-{g:04d}", MarketOperator, dict(
             seed=seed, kind=kind, settings=settings, markets=np.unique(market[rows]),
             households=rows, home_market=market[rows], coalition=coalition,
             steps_per_day=steps_per_day, steps=run.steps), group=f"group-{g:04d}"))
     group_of = {k: g for g, shards in enumerate(groups) for k in shards}
-    for k, first in enumerate(range(0, n, size)):
-        rows = np.sort(order[first: first + size])
+    for k, (first, end) in enumerate(bounds):
+        rows = np.sort(order[first: end])
         specs.append(ActorSpec(
             f"shard-{k:04d}", HouseholdShard, group=f"group-{group_of[k]:04d}", kwargs=dict(
                 seed=seed, dt_s=run.dt_s, homes=arrays(rows),
@@ -268,13 +266,24 @@ def build(config: ScenarioConfig, profiles: ProfileData, feeder: Feeder | None =
     return Scenario(config, specs, households, connections, n_markets, data.time)
 
 
-def _market_groups(n: int, shard_size: int, per_market: int) -> list[list[int]]:
+def _shard_bounds(n: int, shard_size: int, per_market: int) -> list[tuple[int, int]]:
+    """[start, end) of each shard in connection order. As many shards as `shard_size`
+    asks for, but where a shard can hold whole markets it does: markets are dealt out
+    evenly, so a market's bids and results stay with one shard and its operator."""
+    count = -(-n // shard_size)
+    if shard_size < per_market:  # markets larger than shards: cut where shard_size says
+        return [(k * shard_size, min((k + 1) * shard_size, n)) for k in range(count)]
+    markets = np.array_split(np.arange(-(-n // per_market)), count)
+    return [(int(m[0]) * per_market, min((int(m[-1]) + 1) * per_market, n)) for m in markets]
+
+
+def _market_groups(bounds: list[tuple[int, int]], per_market: int) -> list[list[int]]:
     """Shards (as runs of consecutive indices) that share markets: shards and markets both
     cut the households in connection order, so shard k and k + 1 share one exactly when a
     market straddles their boundary."""
     groups = [[0]]
-    for k in range(1, -(-n // shard_size)):
-        if (k * shard_size) % per_market:
+    for k in range(1, len(bounds)):
+        if bounds[k][0] % per_market:
             groups[-1].append(k)
         else:
             groups.append([k])

@@ -113,7 +113,7 @@ def clear(
     # one argsort on a combined key per side (a (market, price) lexsort costs twice as much).
     # The order within a tie does not matter: fills at a price level are pro rata, and
     # numpy's sort is deterministic for the same input.
-    span = max(float(np.max(np.abs(limit[np.r_[buy, sell]]))), 1.0) * 4.0 + 1.0
+    span = max(float(np.abs(limit[quantity != 0]).max()), 1.0) * 4.0 + 1.0
     b = buy[np.argsort(market[buy] * span - limit[buy])]
     s = sell[np.argsort(market[sell] * span + limit[sell])]
     bm, bp, bq = market[b], limit[b], quantity[b]
@@ -147,7 +147,7 @@ def clear(
 def _segment_cumsum(values: np.ndarray, segment: np.ndarray) -> np.ndarray:
     """Cumulative sum restarting at each new value of the (sorted) segment array."""
     total = np.cumsum(values)
-    starts = np.flatnonzero(np.r_[True, segment[1:] != segment[:-1]])
+    starts = np.flatnonzero(np.concatenate(([True], segment[1:] != segment[:-1])))
     offset = np.zeros_like(total)
     offset[starts[1:]] = total[starts[1:] - 1]
     return total - np.maximum.accumulate(offset)

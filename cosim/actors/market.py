@@ -92,33 +92,13 @@ class MarketOperator(Actor):
                 self.record("coalitions", step=step, household=self.households,
                             market=self.markets[self.home], **day)
         self._checks = self._check_books(step, m, filled, result.payment)
-        traded = filled != 0
-        self.record("trades", step=step, household=household[traded],
-                    market=market[traded], kwh=filled[traded],
-                    limit_price=orders.limit_price[traded], price=result.price[traded],
-                    payment=trade_payment[traded])
-        bad = result.rejected != 0
-        accepted = ~bad
-        if bad.any():
-            self.record("rejections", step=step, household=household[bad], market=market[bad],
-                        quantity_kwh=orders.quantity_kwh[bad],
-                        limit_price=orders.limit_price[bad],
-                        reason=np.array([REJECTIONS[c] for c in result.rejected[bad]]))
+        if self.recording:  # (the record columns cost as much as the clearing)
+            self._record(step, household, market, m, orders, result, trade_payment)
         self._last = MarketResult(
             step, self.name, market=self.markets, price=result.market_price,
             volume_kwh=result.volume_kwh, demand_kwh=result.demand_kwh,
             supply_kwh=result.supply_kwh, unmatched_demand_kwh=result.unmatched_demand_kwh,
             unmatched_supply_kwh=result.unmatched_supply_kwh)
-        self.record("markets", step=step, market=self.markets, price=result.market_price,
-                    volume_kwh=result.volume_kwh, demand_kwh=result.demand_kwh,
-                    supply_kwh=result.supply_kwh,
-                    unmatched_demand_kwh=result.unmatched_demand_kwh,
-                    unmatched_supply_kwh=result.unmatched_supply_kwh,
-                    operator_revenue=np.bincount(m, result.payment, len(self.markets)),
-                    buyers=np.bincount(m[accepted & (orders.quantity_kwh > 0)],
-                                       minlength=len(self.markets)),
-                    sellers=np.bincount(m[accepted & (orders.quantity_kwh < 0)],
-                                        minlength=len(self.markets)))
         out: list[Message] = []
         start = 0
         for batch in bids:
@@ -130,6 +110,31 @@ class MarketOperator(Actor):
                 payment=result.payment[rows], rejected=result.rejected[rows]))
         out.append(self._last)
         return out
+
+    def _record(self, step: int, household: np.ndarray, market: np.ndarray, m: np.ndarray,
+                orders: Orders, result: Outcome, trade_payment: np.ndarray) -> None:
+        """The step's `trades` (filled orders), `rejections` and `markets` rows."""
+        filled = result.filled_kwh
+        traded = filled != 0
+        self.record("trades", step=step, household=household[traded],
+                    market=market[traded], kwh=filled[traded],
+                    limit_price=orders.limit_price[traded], price=result.price[traded],
+                    payment=trade_payment[traded])
+        bad = result.rejected != 0
+        if bad.any():
+            self.record("rejections", step=step, household=household[bad], market=market[bad],
+                        quantity_kwh=orders.quantity_kwh[bad],
+                        limit_price=orders.limit_price[bad],
+                        reason=np.array([REJECTIONS[c] for c in result.rejected[bad]]))
+        n = len(self.markets)
+        self.record("markets", step=step, market=self.markets, price=result.market_price,
+                    volume_kwh=result.volume_kwh, demand_kwh=result.demand_kwh,
+                    supply_kwh=result.supply_kwh,
+                    unmatched_demand_kwh=result.unmatched_demand_kwh,
+                    unmatched_supply_kwh=result.unmatched_supply_kwh,
+                    operator_revenue=np.bincount(m, result.payment, n),
+                    buyers=np.bincount(m[~bad & (orders.quantity_kwh > 0)], minlength=n),
+                    sellers=np.bincount(m[~bad & (orders.quantity_kwh < 0)], minlength=n))
 
     def _check_books(self, step: int, market: np.ndarray, filled: np.ndarray,
                      payment: np.ndarray) -> dict[str, float]:
@@ -188,6 +193,8 @@ class MarketOperator(Actor):
     @staticmethod
     def _local(ids: np.ndarray, known: np.ndarray) -> np.ndarray:
         """Positions of `ids` in the sorted `known`, -1 for ids not there."""
+        if np.array_equal(ids, known):  # the usual case: every household, in order
+            return np.arange(len(ids))
         pos = np.searchsorted(known, ids).clip(0, max(len(known) - 1, 0))
         return np.where(known[pos] == ids, pos, -1) if len(known) else np.full(len(ids), -1)
 
