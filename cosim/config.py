@@ -373,7 +373,8 @@ class AggregatorConfig(_Section):
     margin: NonNegative = 0.03  # currency/kWh over the wholesale price, both ways
     stackelberg: StackelbergSettings = StackelbergSettings()
     # wholesale (markets.wholesale): a day-ahead position per step (persistence: the same
-    # step a day earlier; the members' net load the first day), deviations settled at the
+    # step a day earlier, the members' net load the first day; a Stackelberg leader takes
+    # the response its model of the members expects), deviations settled at the
     # real-time price with dual pricing. The real-time price is the day-ahead price plus
     # an AR(1) deviation drawn from the scenario's seed.
     real_time_std: NonNegative = 0.02  # currency/kWh

@@ -205,8 +205,9 @@ class Aggregator(Retailer):
     and trades the portfolio's energy on the wholesale market (markets.wholesale): at the
     first step of each day it buys a day-ahead position for every step of the day, by
     persistence from its members' metered energy (`baseline_kwh`, their net load, where
-    there is none yet); after each step the deviation settles at the imbalance price of
-    the `real_time` series. The balancing market's share is booked as "balancing"."""
+    there is none yet), or as a Stackelberg leader the members' response its model
+    expects; after each step the deviation settles at the imbalance price of the
+    `real_time` series. The balancing market's share is booked as "balancing"."""
 
     SUBSCRIBES = Retailer.SUBSCRIBES | {"signal": ("telemetry",)}
 
@@ -236,12 +237,14 @@ class Aggregator(Retailer):
     def signal(self, step: int, inbox: list[Message]) -> list[Message]:
         if step % self.steps_per_day == 0:
             steps = min(self.steps_per_day, len(self.wholesale) - step)
-            if self.leader is not None:
-                self.table()[step: step + steps] = self.leader.lead(
-                    step, steps, only(inbox, MemberState), self)
-            self._position[step: step + steps] = persistence(
-                np.array(self._actual[:step]), self.baseline_kwh, step, steps,
-                self.steps_per_day)
+            day = slice(step, step + steps)
+            if self.leader is not None:  # its model of the members forecasts the position
+                self.table()[day], self._position[day] = self.leader.lead(
+                    step, steps, only(inbox, MemberState))
+            else:
+                self._position[day] = persistence(
+                    np.array(self._actual[:step]), self.baseline_kwh, step, steps,
+                    self.steps_per_day)
         if self.leader is not None:
             self.leader.report(step, self)
         return super().signal(step, inbox)
@@ -321,9 +324,10 @@ class StackelbergLeader:
         self.theta = np.array([s["markups"][0], s["peak_adders"][0]], dtype=float)
         self._day: dict[str, object] = {}
 
-    def lead(self, step: int, steps: int, reports: list[MemberState],
-             actor: Actor) -> np.ndarray:
-        """The day's [steps, 2] (buy, sell) tariff from step `step`."""
+    def lead(self, step: int, steps: int, reports: list[MemberState]
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """The day's [steps, 2] (buy, sell) tariff from step `step`, and the members' net
+        energy the leader expects at it, kWh per step (its day-ahead position)."""
         from agents.households.response import mpc_follower, rule_follower
         from markets.stackelberg import (
             Leader,
@@ -368,10 +372,11 @@ class StackelbergLeader:
                          follower_gain=last.follower_gain if last else 0.0,
                          expected_profit=last.profit if last else 0.0,
                          members_staying=int(result.members.sum()))
-        return np.stack([result.tariff.buy, result.tariff.sell], axis=1)
+        return (np.stack([result.tariff.buy, result.tariff.sell], axis=1),
+                result.net_kw.sum(0) * self.dt_h)
 
     def _bilevel(self, leader: object, family: object, follower: object, forecast: object,
-                 config: object) -> np.ndarray:
+                 config: object) -> tuple[np.ndarray, np.ndarray]:
         """The exact leader optimum for PV-and-battery members (markets.stackelberg.bilevel);
         the follower gap is how far a member's cost in the MILP's plan is from its own MPC's
         optimum at the chosen tariff."""
@@ -396,7 +401,8 @@ class StackelbergLeader:
                          follower_gain=float(np.abs(result.cost - own).max(initial=0.0)),
                          expected_profit=result.profit,
                          members_staying=int(leader.stays(own, 1e-9).sum()))
-        return np.stack([result.tariff.buy, result.tariff.sell], axis=1)
+        return (np.stack([result.tariff.buy, result.tariff.sell], axis=1),
+                result.net_kw.sum(0) * self.dt_h)
 
     def report(self, step: int, actor: Actor) -> None:
         actor.record("stackelberg", step=step, aggregator=actor.name, **self._day)
