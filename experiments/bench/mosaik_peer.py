@@ -21,7 +21,8 @@ import mosaik_api_v3
 import numpy as np
 
 from grid.reference import OpenDSSReference
-from markets.double_auction import clear
+from markets.double_auction import DoubleAuction
+from markets.mechanism import Orders
 
 STEP_S = 900
 
@@ -96,9 +97,10 @@ class MarketSim(mosaik_api_v3.Simulator):
             bids = attrs.get("bid_kwh", {})
             limits = attrs.get("limit_price", {})
             keys = list(bids)
-            result = clear(np.zeros(len(keys), dtype=int), np.array([bids[k] for k in keys]),
-                           np.array([limits[k] for k in keys]), 1)
-            self.prices[eid] = float(np.nan_to_num(result.price[0]))
+            result = DoubleAuction().clear(Orders(
+                np.arange(len(keys)), np.zeros(len(keys), dtype=int),
+                np.array([bids[k] for k in keys]), np.array([limits[k] for k in keys]), 1))
+            self.prices[eid] = float(np.nan_to_num(result.market_price[0]))
         return time_s + STEP_S
 
     def get_data(self, outputs):  # noqa: ANN001, ANN201

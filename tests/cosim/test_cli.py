@@ -130,3 +130,12 @@ def test_bench_markets_quick(tmp_path):
     assert all(row["max_volume_diff"] <= 1e-9 for row in data["rows"])
     text = bench_md.read_text()
     assert "hand-written notes stay" in text and text.count("<!-- bench:markets") == 1
+
+
+def test_bench_engine_quick(tmp_path):
+    """The engine benchmark and its mosaik peer run (the peer clears with our auction)."""
+    args = ["bench", "engine", "--sizes", "100", "--no-ray", "--repeats", "1",
+            "--out", str(tmp_path / "out")]
+    assert main(args) == 0
+    (row,) = json.loads((tmp_path / "out" / "results.json").read_text())["rows"]
+    assert row["local_run_s"] > 0 and row["mosaik_run_s"] > 0
