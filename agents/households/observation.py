@@ -32,6 +32,8 @@ import torch
 
 from agents.households.composition import HouseholdInputs, Households, HouseholdState
 
+VOLTAGE_SCALE_PU = 0.05  # the voltage field is (v - 1 p.u.) / this
+
 FIELDS = ("hour_sin", "hour_cos", "weekend", "battery_soc", "ev_soc", "ev_at_home",
           "ev_hours_left", "indoor_gap", "band_width", "outdoor", "backlog", "load", "pv",
           "buy_price", "sell_price", "voltage")
@@ -61,6 +63,6 @@ def observe(households: Households, state: HouseholdState, inputs: HouseholdInpu
         state.backlog_kwh.sum(-1) / 5, torch.as_tensor(inputs.load_kw, **f64) / 5,
         torch.as_tensor(inputs.pv_kw, **f64) / 5,
         torch.as_tensor(buy_price, **f64) / 0.3, torch.as_tensor(sell_price, **f64) / 0.3,
-        (torch.as_tensor(voltage_pu, **f64) - 1) / 0.05,
+        (torch.as_tensor(voltage_pu, **f64) - 1) / VOLTAGE_SCALE_PU,
     )
     return torch.stack([torch.broadcast_to(c, shape) for c in columns], dim=-1)

@@ -1,0 +1,290 @@
+"""Multi-agent environments over `cosim.Simulation`: PettingZoo and RLlib.
+
+    env = ParallelEnv("experiments/configs/lv_55.toml")          # PettingZoo
+    obs, infos = env.reset()
+    obs, rewards, terminations, truncations, infos = env.step(
+        {agent: env.action_space(agent).sample() for agent in env.agents})
+
+Every household of the scenario is an agent ("household_<k>") acting through the `external`
+policy on the real step: its own devices, the markets, the retailers and the AC power flow,
+exactly as `cosim run` simulates them (nothing is re-implemented here). An agent sees its
+local observation only (`agents.households.FIELDS`, including the voltage at its own
+connection in the previous step) and acts with the raw actions of `agents.households.ACTIONS`
+(battery and car in [-1, 1], the rest in [0, 1]). An episode is the scenario's run; at its
+end every agent is truncated (a time limit, not a terminal state).
+
+Reward (currency per step, `RewardConfig`): minus the agent's own cost (its bill, device
+wear and fuel, discomfort and car shortfall priced per K h and per kWh) and minus its shares
+of what the network and the climate pay: the carbon of its own grid imports, how far its
+own connection's voltage left the limits (per p.u.), and an equal share of the network's
+losses at the wholesale price and of its voltage violations. `infos` carries the step's
+global metrics (the same dict for every agent): convergence, voltage range, violations,
+losses, substation energy, money balance. A step whose power flow did not converge leaves
+no NaN in observations or rewards: the network terms count zero for it, and `infos` says
+`converged = False`.
+
+`MultiAgentEnv` is the same for RLlib, its observations a Dict of the local observation and
+the agent's index (an index carried as a float would be rescaled by observation filters).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pettingzoo
+
+from agents.households import ACTIONS, FIELDS, SIGNED_ACTIONS
+from agents.households.observation import VOLTAGE_SCALE_PU
+from cosim.config import ScenarioConfig
+from cosim.scenario import ProfileData
+from cosim.simulation import Simulation, StepResult
+
+VOLTAGE = FIELDS.index("voltage")
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """Prices of each term of an agent's reward (all >= 0). Currency per unit."""
+
+    discomfort_cost: float = 0.5  # per K h outside the comfort band
+    shortfall_cost: float = 0.5  # per kWh missing at a car's departure
+    carbon_price: float = 0.0  # per kgCO2 of its own grid imports
+    voltage_penalty: float = 0.0  # per p.u. its connection's voltage lies outside the limits
+    losses_share: float = 0.0  # share of the network's losses at the wholesale price
+    violation_penalty: float = 0.0  # per node-step outside the limits, shared equally
+
+    def __post_init__(self) -> None:
+        bad = [k for k, v in asdict(self).items() if not (np.isfinite(v) and v >= 0)]
+        if bad:
+            raise ValueError(f"reward: {bad[0]} = {getattr(self, bad[0])} must be a finite "
+                             "number >= 0")
+
+
+class EnvError(ValueError):
+    """Bad actions: names the agent and the step."""
+
+
+class _Core:
+    """What both environments share: the simulation, the spaces, the reward."""
+
+    def __init__(self, config: str | Path | ScenarioConfig | dict, reward: RewardConfig,
+                 backend: str | object = "local", overrides: dict[str, object] | None = None,
+                 profiles: ProfileData | None = None) -> None:
+        if isinstance(config, (str, Path)):
+            from cosim.config import load_config
+
+            config = load_config(config, overrides)
+        elif overrides:
+            raise ValueError("overrides apply to a scenario file")
+        elif isinstance(config, dict):
+            from cosim.config import parse_config
+
+            config = parse_config(config)
+        # every household is an agent: the external policy, whatever the file says
+        hh = config.households.model_copy(update={
+            "policy": "external", "policy_groups": [],
+            "homes": [h.model_copy(update={"policy": None}) for h in config.households.homes]})
+        self.sim = Simulation.from_config(config.model_copy(update={"households": hh}),
+                                          backend, record=False, profiles=profiles)
+        self.reward = reward
+        self.n = self.sim.n_households
+        self.agents_all = [f"household_{k}" for k in range(self.n)]
+        self.index = {a: k for k, a in enumerate(self.agents_all)}
+        low = np.array([-1.0 if signed else 0.0 for signed in SIGNED_ACTIONS])
+        self.action_space = gym.spaces.Box(low, np.ones(len(ACTIONS)), dtype=np.float64)
+        self.obs_space = gym.spaces.Box(-np.inf, np.inf, (len(FIELDS),), dtype=np.float64)
+        grid = self.sim.config.grid
+        self.vmin, self.vmax = grid.vmin_pu, grid.vmax_pu
+        self.wholesale = np.asarray(
+            next(s.kwargs for s in self.sim.scenario.actors if s.name == "feed")[
+                "wholesale_price"], dtype=float)
+        self.obs: np.ndarray | None = None
+        self.step_index = 0
+
+    def reset(self) -> np.ndarray:
+        self.obs = self._finite(self.sim.reset(), "reset")
+        self.step_index = 0
+        return self.obs
+
+    def actions(self, actions: dict[str, Any], live: list[str]) -> np.ndarray:
+        """The actions of the agents still live as one `[households, len(ACTIONS)]`
+        array; errors name the agent and the step."""
+        t = self.step_index
+        unknown = [a for a in actions if a not in self.index]
+        if unknown:
+            raise EnvError(f"step {t}: unknown agent {unknown[0]!r} (agents are "
+                           f"household_0 to household_{self.n - 1})")
+        missing = [a for a in live if a not in actions]
+        if missing:
+            raise EnvError(f"step {t}: no action for agent {missing[0]!r}")
+        out = np.empty((self.n, len(ACTIONS)))
+        for agent, action in actions.items():
+            a = np.asarray(action, dtype=float)
+            if a.shape != (len(ACTIONS),):
+                raise EnvError(f"step {t}: agent {agent!r}: action of shape {a.shape}, "
+                               f"expected ({len(ACTIONS)},) = {ACTIONS}")
+            if not np.isfinite(a).all():
+                raise EnvError(f"step {t}: agent {agent!r}: action {a.tolist()} is not finite")
+            if not self.action_space.contains(a):
+                k = int(np.flatnonzero((a < self.action_space.low)
+                                       | (a > self.action_space.high))[0])
+                raise EnvError(f"step {t}: agent {agent!r}: {ACTIONS[k]} action {a[k]:g} "
+                               f"outside [{self.action_space.low[k]:g}, "
+                               f"{self.action_space.high[k]:g}]")
+            out[self.index[agent]] = a
+        return out
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool, dict]:
+        """(next observations, rewards, done, global info) for all households."""
+        t = self.step_index
+        result = self.sim.step(actions)
+        self.step_index += 1
+        if result.observations is not None:
+            self.obs = self._finite(result.observations, f"step {t}")
+        rewards = self._rewards(result, t)
+        return self.obs, rewards, result.done, self._info(result)
+
+    def _rewards(self, result: StepResult, t: int) -> np.ndarray:
+        r, c, g = self.reward, result.costs, result.grid
+        cost = (c.bill + c.operating_cost + r.discomfort_cost * c.discomfort_kh
+                + r.shortfall_cost * c.ev_shortfall_kwh + r.carbon_price * c.emissions_kg)
+        if g.converged:
+            # the voltage this step gave its connection is in the next observation
+            v = 1.0 + self.obs[:, VOLTAGE] * VOLTAGE_SCALE_PU
+            outside = np.maximum(v - self.vmax, 0.0) + np.maximum(self.vmin - v, 0.0)
+            cost = cost + r.voltage_penalty * outside + (
+                r.losses_share * g.losses_kwh * self.wholesale[t]
+                + r.violation_penalty * g.violations) / self.n
+        return self._finite(-cost, f"step {t} (rewards)")
+
+    @staticmethod
+    def _info(result: StepResult) -> dict[str, object]:
+        g = result.grid
+        return {"step": result.step, "converged": g.converged, "v_min_pu": g.v_min_pu,
+                "v_max_pu": g.v_max_pu, "violations": g.violations,
+                "losses_kwh": g.losses_kwh, "substation_kwh": g.substation_kwh,
+                "money_balance": result.system["money_balance"]}
+
+    @staticmethod
+    def _finite(x: np.ndarray, where: str) -> np.ndarray:
+        if not np.isfinite(x).all():
+            k = int(np.argwhere(~np.isfinite(x))[0][0])
+            raise RuntimeError(f"{where}: household {k}: not finite ({x[k]}); the "
+                               "simulation must never hand an agent NaN")
+        return x
+
+
+class ParallelEnv(pettingzoo.ParallelEnv):
+    """PettingZoo's parallel API over a scenario (module docstring). `config`: a scenario
+    file, a parsed config or its dict; `overrides` dotted keys of a file; `profiles`
+    replaces the scenario's profile source (tests)."""
+
+    metadata = {"name": "gridedge_households_v0", "render_modes": []}
+
+    def __init__(self, config: str | Path | ScenarioConfig | dict,
+                 reward: RewardConfig = RewardConfig(), backend: str | object = "local",
+                 overrides: dict[str, object] | None = None,
+                 profiles: ProfileData | None = None) -> None:
+        self._core = _Core(config, reward, backend, overrides, profiles)
+        self.possible_agents = list(self._core.agents_all)
+        self.agents: list[str] = []
+        self.render_mode = None
+
+    def observation_space(self, agent: str) -> gym.spaces.Box:
+        return self._core.obs_space
+
+    def action_space(self, agent: str) -> gym.spaces.Box:
+        return self._core.action_space
+
+    def reset(self, seed: int | None = None, options: dict | None = None
+              ) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+        """The scenario from its start. The simulation is deterministic given its scenario,
+        so `seed` changes nothing here (a new scenario is a new environment)."""
+        obs = self._core.reset()
+        self.agents = list(self.possible_agents)
+        return ({a: obs[k].copy() for k, a in enumerate(self.possible_agents)},
+                {a: {} for a in self.agents})
+
+    def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
+        if not self.agents:
+            raise EnvError("the episode is over: call reset()")
+        core = self._core
+        obs, rewards, done, info = core.step(core.actions(actions, self.agents))
+        agents = self.agents
+        out = ({a: obs[core.index[a]].copy() for a in agents},
+               {a: float(rewards[core.index[a]]) for a in agents},
+               {a: False for a in agents}, {a: done for a in agents},
+               {a: info for a in agents})
+        if done:
+            self.agents = []
+        return out
+
+    def render(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self._core.sim.close()
+
+    def state(self) -> np.ndarray:
+        """The global state: every household's observation, stacked."""
+        return self._core.obs.ravel().copy()
+
+
+def rllib_env(config: dict[str, object]) -> MultiAgentEnv:
+    """RLlib's env creator: `config` holds `scenario` (a file) and optionally `reward`
+    (RewardConfig fields) and `overrides`."""
+    return MultiAgentEnv(config["scenario"], RewardConfig(**config.get("reward", {})),
+                         overrides=config.get("overrides"))
+
+
+try:  # RLlib is a dependency, but its import is heavy: only load it for this class
+    from ray.rllib.env.multi_agent_env import MultiAgentEnv as _RLlibMultiAgentEnv
+except ImportError:  # pragma: no cover
+    _RLlibMultiAgentEnv = object
+
+
+class MultiAgentEnv(_RLlibMultiAgentEnv):
+    """RLlib's multi-agent API over a scenario: as ParallelEnv, with Dict observations
+    {"obs": the local observation, "agent": the household's index}."""
+
+    def __init__(self, config: str | Path | ScenarioConfig | dict,
+                 reward: RewardConfig = RewardConfig(), backend: str | object = "local",
+                 overrides: dict[str, object] | None = None,
+                 profiles: ProfileData | None = None) -> None:
+        super().__init__()
+        self._core = _Core(config, reward, backend, overrides, profiles)
+        self.possible_agents = list(self._core.agents_all)
+        self.agents = list(self.possible_agents)
+        space = gym.spaces.Dict({"obs": self._core.obs_space,
+                                 "agent": gym.spaces.Discrete(self._core.n)})
+        self.observation_spaces = {a: space for a in self.possible_agents}
+        self.action_spaces = {a: self._core.action_space for a in self.possible_agents}
+
+    def _dict(self, obs: np.ndarray, agents: list[str]) -> dict[str, dict]:
+        return {a: {"obs": obs[self._core.index[a]].copy(), "agent": self._core.index[a]}
+                for a in agents}
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None
+              ) -> tuple[dict, dict]:
+        obs = self._core.reset()
+        self.agents = list(self.possible_agents)
+        return self._dict(obs, self.agents), {a: {} for a in self.agents}
+
+    def step(self, action_dict: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
+        core = self._core
+        obs, rewards, done, info = core.step(core.actions(action_dict, self.agents))
+        agents = self.agents
+        out = (self._dict(obs, agents), {a: float(rewards[core.index[a]]) for a in agents},
+               {a: False for a in agents} | {"__all__": False},
+               {a: done for a in agents} | {"__all__": done},
+               {a: info for a in agents})
+        if done:
+            self.agents = []
+        return out
+
+    def close(self) -> None:
+        self._core.sim.close()

@@ -1,0 +1,120 @@
+"""The PettingZoo and RLlib environments over the real step."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agents.households import ACTIONS, FIELDS
+from cosim.envs import EnvError, MultiAgentEnv, ParallelEnv, RewardConfig
+from cosim.simulation import Simulation
+
+from .conftest import small, synthetic_profiles
+
+
+def _config(**changes):
+    return small(run={"steps": 4}, households={"count": 20, "shard_size": 10},
+                 markets={"households_per_market": 10}, **changes)
+
+
+@pytest.fixture(scope="module")
+def profiles():
+    return synthetic_profiles(homes=30)
+
+
+def test_parallel_env_passes_pettingzoos_api_test(profiles):
+    from pettingzoo.test import parallel_api_test
+
+    env = ParallelEnv(_config(), profiles=profiles)
+    parallel_api_test(env, num_cycles=10)
+    env.close()
+
+
+def test_rllib_env_passes_rllibs_checker(profiles):
+    from ray.rllib.utils.pre_checks.env import check_multiagent_environments
+
+    env = MultiAgentEnv(_config(), profiles=profiles)
+    check_multiagent_environments(env)
+    obs, _ = env.reset()
+    assert set(obs["household_3"]) == {"obs", "agent"} and obs["household_3"]["agent"] == 3
+    env.close()
+
+
+def test_an_episode_is_the_simulation_with_the_same_actions(profiles):
+    """The environment adds nothing to the step: its observations and costs are the
+    simulation's own for the same actions, and the reward is minus the priced costs."""
+    config = _config()
+    reward = RewardConfig(discomfort_cost=2.0, shortfall_cost=3.0, carbon_price=0.1)
+    env = ParallelEnv(config, reward, profiles=profiles)
+    external = config.model_copy(update={"households": config.households.model_copy(
+        update={"policy": "external"})})
+    sim = Simulation.from_config(external, record=False, profiles=profiles)
+    rng = np.random.default_rng(0)
+    obs, _ = env.reset()
+    np.testing.assert_array_equal(np.stack([obs[a] for a in env.possible_agents]),
+                                  sim.reset())
+    for t in range(config.run.steps):
+        act = np.column_stack([rng.uniform(-1, 1, (20, 2)), rng.uniform(0, 1, (20, 4))])
+        obs, rewards, terms, truncs, infos = env.step(
+            {a: act[k] for k, a in enumerate(env.possible_agents)})
+        result = sim.step(act)
+        c = result.costs
+        cost = (c.bill + c.operating_cost + 2.0 * c.discomfort_kh
+                + 3.0 * c.ev_shortfall_kwh + 0.1 * c.emissions_kg)
+        np.testing.assert_allclose([rewards[a] for a in env.possible_agents], -cost,
+                                   rtol=0, atol=1e-12)
+        assert infos["household_0"]["converged"] == result.grid.converged
+        assert all(truncs.values()) == result.done and not any(terms.values())
+        if not result.done:
+            np.testing.assert_array_equal(np.stack([obs[a] for a in env.possible_agents]),
+                                          result.observations)
+    assert env.agents == []
+    env.close()
+    sim.close()
+
+
+def test_network_shares_in_the_reward(profiles):
+    """Voltage, losses and violations enter as documented: the voltage term from the
+    agent's own next observation, the network terms shared equally."""
+    shares = RewardConfig(voltage_penalty=100.0, losses_share=1.0, violation_penalty=0.5)
+    plain, shared = (ParallelEnv(_config(grid={"feeder": "ieee13", "vmax_pu": 1.0}), r,
+                                 profiles=profiles) for r in (RewardConfig(), shares))
+    plain.reset()
+    shared.reset()
+    wholesale, vmin = shared._core.wholesale, shared._core.vmin
+    act = {a: np.array([1.0, 1.0, 1.0, 1.0, 1.0, 0.0]) for a in plain.possible_agents}
+    for t in range(3):
+        _, base, *_ = plain.step(act)
+        obs, rewarded, _, _, infos = shared.step(act)
+        info = infos["household_0"]
+        for k, a in enumerate(shared.possible_agents):
+            v = 1.0 + 0.05 * obs[a][FIELDS.index("voltage")]  # the field's documented scale
+            assert 0.9 < v < 1.1
+            extra = 100.0 * (max(v - 1.0, 0) + max(vmin - v, 0)) + (
+                info["losses_kwh"] * wholesale[t] + 0.5 * info["violations"]) / 20
+            assert rewarded[a] == pytest.approx(base[a] - extra, abs=1e-12)
+    assert info["violations"] > 0  # the tight limit made the terms bite
+    plain.close()
+    shared.close()
+
+
+def test_bad_actions_name_the_agent_and_the_step(profiles):
+    env = ParallelEnv(_config(), profiles=profiles)
+    env.reset()
+    good = {a: np.zeros(len(ACTIONS)) for a in env.possible_agents}
+    with pytest.raises(EnvError, match=r"step 0: agent 'household_4': battery action 1.5 "
+                                       r"outside \[-1, 1\]"):
+        env.step(good | {"household_4": np.array([1.5, 0, 0, 0, 0, 0])})
+    with pytest.raises(EnvError, match=r"step 0: agent 'household_2': .* not finite"):
+        env.step(good | {"household_2": np.array([np.nan, 0, 0, 0, 0, 0])})
+    with pytest.raises(EnvError, match=r"step 0: unknown agent 'household_99'"):
+        env.step(good | {"household_99": np.zeros(6)})
+    with pytest.raises(EnvError, match=r"step 0: no action for agent 'household_0'"):
+        env.step({a: v for a, v in good.items() if a != "household_0"})
+    with pytest.raises(EnvError, match=r"step 0: agent 'household_1': action of shape \(3,\)"):
+        env.step(good | {"household_1": np.zeros(3)})
+    env.step(good)  # the failed calls ran nothing: step 0 runs now
+    assert env._core.step_index == 1
+    with pytest.raises(ValueError, match="discomfort_cost"):
+        RewardConfig(discomfort_cost=-1.0)
+    env.close()
