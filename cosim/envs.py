@@ -36,10 +36,11 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pettingzoo
+from ray.rllib.env.multi_agent_env import MultiAgentEnv as RLlibMultiAgentEnv
 
 from agents.households import ACTIONS, FIELDS, SIGNED_ACTIONS
 from agents.households.observation import VOLTAGE_SCALE_PU
-from cosim.config import ScenarioConfig
+from cosim.config import ScenarioConfig, load_config, parse_config
 from cosim.scenario import ProfileData
 from cosim.simulation import Simulation, StepResult
 
@@ -75,14 +76,10 @@ class _Core:
                  backend: str | object = "local", overrides: dict[str, object] | None = None,
                  profiles: ProfileData | None = None) -> None:
         if isinstance(config, (str, Path)):
-            from cosim.config import load_config
-
             config = load_config(config, overrides)
         elif overrides:
             raise ValueError("overrides apply to a scenario file")
         elif isinstance(config, dict):
-            from cosim.config import parse_config
-
             config = parse_config(config)
         # every household is an agent: the external policy, whatever the file says
         hh = config.households.model_copy(update={
@@ -234,20 +231,7 @@ class ParallelEnv(pettingzoo.ParallelEnv):
         return self._core.obs.ravel().copy()
 
 
-def rllib_env(config: dict[str, object]) -> MultiAgentEnv:
-    """RLlib's env creator: `config` holds `scenario` (a file) and optionally `reward`
-    (RewardConfig fields) and `overrides`."""
-    return MultiAgentEnv(config["scenario"], RewardConfig(**config.get("reward", {})),
-                         overrides=config.get("overrides"))
-
-
-try:  # RLlib is a dependency, but its import is heavy: only load it for this class
-    from ray.rllib.env.multi_agent_env import MultiAgentEnv as _RLlibMultiAgentEnv
-except ImportError:  # pragma: no cover
-    _RLlibMultiAgentEnv = object
-
-
-class MultiAgentEnv(_RLlibMultiAgentEnv):
+class MultiAgentEnv(RLlibMultiAgentEnv):
     """RLlib's multi-agent API over a scenario: as ParallelEnv, with Dict observations
     {"obs": the local observation, "agent": the household's index}."""
 
