@@ -37,6 +37,7 @@ bench: setup
 	$(BIN)/cosim bench powerflow --compile --update-benchmarks BENCHMARKS.md
 	$(BIN)/cosim bench engine --update-benchmarks BENCHMARKS.md
 	$(BIN)/cosim bench profiles --update-benchmarks BENCHMARKS.md
+	$(BIN)/cosim bench households --households 10000 --repeats 5 --update-benchmarks BENCHMARKS.md
 	$(BIN)/cosim bench markets --update-benchmarks BENCHMARKS.md
 
 clean:

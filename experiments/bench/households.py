@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from agents.devices.heat_pump import PREHEAT_H
 from agents.households import (
     ACTIONS,
     FIELDS,
@@ -46,7 +47,6 @@ from agents.households import (
     HouseholdType,
     observe,
 )
-from agents.devices.heat_pump import PREHEAT_H
 from agents.policies.bank import PolicyBank
 from agents.policies.rule_based import self_consumption_setpoints
 from experiments.bench.common import add_output_arguments, machine_info, save
