@@ -17,11 +17,11 @@ Reward (currency per step, `RewardConfig`): minus the agent's own cost (its bill
 wear and fuel, discomfort and car shortfall priced per K h and per kWh) and minus its shares
 of what the network and the climate pay: the carbon of its own grid imports, how far its
 own connection's voltage left the limits (per p.u.), and an equal share of the network's
-losses at the wholesale price and of its voltage violations. `infos` carries the step's
-global metrics (the same dict for every agent): convergence, voltage range, violations,
-losses, substation energy, money balance. A step whose power flow did not converge leaves
-no NaN in observations or rewards: the network terms count zero for it, and `infos` says
-`converged = False`.
+losses at the wholesale price, of its voltage violations and of its overloaded lines.
+`infos` carries the step's global metrics (the same dict for every agent): convergence,
+voltage range, violations, line loading, losses, substation energy, money balance. A
+step whose power flow did not converge leaves no NaN in observations or rewards: the
+network terms count zero for it, and `infos` says `converged = False`.
 
 `MultiAgentEnv` is the same for RLlib, its observations a Dict of the local observation and
 the agent's index (an index carried as a float would be rescaled by observation filters).
@@ -57,6 +57,7 @@ class RewardConfig:
     voltage_penalty: float = 0.0  # per p.u. its connection's voltage lies outside the limits
     losses_share: float = 0.0  # share of the network's losses at the wholesale price
     violation_penalty: float = 0.0  # per node-step outside the limits, shared equally
+    overload_penalty: float = 0.0  # per line above its rating, shared equally
 
     def __post_init__(self) -> None:
         bad = [k for k, v in asdict(self).items() if not (np.isfinite(v) and v >= 0)]
@@ -155,7 +156,8 @@ class _Core:
             outside = np.maximum(v - self.vmax, 0.0) + np.maximum(self.vmin - v, 0.0)
             cost = cost + r.voltage_penalty * outside + (
                 r.losses_share * g.losses_kwh * self.wholesale[t]
-                + r.violation_penalty * g.violations) / self.n
+                + r.violation_penalty * g.violations
+                + r.overload_penalty * g.overloaded_lines) / self.n
         return self._finite(-cost, f"step {t} (rewards)")
 
     @staticmethod
@@ -163,6 +165,7 @@ class _Core:
         g = result.grid
         return {"step": result.step, "converged": g.converged, "v_min_pu": g.v_min_pu,
                 "v_max_pu": g.v_max_pu, "violations": g.violations,
+                "max_line_loading": g.max_line_loading, "overloaded_lines": g.overloaded_lines,
                 "losses_kwh": g.losses_kwh, "substation_kwh": g.substation_kwh,
                 "money_balance": result.system["money_balance"]}
 

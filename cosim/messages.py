@@ -298,6 +298,8 @@ class GridState(Message):
     violations: int  # nodes outside the voltage limits
     worst_bus: str  # lowest voltage; without convergence, that of a first-order estimate
     connection_v_pu: np.ndarray  # per grid connection, nan where not converged
+    max_loading: float = float("nan")  # highest line current over its rating (nan: none)
+    overloaded_lines: int = 0  # lines above their rating
 
     topic: ClassVar[str] = "grid"
     ARRAYS: ClassVar = {"connection_v_pu": ("float64", False)}
@@ -307,7 +309,8 @@ class GridState(Message):
                          "losses_kw": (pa.float64(), False), "losses_kvar": (pa.float64(), False),
                          "balance_kw": (pa.float64(), False), "v_min_pu": (pa.float64(), False),
                          "v_max_pu": (pa.float64(), False), "violations": (pa.int64(), False),
-                         "worst_bus": (pa.string(), False)}
+                         "worst_bus": (pa.string(), False), "max_loading": (pa.float64(), False),
+                         "overloaded_lines": (pa.int64(), False)}
 
 
 ALL_MESSAGES: tuple[type[Message], ...] = (

@@ -91,7 +91,8 @@ class HouseholdCosts(NamedTuple):
 @dataclass(frozen=True)
 class GridSummary:
     """The step's power flow: convergence, voltage range (p.u.), nodes outside the limits,
-    the lowest-voltage bus, losses and substation energy (kWh; NaN if not converged)."""
+    the lowest-voltage bus, losses and substation energy (kWh; NaN if not converged), the
+    highest line loading and the lines above their rating."""
 
     converged: bool
     iterations: int
@@ -101,6 +102,8 @@ class GridSummary:
     worst_bus: str
     losses_kwh: float
     substation_kwh: float
+    max_line_loading: float  # highest line current over its rating (NaN: none rated)
+    overloaded_lines: int  # lines above their rating
 
 
 @dataclass(frozen=True)
@@ -562,7 +565,7 @@ class Simulation:
 def _grid_summary(state: GridState, row: dict[str, float]) -> GridSummary:
     return GridSummary(state.converged, state.iterations, state.v_min_pu, state.v_max_pu,
                        state.violations, state.worst_bus, row["losses_kwh"],
-                       row["substation_kwh"])
+                       row["substation_kwh"], state.max_loading, state.overloaded_lines)
 
 
 __all__ = ["GridSummary", "HouseholdCosts", "NotConverged", "PhaseError", "Simulation",

@@ -70,15 +70,20 @@ class GridActor(Actor):
                     v_max_pu=float(np.nanmax(vpu)) if converged else np.nan,
                     violations=violations, worst_bus=worst)
         self.record("buses", step=step, node=np.arange(len(vpu)), v_pu=vpu)
+        loading = result.line_loading[0].cpu().numpy()
         self.record("lines", step=step, line=np.arange(len(self.feeder.lines)),
-                    loading=result.line_loading[0].cpu().numpy())
+                    loading=loading)
+        rated = loading[np.isfinite(loading)]
+        max_loading = float(rated.max()) if converged and len(rated) else float("nan")
+        overloaded = int((rated > 1.0).sum()) if converged else 0
         return [GridState(
             step, self.name, converged=converged, iterations=int(result.iterations[0]),
             substation_kw=sub.real, substation_kvar=sub.imag, losses_kw=losses.real,
             losses_kvar=losses.imag, balance_kw=kcl,
             v_min_pu=float(np.nanmin(vpu)) if converged else float("nan"),
             v_max_pu=float(np.nanmax(vpu)) if converged else float("nan"),
-            violations=violations, worst_bus=worst, connection_v_pu=conn_v)]
+            violations=violations, worst_bus=worst, connection_v_pu=conn_v,
+            max_loading=max_loading, overloaded_lines=overloaded)]
 
     def _base_v(self, spec: str) -> float:
         """Base voltage (V) of a connection: line-to-neutral, or line-to-line between two

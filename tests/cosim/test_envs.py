@@ -76,7 +76,8 @@ def test_an_episode_is_the_simulation_with_the_same_actions(profiles):
 def test_network_shares_in_the_reward(profiles):
     """Voltage, losses and violations enter as documented: the voltage term from the
     agent's own next observation, the network terms shared equally."""
-    shares = RewardConfig(voltage_penalty=100.0, losses_share=1.0, violation_penalty=0.5)
+    shares = RewardConfig(voltage_penalty=100.0, losses_share=1.0, violation_penalty=0.5,
+                          overload_penalty=2.0)
     plain, shared = (ParallelEnv(_config(grid={"feeder": "ieee13", "vmax_pu": 1.0}), r,
                                  profiles=profiles) for r in (RewardConfig(), shares))
     plain.reset()
@@ -91,7 +92,8 @@ def test_network_shares_in_the_reward(profiles):
             v = 1.0 + 0.05 * obs[a][FIELDS.index("voltage")]  # the field's documented scale
             assert 0.9 < v < 1.1
             extra = 100.0 * (max(v - 1.0, 0) + max(vmin - v, 0)) + (
-                info["losses_kwh"] * wholesale[t] + 0.5 * info["violations"]) / 20
+                info["losses_kwh"] * wholesale[t] + 0.5 * info["violations"]
+                + 2.0 * info["overloaded_lines"]) / 20
             assert rewarded[a] == pytest.approx(base[a] - extra, abs=1e-12)
     assert info["violations"] > 0  # the tight limit made the terms bite
     plain.close()
@@ -151,3 +153,23 @@ def test_rllib_trains_on_the_environment_with_two_env_runners(ray_cluster, profi
         assert np.isfinite(runners["episode_return_mean"])
     finally:
         algo.stop()
+
+
+def test_line_loading_in_the_step_result_is_the_recorded_lines(profiles, tmp_path):
+    """The step's highest loading and overloaded lines are those of the `lines` table."""
+    import pandas as pd
+
+    from cosim.backends import LocalBackend
+    from cosim.scenario import build
+
+    config = _config()
+    sim = Simulation(build(config, profiles), LocalBackend(), tmp_path)
+    sim.reset()
+    results = [sim.step() for _ in range(config.run.steps)]
+    sim.close()
+    lines = pd.read_parquet(tmp_path / "lines")
+    by_step = lines.groupby("step").loading
+    for r in results:
+        assert r.grid.max_line_loading == pytest.approx(by_step.max()[r.step], abs=0)
+        assert r.grid.overloaded_lines == int((by_step.get_group(r.step) > 1.0).sum())
+    assert max(r.grid.max_line_loading for r in results) > 0
