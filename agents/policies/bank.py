@@ -21,7 +21,7 @@ co-simulation loads it for its `bank` households and gives each household its ow
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -74,11 +74,25 @@ class PolicyBank(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """Observations `[..., n_agents, obs_dim]` to actions `[..., n_agents, act_dim]`."""
+        return self._layers(obs, lambda x, w, b: torch.einsum("...ni,nio->...no", x, w) + b)
+
+    def rows(self, obs: torch.Tensor, agent: torch.Tensor) -> torch.Tensor:
+        """Observations `[B, obs_dim]`, each of the agent given by `agent` `[B]` (an RL
+        learner's batch: rows of any agents in any order), to actions `[B, act_dim]`: row b
+        through agent[b]'s own policy, the same numbers `forward` gives it."""
+        index = torch.as_tensor(agent, dtype=torch.long, device=obs.device)
+        # each row's own weights gathered, [B, in, out]: one batched matmul per layer
+        return self._layers(obs, lambda x, w, b: torch.bmm(x.unsqueeze(1), w[index]).squeeze(1)
+                            + b[index])
+
+    def _layers(self, obs: torch.Tensor, linear: Callable) -> torch.Tensor:
+        """The MLP with `linear(x, weight, bias)` as each layer's affine map, then the
+        per-output squash."""
         x = obs.to(self.weights[0].dtype)
         act = ACTIVATIONS[self.activation]
         last = len(self.weights) - 1
         for layer, (w, b) in enumerate(zip(self.weights, self.biases)):
-            x = torch.einsum("...ni,nio->...no", x, w) + b
+            x = linear(x, w, b)
             if layer < last:
                 x = act(x)
         return torch.where(self.signed, torch.tanh(x), torch.sigmoid(x))

@@ -282,3 +282,18 @@ def test_bank_runs_on_cuda():
     expected = bank(x)
     bank.to("cuda")
     assert torch.allclose(bank(x.cuda()).cpu(), expected)
+
+
+def test_rows_of_any_agents_in_any_order_give_what_forward_gives():
+    """An RL learner's batch mixes agents: each row through its own agent's policy, exactly
+    as the full layout computes it, and its gradient reaches only that agent."""
+    bank = PolicyBank(7, 5, 3, hidden=(8, 8), squash=[True, False, True], seed=3)
+    obs = torch.randn(4, 7, 5, dtype=torch.float64)  # [time, agents, obs]
+    full = bank(obs)
+    t = torch.tensor([0, 3, 1, 2, 0, 3])
+    agent = torch.tensor([6, 0, 2, 2, 5, 6])
+    np.testing.assert_allclose(bank.rows(obs[t, agent], agent).detach(),
+                               full[t, agent].detach(), rtol=0, atol=1e-14)
+    bank.rows(obs[t, agent], agent).sum().backward()
+    touched = bank.weights[0].grad.abs().sum((1, 2)) > 0
+    assert touched.tolist() == [k in {0, 2, 5, 6} for k in range(7)]
