@@ -174,9 +174,9 @@ def build(config: ScenarioConfig, profiles: ProfileData, feeder: Feeder | None =
     initial = dict(battery_soc=hh.battery.soc_initial, ev_soc=hh.ev.soc_initial,
                    indoor_c=hh.heat_pump.indoor_initial_c)
 
-    def arrays(rows: np.ndarray) -> HouseholdArrays:
+    def arrays(rows: np.ndarray, bank: bool = True) -> HouseholdArrays:
         """Everything the households `rows` need to be simulated (a shard, a leader's
-        model of its members)."""
+        model of its members, which follow its own model rather than their bank)."""
         cars = has_ev[rows].any()
         return HouseholdArrays(
             household=rows, connection=connection[rows], market=market[rows],
@@ -186,7 +186,8 @@ def build(config: ScenarioConfig, profiles: ProfileData, feeder: Feeder | None =
             ev_steps_left=data.ev_steps_left[homes[rows]] if cars else None,
             devices=_rows(devices, rows), initial=initial, power_factor=hh.power_factor,
             policy=policy[rows], mpc=mpc,
-            bank=_bank(config.policies.bank.path, rows[policy[rows] == "bank"]), **clock)
+            bank=_bank(config.policies.bank.path, rows[policy[rows] == "bank"]) if bank
+            else None, **clock)
 
     seed = run.seed
     specs = [
@@ -231,7 +232,7 @@ def build(config: ScenarioConfig, profiles: ProfileData, feeder: Feeder | None =
                     f"a battery only; household {int(np.flatnonzero(other)[0])} of {name} "
                     "owns more (use method = \"iterate\")")
         leader = dict(stackelberg=agg.stackelberg.model_dump(),
-                      members=arrays(np.flatnonzero(mine)), outside=outside,
+                      members=arrays(np.flatnonzero(mine), bank=False), outside=outside,
                       peak=peak) if leading else {}
         specs.append(ActorSpec(name, Aggregator, dict(
             seed=seed, n_markets=n_markets, customers=mine, dt_s=run.dt_s,

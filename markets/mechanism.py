@@ -124,7 +124,7 @@ class Mechanism(Protocol):
 
 
 def screen(orders: Orders, price_caps: tuple[float, float] = (-np.inf, np.inf),
-           home_market: dict[int, int] | np.ndarray | None = None) -> np.ndarray:
+           home_market: np.ndarray | None = None) -> np.ndarray:
     """Rejection code per order (0 accepted). `home_market`: each known participant's
     market (an array indexed by participant id, -1 where unknown); None accepts anyone
     into any market that exists."""

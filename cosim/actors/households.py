@@ -208,7 +208,7 @@ class HouseholdShard(Actor):
         d = self._dispatched
         clearing, sp, grid_kwh = d["clearing"], d["setpoints"], d["grid_kwh"]
         carbon = only(inbox, MarketData)[0].carbon_intensity
-        buy, sell, grid_share = self._upstream_prices(only(inbox, UpstreamPrices))
+        buy, sell, grid_share = self._upstream_prices(step, only(inbox, UpstreamPrices))
         x, hh, dt_h = self.series.at(step), self.households, self.dt_h
         bill = clearing.payment + energy_bill(grid_kwh, buy, sell)
         kw = {name: getattr(sp, name).numpy() for name in sp._fields}
@@ -325,7 +325,7 @@ class HouseholdShard(Actor):
                 buy_f[mine], sell_f[mine] = b[:, :horizon], s[:, :horizon]
             self._forecast = (buy_f, sell_f)
 
-    def _signal_rows(self, step: int, signal: PriceSignal
+    def _signal_rows(self, step: int, signal: PriceSignal | UpstreamPrices
                      ) -> tuple[np.ndarray, np.ndarray] | None:
         """(the households the signal's sender retails, the signal row of each one's
         market), None if it retails none here; worked out once per sender and markets."""
@@ -335,12 +335,12 @@ class HouseholdShard(Actor):
             where = np.minimum(np.searchsorted(signal.market, self.homes.market[mine]),
                                len(signal.market) - 1)
             if not (signal.market[where] == self.homes.market[mine]).all():
-                raise MessageError(f"PriceSignal from {signal.sender!r} at step {step} has no "
-                                   f"price for a market of shard {self.name}")
+                raise MessageError(f"{type(signal).__name__} from {signal.sender!r} at step "
+                                   f"{step} has no price for a market of shard {self.name}")
             self._rows_of[key] = (mine, where) if len(mine) else None
         return self._rows_of[key]
 
-    def _upstream_prices(self, layers: list[UpstreamPrices]
+    def _upstream_prices(self, step: int, layers: list[UpstreamPrices]
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(import price, export price, share of imports from the grid) each household's
         metered energy is billed at: its retailer's prices, or where its retailer pools
@@ -348,8 +348,10 @@ class HouseholdShard(Actor):
         buy, sell = (p.copy() for p in self._prices)
         grid_share = np.ones(len(buy))
         for layer in layers:
-            mine = self.homes.retailer == layer.sender
-            where = np.searchsorted(layer.market, self.homes.market[mine])
+            rows = self._signal_rows(step, layer)  # the same rows as its price signal's
+            if rows is None:
+                continue
+            mine, where = rows
             buy[mine], sell[mine] = layer.import_price[where], layer.export_price[where]
             grid_share[mine] = layer.import_grid_share[where]
         return buy, sell, grid_share
