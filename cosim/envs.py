@@ -25,6 +25,10 @@ network terms count zero for it, and `infos` says `converged = False`.
 
 `MultiAgentEnv` is the same for RLlib, its observations a Dict of the local observation and
 the agent's index (an index carried as a float would be rescaled by observation filters).
+With `global_state=True` the Dict also carries "state", the same for every agent, for a
+centralised critic in training (never for a deployed policy): the mean and spread over
+households of every observation field, the lowest and highest voltage field, and the last
+step's highest line loading, losses and substation energy per household (zero at reset).
 """
 
 from __future__ import annotations
@@ -101,12 +105,24 @@ class _Core:
             next(s.kwargs for s in self.sim.scenario.actors if s.name == "feed")[
                 "wholesale_price"], dtype=float)
         self.obs: np.ndarray | None = None
+        self.network = np.zeros(3)  # last step's loading, losses and substation per household
         self.step_index = 0
 
     def reset(self) -> np.ndarray:
         self.obs = self._finite(self.sim.reset(), "reset")
+        self.network = np.zeros(3)
         self.step_index = 0
         return self.obs
+
+    @property
+    def state_dim(self) -> int:
+        return 2 * len(FIELDS) + 2 + len(self.network)
+
+    def global_state(self) -> np.ndarray:
+        """The centralised critic's view (module docstring), float32."""
+        v = self.obs[:, VOLTAGE]
+        return np.concatenate([self.obs.mean(0), self.obs.std(0), [v.min(), v.max()],
+                               self.network]).astype(np.float32)
 
     def actions(self, actions: dict[str, Any], live: list[str]) -> np.ndarray:
         """The actions of the agents still live as one `[households, len(ACTIONS)]`
@@ -144,6 +160,10 @@ class _Core:
         if result.observations is not None:
             self.obs = self._finite(result.observations, f"step {t}")
         rewards = self._rewards(result, t)
+        g = result.grid
+        if g.converged:
+            self.network = np.array([g.max_line_loading, g.losses_kwh / self.n,
+                                     g.substation_kwh / self.n])
         return self.obs, rewards, result.done, self._info(result)
 
     def _rewards(self, result: StepResult, t: int) -> np.ndarray:
@@ -236,23 +256,32 @@ class ParallelEnv(pettingzoo.ParallelEnv):
 
 class MultiAgentEnv(RLlibMultiAgentEnv):
     """RLlib's multi-agent API over a scenario: as ParallelEnv, with Dict observations
-    {"obs": the local observation, "agent": the household's index}."""
+    {"obs": the local observation, "agent": the household's index[, "state": the global
+    state]}."""
 
     def __init__(self, config: str | Path | ScenarioConfig | dict,
                  reward: RewardConfig = RewardConfig(), backend: str | object = "local",
                  overrides: dict[str, object] | None = None,
-                 profiles: ProfileData | None = None) -> None:
+                 profiles: ProfileData | None = None, global_state: bool = False) -> None:
         super().__init__()
         self._core = _Core(config, reward, backend, overrides, profiles)
+        self.global_state = global_state
         self.possible_agents = list(self._core.agents_all)
         self.agents = list(self.possible_agents)
-        space = gym.spaces.Dict({"obs": self._core.obs_space,
-                                 "agent": gym.spaces.Discrete(self._core.n)})
+        spaces = {"obs": self._core.obs_space, "agent": gym.spaces.Discrete(self._core.n)}
+        if global_state:
+            spaces["state"] = gym.spaces.Box(-np.inf, np.inf, (self._core.state_dim,),
+                                             dtype=np.float32)
+        space = gym.spaces.Dict(spaces)
         self.observation_spaces = {a: space for a in self.possible_agents}
         self.action_spaces = {a: self._core.action_space for a in self.possible_agents}
 
     def _dict(self, obs: np.ndarray, agents: list[str]) -> dict[str, dict]:
-        return {a: {"obs": obs[self._core.index[a]].copy(), "agent": self._core.index[a]}
+        index = self._core.index
+        if not self.global_state:
+            return {a: {"obs": obs[index[a]].copy(), "agent": index[a]} for a in agents}
+        state = self._core.global_state()
+        return {a: {"obs": obs[index[a]].copy(), "agent": index[a], "state": state}
                 for a in agents}
 
     def reset(self, *, seed: int | None = None, options: dict | None = None

@@ -72,20 +72,25 @@ class PolicyBank(nn.Module):
         self.weights = nn.ParameterList(nn.Parameter(w) for w in weights)
         self.biases = nn.ParameterList(nn.Parameter(b) for b in biases)
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        """Observations `[..., n_agents, obs_dim]` to actions `[..., n_agents, act_dim]`."""
-        return self._layers(obs, lambda x, w, b: torch.einsum("...ni,nio->...no", x, w) + b)
+    def forward(self, obs: torch.Tensor, squash: bool = True) -> torch.Tensor:
+        """Observations `[..., n_agents, obs_dim]` to actions `[..., n_agents, act_dim]`
+        (with `squash=False`, the last layer's affine output: a learner's value head)."""
+        return self._layers(obs, lambda x, w, b: torch.einsum("...ni,nio->...no", x, w) + b,
+                            squash)
 
-    def rows(self, obs: torch.Tensor, agent: torch.Tensor) -> torch.Tensor:
+    def rows(self, obs: torch.Tensor, agent: torch.Tensor, squash: bool = True
+             ) -> torch.Tensor:
         """Observations `[B, obs_dim]`, each of the agent given by `agent` `[B]` (an RL
         learner's batch: rows of any agents in any order), to actions `[B, act_dim]`: row b
         through agent[b]'s own policy, the same numbers `forward` gives it."""
+        if self.n_agents == 1:  # one policy for every row: no gather
+            return self.forward(obs.unsqueeze(-2), squash).squeeze(-2)
         index = torch.as_tensor(agent, dtype=torch.long, device=obs.device)
         # each row's own weights gathered, [B, in, out]: one batched matmul per layer
         return self._layers(obs, lambda x, w, b: torch.bmm(x.unsqueeze(1), w[index]).squeeze(1)
-                            + b[index])
+                            + b[index], squash)
 
-    def _layers(self, obs: torch.Tensor, linear: Callable) -> torch.Tensor:
+    def _layers(self, obs: torch.Tensor, linear: Callable, squash: bool) -> torch.Tensor:
         """The MLP with `linear(x, weight, bias)` as each layer's affine map, then the
         per-output squash."""
         x = obs.to(self.weights[0].dtype)
@@ -95,7 +100,7 @@ class PolicyBank(nn.Module):
             x = linear(x, w, b)
             if layer < last:
                 x = act(x)
-        return torch.where(self.signed, torch.tanh(x), torch.sigmoid(x))
+        return torch.where(self.signed, torch.tanh(x), torch.sigmoid(x)) if squash else x
 
     def agent_state(self, k: int) -> dict[str, torch.Tensor]:
         """Copies of agent k's parameters: {"weight.l": [in, out], "bias.l": [out]}."""
