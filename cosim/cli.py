@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from grid.errors import GridError
 
 # Command groups in the order `cosim --help` lists them.
-GROUPS = ("run", "bank", "grid", "data", "bench")
+GROUPS = ("run", "train", "bank", "grid", "data", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

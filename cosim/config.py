@@ -431,6 +431,20 @@ class ScenarioConfig(_Section):
                              f"forecast (run.forecast_steps = {self.run.forecast_horizon})")
         return self
 
+    def everyone(self, policy: str, bank: str | Path | None = None) -> ScenarioConfig:
+        """The same scenario with every household on `policy` (groups and explicit homes'
+        own policies dropped), and `bank` as the policy-bank file when given: how the RL
+        environments, `cosim evaluate` and the baseline comparisons put one policy on all."""
+        hh = self.households.model_copy(update={
+            "policy": policy, "policy_groups": [],
+            "homes": [h.model_copy(update={"policy": None}) for h in self.households.homes]})
+        update: dict[str, object] = {"households": hh}
+        if bank is not None:
+            update["policies"] = self.policies.model_copy(update={
+                "bank": self.policies.bank.model_copy(update={"path": Path(bank)})})
+        # validated again: a bank policy needs its file
+        return ScenarioConfig.model_validate(self.model_copy(update=update).model_dump())
+
 
 def load_config(path: str | Path, overrides: dict[str, object] | None = None
                 ) -> ScenarioConfig:

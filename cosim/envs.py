@@ -87,11 +87,8 @@ class _Core:
         elif isinstance(config, dict):
             config = parse_config(config)
         # every household is an agent: the external policy, whatever the file says
-        hh = config.households.model_copy(update={
-            "policy": "external", "policy_groups": [],
-            "homes": [h.model_copy(update={"policy": None}) for h in config.households.homes]})
-        self.sim = Simulation.from_config(config.model_copy(update={"households": hh}),
-                                          backend, record=False, profiles=profiles)
+        self.sim = Simulation.from_config(config.everyone("external"), backend, record=False,
+                                          profiles=profiles)
         self.reward = reward
         self.n = self.sim.n_households
         self.agents_all = [f"household_{k}" for k in range(self.n)]

@@ -46,9 +46,9 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from cosim.backends import LocalBackend, PhaseError, RayBackend
+    from cosim.backends import LocalBackend, RayBackend
     from cosim.config import ConfigError, load_config
-    from cosim.simulation import NotConverged, Simulation
+    from cosim.simulation import Simulation
 
     backend = (RayBackend(args.address, args.num_cpus) if args.backend == "ray"
                else LocalBackend())
@@ -62,7 +62,6 @@ def run_command(args: argparse.Namespace) -> int:
             if not (folder / "manifest.json").exists():
                 raise ConfigError(f"{folder}: not a run folder (no manifest.json)")
             sim = Simulation.resume(folder, backend)
-            config = sim.config
         elif args.config is None:
             raise ConfigError("give a scenario file, or --resume RUN_DIR")
         else:
@@ -83,11 +82,21 @@ def run_command(args: argparse.Namespace) -> int:
             shutil.rmtree(folder, ignore_errors=True)
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    return execute(sim, folder, backend.name, args.steps, not args.no_progress)
+
+
+def execute(sim: object, folder: Path, backend: str, steps: int | None, progress: bool) -> int:
+    """Run a built simulation to its end (or `steps`), print its summary, and return the
+    exit code (module docstring); shared with `cosim evaluate`."""
+    from cosim.backends import PhaseError
+    from cosim.simulation import NotConverged
+
+    config = sim.config
     print(f"{config.run.name}: {sim.n_households} households in {len(sim.shards)} shards, "
           f"{sim.scenario.n_markets} markets, feeder {config.grid.feeder}, {config.run.steps} "
-          f"steps of {config.run.dt_s} s on the {backend.name} backend -> {folder}")
+          f"steps of {config.run.dt_s} s on the {backend} backend -> {folder}")
     try:
-        summary = sim.run(steps=args.steps, progress=not args.no_progress)
+        summary = sim.run(steps=steps, progress=progress)
     except NotConverged as exc:
         sim.close()
         print(f"error: {exc}", file=sys.stderr)

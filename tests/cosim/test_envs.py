@@ -122,39 +122,6 @@ def test_bad_actions_name_the_agent_and_the_step(profiles):
     env.close()
 
 
-def test_rllib_trains_on_the_environment_with_two_env_runners(ray_cluster, profiles):
-    """Shared-parameter PPO (MAHTM's setting) runs training iterations on the real step,
-    sampled by two Ray env runners on the two-node cluster."""
-    from ray.rllib.algorithms.ppo import PPOConfig
-    from ray.rllib.connectors.env_to_module import FlattenObservations
-    from ray.tune.registry import register_env
-
-    scenario = small(run={"steps": 8}, households={"count": 10, "shard_size": 10},
-                     markets={"households_per_market": 10})
-
-    def make(_):  # pickled by value with the scenario and profiles it closes over
-        return MultiAgentEnv(scenario, profiles=profiles)
-
-    register_env("gridedge-households-test", make)
-    config = (PPOConfig().environment("gridedge-households-test")
-              .env_runners(num_env_runners=2, num_cpus_per_env_runner=0,
-                           env_to_module_connector=lambda env, spaces=None, device=None:
-                           FlattenObservations(multi_agent=True))
-              .multi_agent(policies={"shared"},
-                           policy_mapping_fn=lambda agent, *args, **kwargs: "shared")
-              .training(train_batch_size_per_learner=160, minibatch_size=80, num_epochs=1)
-              .debugging(seed=0))
-    algo = config.build_algo()
-    try:
-        for _ in range(2):
-            result = algo.train()
-        runners = result["env_runners"]
-        assert runners["num_env_steps_sampled_lifetime"] >= 2 * 16
-        assert np.isfinite(runners["episode_return_mean"])
-    finally:
-        algo.stop()
-
-
 def test_line_loading_in_the_step_result_is_the_recorded_lines(profiles, tmp_path):
     """The step's highest loading and overloaded lines are those of the `lines` table."""
     import pandas as pd

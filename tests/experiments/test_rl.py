@@ -1,0 +1,187 @@
+"""RLlib training on the policy bank: the algorithms, checkpoints, deployment, the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from agents.households import ACTIONS, FIELDS, SIGNED_ACTIONS
+from agents.policies.bank import PolicyBank
+from cosim.cli import main
+from cosim.envs import MultiAgentEnv, ParallelEnv
+from cosim.simulation import Simulation
+from experiments.rl.train import (
+    MODULE_ID,
+    TrainConfig,
+    algorithm_config,
+    bank_return,
+    load_bank,
+    train,
+)
+from tests.cosim.conftest import small, synthetic_profiles
+
+SHIPPED = Path(__file__).parents[2] / "experiments" / "configs"
+
+
+def _config(steps: int = 8):
+    return small(run={"steps": steps}, households={"count": 10, "shard_size": 10},
+                 markets={"households_per_market": 10})
+
+
+@pytest.fixture(scope="module")
+def profiles():
+    return synthetic_profiles(homes=30)
+
+
+@pytest.fixture(scope="module")
+def trained(ray_cluster, profiles, tmp_path_factory):
+    """A short IPPO run: 12 iterations of 4 episodes of 10 households x 8 steps."""
+    out = tmp_path_factory.mktemp("ippo")
+    return train(_config(), TrainConfig(algo="ippo", iterations=12, episodes=4,
+                                        checkpoint_every=6, seed=3),
+                 out, profiles=profiles, progress=False)
+
+
+def test_short_ippo_beats_random_and_its_own_start(trained, profiles):
+    """The trained policies' deterministic actions earn more than uniformly random actions
+    and than the untrained bank (the same seed's initial weights)."""
+    config = _config()
+    learned = bank_return(config, PolicyBank.load(trained.bank), profiles=profiles)
+    random = np.mean([bank_return(config, None, profiles=profiles, seed=s) for s in range(3)])
+    start = bank_return(config, PolicyBank(10, len(FIELDS), len(ACTIONS),
+                                           squash=SIGNED_ACTIONS, seed=3), profiles=profiles)
+    assert learned > random + 0.25 * abs(random)
+    assert learned > start + 0.1 * abs(start)
+    table = trained.training
+    assert list(table.iteration) == list(range(1, 13))
+    assert (np.diff(table.agent_steps) == 4 * 10 * 8).all()  # whole episodes, agent steps
+    assert (table.learn_s > 0).all() and (table.sample_s > 0).all()
+
+
+def test_checkpoint_round_trip_gives_rllibs_own_deterministic_actions(trained, profiles):
+    """The module restored from the checkpoint by RLlib, acting as RLlib acts in
+    evaluation (distribution mode, mapped onto the action space's bounds), gives exactly
+    the actions of the exported bank: the numbers `cosim run` will apply."""
+    from ray.rllib.core.columns import Columns
+    from ray.rllib.core.rl_module.rl_module import RLModule
+    from ray.rllib.utils.spaces.space_utils import unsquash_action
+
+    path = trained.checkpoint / "learner_group" / "learner" / "rl_module" / MODULE_ID
+    module = RLModule.from_checkpoint(path)
+    env = MultiAgentEnv(_config(), profiles=profiles)
+    obs, _ = env.reset()
+    agents = env.possible_agents
+    x = torch.as_tensor(np.stack([obs[a]["obs"] for a in agents]))
+    batch = {Columns.OBS: {"obs": x, "agent": torch.arange(len(agents))}}
+    with torch.no_grad():
+        logits = module.forward_inference(batch)[Columns.ACTION_DIST_INPUTS]
+    dist = module.get_inference_action_dist_cls().from_logits(logits).to_deterministic()
+    rllib = unsquash_action(dist.sample().numpy(), env._core.action_space)
+    bank = PolicyBank.load(trained.bank)
+    np.testing.assert_allclose(rllib, bank(x).detach().numpy(), rtol=0, atol=1e-6)
+    assert torch.equal(load_bank(trained.checkpoint)(x), bank(x))
+    env.close()
+
+
+def test_the_deployed_bank_reproduces_the_evaluated_actions(trained, profiles, tmp_path):
+    """A co-simulation with every household on the bank (its own shard-side observation,
+    its own slice of the bank) books exactly what the environment books when the same
+    bank's actions are passed in from outside, step by step."""
+    config = _config()
+    env = ParallelEnv(config, profiles=profiles)
+    bank = PolicyBank.load(trained.bank)
+    sim = Simulation.from_config(config.everyone("bank", trained.bank), record=False,
+                                 profiles=profiles)
+    obs, _ = env.reset()
+    sim.reset()
+    for _ in range(config.run.steps):
+        x = np.stack([obs[a] for a in env.possible_agents])
+        act = bank(torch.as_tensor(x)).detach().numpy()
+        obs, rewards, *_ = env.step({a: act[k] for k, a in enumerate(env.possible_agents)})
+        deployed = sim.step()
+        np.testing.assert_allclose(-deployed.costs.bill - deployed.costs.operating_cost
+                                   - 0.5 * deployed.costs.discomfort_kh
+                                   - 0.5 * deployed.costs.ev_shortfall_kwh,
+                                   [rewards[a] for a in env.possible_agents], atol=1e-9)
+    env.close()
+    sim.close()
+
+
+@pytest.mark.parametrize("algo", ["ppo-shared", "a2c", "mappo"])
+def test_each_algorithm_trains_and_exports_a_bank(algo, ray_cluster, profiles, tmp_path):
+    outcome = train(_config(4), TrainConfig(algo=algo, iterations=2, episodes=2),
+                    tmp_path, profiles=profiles, progress=False)
+    assert np.isfinite(outcome.training[["policy_loss", "vf_loss"]].to_numpy()).all()
+    bank = PolicyBank.load(outcome.bank, fields=FIELDS, actions=ACTIONS)
+    assert bank.n_agents == 10
+    shared = all(torch.equal(w[0], w[k]) for w in bank.weights for k in range(10))
+    assert shared == (algo != "mappo")  # mappo keeps one policy per household
+
+
+def test_a2c_is_one_pass_over_one_minibatch_and_mappo_sees_the_global_state(ray_cluster,
+                                                                              profiles):
+    a2c = algorithm_config(_config(4), TrainConfig(algo="a2c", episodes=2), profiles=profiles)
+    assert (a2c.num_epochs, a2c.minibatch_size, a2c.train_batch_size_per_learner,
+            a2c.lambda_) == (1, 80, 80, 1.0)
+    mappo = algorithm_config(_config(4), TrainConfig(algo="mappo"), profiles=profiles)
+    spec = mappo.rl_module_spec.rl_module_specs[MODULE_ID]
+    assert spec.model_config["critic"] == "central"
+    assert "state" in spec.observation_space.spaces
+
+
+def test_training_with_two_ray_env_runners(ray_cluster, profiles, tmp_path):
+    """IPPO sampled by two Ray env runners on the two-node cluster."""
+    outcome = train(_config(4), TrainConfig(iterations=2, episodes=2, env_runners=2),
+                    tmp_path, profiles=profiles, progress=False)
+    assert list(outcome.training.agent_steps) == [80, 160]
+    assert np.isfinite(outcome.training.episode_return).all()
+
+
+def _microgrid(tmp_path: Path, steps: int = 4) -> Path:
+    """The shipped six-home microgrid, `steps` long, as a file in tmp_path."""
+    text = (SHIPPED / "mahtm_microgrid.toml").read_text()
+    text = text.replace('generator = "profiles/mahtm.toml"',
+                        f'generator = "{SHIPPED / "profiles" / "mahtm.toml"}"')
+    text = text.replace("steps = 24\n", f"steps = {steps}\n")
+    path = tmp_path / "microgrid.toml"
+    path.write_text(text)
+    return path
+
+
+def test_train_then_evaluate_from_the_command_line(ray_cluster, tmp_path, capsys):
+    config = _microgrid(tmp_path)
+    out = tmp_path / "train"
+    assert main(["train", str(config), "--algo", "ppo-shared", "--iterations", "2",
+                 "--hidden", "16", "--reward", "carbon_price=0.1", "--out", str(out),
+                 "--no-progress"]) == 0
+    said = capsys.readouterr().out
+    assert "ppo-shared on mahtm_microgrid: 2 iterations" in said
+    assert (out / "training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = pd.read_parquet(out / "training.parquet")
+    assert list(table.columns[:3]) == ["algo", "iteration", "agent_steps"]
+    run = tmp_path / "run"
+    assert main(["evaluate", str(out / "checkpoint"), str(config), "--out", str(run),
+                 "--no-progress"]) == 0
+    homes = pd.read_parquet(run / "homes.parquet")
+    assert set(homes["policy"]) == {"bank"}
+    assert len(pd.read_parquet(run / "households")) == 6 * 4
+    assert torch.equal(PolicyBank.load(run / "bank.pt").weights[0],
+                       PolicyBank.load(out / "bank.pt").weights[0])
+
+
+def test_bad_training_input_is_exit_code_2(trained, tmp_path, capsys):
+    config = _microgrid(tmp_path)
+    assert main(["train", str(config), "--reward", "volts=3"]) == 2
+    assert "--reward volts=3: expected TERM=PRICE" in capsys.readouterr().err
+    assert main(["train", str(config), "--reward", "carbon_price=-1"]) == 2
+    assert "carbon_price = -1.0 must be a finite number >= 0" in capsys.readouterr().err
+    assert main(["train", str(tmp_path / "none.toml")]) == 2
+    assert "none.toml: scenario file not found" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "nowhere"), str(config)]) == 2
+    assert "nowhere: not a checkpoint of `cosim train`" in capsys.readouterr().err
+    assert main(["evaluate", str(trained.checkpoint), str(config)]) == 2
+    assert "trained for 10 households, " in capsys.readouterr().err
