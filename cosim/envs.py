@@ -96,6 +96,8 @@ class _Core:
         low = np.array([-1.0 if signed else 0.0 for signed in SIGNED_ACTIONS])
         self.action_space = gym.spaces.Box(low, np.ones(len(ACTIONS)), dtype=np.float64)
         self.obs_space = gym.spaces.Box(-np.inf, np.inf, (len(FIELDS),), dtype=np.float64)
+        self.state_space = gym.spaces.Box(-np.inf, np.inf, (2 * len(FIELDS) + 5,),
+                                          dtype=np.float32)
         grid = self.sim.config.grid
         self.vmin, self.vmax = grid.vmin_pu, grid.vmax_pu
         self.wholesale = np.asarray(
@@ -110,10 +112,6 @@ class _Core:
         self.network = np.zeros(3)
         self.step_index = 0
         return self.obs
-
-    @property
-    def state_dim(self) -> int:
-        return 2 * len(FIELDS) + 2 + len(self.network)
 
     def global_state(self) -> np.ndarray:
         """The centralised critic's view (module docstring), float32."""
@@ -210,6 +208,7 @@ class ParallelEnv(pettingzoo.ParallelEnv):
         self.possible_agents = list(self._core.agents_all)
         self.agents: list[str] = []
         self.render_mode = None
+        self.state_space = self._core.state_space
 
     def observation_space(self, agent: str) -> gym.spaces.Box:
         return self._core.obs_space
@@ -247,8 +246,8 @@ class ParallelEnv(pettingzoo.ParallelEnv):
         self._core.sim.close()
 
     def state(self) -> np.ndarray:
-        """The global state: every household's observation, stacked."""
-        return self._core.obs.ravel().copy()
+        """The global state a centralised critic sees (module docstring)."""
+        return self._core.global_state()
 
 
 class MultiAgentEnv(RLlibMultiAgentEnv):
@@ -267,8 +266,7 @@ class MultiAgentEnv(RLlibMultiAgentEnv):
         self.agents = list(self.possible_agents)
         spaces = {"obs": self._core.obs_space, "agent": gym.spaces.Discrete(self._core.n)}
         if global_state:
-            spaces["state"] = gym.spaces.Box(-np.inf, np.inf, (self._core.state_dim,),
-                                             dtype=np.float32)
+            spaces["state"] = self._core.state_space
         space = gym.spaces.Dict(spaces)
         self.observation_spaces = {a: space for a in self.possible_agents}
         self.action_spaces = {a: self._core.action_space for a in self.possible_agents}

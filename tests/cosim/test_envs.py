@@ -140,3 +140,34 @@ def test_line_loading_in_the_step_result_is_the_recorded_lines(profiles, tmp_pat
         assert r.grid.max_line_loading == pytest.approx(by_step.max()[r.step], abs=0)
         assert r.grid.overloaded_lines == int((by_step.get_group(r.step) > 1.0).sum())
     assert max(r.grid.max_line_loading for r in results) > 0
+
+
+def test_the_global_state_summarises_every_household_and_the_last_step(profiles):
+    """What a centralised critic sees: every household's observation summarised, and the
+    network's last step as `infos` reported it; the same in both environments."""
+    rllib = MultiAgentEnv(_config(), profiles=profiles, global_state=True)
+    zoo = ParallelEnv(_config(), profiles=profiles)
+    obs, _ = rllib.reset()
+    zoo.reset()
+    act = {a: np.array([0.5, 0.0, 0.3, 0.2, 1.0, 0.0]) for a in rllib.possible_agents}
+    info = None
+    for _ in range(2):
+        x = np.stack([obs[a]["obs"] for a in rllib.possible_agents])
+        state = obs["household_0"]["state"]
+        assert rllib.observation_spaces["household_0"].contains(obs["household_0"])
+        np.testing.assert_allclose(state[:16], x.mean(0), rtol=1e-6)
+        np.testing.assert_allclose(state[16:32], x.std(0), rtol=1e-5, atol=1e-7)
+        v = x[:, FIELDS.index("voltage")]
+        np.testing.assert_allclose(state[32:34], [v.min(), v.max()], rtol=1e-6)
+        if info is None:
+            assert (state[34:] == 0).all()
+        else:
+            np.testing.assert_allclose(state[34:], [info["max_line_loading"],
+                                                    info["losses_kwh"] / 20,
+                                                    info["substation_kwh"] / 20], rtol=1e-6)
+        np.testing.assert_array_equal(zoo.state(), state)
+        obs, _, _, _, infos = rllib.step(act)
+        zoo.step(act)
+        info = infos["household_0"]
+    rllib.close()
+    zoo.close()
