@@ -29,8 +29,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     from experiments.rl.train import ALGOS, TrainConfig  # experiments sits above cosim
 
     defaults = TrainConfig()
-    train = commands.add_parser("train", help="train household policies with RLlib",
-                                description=__doc__.split("\n\n")[2])
+    train = commands.add_parser(
+        "train", help="train household policies with RLlib",
+        description="Train one policy per household with RLlib on the scenario's real step; "
+        "writes an RLlib checkpoint, the policies as a bank (bank.pt), a training table and "
+        "curve. Algorithms: " + ", ".join(ALGOS) + " (experiments/rl/train.py).")
     train.add_argument("config", type=Path, help="scenario TOML file")
     train.add_argument("--algo", choices=list(ALGOS), default=defaults.algo)
     train.add_argument("--iterations", type=_positive, default=defaults.iterations)

@@ -185,3 +185,28 @@ def test_bad_training_input_is_exit_code_2(trained, tmp_path, capsys):
     assert "nowhere: not a checkpoint of `cosim train`" in capsys.readouterr().err
     assert main(["evaluate", str(trained.checkpoint), str(config)]) == 2
     assert "trained for 10 households, " in capsys.readouterr().err
+
+
+def test_the_same_seed_trains_the_same_policies(ray_cluster, profiles, tmp_path):
+    runs = [train(_config(4), TrainConfig(iterations=2, episodes=2, seed=11), tmp_path / k,
+                  profiles=profiles, progress=False) for k in "ab"]
+    a, b = (PolicyBank.load(r.bank) for r in runs)
+    assert all(torch.equal(x, y) for x, y in zip(a.weights, b.weights))
+    np.testing.assert_array_equal(runs[0].training.episode_return,
+                                  runs[1].training.episode_return)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ["ippo", "ppo-shared", "a2c", "mappo"])
+def test_every_algorithm_learns_to_beat_random(algo, ray_cluster, profiles, tmp_path):
+    """Longer runs (about a minute each): every algorithm's deterministic policies earn more
+    than random actions, and more than where they started."""
+    config = _config()
+    outcome = train(config, TrainConfig(algo=algo, iterations=25, episodes=4, seed=5,
+                                        lr=1e-3 if algo == "a2c" else 3e-4),
+                    tmp_path, profiles=profiles, progress=False)
+    learned = bank_return(config, PolicyBank.load(outcome.bank), profiles=profiles)
+    random = np.mean([bank_return(config, None, profiles=profiles, seed=s) for s in range(3)])
+    assert learned > random + 0.25 * abs(random)
+    first, last = outcome.training.return_per_household.iloc[[0, -1]]
+    assert last > first
