@@ -12,6 +12,10 @@ import math
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cosim.simulation import Simulation
 
 
 def _positive(text: str) -> int:
@@ -85,7 +89,7 @@ def run_command(args: argparse.Namespace) -> int:
     return execute(sim, folder, backend.name, args.steps, not args.no_progress)
 
 
-def execute(sim: object, folder: Path, backend: str, steps: int | None, progress: bool) -> int:
+def execute(sim: Simulation, folder: Path, backend: str, steps: int | None, progress: bool) -> int:
     """Run a built simulation to its end (or `steps`), print its summary, and return the
     exit code (module docstring); shared with `cosim evaluate`."""
     from cosim.backends import PhaseError
