@@ -39,6 +39,7 @@ bench: setup
 	$(BIN)/cosim bench profiles --update-benchmarks BENCHMARKS.md
 	$(BIN)/cosim bench households --households 10000 --repeats 5 --update-benchmarks BENCHMARKS.md
 	$(BIN)/cosim bench markets --update-benchmarks BENCHMARKS.md
+	$(BIN)/cosim bench rl --update-benchmarks BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

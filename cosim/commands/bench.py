@@ -7,7 +7,7 @@ import argparse
 
 def register(commands: argparse._SubParsersAction) -> None:
     # experiments sits above cosim in the dependency order; only the CLI reaches up to it.
-    from experiments.bench import engine, households, markets, powerflow, profiles
+    from experiments.bench import engine, households, markets, powerflow, profiles, rl
 
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(
         dest="bench_command", required=True, metavar="BENCHMARK")
@@ -28,3 +28,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                            "against a per-market numpy loop")
     markets.add_arguments(mkt)
     mkt.set_defaults(func=markets.main)
+    train = bench.add_parser("rl", help="RLlib training with the stacked policy bank against "
+                             "one RLlib module per agent")
+    rl.add_arguments(train)
+    train.set_defaults(func=rl.main)

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.distribution.torch.torch_distribution import TorchDiagGaussian
+from ray.rllib.core.rl_module.apis.inference_only_api import InferenceOnlyAPI
 from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
 from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 from torch import nn
@@ -38,7 +39,7 @@ MODULE_ID = "households"
 CRITICS = ("own", "central")
 
 
-class BankModule(TorchRLModule, ValueFunctionAPI):
+class BankModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
     """model_config: `n_agents` (households), `actors` (n_agents or 1), `critic` ("own" or
     "central"), `hidden` (widths), `activation`, `seed`, `log_std` (initial, in the
     normalised action range)."""
@@ -63,6 +64,11 @@ class BankModule(TorchRLModule, ValueFunctionAPI):
         # the critic's seed differs from the actor's so that their first layers differ
         self.critic = PolicyBank(1 if self.central else actors, critic_in, 1, hidden, True,
                                  act, seed + 1, dtype=torch.float32)
+
+    def get_non_inference_attributes(self) -> list[str]:
+        """The critic: env runners act without it, and weight syncs leave it out (half the
+        parameters of an independent-learner module)."""
+        return ["critic"]
 
     def _agent(self, batch: dict[str, Any]) -> torch.Tensor:
         agent = batch[Columns.OBS]["agent"].long()
