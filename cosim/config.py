@@ -255,11 +255,21 @@ class HouseholdConfig(_Section):
     # policies, and an explicit home's `policy` overrides both
     policy: PolicyKind = "rule"
     policy_groups: list[PolicyGroup] = []
+    # true: each household owns at most one controllable device (battery, heat pump,
+    # generator or car), the shares of those four then being exclusive fractions of the
+    # households (GradMAP's one device per agent); false: each is drawn on its own
+    exclusive_devices: bool = False
 
     @model_validator(mode="after")
     def _explicit(self) -> HouseholdConfig:
         if self.homes and len(self.homes) != self.count:
             raise ValueError(f"homes lists {len(self.homes)} households, count is {self.count}")
+        if self.exclusive_devices:
+            total = (self.battery.share + self.heat_pump.share + self.generator.share
+                     + self.ev.share)
+            if total > 1 + 1e-12:
+                raise ValueError(f"exclusive_devices: the battery, heat_pump, generator and ev "
+                                 f"shares add up to {total:g}, more than 1")
         total = sum(group.share for group in self.policy_groups)
         if total > 1 + 1e-12:
             raise ValueError(f"policy_groups: the shares add up to {total:g}, more than 1")

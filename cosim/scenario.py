@@ -362,20 +362,31 @@ def _draw_sizes(hh: HouseholdConfig, rng: np.random.Generator,
     adding cars to a scenario leaves its PV and batteries where they were."""
     n = hh.count
 
-    def drawn(r: np.random.Generator, share: float, *ranges: tuple[float, float]):
+    # exclusive devices: one uniform draw per household picks at most one of them, the
+    # shares laid end to end on [0, 1) (from a stream of its own)
+    pick = np.random.default_rng(np.random.SeedSequence([seed, 5])).random(n)
+    edges = np.cumsum([0.0, hh.battery.share, hh.heat_pump.share, hh.generator.share,
+                       hh.ev.share])
+    exclusive = {name: (pick >= edges[k]) & (pick < edges[k + 1])
+                 for k, name in enumerate(("battery", "heat_pump", "generator", "ev"))}
+
+    def drawn(r: np.random.Generator, share: float, *ranges: tuple[float, float],
+              device: str = ""):
         owns = r.random(n) < share
+        if hh.exclusive_devices and device:
+            owns = exclusive[device]
         return [np.where(owns, r.uniform(*bounds, n), 0.0) for bounds in ranges]
 
     kwp, = drawn(rng, hh.pv.share, hh.pv.kwp)
     battery_kwh, battery_kw = drawn(rng, hh.battery.share, hh.battery.capacity_kwh,
-                                    hh.battery.power_kw)
+                                    hh.battery.power_kw, device="battery")
     more = np.random.default_rng(np.random.SeedSequence([seed, 2]))
-    ev_kwh, ev_kw = drawn(more, hh.ev.share, hh.ev.capacity_kwh, hh.ev.charge_kw)
+    ev_kwh, ev_kw = drawn(more, hh.ev.share, hh.ev.capacity_kwh, hh.ev.charge_kw, device="ev")
     v2g = (more.random(n) < hh.ev.v2g_share) & (ev_kwh > 0)
-    heat_kw, = drawn(more, hh.heat_pump.share, hh.heat_pump.power_kw)
+    heat_kw, = drawn(more, hh.heat_pump.share, hh.heat_pump.power_kw, device="heat_pump")
     flexible = np.where(more.random(n) < hh.flexible_load.share,
                         hh.flexible_load.flexible_share, 0.0)
-    generator_kw, = drawn(more, hh.generator.share, hh.generator.max_kw)
+    generator_kw, = drawn(more, hh.generator.share, hh.generator.max_kw, device="generator")
     if hh.homes:  # explicit households replace the draws, every device of them
         kwp, battery_kwh, battery_kw, ev_kwh, ev_kw, heat_kw, flexible, generator_kw = (
             np.array([getattr(h, f) for h in hh.homes], dtype=float)

@@ -16,7 +16,6 @@ import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-
 from pathlib import Path
 
 import networkx as nx
@@ -153,6 +152,13 @@ class Feeder:
             return self._node_lookup[node.lower()]
         except KeyError:
             raise KeyError(f"feeder {self.name!r} has no node {node!r}") from None
+
+    def connection_base_v(self, spec: str) -> float:
+        """Base voltage (V) of a connection "bus.a" or "bus.a.b": line-to-neutral, or
+        line-to-line between two phases."""
+        bus, *phases = spec.split(".")
+        base = self.node_base_kv[self.node_index(f"{bus}.{phases[0]}")] * 1e3
+        return base * (math.sqrt(3.0) if len(phases) == 2 else 1.0)
 
     def bus_phases(self, bus: str) -> list[int]:
         """Phases (OpenDSS node numbers) present at a bus."""

@@ -33,7 +33,7 @@ class GridActor(Actor):
         self.pf = PowerFlow(self.feeder, connections, device=device, tol=tol)
         self.n_households = n_households
         self.load_scale = feeder_load_scale
-        self.conn_base_v = np.array([self._base_v(spec) for spec in connections])
+        self.conn_base_v = np.array([self.feeder.connection_base_v(c) for c in connections])
         self._warm: torch.Tensor | None = None  # last port voltages: the next start
 
     def physics(self, step: int, inbox: list[Message]) -> list[Message]:
@@ -84,13 +84,6 @@ class GridActor(Actor):
             v_max_pu=float(np.nanmax(vpu)) if converged else float("nan"),
             violations=violations, worst_bus=worst, connection_v_pu=conn_v,
             max_loading=max_loading, overloaded_lines=overloaded)]
-
-    def _base_v(self, spec: str) -> float:
-        """Base voltage (V) of a connection: line-to-neutral, or line-to-line between two
-        phases."""
-        bus, *phases = spec.split(".")
-        base = self.feeder.node_base_kv[self.feeder.node_index(f"{bus}.{phases[0]}")] * 1e3
-        return base * (np.sqrt(3.0) if len(phases) == 2 else 1.0)
 
     def _validate(self, step: int, batch: InjectionBatch) -> None:
         batch.require(step, "connection", 0, self.pf.n_connections, "unknown grid connection")
