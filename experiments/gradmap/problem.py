@@ -94,7 +94,7 @@ class Problem:
                              controls_load_scale=grid["controls_load_scale"])
 
         def by_day(x: np.ndarray) -> torch.Tensor:  # [..., days * steps] -> [days, ..., steps]
-            x = torch.as_tensor(np.asarray(x, dtype=float))
+            x = torch.tensor(np.asarray(x, dtype=float))
             return x.reshape(*x.shape[:-1], days, steps).movedim(-2, 0).contiguous()
 
         return cls(
@@ -173,8 +173,16 @@ def rollout(problem: Problem, policy: Callable[[torch.Tensor], torch.Tensor],
         # a household keeps its last voltage through a step that did not converge
         voltage = torch.where(res.converged[:, None], seen[:, p.connection], voltage)
         nxt = hh.step(state, sp, x, dt_h)
+        # line loading from squared currents: the result's |i| has an infinite derivative on
+        # a conductor carrying nothing, which turns a zero gradient into NaN
+        # (an unrated line reads NaN, as in the co-simulation's records)
+        i, amps = res.line_currents, p.pf.line_amps
+        rated = torch.isfinite(amps)
+        loading = torch.sqrt(torch.clamp((i.real.square() + i.imag.square()).amax(-1)
+                                         / torch.where(rated, amps, 1.0).square(), min=1e-30))
+        loading = torch.where(rated, loading, torch.nan)
         for key, value in (("obs", obs), ("act", a), ("sp", sp.stacked()), ("states", nxt),
-                           ("v", res.vmag_pu), ("load", res.line_loading),
+                           ("v", res.vmag_pu), ("load", loading),
                            ("sub", res.substation_power.real), ("op", hh.operating_cost(sp, dt_h)),
                            ("disc", hh.discomfort_kh(nxt, x, dt_h)), ("conv", res.converged)):
             out[key].append(value)
