@@ -2,7 +2,8 @@
 
     cosim train CONFIG --algo ippo|ppo-shared|a2c|mappo [--iterations N] [--out DIR]
                 [--backend local|ray [--address ADDR]] [--reward voltage_penalty=10 ...]
-    cosim evaluate CHECKPOINT CONFIG [--out RUN_DIR]
+    cosim train CONFIG --algo gradmap|ssl|penalty [--days 12 --train-days 8] [--out DIR]
+    cosim evaluate CHECKPOINT CONFIG [--out RUN_DIR] [--start 2026-03-12T00:00:00Z]
 
 `train` writes DIR/checkpoint (RLlib's), DIR/bank.pt (the policies as a bank, one per
 household), DIR/training.parquet and DIR/training.png (the curve and the time split), and
@@ -10,7 +11,12 @@ DIR/train.json (the settings). With `--backend ray` the environments are sampled
 `--env-runners` Ray actors (default 2) on the cluster at `--address` (or a new local one);
 with `local` they are sampled in this process. `evaluate` runs the scenario with every
 household on the checkpoint's policies (`policy = "bank"`) and writes the usual run folder,
-as `cosim run` does. Exit codes as `cosim run`: 2 for bad input.
+as `cosim run` does (`--start` moves the scenario to held-out days).
+
+`gradmap`, `ssl` and `penalty` (experiments/gradmap) learn through the differentiable
+rollout instead of RLlib, on `--days` days from run.start of which the first `--train-days`
+train; they write bank.pt, checkpoint.pt, training.parquet and training.png, and `evaluate`
+takes that folder. Exit codes as `cosim run`: 2 for bad input.
 """
 
 from __future__ import annotations
@@ -26,20 +32,28 @@ from cosim.commands.run import _positive, execute
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from experiments.rl.train import ALGOS, TrainConfig  # experiments sits above cosim
+    from experiments.gradmap.train import METHODS  # experiments sits above cosim
+    from experiments.rl.train import ALGOS, TrainConfig
 
     defaults = TrainConfig()
     train = commands.add_parser(
         "train", help="train household policies with RLlib",
         description="Train one policy per household with RLlib on the scenario's real step; "
         "writes an RLlib checkpoint, the policies as a bank (bank.pt), a training table and "
-        "curve. Algorithms: " + ", ".join(ALGOS) + " (experiments/rl/train.py).")
+        "curve. Algorithms: " + ", ".join(ALGOS) + " (RLlib, experiments/rl/train.py) and "
+        + ", ".join(METHODS) + " (gradients through the AC power flow, experiments/gradmap).")
     train.add_argument("config", type=Path, help="scenario TOML file")
-    train.add_argument("--algo", choices=list(ALGOS), default=defaults.algo)
-    train.add_argument("--iterations", type=_positive, default=defaults.iterations)
+    train.add_argument("--algo", choices=[*ALGOS, *METHODS], default=defaults.algo)
+    train.add_argument("--iterations", type=_positive, default=None,
+                       help="training iterations (default: the algorithm's own)")
     train.add_argument("--episodes", type=_positive, default=defaults.episodes,
                        help="whole episodes sampled per iteration")
-    train.add_argument("--lr", type=float, default=defaults.lr)
+    train.add_argument("--lr", type=float, default=None,
+                       help="learning rate (default: the algorithm's own)")
+    train.add_argument("--days", type=_positive, default=12,
+                       help="gradmap: scenario days from run.start")
+    train.add_argument("--train-days", type=_positive, default=8,
+                       help="gradmap: the first days that train; the rest are held out")
     train.add_argument("--hidden", type=_positive, nargs="+", default=list(defaults.hidden))
     train.add_argument("--seed", type=int, default=None,
                        help="RLlib and policy seed (default: the scenario's run.seed)")
@@ -63,6 +77,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     ev.add_argument("--out", type=Path, default=None,
                     help="run folder (default runs/<name>-<timestamp>)")
     ev.add_argument("--steps", type=_positive, default=None)
+    ev.add_argument("--start", default=None, metavar="ISO_TIME",
+                    help="run the scenario from this time instead of run.start (held-out "
+                    "days)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.set_defaults(func=evaluate_command)
 
@@ -89,22 +106,34 @@ def reward_config(terms: list[str]) -> object:
     return RewardConfig(**values)
 
 
-def train_command(args: argparse.Namespace) -> int:
-    import ray
+def _given(args: argparse.Namespace, *names: str) -> dict[str, object]:
+    """The options the command line set (the rest keep the algorithm's defaults)."""
+    return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
 
+
+def train_command(args: argparse.Namespace) -> int:
     from cosim.config import ConfigError, load_config
-    from experiments.rl.train import TrainConfig, train
+    from experiments.gradmap.train import METHODS
 
     try:
         config = load_config(args.config)
+    except ConfigError as exc:
+        return _error(str(exc))
+    if args.algo in METHODS:
+        return _gradmap(args, config)
+    import ray
+
+    from experiments.rl.train import TrainConfig, train
+
+    try:
         reward = reward_config(args.reward)
         runners = args.env_runners if args.env_runners is not None else (
             2 if args.backend == "ray" else 0)
-        settings = TrainConfig(algo=args.algo, iterations=args.iterations,
-                               episodes=args.episodes, lr=args.lr, hidden=tuple(args.hidden),
+        settings = TrainConfig(algo=args.algo, episodes=args.episodes,
+                               hidden=tuple(args.hidden),
                                seed=config.run.seed if args.seed is None else args.seed,
-                               env_runners=runners)
-    except (ConfigError, ValueError) as exc:
+                               env_runners=runners, **_given(args, "iterations", "lr"))
+    except ValueError as exc:
         return _error(str(exc))
     if args.backend == "local" and runners:
         return _error("--env-runners needs --backend ray (local samples in this process)")
@@ -130,15 +159,45 @@ def train_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gradmap(args: argparse.Namespace, config: object) -> int:
+    """`cosim train --algo gradmap|ssl|penalty`."""
+    from experiments.gradmap.problem import Problem
+    from experiments.gradmap.train import GradMAPConfig, train
+
+    try:
+        settings = GradMAPConfig(method=args.algo, hidden=tuple(args.hidden),
+                                 seed=config.run.seed if args.seed is None else args.seed,
+                                 **_given(args, "iterations", "lr"))
+        if args.train_days > args.days:
+            raise ValueError(f"--train-days {args.train_days} is more than --days {args.days}")
+    except ValueError as exc:
+        return _error(str(exc))
+    out = args.out or Path("runs") / (f"train-{config.run.name}-{args.algo}-"
+                                      f"{dt.datetime.now():%Y%m%d-%H%M%S}")
+    problem = Problem.build(config, days=args.days, train_days=args.train_days)
+    outcome = train(problem, settings, out, progress=not args.no_progress)
+    t = outcome.training
+    print(f"{args.algo} on {config.run.name}: {len(t)} iterations in {t.wall_s.iloc[-1]:.1f} s, "
+          f"cost {t.cost.iloc[0]:,.1f} -> {t.cost.iloc[-1]:,.1f} per day, mean voltage "
+          f"violation {t.mean_violation_pu.iloc[-1]:.2e} p.u., largest overload "
+          f"{t.max_overload.iloc[-1]:.3f}")
+    print(f"bank       {out / 'bank.pt'}\ncurve      {out / 'training.png'}")
+    return 0
+
+
 def evaluate_command(args: argparse.Namespace) -> int:
+    from agents.policies.bank import PolicyBank
     from cosim.config import ConfigError, load_config
     from cosim.simulation import Simulation
     from experiments.rl.train import load_bank
 
     try:
         config = load_config(args.config)
-        bank = load_bank(args.checkpoint)
-    except (ConfigError, FileNotFoundError) as exc:
+        if args.start is not None:
+            config = load_config(args.config, {"run.start": _time(args.start)})
+        bank = (PolicyBank.load(args.checkpoint / "bank.pt")
+                if (args.checkpoint / "bank.pt").is_file() else load_bank(args.checkpoint))
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
         return _error(str(exc))
     n = config.households.count
     if bank.n_agents != n:
@@ -159,3 +218,11 @@ def evaluate_command(args: argparse.Namespace) -> int:
         return _error(str(exc))
     shutil.copy(args.config, folder / "scenario.toml")
     return execute(sim, folder, "local", args.steps, not args.no_progress)
+
+
+def _time(text: str) -> dt.datetime:
+    try:
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"--start {text}: not an ISO time like 2026-03-12T00:00:00Z") \
+            from None
