@@ -18,7 +18,6 @@ policy parameters.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -73,6 +72,9 @@ class Problem:
         for training). `profiles` replaces the scenario's profile source (tests)."""
         if not 0 < train_days <= days:
             raise ValueError(f"train_days = {train_days}: must be in 1..days ({days})")
+        if config.households.ev.share > 0 or any(h.ev_kwh > 0 for h in config.households.homes):
+            raise ValueError("households.ev: GradMAP's problem has no car trips (its devices "
+                             "are batteries, heat pumps and generators); set ev.share = 0")
         run = config.run
         steps = run.steps
         hh = config.households
@@ -191,8 +193,3 @@ def rollout(problem: Problem, policy: Callable[[torch.Tensor], torch.Tensor],
     return Trajectory(stack["obs"], stack["act"], stack["sp"], out["states"], stack["v"],
                       stack["load"], stack["sub"], stack["op"], stack["disc"], stack["conv"])
 
-
-def start_dates(config: ScenarioConfig, days: int) -> list[dt.datetime]:
-    """The first instant of each scenario day."""
-    step = dt.timedelta(seconds=config.run.steps * config.run.dt_s)
-    return [config.run.start + k * step for k in range(days)]
