@@ -32,7 +32,7 @@ test-slow: setup
 test-all: setup
 	$(BIN)/python -m pytest
 
-## Re-measure and record every benchmark in BENCHMARKS.md (about half an hour on 2 cores).
+## Re-measure and record every benchmark in BENCHMARKS.md (about 70 minutes on 2 cores).
 bench: setup
 	$(BIN)/cosim bench powerflow --compile --update-benchmarks BENCHMARKS.md
 	$(BIN)/cosim bench engine --update-benchmarks BENCHMARKS.md
@@ -40,6 +40,7 @@ bench: setup
 	$(BIN)/cosim bench households --households 10000 --repeats 5 --update-benchmarks BENCHMARKS.md
 	$(BIN)/cosim bench markets --update-benchmarks BENCHMARKS.md
 	$(BIN)/cosim bench rl --update-benchmarks BENCHMARKS.md
+	$(BIN)/cosim bench gradmap --update-benchmarks BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

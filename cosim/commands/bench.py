@@ -3,32 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+
+# name (a module of experiments/bench with add_arguments and main) and its one-line help
+BENCHMARKS = (
+    ("powerflow", "batched power flow against OpenDSS"),
+    ("profiles", "household profile generator against its peers"),
+    ("engine", "co-simulation engine against a mosaik 3.6 peer"),
+    ("households", "households with every device against a naive per-household loop"),
+    ("markets", "market clearing (double auction, MAHTM pool) against a per-market numpy loop"),
+    ("rl", "RLlib training: one stacked module for every household against one RLlib "
+           "module per agent"),
+    ("gradmap", "GradMAP against SSL: wall time to the same target at 100 and 1,000 agents"),
+)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    # experiments sits above cosim in the dependency order; only the CLI reaches up to it.
-    from experiments.bench import engine, households, markets, powerflow, profiles, rl
-
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(
         dest="bench_command", required=True, metavar="BENCHMARK")
-    pf = bench.add_parser("powerflow", help="batched power flow against OpenDSS")
-    powerflow.add_arguments(pf)
-    pf.set_defaults(func=powerflow.main)
-    prof = bench.add_parser("profiles", help="household profile generator against its peers")
-    profiles.add_arguments(prof)
-    prof.set_defaults(func=profiles.main)
-    eng = bench.add_parser("engine", help="co-simulation engine against a mosaik 3.6 peer")
-    engine.add_arguments(eng)
-    eng.set_defaults(func=engine.main)
-    homes = bench.add_parser("households", help="households with every device against a "
-                             "naive per-household loop")
-    households.add_arguments(homes)
-    homes.set_defaults(func=households.main)
-    mkt = bench.add_parser("markets", help="market clearing (double auction, MAHTM pool) "
-                           "against a per-market numpy loop")
-    markets.add_arguments(mkt)
-    mkt.set_defaults(func=markets.main)
-    train = bench.add_parser("rl", help="RLlib training with the stacked policy bank against "
-                             "one RLlib module per agent")
-    rl.add_arguments(train)
-    train.set_defaults(func=rl.main)
+    for name, text in BENCHMARKS:
+        # experiments sits above cosim in the dependency order; only the CLI reaches up to it
+        module = importlib.import_module(f"experiments.bench.{name}")
+        parser = bench.add_parser(name, help=text)
+        module.add_arguments(parser)
+        parser.set_defaults(func=module.main)

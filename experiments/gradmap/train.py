@@ -164,9 +164,11 @@ class Outcome:
 
 
 def train(problem: Problem, cfg: GradMAPConfig, out: str | Path | None = None,
-          progress: bool = True) -> Outcome:
+          progress: bool = True, budget_s: float | None = None) -> Outcome:
     """Train (module docstring); with `out`, write bank.pt, checkpoint.pt (bank, Adam,
-    multipliers, trust region, iteration), training.parquet and training.png there."""
+    multipliers, trust region, iteration), training.parquet and training.png there. With
+    `budget_s`, stop before an iteration that would end past that many seconds of training
+    at the mean pace so far (after at least two)."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     bank = PolicyBank(problem.n_agents, len(FIELDS), len(ACTIONS), cfg.hidden,
@@ -186,6 +188,9 @@ def train(problem: Problem, cfg: GradMAPConfig, out: str | Path | None = None,
                unit="iter", disable=not progress)
     start = time.perf_counter()
     for it in bar:
+        elapsed = time.perf_counter() - start
+        if budget_s is not None and it > 2 and elapsed * it / (it - 1) > budget_s:
+            break
         days = torch.as_tensor(rng.choice(problem.train_days, min(cfg.days_per_batch,
                                                                  problem.train_days),
                                           replace=False))
@@ -257,7 +262,7 @@ def train(problem: Problem, cfg: GradMAPConfig, out: str | Path | None = None,
         torch.save({"config": asdict(cfg), "bank": bank.state_dict(),
                     "optimizer": opt.state_dict(), "lambda_node": lam_node,
                     "lambda_line": lam_line, "delta": delta, "lr": lr,
-                    "iteration": cfg.iterations}, folder / "checkpoint.pt")
+                    "iteration": len(rows)}, folder / "checkpoint.pt")
         table.to_parquet(folder / "training.parquet", index=False)
         plot(table, folder / "training.png")
     return Outcome(bank, table, folder)
