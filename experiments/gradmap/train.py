@@ -26,13 +26,13 @@ One iteration of GradMAP:
    environment gradient g = dL/da_k (through the implicit power-flow adjoint; later actions
    held fixed).
 2. Up to `inner_steps` cheap policy steps (Adam) on the proximal surrogate
-       S(theta) = <g, a(theta) - a_k> + ||a(theta) - a_k||^2 / (2 eta)
+       S(theta) = <g, a(theta) - a_k> + ||a(theta) - a_k||^2 / (2 eta_k)
    with the observations of the rollout held fixed, stopping at the trust region's edge: a
    step that takes the actions out of rms(a(theta) - a_k) <= delta (the rms over every
    agent, step, day and action; choice) is halved until they are back inside, and ends the
-   inner loop. The proximal weight is set each iteration so
-   that the surrogate's minimiser a_k - eta_k g lies `eta` trust regions from a_k (the
-   gradient's scale changes by orders of magnitude as the multipliers grow; choice).
+   inner loop. eta_k is set each iteration so that the surrogate's minimiser a_k - eta_k g
+   lies `eta` trust regions from a_k (the gradient's scale changes by orders of magnitude
+   as the multipliers grow; choice).
 3. Measure the true L at the new policies on the same days, against the decrease the
    linearisation predicted; grow delta when the ratio is high and the region bound, shrink it
    when the ratio is low (a step that made L worse halves delta).
