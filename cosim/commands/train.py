@@ -106,6 +106,12 @@ def reward_config(terms: list[str]) -> object:
     return RewardConfig(**values)
 
 
+def _out(args: argparse.Namespace, config: object) -> Path:
+    """--out, or runs/train-<scenario>-<algo>-<local time>."""
+    return args.out or Path("runs") / (f"train-{config.run.name}-{args.algo}-"
+                                       f"{dt.datetime.now():%Y%m%d-%H%M%S}")
+
+
 def _given(args: argparse.Namespace, *names: str) -> dict[str, object]:
     """The options the command line set (the rest keep the algorithm's defaults)."""
     return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
@@ -137,8 +143,7 @@ def train_command(args: argparse.Namespace) -> int:
         return _error(str(exc))
     if args.backend == "local" and runners:
         return _error("--env-runners needs --backend ray (local samples in this process)")
-    out = args.out or Path("runs") / (f"train-{config.run.name}-{args.algo}-"
-                                      f"{dt.datetime.now():%Y%m%d-%H%M%S}")
+    out = _out(args, config)
     started = not ray.is_initialized()
     if started:
         ray.init(address=args.address if args.backend == "ray" else None,
@@ -172,8 +177,7 @@ def _gradmap(args: argparse.Namespace, config: object) -> int:
             raise ValueError(f"--train-days {args.train_days} is more than --days {args.days}")
     except ValueError as exc:
         return _error(str(exc))
-    out = args.out or Path("runs") / (f"train-{config.run.name}-{args.algo}-"
-                                      f"{dt.datetime.now():%Y%m%d-%H%M%S}")
+    out = _out(args, config)
     problem = Problem.build(config, days=args.days, train_days=args.train_days)
     outcome = train(problem, settings, out, progress=not args.no_progress)
     t = outcome.training
@@ -192,9 +196,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
     from experiments.rl.train import load_bank
 
     try:
-        config = load_config(args.config)
-        if args.start is not None:
-            config = load_config(args.config, {"run.start": _time(args.start)})
+        config = load_config(args.config, None if args.start is None else
+                             {"run.start": _time(args.start)})
         bank = (PolicyBank.load(args.checkpoint / "bank.pt")
                 if (args.checkpoint / "bank.pt").is_file() else load_bank(args.checkpoint))
     except (ConfigError, FileNotFoundError, ValueError) as exc:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from agents.households import HouseholdInputs, Households, HouseholdState, observe
+from agents.households import HouseholdInputs, Households, observe
 from cosim.config import ScenarioConfig
 from cosim.profiles import load_profiles
 from cosim.scenario import ProfileData, build
@@ -125,13 +125,11 @@ class Problem:
 
 @dataclass
 class Trajectory:
-    """A rollout over days `[days, steps, ...]`: what the agents saw and did, the device
-    states after each step, and what the network did. Differentiable where noted."""
+    """A rollout over days `[days, steps, ...]`: what the agents saw and did and what it
+    cost, and what the network did; differentiable with respect to the actions."""
 
     observations: torch.Tensor  # [days, steps, agents, fields]
     actions: torch.Tensor  # [days, steps, agents, actions] raw, as the policy gave them
-    setpoints: torch.Tensor  # [days, steps, agents, actions] kW, feasible
-    states: list[HouseholdState]  # after each step
     vmag_pu: torch.Tensor  # [days, steps, nodes]
     line_loading: torch.Tensor  # [days, steps, lines] current / rating (NaN: unrated)
     substation_kw: torch.Tensor  # [days, steps]
@@ -152,8 +150,8 @@ def rollout(problem: Problem, policy: Callable[[torch.Tensor], torch.Tensor],
     state = hh.initial_state(dt_h, (n_days,), **p.initial)
     voltage = torch.ones(n_days, p.n_agents, dtype=torch.float64)
     warm = None
-    out: dict[str, list] = {k: [] for k in ("obs", "act", "sp", "states", "v", "load", "sub",
-                                            "op", "disc", "conv")}
+    out: dict[str, list] = {k: [] for k in ("obs", "act", "v", "load", "sub", "op", "disc",
+                                            "conv")}
     for t in range(p.steps):
         x = p.inputs(days, t)
         obs = observe(hh, state, x, p.buy_price[days, t, None], p.sell_price[days, t, None],
@@ -183,13 +181,12 @@ def rollout(problem: Problem, policy: Callable[[torch.Tensor], torch.Tensor],
         loading = torch.sqrt(torch.clamp((i.real.square() + i.imag.square()).amax(-1)
                                          / torch.where(rated, amps, 1.0).square(), min=1e-30))
         loading = torch.where(rated, loading, torch.nan)
-        for key, value in (("obs", obs), ("act", a), ("sp", sp.stacked()), ("states", nxt),
-                           ("v", res.vmag_pu), ("load", loading),
+        for key, value in (("obs", obs), ("act", a), ("v", res.vmag_pu), ("load", loading),
                            ("sub", res.substation_power.real), ("op", hh.operating_cost(sp, dt_h)),
                            ("disc", hh.discomfort_kh(nxt, x, dt_h)), ("conv", res.converged)):
             out[key].append(value)
         state = nxt
-    stack = {k: torch.stack(v, dim=1) for k, v in out.items() if k != "states"}
-    return Trajectory(stack["obs"], stack["act"], stack["sp"], out["states"], stack["v"],
-                      stack["load"], stack["sub"], stack["op"], stack["disc"], stack["conv"])
+    stack = {k: torch.stack(v, dim=1) for k, v in out.items()}
+    return Trajectory(stack["obs"], stack["act"], stack["v"], stack["load"], stack["sub"],
+                      stack["op"], stack["disc"], stack["conv"])
 

@@ -141,7 +141,7 @@ def environment_gradient(problem: Problem, bank: PolicyBank, days: torch.Tensor,
     traj = rollout(problem, bank, days, actions=leaf)
     now = terms(problem, traj, cfg.discomfort_cost, days)
     loss = lagrangian(now, lam_node, lam_line, scale, cfg.rho)
-    obs, a_k = traj.observations.detach(), torch.stack([a.detach() for a in leaves], dim=1)
+    obs, a_k = traj.observations.detach(), traj.actions.detach()
     if not now.converged or not torch.isfinite(loss):
         return now, loss, obs, a_k, None
     loss.backward()
