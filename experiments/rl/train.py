@@ -36,6 +36,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from agents.households import ACTIONS, FIELDS
 from agents.policies.bank import PolicyBank
 from cosim.config import ScenarioConfig, load_config
 from cosim.envs import MultiAgentEnv, RewardConfig
@@ -165,7 +166,7 @@ def train(config: str | Path | ScenarioConfig, train: TrainConfig, out: str | Pa
     finally:
         algo.stop()
     bank = out / "bank.pt"
-    _save_bank(module, bank)
+    module.deployable().save(bank, FIELDS, ACTIONS)
     table = pd.DataFrame(rows)
     table.insert(0, "algo", train.algo)
     table.to_parquet(out / "training.parquet", index=False)
@@ -207,12 +208,6 @@ class _LearnTimer:
             return self.update(*args, **kwargs)
         finally:
             self.seconds += time.perf_counter() - start
-
-
-def _save_bank(module: BankModule, path: Path) -> None:
-    from agents.households import ACTIONS, FIELDS
-
-    module.deployable().save(path, FIELDS, ACTIONS)
 
 
 def load_bank(checkpoint: str | Path) -> PolicyBank:
@@ -257,7 +252,7 @@ def bank_return(config: ScenarioConfig, bank: PolicyBank | None,
     from cosim.envs import ParallelEnv
 
     env = ParallelEnv(config, reward, profiles=profiles)
-    space, rng = env._core.action_space, np.random.default_rng(seed)
+    space, rng = env.action_space(env.possible_agents[0]), np.random.default_rng(seed)
     try:
         obs, _ = env.reset()
         total = 0.0
