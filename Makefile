@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run demo-grid test test-slow test-all bench clean
+.PHONY: setup browser run demo-grid test test-slow test-all bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -12,6 +12,21 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+## Debian's chromium for the viewer's browser test (no browser download); apt-get needs
+## root, so it runs through sudo for anyone else. Elsewhere: set COSIM_CHROMIUM instead.
+browser:
+	@if [ -n "$$COSIM_CHROMIUM" ] || command -v chromium >/dev/null 2>&1; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "error: no chromium and no apt-get: install Chromium and set COSIM_CHROMIUM" \
+	       "to its binary" >&2; exit 1; fi; \
+	if [ "$$(id -u)" -eq 0 ]; then SUDO=; \
+	elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; \
+	else echo "error: installing chromium needs root (or sudo): apt-get install" \
+	          "chromium" >&2; exit 1; fi; \
+	echo "installing Debian's chromium for the browser test (apt-get, about 120 MB)"; \
+	$$SUDO apt-get update -qq && \
+	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
 ## The default job: 1,000 households on IEEE 123 for one day (records under runs/).
 run: setup
@@ -22,18 +37,18 @@ demo-grid: setup
 	$(BIN)/cosim grid solve ieee123 --plot runs/demo/ieee123-voltages.png
 
 ## Fast tests (what CI runs).
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -m "not slow"
 
 ## Long tests: the 8500-node feeder, torch.compile, full sweeps.
 test-slow: setup
 	$(BIN)/python -m pytest -m slow
 
-test-all: setup
+test-all: setup browser
 	$(BIN)/python -m pytest
 
 ## Re-measure and record every benchmark in BENCHMARKS.md (about 70 minutes on 2 cores).
-bench: setup
+bench: setup browser
 	$(BIN)/cosim bench powerflow --compile --update-benchmarks BENCHMARKS.md
 	$(BIN)/cosim bench engine --update-benchmarks BENCHMARKS.md
 	$(BIN)/cosim bench profiles --update-benchmarks BENCHMARKS.md
@@ -41,6 +56,7 @@ bench: setup
 	$(BIN)/cosim bench markets --update-benchmarks BENCHMARKS.md
 	$(BIN)/cosim bench rl --update-benchmarks BENCHMARKS.md
 	$(BIN)/cosim bench gradmap --update-benchmarks BENCHMARKS.md
+	$(BIN)/cosim bench viz --update-benchmarks BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

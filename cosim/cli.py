@@ -4,6 +4,8 @@
     cosim bank init CONFIG          a policy bank, one policy per household of a scenario
     cosim grid info FEEDER          facts about a feeder (shipped name or .dss path)
     cosim grid solve FEEDER         power-flow demo: base case plus random scenarios, a plot
+    cosim viz RUN_DIR | CONFIG --live   the Mesa SolaraViz viewer of a run, in the browser
+    cosim report RUN_DIR            a run's PNG plots and a Markdown summary
     cosim bench powerflow           batched power flow against OpenDSS, side by side
     cosim bench engine|profiles|households|markets   the other benchmarks and their peers
 """
@@ -18,7 +20,7 @@ from collections.abc import Sequence
 from grid.errors import GridError
 
 # Command groups in the order `cosim --help` lists them.
-GROUPS = ("run", "train", "bank", "grid", "data", "bench")
+GROUPS = ("run", "train", "bank", "grid", "data", "viz", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

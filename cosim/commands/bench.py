@@ -15,6 +15,7 @@ BENCHMARKS = (
     ("rl", "RLlib training: one stacked module for every household against one RLlib "
            "module per agent"),
     ("gradmap", "GradMAP against SSL: wall time to the same target at 100 and 1,000 agents"),
+    ("viz", "the viewer: time per rendered step at 100 and 1,000 households on IEEE 123"),
 )
 
 

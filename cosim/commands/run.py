@@ -113,6 +113,7 @@ def execute(sim: Simulation, folder: Path, backend: str, steps: int | None, prog
               f"`cosim run --resume {folder}`", file=sys.stderr)
         return 1
     print(format_summary(summary))
+    print(f"pictures   cosim report {folder}   (in the browser: cosim viz {folder})")
     return 3 if summary["nonconverged_steps"] else 0
 
 
