@@ -3,6 +3,7 @@
     cosim train CONFIG --algo ippo|ppo-shared|a2c|mappo [--iterations N] [--out DIR]
                 [--backend local|ray [--address ADDR]] [--reward voltage_penalty=10 ...]
     cosim train CONFIG --algo gradmap|ssl|penalty [--days 12 --train-days 8] [--out DIR]
+                [--resume DIR]
     cosim evaluate CHECKPOINT CONFIG [--out RUN_DIR] [--start 2026-03-12T00:00:00Z]
 
 `train` writes DIR/checkpoint (RLlib's), DIR/bank.pt (the policies as a bank, one per
@@ -15,7 +16,8 @@ as `cosim run` does (`--start` moves the scenario to held-out days).
 
 `gradmap`, `ssl` and `penalty` (experiments/gradmap) learn through the differentiable
 rollout instead of RLlib, on `--days` days from run.start of which the first `--train-days`
-train; they write bank.pt, checkpoint.pt, training.parquet and training.png, and `evaluate`
+train; they write bank.pt, checkpoint.pt (every 10 iterations and at the end),
+training.parquet and training.png, `--resume DIR` continues a stopped run, and `evaluate`
 takes that folder. Exit codes as `cosim run`: 2 for bad input.
 """
 
@@ -66,6 +68,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                        help="CPUs for a Ray instance started here")
     train.add_argument("--env-runners", type=int, default=None,
                        help="Ray env runners (default: 0 local, 2 ray)")
+    train.add_argument("--resume", type=Path, default=None, metavar="DIR",
+                       help="gradmap: continue the run whose checkpoint.pt is in DIR (same "
+                            "settings; --iterations counts the whole run)")
     train.add_argument("--out", type=Path, default=None,
                        help="training folder (default runs/train-<name>-<algo>-<time>)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -177,9 +182,15 @@ def _gradmap(args: argparse.Namespace, config: object) -> int:
             raise ValueError(f"--train-days {args.train_days} is more than --days {args.days}")
     except ValueError as exc:
         return _error(str(exc))
-    out = _out(args, config)
+    out = args.resume if args.resume is not None and args.out is None else _out(args, config)
     problem = Problem.build(config, days=args.days, train_days=args.train_days)
-    outcome = train(problem, settings, out, progress=not args.no_progress)
+    try:
+        outcome = train(problem, settings, out, progress=not args.no_progress,
+                        resume=args.resume)
+    except (FileNotFoundError, ValueError) as exc:
+        if args.resume is None:
+            raise
+        return _error(str(exc))
     t = outcome.training
     print(f"{args.algo} on {config.run.name}: {len(t)} iterations in {t.wall_s.iloc[-1]:.1f} s, "
           f"cost {t.cost.iloc[0]:,.1f} -> {t.cost.iloc[-1]:,.1f} per day, mean voltage "

@@ -19,7 +19,7 @@ policy parameters.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -113,6 +113,21 @@ class Problem:
             initial=dict(homes.initial), tan_phi=float(np.tan(np.arccos(hh.power_factor))),
             train_days=train_days)
 
+    @property
+    def device(self) -> torch.device:
+        return self.load_kw.device
+
+    def to(self, device: str | torch.device) -> Problem:
+        """The same problem on `device` (a GPU: the rollout, power flow and policies run
+        there; the power flow is rebuilt for it)."""
+        if torch.device(device) == self.device:
+            return self
+        pf = self.pf
+        moved = {f.name: getattr(self, f.name).to(device) for f in fields(self)
+                 if isinstance(getattr(self, f.name), torch.Tensor)}
+        return replace(self, **moved, households=self.households.to(device),
+                       pf=PowerFlow(pf.feeder, pf.connection_names, device=device, tol=pf.tol))
+
     def inputs(self, days: torch.Tensor, t: int) -> HouseholdInputs:
         """Step t's inputs of the given days: per agent `[days, agents]`, shared `[days, 1]`."""
         zero = torch.zeros_like(self.load_kw[days, :, t])
@@ -145,10 +160,10 @@ def rollout(problem: Problem, policy: Callable[[torch.Tensor], torch.Tensor],
     `actions(t, a)`, when given, may replace step t's actions (GradMAP makes them leaves to
     collect the gradient with respect to each action)."""
     p, hh, dt_h = problem, problem.households, problem.dt_h
-    days = torch.as_tensor(days, dtype=torch.long)
+    days = torch.as_tensor(days, dtype=torch.long, device=p.device)
     n_days, n_conn = len(days), p.pf.n_connections
     state = hh.initial_state(dt_h, (n_days,), **p.initial)
-    voltage = torch.ones(n_days, p.n_agents, dtype=torch.float64)
+    voltage = torch.ones(n_days, p.n_agents, dtype=torch.float64, device=p.device)
     warm = None
     out: dict[str, list] = {k: [] for k in ("obs", "act", "v", "load", "sub", "op", "disc",
                                             "conv")}

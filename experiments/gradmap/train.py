@@ -18,24 +18,33 @@ deterministically. Over a batch B of training days:
 with one multiplier per constraint (node-phase or line, and step), shared by all days (an
 expectation constraint; choice), `cost_scale` the batch cost of the initial policies (so
 lam is per p.u. of violation against one day's cost; choice), and projected dual ascent
-lam <- max(0, lam + dual_lr * nu) after every iteration.
+lam <- min(max(0, lam + dual_lr * nu), lambda_max) after every iteration. The cap (choice)
+keeps a constraint that no policy can meet - a line the feeder's own load overloads - from
+driving its multiplier, and with it the Lagrangian's scale, up without end: beyond the cap
+the constraint is an exact penalty at lambda_max.
 
 One iteration of GradMAP:
 1. Roll the policies out on the batch (the co-simulation's own device and power-flow code),
    with each step's actions a_k made leaves of the graph; one backward gives the
    environment gradient g = dL/da_k (through the implicit power-flow adjoint; later actions
    held fixed).
-2. Up to `inner_steps` cheap policy steps (Adam) on the proximal surrogate
+2. Up to `inner_steps` policy steps (Adam) on the proximal surrogate
        S(theta) = <g, a(theta) - a_k> + ||a(theta) - a_k||^2 / (2 eta_k)
-   with the observations of the rollout held fixed, stopping at the trust region's edge: a
-   step that takes the actions out of rms(a(theta) - a_k) <= delta (the rms over every
-   agent, step, day and action; choice) is halved until they are back inside, and ends the
-   inner loop. eta_k is set each iteration so that the surrogate's minimiser a_k - eta_k g
-   lies `eta` trust regions from a_k (the gradient's scale changes by orders of magnitude
-   as the multipliers grow; choice).
+   with the observations of the rollout held fixed, each on a random `inner_fraction` of
+   the batch's (day, step) rows (S is a sum over rows; a policy pass over all of them
+   costs about what the environment gradient does at 1,000 agents, so full-batch steps
+   would not be cheap; choice). The inner loop stops at the trust region's edge,
+   rms(a(theta) - a_k) <= delta (the rms over every agent, step, day and action; choice),
+   as seen on the step's rows; after it the region is enforced on the whole batch by
+   halving the loop's parameter move until the actions are back inside. eta_k is set each
+   iteration so that the surrogate's minimiser a_k - eta_k g lies `eta` trust regions from
+   a_k (the gradient's scale changes by orders of magnitude as the multipliers grow;
+   choice).
 3. Measure the true L at the new policies on the same days, against the decrease the
-   linearisation predicted; grow delta when the ratio is high and the region bound, shrink it
-   when the ratio is low (a step that made L worse halves delta).
+   linearisation predicted (on the next iteration's rollout when that plays the same days:
+   no extra rollout); grow delta when the ratio is high and the step reached the region's
+   edge (the region, not the step count, ended the inner loop), shrink it when the ratio
+   is low (a step that made L worse halves delta).
 4. Dual ascent.
 
 Baselines on the same code: `ssl` takes one policy step per environment gradient (the
@@ -75,24 +84,30 @@ class GradMAPConfig:
     hidden: tuple[int, ...] = (64, 64)
     lr: float = 1e-3  # Adam, on the surrogate (gradmap) or the Lagrangian (ssl, penalty)
     inner_steps: int = 8  # K: policy steps per environment gradient (gradmap)
+    inner_fraction: float = 0.25  # share of the batch's (day, step) rows in each of them
     eta: float = 2.0  # proximal step, in trust regions: the surrogate's minimiser lies eta x
     # delta (rms) from a_k along -g, so the early stop at delta bounds every step
     delta: float = 0.05  # initial trust-region radius, rms action change
     delta_bounds: tuple[float, float] = (0.005, 0.5)
     ratio_bounds: tuple[float, float] = (0.25, 0.75)  # actual/predicted: shrink below, grow above
     dual_lr: float = 50.0  # per p.u. of mean violation per iteration
+    lambda_max: float = 1e3  # multiplier cap: beyond it a constraint the agents cannot meet
+    # is priced at lambda_max (an exact penalty) instead of a multiplier growing without end
     rho: float = 0.0  # augmented-Lagrangian weight
     penalty: float = 50.0  # the penalty method's fixed multiplier
     discomfort_cost: float = 0.5  # currency per K h outside the comfort band
+    checkpoint_every: int = 10  # iterations between checkpoints (with an output folder)
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method {self.method!r}: choose one of {list(METHODS)}")
-        for name in ("iterations", "days_per_batch", "inner_steps"):
+        for name in ("iterations", "days_per_batch", "inner_steps", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} = {getattr(self, name)} must be at least 1")
-        for name in ("lr", "eta", "delta", "dual_lr", "penalty"):
+        if not 0 < self.inner_fraction <= 1:
+            raise ValueError(f"inner_fraction = {self.inner_fraction} must be in (0, 1]")
+        for name in ("lr", "eta", "delta", "dual_lr", "penalty", "lambda_max"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
                 raise ValueError(f"{name} = {getattr(self, name)} must be a positive number")
 
@@ -164,39 +179,82 @@ class Outcome:
 
 
 def train(problem: Problem, cfg: GradMAPConfig, out: str | Path | None = None,
-          progress: bool = True, budget_s: float | None = None) -> Outcome:
-    """Train (module docstring); with `out`, write bank.pt, checkpoint.pt (bank, Adam,
-    multipliers, trust region, iteration), training.parquet and training.png there. With
-    `budget_s`, stop before an iteration that would end past that many seconds of training
-    at the mean pace so far (after at least two)."""
+          progress: bool = True, budget_s: float | None = None,
+          resume: str | Path | None = None) -> Outcome:
+    """Train (module docstring); with `out`, write bank.pt, checkpoint.pt (everything the
+    loop carries: bank, Adam, multipliers, trust region, learning rate, the day sampler,
+    the cost scale, iteration and wall time) and training.parquet there every
+    `checkpoint_every` iterations and at the end, and training.png at the end. `resume`: a
+    folder (or checkpoint.pt) of an earlier run of the same problem and settings, continued
+    up to `cfg.iterations` in all; the result is the one an uninterrupted run gives. With
+    `budget_s`, stop before an iteration that would end past that many seconds of this call
+    at its mean pace so far (after at least two)."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     bank = PolicyBank(problem.n_agents, len(FIELDS), len(ACTIONS), cfg.hidden,
-                      SIGNED_ACTIONS, seed=cfg.seed)
+                      SIGNED_ACTIONS, seed=cfg.seed).to(problem.device)
     opt = torch.optim.Adam(bank.parameters(), lr=cfg.lr)
     steps, nodes, lines = problem.steps, len(problem.pf.feeder.nodes), len(problem.pf.feeder.lines)
     fixed = cfg.method == "penalty"
-    lam_node = torch.full((steps, nodes), cfg.penalty if fixed else 0.0, dtype=torch.float64)
-    lam_line = torch.full((steps, lines), cfg.penalty if fixed else 0.0, dtype=torch.float64)
-    delta, lr = cfg.delta, cfg.lr
-    with torch.no_grad():  # the scale: what the initial policies cost on the training days
-        first = terms(problem, rollout(problem, bank, range(problem.train_days)),
-                      cfg.discomfort_cost, torch.arange(problem.train_days))
-    scale = max(abs(float(first.cost)), 1e-9)
-    rows = []
-    bar = tqdm(range(1, cfg.iterations + 1), desc=f"{cfg.method} {problem.config.run.name}",
-               unit="iter", disable=not progress)
-    start = time.perf_counter()
+    lam_node, lam_line = (torch.full((steps, n), cfg.penalty if fixed else 0.0,
+                                     dtype=torch.float64, device=problem.device)
+                          for n in (nodes, lines))
+    delta, lr, rows, done, offset = cfg.delta, cfg.lr, [], 0, 0.0
+    picker = torch.Generator().manual_seed(cfg.seed)  # the inner steps' rows
+    pending: dict | None = None  # the last GradMAP step, until its improvement is measured
+    if resume is not None:
+        saved = load_checkpoint(resume, cfg, problem)
+        bank.load_state_dict(saved["bank"])
+        opt.load_state_dict(saved["optimizer"])
+        lam_node, lam_line = saved["lambda_node"], saved["lambda_line"]
+        delta, lr, scale = saved["delta"], saved["lr"], saved["scale"]
+        rng.bit_generator.state = saved["sampler"]
+        picker.set_state(saved["picker"])
+        pending = saved["pending"]
+        rows, done = saved["rows"], saved["iteration"]
+        offset = rows[-1]["wall_s"] if rows else 0.0
+    else:
+        with torch.no_grad():  # the scale: what the initial policies cost on the training days
+            first = terms(problem, rollout(problem, bank, range(problem.train_days)),
+                          cfg.discomfort_cost,
+                          torch.arange(problem.train_days, device=problem.device))
+        scale = max(abs(float(first.cost)), 1e-9)
+    folder = None if out is None else Path(out)
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        bank.save(folder / "bank.pt", FIELDS, ACTIONS)
+        torch.save({"config": asdict(cfg), "n_agents": problem.n_agents,
+                    "steps": problem.steps, "bank": bank.state_dict(),
+                    "optimizer": opt.state_dict(), "lambda_node": lam_node,
+                    "lambda_line": lam_line, "delta": delta, "lr": lr, "scale": scale,
+                    "sampler": rng.bit_generator.state, "picker": picker.get_state(),
+                    "pending": pending, "rows": rows,
+                    "iteration": len(rows)}, folder / "checkpoint.pt")
+        _table(rows, cfg).to_parquet(folder / "training.parquet", index=False)
+
+    bar = tqdm(range(done + 1, cfg.iterations + 1), desc=f"{cfg.method} {problem.config.run.name}",
+               unit="iter", disable=not progress, initial=done, total=cfg.iterations)
+    start = time.perf_counter() - offset
     for it in bar:
-        elapsed = time.perf_counter() - start
-        if budget_s is not None and it > 2 and elapsed * it / (it - 1) > budget_s:
+        k = it - done  # iterations of this call, this one included
+        if (budget_s is not None and k > 2
+                and (time.perf_counter() - start - offset) * k / (k - 1) > budget_s):
             break
         days = torch.as_tensor(rng.choice(problem.train_days, min(cfg.days_per_batch,
                                                                  problem.train_days),
-                                          replace=False))
+                                          replace=False), device=problem.device)
         # 1. the environment gradient at the current actions
         now, loss, obs, a_k, g = environment_gradient(problem, bank, days, lam_node, lam_line,
                                                       scale, cfg)
+        # 3 (of the last iteration): its actual against predicted improvement, on this
+        # rollout when it plays the same days (no extra rollout), else on its own days
+        if pending is not None:
+            same = torch.equal(days.sort().values, pending["days"].sort().values)
+            delta = _adapt(problem, bank, cfg, pending, now if same else None, scale, delta,
+                           rows)
+            pending = None
         if g is None:
             lr /= 2
             for group in opt.param_groups:
@@ -208,64 +266,92 @@ def train(problem: Problem, cfg: GradMAPConfig, out: str | Path | None = None,
                              skipped=True))
             continue
         # 2. policy steps on the surrogate
-        taken = 0
+        taken, move = 0, math.nan
         if cfg.method == "gradmap":
             # the proximal weight in action units: a* = a_k - eta_k g sits eta x delta away
             eta_k = cfg.eta * delta / max(_rms(g), 1e-300)
+            # each step on a random share of the batch's (day, step) rows: the surrogate is
+            # a sum over rows, and a policy pass over all of them costs about what the
+            # environment gradient does (choice)
+            flat = [x.flatten(0, 1) for x in (obs, a_k, g)]
+            n_rows = flat[0].shape[0]
+            size = max(1, round(cfg.inner_fraction * n_rows))
+            origin = [w.detach().clone() for w in bank.parameters()]
+            bound = False  # whether the region, not the step count, ended the loop
             for _ in range(cfg.inner_steps):
+                pick = torch.randperm(n_rows, generator=picker)[:size].to(problem.device)
+                o, a0, gk = (x[pick] for x in flat)
                 opt.zero_grad()
-                surrogate(bank, obs, a_k, g, eta_k).backward()
-                kept = [w.detach().clone() for w in bank.parameters()]
+                surrogate(bank, o, a0, gk, eta_k).backward()
                 opt.step()
-                if _rms_move(bank, obs, a_k) > delta:  # left the region: back to its edge
-                    _back_inside(bank, kept, obs, a_k, delta)
-                    taken += 1
-                    break
                 taken += 1
+                if _rms_move(bank, o, a0) > delta:  # at the region's edge (on these rows)
+                    bound = True
+                    break
+            with torch.no_grad():
+                moved = bank(obs) - a_k
+                if _rms(moved) > delta:  # outside on the whole batch: back inside
+                    _back_inside(bank, origin, obs, a_k, delta)
+                    moved, bound = bank(obs) - a_k, True
+            move = _rms(moved)
+            pending = {"row": len(rows), "days": days, "loss": float(loss.detach()),
+                       "predicted": -float((g * moved).sum()), "bound": bound,
+                       "lam_node": lam_node, "lam_line": lam_line}
         else:  # ssl, penalty: one step along the environment gradient
             opt.zero_grad()
             (g * bank(obs)).sum().backward()
             opt.step()
             taken = 1
-        with torch.no_grad():
-            moved = bank(obs) - a_k
-        rows.append(_row(it, now, loss, lam_node, lam_line, delta, taken, _rms(moved), start))
-        # 3. actual against predicted improvement on the same days (one more forward)
-        if cfg.method == "gradmap":
-            with torch.no_grad():
-                predicted = -float((g * moved).sum())
-                after = terms(problem, rollout(problem, bank, days), cfg.discomfort_cost, days)
-                actual = float(loss) - float(lagrangian(after, lam_node, lam_line, scale,
-                                                        cfg.rho))
-            ratio = actual / predicted if predicted > 0 else 0.0
-            low, high = cfg.ratio_bounds
-            if predicted <= 0:  # nothing moved: nothing learned about the model's quality
-                pass
-            elif actual < 0 or ratio < low:
-                delta = max(delta / 2, cfg.delta_bounds[0])
-            elif ratio > high and _rms(moved) >= 0.9 * delta:
-                delta = min(delta * 2, cfg.delta_bounds[1])
+        rows.append(_row(it, now, loss, lam_node, lam_line, delta, taken, move, start))
         # 4. dual ascent on the measured violations
         if cfg.method != "penalty":
-            lam_node = torch.clamp(lam_node + cfg.dual_lr * now.node.detach(), min=0.0)
-            lam_line = torch.clamp(lam_line + cfg.dual_lr * now.line.detach(), min=0.0)
+            lam_node = torch.clamp(lam_node + cfg.dual_lr * now.node.detach(), 0.0, cfg.lambda_max)
+            lam_line = torch.clamp(lam_line + cfg.dual_lr * now.line.detach(), 0.0, cfg.lambda_max)
         bar.set_postfix(cost=f"{rows[-1]['cost']:.1f}",
                         viol=f"{rows[-1]['max_violation_pu']:.4f}",
                         lam=f"{rows[-1]['lambda_max']:.2f}")
-    table = pd.DataFrame(rows)
-    table.insert(0, "method", cfg.method)
-    folder = None
-    if out is not None:
-        folder = Path(out)
-        folder.mkdir(parents=True, exist_ok=True)
-        bank.save(folder / "bank.pt", FIELDS, ACTIONS)
-        torch.save({"config": asdict(cfg), "bank": bank.state_dict(),
-                    "optimizer": opt.state_dict(), "lambda_node": lam_node,
-                    "lambda_line": lam_line, "delta": delta, "lr": lr,
-                    "iteration": len(rows)}, folder / "checkpoint.pt")
-        table.to_parquet(folder / "training.parquet", index=False)
+        if folder is not None and it % cfg.checkpoint_every == 0:
+            save()
+    table = _table(rows, cfg)
+    if folder is not None:
+        save()
         plot(table, folder / "training.png")
     return Outcome(bank, table, folder)
+
+
+def load_checkpoint(path: str | Path, cfg: GradMAPConfig, problem: Problem) -> dict:
+    """The checkpoint.pt in `path` (a training folder or the file), checked against the
+    settings and problem it is to continue; a mismatch names the setting."""
+    path = Path(path)
+    file = path / "checkpoint.pt" if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: no GradMAP checkpoint to resume from")
+    saved = torch.load(file, map_location=problem.device, weights_only=False)
+    before = saved["config"]
+    for name, value in asdict(cfg).items():
+        if name in ("iterations", "checkpoint_every"):  # free to change on resuming
+            continue
+        if _plain(before.get(name)) != _plain(value):
+            raise ValueError(f"{file}: made with {name} = {before.get(name)!r}, this run "
+                             f"has {value!r}; resume with the same settings")
+    for name, value in (("n_agents", problem.n_agents), ("steps", problem.steps)):
+        if saved[name] != value:
+            raise ValueError(f"{file}: made for {name} = {saved[name]}, this problem has "
+                             f"{value}")
+    if saved["iteration"] >= cfg.iterations:
+        raise ValueError(f"{file}: already at iteration {saved['iteration']}; ask for more "
+                         f"than that (iterations = {cfg.iterations})")
+    return saved
+
+
+def _plain(x: object) -> object:
+    return list(x) if isinstance(x, (list, tuple)) else x
+
+
+def _table(rows: list[dict], cfg: GradMAPConfig) -> pd.DataFrame:
+    table = pd.DataFrame(rows)
+    table.insert(0, "method", cfg.method)
+    return table
 
 
 def _rms(x: torch.Tensor) -> float:
@@ -278,20 +364,46 @@ def _rms_move(bank: PolicyBank, obs: torch.Tensor, a_k: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def _back_inside(bank: PolicyBank, kept: list[torch.Tensor], obs: torch.Tensor,
-                 a_k: torch.Tensor, delta: float, halvings: int = 8) -> None:
-    """Shorten the last parameter step (halving it) until the actions are back inside the
-    trust region; undo it if that never happens."""
+def _back_inside(bank: PolicyBank, origin: list[torch.Tensor], obs: torch.Tensor,
+                 a_k: torch.Tensor, delta: float, halvings: int = 12) -> None:
+    """Shorten the parameters' move from `origin` (halving it) until the actions are back
+    inside the trust region; return to `origin` if that never happens."""
     params = list(bank.parameters())
-    step = [w.detach() - old for w, old in zip(params, kept)]
+    step = [w.detach() - old for w, old in zip(params, origin)]
     for _ in range(halvings):
         step = [d / 2 for d in step]
-        for w, old, d in zip(params, kept, step):
+        for w, old, d in zip(params, origin, step):
             w.copy_(old + d)
         if _rms_move(bank, obs, a_k) <= delta:
             return
-    for w, old in zip(params, kept):
+    for w, old in zip(params, origin):
         w.copy_(old)
+
+
+def _adapt(problem: Problem, bank: PolicyBank, cfg: GradMAPConfig, pending: dict,
+           after: Terms | None, scale: float, delta: float, rows: list[dict]) -> float:
+    """The trust region after a GradMAP step (`pending`: its loss, predicted decrease,
+    whether the region bound it, its days and multipliers), from the Lagrangian after it
+    (`after`: the terms of a rollout of the new policies on its days; rolled out here when
+    None). Records the ratio in the step's row."""
+    with torch.no_grad():
+        if after is None:
+            days = pending["days"]
+            after = terms(problem, rollout(problem, bank, days), cfg.discomfort_cost, days)
+        new = float(lagrangian(after, pending["lam_node"], pending["lam_line"], scale,
+                               cfg.rho))
+    predicted = pending["predicted"]
+    actual = pending["loss"] - new if after.converged and math.isfinite(new) else -math.inf
+    ratio = actual / predicted if predicted > 0 else 0.0
+    rows[pending["row"]]["ratio"] = ratio
+    low, high = cfg.ratio_bounds
+    if predicted <= 0:  # nothing moved: nothing learned about the model's quality
+        return delta
+    if actual < 0 or ratio < low:
+        return max(delta / 2, cfg.delta_bounds[0])
+    if ratio > high and pending["bound"]:
+        return min(delta * 2, cfg.delta_bounds[1])
+    return delta
 
 
 def _row(it: int, t: Terms, loss: torch.Tensor, lam_node: torch.Tensor,
@@ -305,7 +417,8 @@ def _row(it: int, t: Terms, loss: torch.Tensor, lam_node: torch.Tensor,
             "mean_violation_pu": float(node.mean()), "max_violation_pu": float(node.max()),
             "max_overload": float(line.max()) if line.numel() else 0.0,
             "lambda_min": float(lam.min()), "lambda_mean": float(lam.mean()),
-            "lambda_max": float(lam.max()), "delta": delta, "move_rms": move,
+            "lambda_max": float(lam.max()), "lambda_voltage_max": float(lam_node.max()),
+            "delta": delta, "move_rms": move,
             "policy_steps": taken, "converged": t.converged, "skipped": skipped,
             "wall_s": time.perf_counter() - start}
 

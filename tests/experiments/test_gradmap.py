@@ -183,3 +183,43 @@ def test_train_and_evaluate_on_held_out_days_from_the_command_line(tmp_path, cap
     assert "--train-days 3 is more than --days 2" in capsys.readouterr().err
     assert main(["evaluate", str(out), str(CONFIG), "--start", "March"]) == 2
     assert "--start March: not an ISO time" in capsys.readouterr().err
+
+
+def test_a_resumed_run_is_the_uninterrupted_one(problem, tmp_path):
+    """Stopped after 3 iterations (a checkpoint every 2 and at the end) and resumed to 5,
+    GradMAP ends with the bank, multipliers and table of a run of 5 in one go."""
+    from experiments.gradmap.train import GradMAPConfig, load_checkpoint, train
+
+    cfg = GradMAPConfig(iterations=5, hidden=(16,), seed=3, checkpoint_every=2)
+    whole = train(problem, cfg, tmp_path / "whole", progress=False)
+    train(problem, GradMAPConfig(**{**cfg.__dict__, "iterations": 3}), tmp_path / "part",
+          progress=False)
+    resumed = train(problem, cfg, tmp_path / "part", progress=False, resume=tmp_path / "part")
+    for a, b in zip(whole.bank.parameters(), resumed.bank.parameters()):
+        assert torch.equal(a, b)
+    keep = ["iteration", "cost", "mean_violation_pu", "lambda_max", "delta", "policy_steps"]
+    assert whole.training[keep].equals(resumed.training[keep])
+    saved = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=False)
+    assert torch.equal(saved["lambda_node"], torch.load(
+        tmp_path / "whole" / "checkpoint.pt", weights_only=False)["lambda_node"])
+    with pytest.raises(ValueError, match="made with hidden = \\(16,\\), this run has \\(8,\\)"):
+        load_checkpoint(tmp_path / "part", GradMAPConfig(iterations=9, hidden=(8,), seed=3),
+                        problem)
+    with pytest.raises(ValueError, match="already at iteration 5"):
+        load_checkpoint(tmp_path / "part", cfg, problem)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+def test_the_rollout_and_a_training_step_run_alike_on_cuda(problem):
+    from experiments.gradmap.train import GradMAPConfig, train
+
+    gpu = problem.to("cuda")
+    bank = PolicyBank(problem.n_agents, len(FIELDS), len(ACTIONS), (16,), SIGNED_ACTIONS, seed=2)
+    with torch.no_grad():
+        a = rollout(problem, bank, [0, 1])
+        b = rollout(gpu, bank.to("cuda"), [0, 1])
+    assert torch.allclose(b.vmag_pu.cpu(), a.vmag_pu, rtol=0, atol=1e-8, equal_nan=True)
+    assert torch.allclose(b.substation_kw.cpu(), a.substation_kw, rtol=1e-8)
+    cfg = GradMAPConfig(iterations=2, hidden=(16,), seed=2)
+    cpu_run, gpu_run = train(problem, cfg, progress=False), train(gpu, cfg, progress=False)
+    assert np.allclose(gpu_run.training.cost, cpu_run.training.cost, rtol=1e-6)
