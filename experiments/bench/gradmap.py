@@ -427,6 +427,21 @@ def notes(result: Result) -> str:
                 f"limits (mean voltage violation {case.idle.train_violation_pu:.1e} p.u., "
                 f"held-out overload {case.idle.held_max_overload:.3f}): the trained banks "
                 "pay for staying inside them.")
+        runs = {r.method: r for r in case.runs}
+        g, q = runs.get("gradmap"), runs.get("ssl")
+        if g and q and g.time_to_target_s is not None and q.time_to_target_s is not None:
+            its = {r.method: next(c["iteration"] for c in r.curve
+                                  if c["wall_s"] >= r.time_to_target_s) for r in (g, q)}
+            parts.append(
+                f"At {case.agents:,} agents GradMAP needed {its['ssl'] / its['gradmap']:.1f}x "
+                f"fewer environment gradients than SSL to the target ({its['gradmap']} "
+                f"against {its['ssl']}), but its iteration costs "
+                f"{g.seconds_per_iteration / q.seconds_per_iteration:.1f}x SSL's: on 2 cores "
+                "a policy pass over all the batch's rows costs about what the environment "
+                "gradient does, so the policy steps that reuse a gradient are not cheap "
+                "(GradMAP's inner steps use a quarter of the rows each for that reason), and "
+                "its trust region shrinks to its floor once the linear model of the "
+                "closed-loop rollout stops predicting the improvement.")
     return " ".join(parts)
 
 
