@@ -29,6 +29,8 @@ With `global_state=True` the Dict also carries "state", the same for every agent
 centralised critic in training (never for a deployed policy): the mean and spread over
 households of every observation field, the lowest and highest voltage field, and the last
 step's highest line loading, losses and substation energy per household (zero at reset).
+`reset_arrays`, `step_arrays` and `state` are the same calls for every household at once,
+one row per household and no dict per agent (RLlib's runner for the stacked module).
 """
 
 from __future__ import annotations
@@ -133,19 +135,39 @@ class _Core:
         out = np.empty((self.n, len(ACTIONS)))
         for agent, action in actions.items():
             a = np.asarray(action, dtype=float)
-            if a.shape != (len(ACTIONS),):
-                raise EnvError(f"step {t}: agent {agent!r}: action of shape {a.shape}, "
-                               f"expected ({len(ACTIONS)},) = {ACTIONS}")
-            if not np.isfinite(a).all():
-                raise EnvError(f"step {t}: agent {agent!r}: action {a.tolist()} is not finite")
-            if not self.action_space.contains(a):
-                k = int(np.flatnonzero((a < self.action_space.low)
-                                       | (a > self.action_space.high))[0])
-                raise EnvError(f"step {t}: agent {agent!r}: {ACTIONS[k]} action {a[k]:g} "
-                               f"outside [{self.action_space.low[k]:g}, "
-                               f"{self.action_space.high[k]:g}]")
+            self._check(agent, a)
             out[self.index[agent]] = a
         return out
+
+    def actions_array(self, actions: np.ndarray) -> np.ndarray:
+        """Every household's actions at once, `[households, len(ACTIONS)]` (row k:
+        household_k), checked as `actions` checks them, in one pass over the array."""
+        a = np.asarray(actions, dtype=float)
+        if a.shape != (self.n, len(ACTIONS)):
+            raise EnvError(f"step {self.step_index}: actions of shape {a.shape}, expected "
+                           f"({self.n}, {len(ACTIONS)}): one row per household, {ACTIONS}")
+        space = self.action_space
+        bad = ~(np.isfinite(a) & (a >= space.low) & (a <= space.high)).all(axis=1)
+        if bad.any():
+            k = int(np.argmax(bad))
+            self._check(self.agents_all[k], a[k])  # raises, with the message of `actions`
+        return a
+
+    def _check(self, agent: str, a: np.ndarray) -> None:
+        """An EnvError naming the agent and the step unless `a` is one finite action
+        inside the action space."""
+        t = self.step_index
+        if a.shape != (len(ACTIONS),):
+            raise EnvError(f"step {t}: agent {agent!r}: action of shape {a.shape}, "
+                           f"expected ({len(ACTIONS)},) = {ACTIONS}")
+        if not np.isfinite(a).all():
+            raise EnvError(f"step {t}: agent {agent!r}: action {a.tolist()} is not finite")
+        if not self.action_space.contains(a):
+            k = int(np.flatnonzero((a < self.action_space.low)
+                                   | (a > self.action_space.high))[0])
+            raise EnvError(f"step {t}: agent {agent!r}: {ACTIONS[k]} action {a[k]:g} "
+                           f"outside [{self.action_space.low[k]:g}, "
+                           f"{self.action_space.high[k]:g}]")
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool, dict]:
         """(next observations, rewards, done, global info) for all households."""
@@ -296,6 +318,33 @@ class MultiAgentEnv(RLlibMultiAgentEnv):
         if done:
             self.agents = []
         return out
+
+    def reset_arrays(self) -> np.ndarray:
+        """`reset` for every household at once: the local observations,
+        `[households, len(FIELDS)]` (row k: household_k); `state()` gives the global
+        state."""
+        obs = self._core.reset()
+        self.agents = list(self.possible_agents)
+        return obs.copy()
+
+    def step_arrays(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool, dict]:
+        """`step` for every household at once, without a dict per agent (RLlib's
+        runner for the stacked module, experiments/rl/runner.py): `actions`
+        `[households, len(ACTIONS)]` inside the action space (checked as `step` checks
+        them). Returns the next local observations `[households, len(FIELDS)]`, the
+        rewards `[households]` (currency), whether the episode ended (every agent
+        truncated) and the global info."""
+        if not self.agents:
+            raise EnvError("the episode is over: call reset()")
+        core = self._core
+        obs, rewards, done, info = core.step(core.actions_array(actions))
+        if done:
+            self.agents = []
+        return obs.copy(), rewards, done, info
+
+    def state(self) -> np.ndarray:
+        """The global state of the Dict observations' "state" (module docstring)."""
+        return self._core.global_state()
 
     def close(self) -> None:
         self._core.sim.close()

@@ -21,7 +21,11 @@ Whatever the algorithm, the result is a policy bank with one policy per househol
 the same module, its optimiser and the sampling state.
 
 Batch sizes count agent steps (one household for one step): an iteration samples
-`episodes` whole episodes of the scenario, households x steps agent steps each.
+`episodes` whole episodes of the scenario, households x steps agent steps each. Every
+algorithm samples with `experiments.rl.runner.StackedEnvRunner`, RLlib's multi-agent env
+runner stepping all households at once in arrays (samples from the module's own
+distribution and episodes as RLlib's own runner records them, without its work per
+agent), locally or as Ray actors.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from cosim.config import ScenarioConfig, load_config
 from cosim.envs import MultiAgentEnv, RewardConfig
 from cosim.scenario import ProfileData
 from experiments.rl.module import MODULE_ID, BankModule
+from experiments.rl.runner import StackedEnvRunner
 
 ENV_NAME = "gridedge-households"
 # name: (one policy per household?, critic)
@@ -127,8 +132,9 @@ def algorithm_config(config: ScenarioConfig, train: TrainConfig,
                               "log_std": train.log_std})
     return (PPOConfig()
             .environment(ENV_NAME)
-            .env_runners(num_env_runners=train.env_runners, num_cpus_per_env_runner=1,
-                         rollout_fragment_length=steps, batch_mode="complete_episodes")
+            .env_runners(env_runner_cls=StackedEnvRunner, num_env_runners=train.env_runners,
+                         num_cpus_per_env_runner=1, rollout_fragment_length=steps,
+                         batch_mode="complete_episodes")
             .multi_agent(policies={MODULE_ID}, count_steps_by="agent_steps",
                          policy_mapping_fn=lambda agent, *args, **kwargs: MODULE_ID)
             .rl_module(rl_module_spec=MultiRLModuleSpec(rl_module_specs={MODULE_ID: module}))
@@ -148,7 +154,9 @@ def train(config: str | Path | ScenarioConfig, train: TrainConfig, out: str | Pa
     config = scenario(config)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    algo = algorithm_config(config, train, reward, profiles).build_algo()
+    rllib = algorithm_config(config, train, reward, profiles)
+    households = rllib.rl_module_spec.rl_module_specs[MODULE_ID].model_config["n_agents"]
+    algo = rllib.build_algo()
     checkpoint = out / "checkpoint"
     rows = []
     timer = algo.learner_group.update = _LearnTimer(algo.learner_group.update)
@@ -158,7 +166,8 @@ def train(config: str | Path | ScenarioConfig, train: TrainConfig, out: str | Pa
         for it in bar:
             start, timer.seconds = time.perf_counter(), 0.0
             result = algo.train()
-            rows.append(_row(it, result, time.perf_counter() - start, timer.seconds))
+            rows.append(_row(it, result, households, time.perf_counter() - start,
+                             timer.seconds))
             bar.set_postfix(ret=f"{rows[-1]['return_per_household']:.3f}")
             if it % train.checkpoint_every == 0 or it == train.iterations:
                 algo.save_to_path(checkpoint.resolve())
@@ -177,18 +186,19 @@ def train(config: str | Path | ScenarioConfig, train: TrainConfig, out: str | Pa
     return Outcome(checkpoint, bank, table)
 
 
-def _row(iteration: int, result: dict, wall_s: float, learn_s: float) -> dict[str, float]:
-    """One line of the training table from RLlib's result dict. Times are this
-    iteration's own (RLlib's timers are moving averages)."""
+def _row(iteration: int, result: dict, households: int, wall_s: float, learn_s: float
+         ) -> dict[str, float]:
+    """One line of the training table from RLlib's result dict. The episode return is
+    summed over households; times are this iteration's own (RLlib's timers are moving
+    averages)."""
     runners = result["env_runners"]
     learner = result.get("learners", {}).get(MODULE_ID, {})
-    n_agents = max(1, len(runners.get("agent_episode_returns_mean", {})))
     ret = float(runners.get("episode_return_mean", np.nan))
     return {"iteration": iteration,
             "agent_steps": int(runners.get("num_module_steps_sampled_lifetime", {}).get(
                 MODULE_ID, 0)),
             "env_steps": int(result.get("num_env_steps_sampled_lifetime", 0)),
-            "episode_return": ret, "return_per_household": ret / n_agents,
+            "episode_return": ret, "return_per_household": ret / households,
             "sample_s": wall_s - learn_s, "learn_s": learn_s, "wall_s": wall_s,
             "policy_loss": float(learner.get("policy_loss", np.nan)),
             "vf_loss": float(learner.get("vf_loss", np.nan)),

@@ -171,3 +171,42 @@ def test_the_global_state_summarises_every_household_and_the_last_step(profiles)
         info = infos["household_0"]
     rllib.close()
     zoo.close()
+
+
+def test_the_array_step_is_the_dict_step(profiles):
+    """`step_arrays` (every household's actions as one array) gives what `step` gives for
+    the same actions, state included, and checks actions as `step` does."""
+    by_dict = MultiAgentEnv(_config(), profiles=profiles, global_state=True)
+    by_array = MultiAgentEnv(_config(), profiles=profiles, global_state=True)
+    agents = by_dict.possible_agents
+    obs, _ = by_dict.reset()
+    x = by_array.reset_arrays()
+    rng = np.random.default_rng(1)
+    done = False
+    while not done:
+        np.testing.assert_array_equal(x, np.stack([obs[a]["obs"] for a in agents]))
+        np.testing.assert_array_equal(by_array.state(), obs[agents[0]]["state"])
+        act = np.column_stack([rng.uniform(-1, 1, (20, 2)), rng.uniform(0, 1, (20, 4))])
+        obs, rewards, _, truncs, infos = by_dict.step({a: act[k] for k, a in enumerate(agents)})
+        x, r, done, info = by_array.step_arrays(act)
+        np.testing.assert_array_equal(r, [rewards[a] for a in agents])
+        assert done == truncs["__all__"] and info == infos[agents[0]]
+    assert by_array.agents == [] == by_dict.agents
+    with pytest.raises(EnvError, match="the episode is over"):
+        by_array.step_arrays(act)
+    by_array.reset_arrays()
+    bad = np.zeros((20, len(ACTIONS)))
+    bad[4, 0] = 1.5
+    with pytest.raises(EnvError, match=r"step 0: agent 'household_4': battery action 1.5 "
+                                       r"outside \[-1, 1\]"):
+        by_array.step_arrays(bad)
+    bad[2, 1] = np.nan
+    with pytest.raises(EnvError, match=r"step 0: agent 'household_2': .* not finite"):
+        by_array.step_arrays(bad)
+    with pytest.raises(EnvError, match=r"step 0: actions of shape \(19, 6\), expected "
+                                       r"\(20, 6\)"):
+        by_array.step_arrays(np.zeros((19, len(ACTIONS))))
+    by_array.step_arrays(np.zeros((20, len(ACTIONS))))  # the failed calls ran nothing
+    assert by_array._core.step_index == 1
+    by_dict.close()
+    by_array.close()

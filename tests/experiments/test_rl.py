@@ -14,6 +14,7 @@ from agents.policies.bank import PolicyBank
 from cosim.cli import main
 from cosim.envs import MultiAgentEnv, ParallelEnv
 from cosim.simulation import Simulation
+from experiments.rl.runner import StackedEnvRunner
 from experiments.rl.train import (
     MODULE_ID,
     TrainConfig,
@@ -131,6 +132,85 @@ def test_a2c_is_one_pass_over_one_minibatch_and_mappo_sees_the_global_state(ray_
     spec = mappo.rl_module_spec.rl_module_specs[MODULE_ID]
     assert spec.model_config["critic"] == "central"
     assert "state" in spec.observation_space.spaces
+
+
+def _same(a, b) -> None:
+    """Equal nested data: dicts key by key, arrays exactly (dtype included)."""
+    if isinstance(a, dict):
+        assert set(a) == set(b)
+        for k in a:
+            _same(a[k], b[k])
+    else:
+        a, b = np.asarray(a), np.asarray(b)
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("algo", ["ippo", "mappo"])
+def test_the_array_runner_records_what_rllibs_runner_records(algo, ray_cluster, profiles):
+    """Same seed and module, acting deterministically: the stacked runner records the
+    episodes RLlib's own `MultiAgentEnvRunner` records, which RLlib's learner connector
+    turns into the same train batch (values, advantages and targets included); exploring,
+    it draws the same Gaussian noise from the same generator, row by row (RLlib orders
+    the rows by its set of agent ids, so each draw lands on another household)."""
+    import copy
+
+    from ray.rllib.env.multi_agent_env_runner import MultiAgentEnvRunner
+
+    config = algorithm_config(_config(4), TrainConfig(algo=algo, seed=7), profiles=profiles)
+    algo_ = config.build_algo()
+    assert type(algo_.env_runner) is StackedEnvRunner
+    learner = algo_.learner_group._learner
+    episodes, metrics, noise = [], [], []
+    for cls in (StackedEnvRunner, MultiAgentEnvRunner):
+        runner = cls(config=config)  # seeds torch's generator, as every env runner does
+        for explore in (True, False):
+            (episode,) = runner.sample(explore=explore)
+            if explore:  # the first step's standard normal draws, one row per household
+                z = np.stack([(e.actions[0] - e.extra_model_outputs["action_dist_inputs"][0][:6])
+                              / np.exp(e.extra_model_outputs["action_dist_inputs"][0][6:])
+                              for e in episode.agent_episodes.values()])
+                noise.append(z[np.lexsort(z.T[::-1])])
+            metrics.append(runner.get_metrics())  # the last: of the deterministic one
+        episodes.append(episode)
+        runner.stop()
+    np.testing.assert_allclose(*noise, rtol=0, atol=1e-5)
+    assert np.abs(noise[0]).max() > 0.5
+    ours, theirs = episodes
+    assert len(ours) == len(theirs) == 4 and ours.agent_steps() == theirs.agent_steps() == 40
+    assert (ours.is_truncated, ours.is_terminated) == (theirs.is_truncated,
+                                                       theirs.is_terminated) == (True, True)
+    assert list(ours.agent_episodes) == list(theirs.agent_episodes)
+    for aid, a in theirs.agent_episodes.items():
+        b = ours.agent_episodes[aid]
+        assert (b.agent_id, b.module_id, b.t) == (aid, MODULE_ID, 4)
+        assert (a.is_truncated, a.is_terminated) == (b.is_truncated, b.is_terminated)
+        _same(a.observations.data, b.observations.data)
+        _same(a.actions.data, b.actions.data)
+        _same(a.rewards.data, b.rewards.data)
+        _same({k: v.data for k, v in a.extra_model_outputs.items()},
+              {k: v.data for k, v in b.extra_model_outputs.items()})
+        assert a.infos.data == b.infos.data
+        assert ours.env_t_to_agent_t[aid].data == theirs.env_t_to_agent_t[aid].data
+    batches = [learner._learner_connector(rl_module=learner.module, batch={},
+                                          episodes=[copy.deepcopy(e)], shared_data={},
+                                          metrics=learner.metrics)
+               for e in (ours, theirs)]
+    assert {"advantages", "value_targets", "action_logp"} <= set(batches[0][MODULE_ID])
+    _same(*batches)
+    # RLlib's episode metrics, without one entry per household
+    def peek(stats):
+        return ({k: peek(v) for k, v in stats.items()} if isinstance(stats, dict)
+                else stats.peek())
+
+    ours, theirs = peek(metrics[1]), peek(metrics[3])
+    for key in ("episode_return_mean", "episode_len_mean", "num_env_steps_sampled",
+                "num_episodes", "num_module_steps_sampled", "module_episode_returns_mean"):
+        assert ours[key] == pytest.approx(theirs[key], rel=1e-12)
+    assert sum(ours["num_agent_steps_sampled"].values()) == 40 == sum(
+        theirs["num_agent_steps_sampled"].values())
+    assert not ours.get("agent_episode_returns_mean")
+    algo_.stop()
 
 
 def test_training_with_two_ray_env_runners(ray_cluster, profiles, tmp_path):
