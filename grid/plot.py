@@ -5,6 +5,7 @@ Figures are built without pyplot, so nothing here touches global matplotlib stat
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import networkx as nx
@@ -25,8 +26,8 @@ def distances_km(feeder: Feeder) -> dict[str, float]:
     return nx.single_source_dijkstra_path_length(feeder.graph, source_bus, weight="length_km")
 
 
-def _bus_phase_pu(feeder: Feeder, result: PowerFlowResult, scenario: int) -> dict:
-    vpu = result.vmag_pu[scenario].detach().cpu().numpy()
+def bus_phase_pu(feeder: Feeder, vpu: np.ndarray) -> dict[str, dict[int, float]]:
+    """Node voltages `[nodes]` (p.u., NaN where absent) as {bus: {phase: p.u.}}."""
     out: dict[str, dict[int, float]] = {}
     for name, v in zip(feeder.nodes, vpu):
         bus, phase = name.rsplit(".", 1)
@@ -35,31 +36,37 @@ def _bus_phase_pu(feeder: Feeder, result: PowerFlowResult, scenario: int) -> dic
     return out
 
 
-def voltage_profile(ax: object, feeder: Feeder, result: PowerFlowResult, scenario: int = 0) -> None:
-    """Per-phase voltage against distance from the source, one segment per line."""
-    dist = distances_km(feeder)
-    volts = _bus_phase_pu(feeder, result, scenario)
+def draw_profile(ax: object, feeder: Feeder, distance_km: Mapping[str, float],
+                 volts: Mapping[str, Mapping[int, float]]) -> None:
+    """Per-phase voltage (p.u.) against distance from the source (km), one segment per
+    line whose two buses have that phase, and the feeder's voltage limits."""
     for phase, colour in PHASE_COLOURS.items():
         segments = []
         for a, b in feeder.graph.edges():
             va, vb = volts.get(a, {}), volts.get(b, {})
-            if phase in va and phase in vb and a in dist and b in dist:
-                segments.append([(dist[a], va[phase]), (dist[b], vb[phase])])
+            if phase in va and phase in vb and a in distance_km and b in distance_km:
+                segments.append([(distance_km[a], va[phase]), (distance_km[b], vb[phase])])
         ax.add_collection(LineCollection(segments, colors=colour, linewidths=1.0,
                                          label=f"phase {phase}"))
     for limit in (feeder.vmin_pu, feeder.vmax_pu):
         ax.axhline(limit, color="black", linestyle="--", linewidth=0.8)
     ax.autoscale()
-    ax.set_xlabel("distance from source (km)")
     ax.set_ylabel("voltage (p.u.)")
-    ax.set_title(f"{feeder.name}: voltage profile")
     ax.legend(loc="best", fontsize="small")
+
+
+def voltage_profile(ax: object, feeder: Feeder, result: PowerFlowResult, scenario: int = 0) -> None:
+    """Per-phase voltage against distance from the source, one segment per line."""
+    vpu = result.vmag_pu[scenario].detach().cpu().numpy()
+    draw_profile(ax, feeder, distances_km(feeder), bus_phase_pu(feeder, vpu))
+    ax.set_xlabel("distance from source (km)")
+    ax.set_title(f"{feeder.name}: voltage profile")
 
 
 def feeder_map(ax: object, feeder: Feeder, result: PowerFlowResult, scenario: int = 0) -> None:
     """Buses at their coordinates, coloured by their lowest phase voltage."""
     coords = feeder.bus_coords
-    volts = _bus_phase_pu(feeder, result, scenario)
+    volts = bus_phase_pu(feeder, result.vmag_pu[scenario].detach().cpu().numpy())
     segments = [
         [coords[a], coords[b]] for a, b in feeder.graph.edges() if a in coords and b in coords
     ]

@@ -18,14 +18,12 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
 from cosim.viz.figures import series, step_values
 from cosim.viz.layout import FeederLayout, build_layout, feeder_of
 from cosim.viz.records import RunRecords
-
-PHASE_COLOURS = {1: "#1f77b4", 2: "#d62728", 3: "#2ca02c"}
+from grid.plot import bus_phase_pu, draw_profile
 
 
 def _figure(width: float = 8.0, height: float = 4.5, rows: int = 1) -> tuple[Figure, object]:
@@ -68,26 +66,10 @@ def voltage_profile(records: RunRecords, layout: FeederLayout, volts: np.ndarray
     feeder = layout.feeder
     figure, axes = _figure(8.0, 2.6 * len(steps), rows=len(steps))
     axes = np.atleast_1d(axes)
-    index = {bus: i for i, bus in enumerate(layout.buses)}
-    nodes = {(n.rsplit(".", 1)[0], int(n.rsplit(".", 1)[1])): i
-             for i, n in enumerate(feeder.nodes)}
+    distance = dict(zip(layout.buses, layout.distance_km))
     for ax, step in zip(axes, steps):
-        for phase, colour in PHASE_COLOURS.items():
-            segments = []
-            for a, b in feeder.graph.edges():
-                na, nb = nodes.get((a, phase)), nodes.get((b, phase))
-                if na is None or nb is None:
-                    continue
-                da, db = layout.distance_km[index[a]], layout.distance_km[index[b]]
-                segments.append([(da, volts[step, na]), (db, volts[step, nb])])
-            ax.add_collection(LineCollection(segments, colors=colour, linewidths=1.0,
-                                             label=f"phase {phase}"))
-        for limit in (feeder.vmin_pu, feeder.vmax_pu):
-            ax.axhline(limit, color="black", linestyle="--", linewidth=0.8)
-        ax.autoscale()
-        ax.set_ylabel("voltage (p.u.)")
+        draw_profile(ax, feeder, distance, bus_phase_pu(feeder, volts[step]))
         ax.set_title(f"step {step}, {records.time(step):%Y-%m-%d %H:%M} UTC", fontsize=9)
-        ax.legend(loc="best", fontsize="small")
     axes[-1].set_xlabel("distance from the source (km)")
     figure.savefig(path, dpi=100)
 
