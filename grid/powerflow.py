@@ -231,7 +231,16 @@ class PowerFlow:
                     f"load_scale must be a scalar, [batch] or [batch, {self.n_loads}] "
                     f"(one column per feeder load), got {tuple(x.shape)}"
                 )
-            _check_finite(x, "load_scale", [ld.name for ld in self.feeder.loads])
+            names = [ld.name for ld in self.feeder.loads]
+            _check_finite(x, "load_scale", names)
+            negative = x < 0
+            if bool(negative.any()):  # a load running backwards is a generator: say so
+                rows, cols = torch.nonzero(negative, as_tuple=True)
+                col = int(cols[0])
+                raise InjectionError(
+                    f"load_scale has {int(negative.sum())} negative value(s); first at "
+                    f"scenario {int(rows[0])}, column {col} ({names[col]!r}): "
+                    f"{float(x[rows[0], col]):g} (a load multiplier must be >= 0)")
             if batch is not None and x.shape[0] not in (1, batch):
                 raise InjectionError(
                     f"load_scale has {x.shape[0]} scenarios, the injections have {batch}"

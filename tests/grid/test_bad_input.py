@@ -109,6 +109,18 @@ def test_non_finite_load_scale_names_the_load(ieee13):
         pf.solve(load_scale=scale)
 
 
+def test_negative_load_scale_names_the_load(ieee13):
+    pf = PowerFlow(ieee13)
+    scale = torch.ones(2, len(ieee13.loads), dtype=torch.float64)
+    scale[1, 4] = -0.5
+    with pytest.raises(InjectionError, match=f"negative.*scenario 1, column 4 "
+                                             rf"\('{ieee13.loads[4].name}'\): -0.5"):
+        pf.solve(load_scale=scale)
+    with pytest.raises(InjectionError, match="negative"):
+        pf.solve(load_scale=-1.0)
+    assert bool(pf.solve(load_scale=0.0).converged.all())  # no load at all is fine
+
+
 def test_wrong_shapes(ieee13):
     pf = PowerFlow(ieee13, ["675.1", "611.3"])
     with pytest.raises(InjectionError, match="shape \\[batch, 2\\]"):
