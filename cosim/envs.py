@@ -346,5 +346,10 @@ class MultiAgentEnv(RLlibMultiAgentEnv):
         """The global state of the Dict observations' "state" (module docstring)."""
         return self._core.global_state()
 
+    @property
+    def episode_steps(self) -> int:
+        """Env steps in one episode: the scenario's run."""
+        return self._core.sim.total
+
     def close(self) -> None:
         self._core.sim.close()

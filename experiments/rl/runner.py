@@ -89,8 +89,8 @@ class StackedEnvRunner(MultiAgentEnvRunner):
             raise NotImplementedError(f"{type(self).__name__} acts with its module only")
         env: MultiAgentEnv = self.env.envs[0].unwrapped
         if num_episodes is None:
-            steps = env._core.sim.total * (
-                env._core.n if self.config.count_steps_by == "agent_steps" else 1)
+            steps = env.episode_steps * (len(env.possible_agents)
+                                         if self.config.count_steps_by == "agent_steps" else 1)
             num_episodes = max(1, -(-num_timesteps // steps))
         return [self._episode(env, explore) for _ in range(num_episodes)]
 
@@ -104,7 +104,8 @@ class StackedEnvRunner(MultiAgentEnvRunner):
         states = [env.state()] if env.global_state else None
         observations, infos = [obs], [{}]
         inputs, actions, logps, rewards = [], [], [], []
-        low, high = env._core.action_space.low, env._core.action_space.high
+        space = env.action_spaces[env.possible_agents[0]]  # every household's is the same
+        low, high = space.low, space.high
         module = self.module[MODULE_ID]
         dist_cls = (module.get_exploration_action_dist_cls() if explore
                     else module.get_inference_action_dist_cls())
