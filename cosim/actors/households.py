@@ -287,7 +287,7 @@ class HouseholdShard(Actor):
         if self._bank is not None:
             where, bank = self._bank
             with torch.no_grad():
-                action[where] = bank(self._observe()[where])
+                action[where] = bank(self._observe()[where]).to(action.dtype)
         if "external" in self.rows:
             where = np.flatnonzero(self.rows["external"].numpy())
             if len(batches) != 1 or not np.array_equal(batches[0].household,

@@ -32,10 +32,11 @@ One iteration of GradMAP:
        S(theta) = <g, a(theta) - a_k> + ||a(theta) - a_k||^2 / (2 eta_k)
    with the observations of the rollout held fixed, each on a random `inner_fraction` of
    the batch's (day, step) rows (S is a sum over rows; a policy pass over all of them
-   costs about what the environment gradient does at 1,000 agents, so full-batch steps
-   would not be cheap; choice). The inner loop stops at the trust region's edge,
-   rms(a(theta) - a_k) <= delta (the rms over every agent, step, day and action; choice),
-   as seen on the step's rows; after it the region is enforced on the whole batch by
+   costs a sizeable share of the environment gradient at 1,000 agents on CPU, so
+   full-batch steps would not be cheap; choice). The inner loop stops at the trust
+   region's edge, rms(a(theta) - a_k) <= delta (the rms over every agent, step, day and
+   action; choice), as seen on the next step's rows (its forward pass serves both); after
+   it the region is enforced on the whole batch by
    halving the loop's parameter move until the actions are back inside. eta_k is set each
    iteration so that the surrogate's minimiser a_k - eta_k g lies `eta` trust regions from
    a_k (the gradient's scale changes by orders of magnitude as the multipliers grow;
@@ -82,6 +83,11 @@ class GradMAPConfig:
     iterations: int = 100
     days_per_batch: int = 4  # training days per environment gradient
     hidden: tuple[int, ...] = (64, 64)
+    # the policies' own arithmetic (the environment and its gradient stay float64): on CPU
+    # the bank's batched float64 matmuls run 4x slower than float32 at 1,000 agents
+    # (agents/policies/bank.py), which made the policy passes cost what the environment
+    # gradient does
+    policy_dtype: str = "float32"
     lr: float = 1e-3  # Adam, on the surrogate (gradmap) or the Lagrangian (ssl, penalty)
     inner_steps: int = 8  # K: policy steps per environment gradient (gradmap)
     inner_fraction: float = 0.25  # share of the batch's (day, step) rows in each of them
@@ -105,6 +111,8 @@ class GradMAPConfig:
         for name in ("iterations", "days_per_batch", "inner_steps", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} = {getattr(self, name)} must be at least 1")
+        if self.policy_dtype not in ("float32", "float64"):
+            raise ValueError(f"policy_dtype {self.policy_dtype!r}: choose float32 or float64")
         if not 0 < self.inner_fraction <= 1:
             raise ValueError(f"inner_fraction = {self.inner_fraction} must be in (0, 1]")
         for name in ("lr", "eta", "delta", "dual_lr", "penalty", "lambda_max"):
@@ -150,7 +158,8 @@ def environment_gradient(problem: Problem, bank: PolicyBank, days: torch.Tensor,
     leaves: list[torch.Tensor] = []
 
     def leaf(t: int, a: torch.Tensor) -> torch.Tensor:
-        leaves.append(a.detach().requires_grad_(True))
+        # in the environment's precision, whatever the policies' own (g, a_k: float64)
+        leaves.append(a.detach().to(problem.load_kw.dtype).requires_grad_(True))
         return leaves[-1]
 
     traj = rollout(problem, bank, days, actions=leaf)
@@ -167,7 +176,10 @@ def environment_gradient(problem: Problem, bank: PolicyBank, days: torch.Tensor,
 def surrogate(bank: PolicyBank, obs: torch.Tensor, a_k: torch.Tensor, g: torch.Tensor,
               eta: float) -> torch.Tensor:
     """<g, a(theta) - a_k> + ||a(theta) - a_k||^2 / (2 eta), observations held fixed."""
-    step = bank(obs) - a_k
+    return _proximal(bank(obs) - a_k, g, eta)
+
+
+def _proximal(step: torch.Tensor, g: torch.Tensor, eta: float) -> torch.Tensor:
     return (g * step).sum() + step.square().sum() / (2 * eta)
 
 
@@ -192,7 +204,8 @@ def train(problem: Problem, cfg: GradMAPConfig, out: str | Path | None = None,
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     bank = PolicyBank(problem.n_agents, len(FIELDS), len(ACTIONS), cfg.hidden,
-                      SIGNED_ACTIONS, seed=cfg.seed).to(problem.device)
+                      SIGNED_ACTIONS, seed=cfg.seed,
+                      dtype=getattr(torch, cfg.policy_dtype)).to(problem.device)
     opt = torch.optim.Adam(bank.parameters(), lr=cfg.lr)
     steps, nodes, lines = problem.steps, len(problem.pf.feeder.nodes), len(problem.pf.feeder.lines)
     fixed = cfg.method == "penalty"
@@ -282,12 +295,15 @@ def train(problem: Problem, cfg: GradMAPConfig, out: str | Path | None = None,
                 pick = torch.randperm(n_rows, generator=picker)[:size].to(problem.device)
                 o, a0, gk = (x[pick] for x in flat)
                 opt.zero_grad()
-                surrogate(bank, o, a0, gk, eta_k).backward()
-                opt.step()
-                taken += 1
-                if _rms_move(bank, o, a0) > delta:  # at the region's edge (on these rows)
+                step = bank(o) - a0
+                # the last step reached the region's edge, as seen on this step's rows
+                # (checked on the forward pass the step needs anyway)
+                if taken and _rms(step.detach()) > delta:
                     bound = True
                     break
+                _proximal(step, gk, eta_k).backward()
+                opt.step()
+                taken += 1
             with torch.no_grad():
                 moved = bank(obs) - a_k
                 if _rms(moved) > delta:  # outside on the whole batch: back inside
