@@ -98,7 +98,7 @@ class BankModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
 
     def deployable(self) -> PolicyBank:
         """The trained policies as a bank of one policy per household (a shared policy is
-        copied to every household), float64 like any bank `cosim run` loads."""
+        copied to every household), in float64."""
         n = int(self.model_config["n_agents"])
         bank = self.actor.select([0] * n if self.actor.n_agents == 1 else range(n))
         return bank.to(torch.float64)

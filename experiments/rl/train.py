@@ -31,6 +31,7 @@ agent), locally or as Ray actors.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,9 +149,17 @@ def algorithm_config(config: ScenarioConfig, train: TrainConfig,
 
 def train(config: str | Path | ScenarioConfig, train: TrainConfig, out: str | Path,
           reward: RewardConfig = RewardConfig(), profiles: ProfileData | None = None,
-          progress: bool = True) -> Outcome:
+          progress: bool = True, budget_s: float | None = None,
+          on_iteration: Callable[[int, PolicyBank], dict[str, float]] | None = None
+          ) -> Outcome:
     """Train, checkpointing to `out/checkpoint`; write `out/bank.pt`, `training.parquet`
-    and `training.png`. Ray must be initialised (the CLI does it)."""
+    and `training.png`. Ray must be initialised (the CLI does it).
+
+    With `budget_s`, stop before an iteration that would take the training past that many
+    seconds at its mean pace so far (after at least two). `on_iteration(iteration, bank)`,
+    when given, is called after every iteration with the current deployable bank; the
+    columns it returns join that iteration's row (an evaluation: its time is not counted
+    in the row's times)."""
     config = scenario(config)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -164,13 +173,21 @@ def train(config: str | Path | ScenarioConfig, train: TrainConfig, out: str | Pa
         bar = tqdm(range(1, train.iterations + 1), desc=f"{train.algo} {config.run.name}",
                    unit="iter", disable=not progress)
         for it in bar:
+            spent = sum(r["wall_s"] for r in rows)
+            if budget_s is not None and it > 2 and spent * it / (it - 1) > budget_s:
+                break
             start, timer.seconds = time.perf_counter(), 0.0
             result = algo.train()
             rows.append(_row(it, result, households, time.perf_counter() - start,
                              timer.seconds))
+            if on_iteration is not None:
+                rows[-1].update(on_iteration(it, algo.get_module(MODULE_ID).deployable()))
             bar.set_postfix(ret=f"{rows[-1]['return_per_household']:.3f}")
             if it % train.checkpoint_every == 0 or it == train.iterations:
                 algo.save_to_path(checkpoint.resolve())
+        if rows and rows[-1]["iteration"] % train.checkpoint_every and \
+                rows[-1]["iteration"] != train.iterations:  # stopped by the budget
+            algo.save_to_path(checkpoint.resolve())
         module = algo.get_module(MODULE_ID)
     finally:
         algo.stop()

@@ -47,13 +47,15 @@ def test_speedup_is_a_lower_bound_when_ssl_does_not_reach_the_target():
     assert bench.speedup(case) == ("3.0x", 3.0, True)
 
 
-def test_a_tiny_run_on_the_20_agent_case():
-    """Both methods train (the probe's 2 iterations, then at least 2), every final bank and
-    no control are evaluated in rollouts and in the co-simulation, and the table has a row
-    for each."""
+def test_a_tiny_run_on_the_20_agent_case(ray_cluster):
+    """Every method trains (at least 2 iterations), every final bank and no control are
+    evaluated in rollouts and in the co-simulation, and the table has a row for each;
+    IPPO's curve is its bank scored after each iteration like the others'."""
     assert build_parser().parse_args(["bench", "gradmap", "--quick"]).func is bench.main
-    case = bench.measure(20, budget_s=0.1, quick=True, days=2, train_days=1, log=lambda _: None)
-    assert case.agents == 20 and [r.method for r in case.runs] == ["gradmap", "ssl"]
+    methods = ("gradmap", "ssl", "ippo")
+    case = bench.measure(20, budget_s=0.1, methods=methods, quick=True, days=2, train_days=1,
+                         log=lambda _: None)
+    assert case.agents == 20 and tuple(r.method for r in case.runs) == methods
     for ev in [case.idle] + [r.evaluation for r in case.runs]:
         assert all(math.isfinite(x) for x in (ev.train_cost, ev.held_cost,
                                               ev.held_violation_pu, ev.cosim_cost))
@@ -66,4 +68,8 @@ def test_a_tiny_run_on_the_20_agent_case():
     table = bench.markdown(result)
     assert table.startswith(bench.MARK) and table.rstrip().endswith(bench.END)
     assert "| 20 | gradmap |" in table and "| 20 | no control |" in table
+    assert "| 20 | ippo |" in table and "x IPPO" in table
+    ippo = case.runs[2]
+    assert ippo.curve[1]["wall_s"] > ippo.curve[0]["wall_s"] > 0  # cumulative
+    assert all(math.isfinite(c["cost"]) for c in ippo.curve)
     assert "**Verdict**" in table
