@@ -58,6 +58,7 @@ import argparse
 import datetime as dt
 import json
 import math
+import os
 import tempfile
 import time
 import warnings
@@ -341,6 +342,9 @@ class Result:
     device: str = "cpu"
     total_s: float = 0.0
     cases: list[Case] = field(default_factory=list)
+    # the machine's 1, 5 and 15 min load averages at the end: other work on the cores
+    # slows every method, not always alike
+    load_average: list[float] | None = None
 
 
 def _t(x: float | None) -> str:
@@ -389,7 +393,10 @@ def markdown(result: Result) -> str:
         f"Machine: {m.get('gpu', '') + ' GPU, ' if 'gpu' in m else ''}{m['cpu']}; "
         f"Python {m['python']}; torch {m['torch']} "
         f"({m['torch_threads']} threads). Command: `{result.command}` "
-        f"({result.total_s / 60:.1f} min in all). Problem: {result.days} days, the first "
+        f"({result.total_s / 60:.1f} min in all"
+        + ("" if result.load_average is None else
+           "; load average near the end " + ", ".join(f"{x:.2f}" for x in result.load_average))
+        + f"). Problem: {result.days} days, the first "
         f"{result.train_days} for training (every batch is all of them), the rest held out; "
         "GradMAPConfig defaults for GradMAP and SSL (lr 1e-3, hidden 64x64, float32 "
         "policies, dual_lr 50, multipliers capped at 1e3; GradMAP inner_steps 8 on a quarter "
@@ -605,6 +612,7 @@ def main(args: argparse.Namespace) -> int:
         partial.parent.mkdir(exist_ok=True)
         partial.write_text(json.dumps(asdict(result), indent=2))
     result.total_s = time.perf_counter() - start
+    result.load_average = [round(x, 2) for x in os.getloadavg()]
     save("gradmap", args, markdown(result), asdict(result), *marks(result.device))
     return 0
 
