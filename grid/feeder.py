@@ -1,9 +1,11 @@
 """Feeders: an OpenDSS circuit read through OpenDSSDirect.py into plain arrays.
 
-`load_feeder` solves the circuit once with its controls active (regulator taps, capacitor
-switching), freezes them there, then disables every load and reads the system admittance
-matrix. That Y, the no-load voltages and the load list are all the power flow needs; the
-OpenDSS operating point with loads is kept as `v_solved` so callers can check against it.
+`load_feeder` runs the feeder's scripts without their reporting commands (`run_script`),
+solves the circuit once with its controls active (regulator taps, capacitor switching),
+freezes them there, then disables every load and generating element (generator, PV system,
+storage) and reads the system admittance matrix. That Y, the no-load voltages and the load
+list, generation included as negative load, are all the power flow needs; the OpenDSS
+operating point is kept as `v_solved` so callers can check against it.
 
 Units: admittance in siemens, voltages in volts, power in kW/kvar, base voltages in kV
 line-to-neutral, lengths in km.
@@ -44,21 +46,29 @@ ALIASES = {
     "8500": "ieee8500",
 }
 
-# OpenDSS load model -> (Z, I, P) fractions of the nominal P and of the nominal Q.
+# OpenDSS load model -> (Z, I, P) fractions of the nominal P and of the nominal Q. Model 4
+# has no ZIP form (its exponents are `cvr_watts` and `cvr_vars`); the Q of models 6 and 7 is
+# `fixed_kvar`, not `kvar`.
 _LOAD_MODELS: dict[int, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
     1: ((0, 0, 1), (0, 0, 1)),  # constant P and Q
     2: ((1, 0, 0), (1, 0, 0)),  # constant impedance
     3: ((0, 0, 1), (1, 0, 0)),  # constant P, quadratic Q
+    4: ((0, 0, 0), (0, 0, 0)),  # exponential: P ~ V^cvr_watts, Q ~ V^cvr_vars
     5: ((0, 1, 0), (0, 1, 0)),  # constant current magnitude
+    6: ((0, 0, 1), (0, 0, 1)),  # constant P, Q fixed at the base kvar
+    7: ((0, 0, 1), (1, 0, 0)),  # constant P, Q from a fixed reactance at the base kvar
 }
 ZIP_MODEL = 8
 
 
 @dataclass(frozen=True)
 class Load:
-    """One OpenDSS load. `nodes` are node indices of its conductors (GROUND for node 0)."""
+    """One OpenDSS load, or a generating element (`kind` "generator", "pvsystem", "storage")
+    entered as a load with negative power. `nodes` are node indices of its conductors
+    (GROUND for node 0). Powers are totals over the element's phases in kW/kvar, consumed
+    (a generator's are negative); voltages in kV and per unit of the branch voltage."""
 
-    name: str
+    name: str  # a load's name; "class.name" for a generating element
     bus: str
     phases: int
     conn: str  # "wye" or "delta"
@@ -68,11 +78,16 @@ class Load:
     kvar: float
     model: int
     zip_p: tuple[float, float, float]  # (Z, I, P) fractions of kw
-    zip_q: tuple[float, float, float]  # (Z, I, P) fractions of kvar
+    zip_q: tuple[float, float, float]  # (Z, I, P) fractions of kvar (of fixed_kvar: 6, 7)
     vminpu: float  # below: OpenDSS interpolates toward constant impedance
     vmaxpu: float  # above: constant impedance
     vlowpu: float  # below: constant impedance at nominal power
     zip_cutoff: float = 0.0  # model 8 only: per-unit voltage where the load drops out
+    cvr_watts: float = 1.0  # model 4 only: P ~ V^cvr_watts in the normal band
+    cvr_vars: float = 2.0  # model 4 only: Q ~ V^cvr_vars in the normal band
+    fixed_kvar: float = 0.0  # models 6 and 7: the base kvar, which OpenDSS's loadmult leaves
+    kind: str = "load"  # "load", or the OpenDSS class of a generating element
+    daily: str = ""  # a generating element's daily loadshape ("" if none); kw is its snapshot
 
     def branches(self) -> list[tuple[int, int, float]]:
         """(node a, node b, nominal branch voltage in V) for each branch the load draws on.
@@ -122,7 +137,17 @@ class Source:
 
 @dataclass(frozen=True, eq=False)
 class Feeder:
-    """An OpenDSS feeder as arrays, with loads disabled and controls frozen."""
+    """An OpenDSS feeder as arrays, with loads disabled and controls frozen.
+
+    `loads` holds the OpenDSS loads and then its generators, PV systems and storage elements
+    (`Load.kind` tells them apart), so the power flow treats generation as load of negative
+    power and a load_scale column scales each of them alike. Generation is at its snapshot
+    output; `daily_shapes` holds the daily loadshape each element names (`Load.daily`).
+    Scaling an element's column by its multiplier for the hour is what OpenDSS's daily mode
+    does to a Generator (without a Qmult), and to a PV system whose inverter neither clips
+    nor cuts in or out and has no efficiency or P-T curve; a Storage element's shape
+    dispatches its state instead.
+    """
 
     name: str
     path: Path
@@ -130,9 +155,9 @@ class Feeder:
     frequency_hz: float
     nodes: tuple[str, ...]  # "bus.phase" in system-Y order
     node_base_kv: np.ndarray  # line-to-neutral base kV, nan where OpenDSS has none
-    y: sp.csc_matrix  # system admittance, siemens, loads disabled
-    v_noload: np.ndarray  # complex volts with every load disabled
-    v_solved: np.ndarray  # complex volts of OpenDSS's own solution with loads
+    y: sp.csc_matrix  # system admittance, siemens, loads and generating elements disabled
+    v_noload: np.ndarray  # complex volts with every load and generating element disabled
+    v_solved: np.ndarray  # complex volts of OpenDSS's own solution, loads and generation
     sources: tuple[Source, ...]
     loads: tuple[Load, ...]
     lines: tuple[Line, ...]
@@ -141,6 +166,9 @@ class Feeder:
     vmin_pu: float = 0.95
     vmax_pu: float = 1.05
     controls_load_scale: float = 1.0  # the loading at which the controls were set
+    # name -> (hours, multipliers) of the daily loadshapes of generating elements
+    daily_shapes: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict,
+                                                                   repr=False)
 
     @property
     def buses(self) -> list[str]:
@@ -183,11 +211,13 @@ class Feeder:
 
     def summary(self) -> dict[str, object]:
         """Headline facts, as printed by `cosim grid info`."""
-        kw = sum(ld.kw for ld in self.loads)
-        kvar = sum(ld.kvar for ld in self.loads)
+        consuming = [ld for ld in self.loads if ld.kind == "load"]
+        generating = [ld for ld in self.loads if ld.kind != "load"]
+        kw = sum(ld.kw for ld in consuming)
+        kvar = sum(ld.kvar for ld in consuming)
         vpu = np.abs(self.v_solved) / (self.node_base_kv * 1e3)
         vpu = vpu[np.isfinite(vpu)]
-        models = pd.Series([ld.model for ld in self.loads]).value_counts().sort_index()
+        models = pd.Series([ld.model for ld in consuming]).value_counts().sort_index()
         return {
             "name": self.name,
             "path": str(self.path),
@@ -195,12 +225,14 @@ class Feeder:
             "buses": len(self.buses),
             "nodes": len(self.nodes),
             "sources": ", ".join(s.name for s in self.sources),
-            "loads": len(self.loads),
-            "loads_wye_delta": f"{sum(ld.conn == 'wye' for ld in self.loads)} wye, "
-            f"{sum(ld.conn == 'delta' for ld in self.loads)} delta",
+            "loads": len(consuming),
+            "loads_wye_delta": f"{sum(ld.conn == 'wye' for ld in consuming)} wye, "
+            f"{sum(ld.conn == 'delta' for ld in consuming)} delta",
             "load_models": ", ".join(f"model {m}: {c}" for m, c in models.items()),
             "total_load_kw": round(kw, 3),
             "total_load_kvar": round(kvar, 3),
+            "generating_elements": len(generating),
+            "total_generation_kw": round(-sum(ld.kw for ld in generating), 3),
             "lines": len(self.lines),
             "switches": sum(ln.is_switch for ln in self.lines),
             "voltage_base_kv_ln": ", ".join(
@@ -264,9 +296,13 @@ def new_dss_engine() -> object:
 
     cwd = os.getcwd()
     try:
-        return odd.dss.NewContext()
+        ctx = odd.dss.NewContext()
     finally:
         os.chdir(cwd)
+    # A second guard behind the skipped commands of `run_script`: nothing a feeder does may
+    # open an editor on a report (a process-wide DSS C-API setting).
+    ctx.Basic.AllowEditor(False)
+    return ctx
 
 
 @contextmanager
@@ -282,13 +318,15 @@ def dss_context() -> Iterator[object]:
 
 
 def compile_circuit(ctx: object, path: Path, extra: tuple[str, ...] = ()) -> None:
-    """Compile a master script in `ctx`; DSS errors become FeederError naming file and line."""
+    """Compile a master script in `ctx` with `run_script`, then run `extra`; DSS errors become
+    FeederError naming file and line. The circuit must have buses with base voltages and an
+    enabled voltage source."""
     from dss import DSSException
 
     cwd = os.getcwd()
     try:
         ctx.Text.Command("clear")
-        ctx.Text.Command(f'compile "{path}"')
+        run_script(ctx, path)
         for command in extra:
             ctx.Text.Command(command)
     except DSSException as exc:
@@ -296,14 +334,150 @@ def compile_circuit(ctx: object, path: Path, extra: tuple[str, ...] = ()) -> Non
     finally:
         os.chdir(cwd)
     try:
-        nodes = ctx.Circuit.NumNodes()
+        ctx.Circuit.Name()
     except DSSException:
-        nodes = 0
-    if nodes == 0:
-        raise FeederError(f"{path}: no circuit was defined (missing 'New Circuit.<name>')")
+        raise FeederError(
+            f"{path}: no circuit was defined (missing 'New Circuit.<name>')") from None
+    if ctx.Circuit.NumNodes() == 0 or not _any_base_voltage(ctx):
+        # OpenDSS builds its bus list (and the per-unit bases) in CalcVoltageBases; without
+        # it a circuit has no buses, or buses without base voltages.
+        raise FeederError(
+            f"{path}: the master never runs CalcVoltageBases, so OpenDSS has no bus base "
+            "voltages; add 'Set VoltageBases=[...]' (the system's kV levels) and "
+            "'CalcVoltageBases' after the circuit's elements"
+        )
     names = [n for n in _element_names(ctx, "Vsource") if _enabled(ctx, n)]
     if not names:
         raise FeederError(f"{path}: the feeder has no enabled voltage source (Vsource)")
+
+
+def _any_base_voltage(ctx: object) -> bool:
+    for bus in ctx.Circuit.AllBusNames():
+        ctx.Circuit.SetActiveBus(bus)
+        if ctx.Bus.kVBase() > 0:
+            return True
+    return False
+
+
+# Commands that write files, open windows or run programs. A feeder script is data, so
+# loading one must change nothing outside the OpenDSS engine: `run_script` skips these.
+SKIPPED_COMMANDS = frozenset({
+    "show", "export", "plot", "visualize", "save", "dump", "fileedit", "formedit", "di_plot",
+    "comparecases", "yearlycurves", "doscmd", "exportoverloads", "exportvviolations",
+    "alignfile", "cvrtloadshapes", "vdiff", "_showcontrolqueue",
+})
+_QUOTES = {'"': '"', "'": "'", "(": ")", "[": "]", "{": "}"}
+
+
+def run_script(ctx: object, path: Path, *, is_compile: bool = True,
+               _stack: tuple[Path, ...] = ()) -> None:
+    """Run a DSS script in `ctx` line by line as OpenDSS's Compile (or Redirect) does, except
+    that the commands in SKIPPED_COMMANDS are skipped, here and in every script it compiles
+    or redirects to (which this runs itself, for that reason).
+
+    As in OpenDSS: the script runs in its own directory (a Compile stays there and makes it
+    the data path; a Redirect returns), a line starting with "/*" opens a block comment that
+    the next line containing "*/" closes, and commands may be abbreviated. Errors become
+    FeederError naming the file and line.
+    """
+    from dss import DSSException
+
+    path = path.resolve()
+    if path in _stack:
+        raise FeederError(f"{_stack[-1]}: redirects back to {path}, which is already running")
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError as exc:
+        raise FeederError(f"cannot read DSS script {path}: {exc.strerror}") from None
+    back = os.getcwd()
+    os.chdir(path.parent)
+    if is_compile:
+        ctx.Basic.DataPath(str(path.parent))
+    commands = _command_names(ctx)
+    in_comment = False
+    for number, line in enumerate(lines, 1):
+        if not line:
+            continue
+        in_comment = in_comment or line.startswith("/*")
+        if in_comment:
+            in_comment = "*/" not in line
+            continue
+        tokens = _tokens(line, 2)
+        command = _resolve(tokens[0], commands) if tokens and not tokens[0][0] else ""
+        if command in SKIPPED_COMMANDS:
+            continue
+        if command in ("redirect", "compile"):
+            target = _script_target(tokens, path, number)
+            run_script(ctx, target, is_compile=command == "compile", _stack=(*_stack, path))
+            continue
+        try:
+            ctx.Text.Command(line)
+        except DSSException as exc:
+            raise FeederError(f"{path}, line: {number}: {exc}") from None
+    if not is_compile:
+        os.chdir(back)
+
+
+def _command_names(ctx: object) -> list[str]:
+    """OpenDSS's commands, lower case, in its own order (which settles abbreviations)."""
+    return [ctx.Executive.Command(i).lower() for i in range(1, ctx.Executive.NumCommands() + 1)]
+
+
+def _resolve(token: tuple[str, str], commands: list[str]) -> str:
+    """The command a line's first token runs: a full name, or else the first command that
+    starts with it, as OpenDSS resolves abbreviations. "" if none."""
+    word = token[1].lower()
+    if not word or word in commands:
+        return word
+    return next((c for c in commands if c.startswith(word)), "")
+
+
+def _tokens(line: str, count: int) -> list[tuple[str, str]]:
+    """The first `count` (name, value) parameters of a DSS command line, as OpenDSS's parser
+    splits them: separated by blanks or commas, "name=value" or a bare value, values
+    optionally quoted with "", '', (), [] or {}."""
+    out, i, n = [], 0, len(line)
+    while len(out) < count:
+        while i < n and line[i] in " \t,":
+            i += 1
+        if i >= n or line[i] == "!":
+            break
+        name, value = "", None
+        while value is None:
+            if i < n and line[i] in _QUOTES:
+                end = line.find(_QUOTES[line[i]], i + 1)
+                end = n if end < 0 else end
+                value, i = line[i + 1: end], end + 1
+                break
+            j = i
+            while j < n and line[j] not in " \t,=":
+                j += 1
+            word, i = line[i:j], j
+            while i < n and line[i] in " \t":
+                i += 1
+            if i < n and line[i] == "=" and not name:
+                name, i = word, i + 1
+                while i < n and line[i] in " \t":
+                    i += 1
+            else:
+                value = word
+        out.append((name, value))
+    return out
+
+
+def _script_target(tokens: list[tuple[str, str]], script: Path, number: int) -> Path:
+    """The file a Compile or Redirect line names, relative to OpenDSS's directory (the
+    script's, unless a Compile in it moved on); OpenDSS also tries the name with ".dss"
+    appended when it has no extension."""
+    name = tokens[1][1] if len(tokens) > 1 else ""
+    if not name:
+        raise FeederError(f"{script}, line: {number}: Redirect/Compile without a file name")
+    target = Path(name).expanduser()
+    if not target.is_file() and "." not in name:
+        target = target.with_name(target.name + ".dss")
+    if not target.is_file():
+        raise FeederError(f"{script}, line: {number}: Redirect file not found: \"{name}\"")
+    return target
 
 
 def freeze_controls(ctx: object, load_scale: float = 1.0) -> bool:
@@ -321,6 +495,15 @@ def freeze_controls(ctx: object, load_scale: float = 1.0) -> bool:
     cmd(f"set loadmult={written!r}")
     cmd("set controlmode=off")
     return converged
+
+
+def disable_loads_and_generation(ctx: object, generating: Sequence[str]) -> None:
+    """Disable every load in `ctx` and the generating elements named ("class.name", as in
+    `Load.name` of a feeder's generation), as `load_feeder` does before it reads Y and the
+    no-load voltages: the power flow draws them all itself, so none may be in Y too."""
+    ctx.Text.Command("batchedit load..* enabled=no")
+    for name in generating:
+        ctx.Text.Command(f"{name}.enabled=no")
 
 
 def load_feeder(
@@ -356,13 +539,15 @@ def load_feeder(
         solved = _node_voltages(ctx)
         base_kv, coords = _bus_data(ctx)
         loads_raw = _read_loads(ctx, path)
+        generating_raw = _read_generating(ctx, path, solved)
         lines_raw = _read_lines(ctx)
         sources_raw = _read_sources(ctx, path)
         graph = _graph(ctx, coords, {f"line.{ln['name']}": ln["length_km"] for ln in lines_raw})
+        shapes = _read_shapes(ctx, {raw["daily"] for raw in generating_raw} - {""})
         frequency = ctx.Solution.Frequency()
         load_mult = ctx.Solution.LoadMult()
 
-        ctx.Text.Command("batchedit load..* enabled=no")
+        disable_loads_and_generation(ctx, [raw["name"] for raw in generating_raw])
         ctx.Solution.SolveNoControl()
         nodes = tuple(n.lower() for n in ctx.Circuit.YNodeOrder())
         noload = _node_voltages(ctx)
@@ -378,6 +563,9 @@ def load_feeder(
         Load(**{**raw, "nodes": tuple(idx(raw["bus"], k) for k in raw["nodes"]),
                 "kw": raw["kw"] * load_mult, "kvar": raw["kvar"] * load_mult})
         for raw in loads_raw
+    ) + tuple(
+        Load(**{**raw, "nodes": tuple(idx(raw["bus"], k) for k in raw["nodes"])})
+        for raw in generating_raw
     )
     lines = tuple(
         Line(**{**raw, "nodes1": tuple(idx(raw["bus1"], k) for k in raw["nodes1"]),
@@ -407,6 +595,7 @@ def load_feeder(
         vmin_pu=vmin_pu,
         vmax_pu=vmax_pu,
         controls_load_scale=controls_load_scale,
+        daily_shapes=shapes,
     )
 
 
@@ -426,9 +615,15 @@ def _enabled(ctx: object, element: str) -> bool:
     return bool(ctx.CktElement.Enabled())
 
 
+# Elements the Z-bus model does not represent: sources of current, controls that would move
+# the generating elements during a solve, and machines with dynamics of their own.
+UNSUPPORTED_CLASSES = ("Isource", "VCCS", "InvControl", "ExpControl", "StorageController",
+                       "GenDispatcher", "UPFC", "IndMach012", "VSConverter", "GICsource")
+
+
 def _reject_unsupported(ctx: object, path: Path) -> None:
-    """Elements the Z-bus model does not represent yet must not be silently dropped."""
-    for cls in ("Generator", "PVSystem", "Storage", "Isource", "VCCS", "InvControl"):
+    """Elements the power flow does not represent must not be silently dropped."""
+    for cls in UNSUPPORTED_CLASSES:
         names = [n for n in _element_names(ctx, cls) if _enabled(ctx, n)]
         if names:
             shown = ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
@@ -479,10 +674,8 @@ def _read_loads(ctx: object, path: Path) -> list[dict]:
         elif model in _LOAD_MODELS:
             zip_p, zip_q = _LOAD_MODELS[model]
             cutoff = 0.0
-        else:
-            raise FeederError(
-                f"{where} uses load model {model}; supported models are 1, 2, 3, 5 and 8 (ZIP)"
-            )
+        else:  # OpenDSS itself accepts models 1 to 8 only
+            raise FeederError(f"{where} uses load model {model}, which OpenDSS does not define")
         if conn == "delta" and phases == 2:
             raise FeederError(f"{where}: two-phase delta loads are not supported")
         out.append(
@@ -502,14 +695,113 @@ def _read_loads(ctx: object, path: Path) -> list[dict]:
                 "vmaxpu": ctx.Loads.Vmaxpu(),
                 "vlowpu": _property(ctx, f"load.{name}.vlowpu"),
                 "zip_cutoff": cutoff,
+                "cvr_watts": ctx.Loads.CVRwatts(),
+                "cvr_vars": ctx.Loads.CVRvars(),
+                # OpenDSS holds the Q of models 6 and 7 at the base kvar, outside loadmult
+                "fixed_kvar": ctx.Loads.kvar() if model in (6, 7) else 0.0,
             }
         )
     return out
 
 
-def _property(ctx: object, prop: str) -> float:
+GENERATING_CLASSES = ("Generator", "PVSystem", "Storage")
+
+
+def _read_generating(ctx: object, path: Path, volts: dict[str, complex]) -> list[dict]:
+    """Enabled generators, PV systems and storage elements as loads of negative power, at
+    their output in the solved snapshot `volts` (complex node voltages by "bus.node").
+
+    In a snapshot OpenDSS solves all three alike (model 1): constant P and Q between vminpu
+    and vmaxpu, outside that band the constant impedance that draws the nominal power at the
+    band's edge, and no vlowpu region; model 2 is a constant impedance throughout. That is
+    load model 1 or 2 with vlowpu = 0 and the sign reversed. Their nominal output is what
+    OpenDSS makes of their parameters: a PVSystem's Pmpp x irradiance x temperature factor
+    through its inverter's efficiency curve, cut-in/cut-out and kvar and kVA limits, with pf
+    or kvar; a Storage element's kWrated x %discharge (or -%charge) by its state, idling
+    losses and the same inverter limits; a Generator's kW and kvar (or pf) x genmult. It is
+    read back from the solved snapshot as the power each element draws over its voltage
+    region factor, so it is OpenDSS's own evaluation of every parameter, not a copy of it.
+    Loadshapes are not followed: the snapshot output is the element's `kw`/`kvar`, and
+    `daily` names its daily loadshape for a caller to scale by (its column of load_scale).
+    """
+    out = []
+    for cls in GENERATING_CLASSES:
+        for element in _element_names(ctx, cls):
+            ctx.Circuit.SetActiveElement(element)
+            if not ctx.CktElement.Enabled():
+                continue
+            where = f"{path}: {element}"
+
+            def prop(name: str) -> str:
+                return _query(ctx, f"{element}.{name}")
+
+            phases = ctx.CktElement.NumPhases()
+            conn = "delta" if prop("conn").lower().startswith(("d", "ll")) else "wye"
+            model = int(float(prop("model")))
+            if model not in (1, 2):
+                raise FeederError(
+                    f"{where} uses model={model}; generating elements are supported as "
+                    "model 1 (constant P and Q) or 2 (constant impedance)")
+            if cls != "Generator" and "yes" in (prop("balanced").lower(),
+                                                prop("limitcurrent").lower()):
+                raise FeederError(f"{where}: Balanced=yes and LimitCurrent=yes are not "
+                                  "supported")
+            if conn == "delta" and phases != 3:
+                # OpenDSS gives these a third of the band-edge impedance, a step we do not
+                # reproduce
+                raise FeederError(f"{where}: {phases}-phase delta generating elements are "
+                                  "not supported; connect them wye")
+            vmin, vmax = float(prop("vminpu")), float(prop("vmaxpu"))
+            if not 0 <= vmin < vmax:
+                raise FeederError(f"{where}: needs 0 <= vminpu ({vmin}) < vmaxpu ({vmax})")
+            bus = _split_bus(ctx.CktElement.BusNames()[0])
+            nodes = tuple(ctx.CktElement.NodeOrder())
+            kv = float(prop("kv"))
+            powers = np.asarray(ctx.CktElement.Powers()).reshape(-1, 2)[: len(nodes)]
+            drawn = complex(*powers.sum(axis=0))  # kVA into the element, all conductors
+            raw = {"name": element.lower(), "bus": bus, "phases": phases, "conn": conn,
+                   "nodes": nodes, "kv": kv}
+            # sum over branches of S(|v|) / S_nominal; nodes are still OpenDSS's numbers here
+            factor = 0.0
+            for a, b, vn in Load(**raw, kw=0.0, kvar=0.0, model=model, zip_p=(0, 0, 0),
+                                 zip_q=(0, 0, 0), vminpu=vmin, vmaxpu=vmax,
+                                 vlowpu=0.0).branches():
+                r = abs(volts.get(f"{bus}.{a}", 0j) - volts.get(f"{bus}.{b}", 0j)) / vn
+                edge = 1.0 if model == 2 else vmin if r <= vmin else vmax if r > vmax else r
+                factor += (r / edge) ** 2
+            if not factor > 0:
+                raise FeederError(f"{where} has no voltage in the solved snapshot")
+            nominal = drawn * phases / factor  # one branch per phase
+            zip_p, zip_q = _LOAD_MODELS[model]
+            out.append({**raw, "kw": nominal.real, "kvar": nominal.imag, "model": model,
+                        "zip_p": tuple(map(float, zip_p)), "zip_q": tuple(map(float, zip_q)),
+                        "vminpu": vmin, "vmaxpu": vmax, "vlowpu": 0.0,
+                        "kind": cls.lower(), "daily": prop("daily").lower()})
+    return out
+
+
+def _read_shapes(ctx: object, names: set[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(hours, multipliers) of the named loadshapes: points at a fixed interval from hour
+    0, or at the hours a shape lists."""
+    out = {}
+    for name in sorted(names):
+        ctx.LoadShape.Name(name)
+        mult = np.asarray(ctx.LoadShape.PMult(), dtype=float)
+        step = ctx.LoadShape.HrInterval()
+        hours = (np.arange(len(mult)) * step if step > 0
+                 else np.asarray(ctx.LoadShape.TimeArray(), dtype=float))
+        out[name] = (hours, mult)
+    return out
+
+
+def _query(ctx: object, prop: str) -> str:
+    """The value of "class.name.property" as OpenDSS's `?` command prints it."""
     ctx.Text.Command(f"? {prop}")
-    return float(ctx.Text.Result())
+    return ctx.Text.Result()
+
+
+def _property(ctx: object, prop: str) -> float:
+    return float(_query(ctx, prop))
 
 
 # OpenDSS length units: none, mi, kft, km, m, ft, in, cm, mm

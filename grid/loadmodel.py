@@ -9,14 +9,19 @@ coefficients depending on which of OpenDSS's four voltage regions r lies in:
     vmin < r <= vmax     the model itself: Z, I and P parts in proportion
     r > vmax             constant impedance matching the model at vmax
 
-Model 8 (ZIP) adds OpenDSS's smooth drop-out below its cutoff voltage. Everything is
-exact to OpenDSS, so that validation against it holds at low voltages too.
+Models 3 and 4 take the mid and high regions of constant P and Q (model 1), whatever their
+normal band. Models 6 and 7 (constant P, Q fixed at the base kvar, or from the fixed
+reactance of that kvar) have constant impedance in both: G matched to P at vmin or vmax, B
+from the base kvar. Model 4 is the one non-quadratic: in the normal band it adds
+P0 (r/vn)^cvr_watts + j Q0 (r/vn)^cvr_vars. Model 8 (ZIP) adds OpenDSS's smooth drop-out
+below its cutoff voltage. Everything is exact to OpenDSS (Load.pas of DSS C-API 0.14), so
+that validation against it holds at low voltages too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,13 +36,20 @@ def _branch_coefficients(ld: Load, v_nom: float, share: float) -> np.ndarray:
     """Coefficients [region, power] of one load branch: regions (normal, high, mid, low),
     powers (q2, q1, q0), complex, for S in VA and r in volts."""
     p0, q0 = ld.kw * share, ld.kvar * share
-    z, i, p = (complex(p0 * a, q0 * b) for a, b in zip(ld.zip_p, ld.zip_q))
     total = complex(p0, q0)
-    # Model 3 is constant P with quadratic Q only inside the normal band; OpenDSS treats
-    # it as constant PQ (on the total) in the other regions.
-    zo, io, po = (0j, 0j, total) if ld.model == 3 else (z, i, p)
     vn, vlow, v95, v105 = v_nom, ld.vlowpu * v_nom, ld.vminpu * v_nom, ld.vmaxpu * v_nom
     out = np.zeros((4, 3), dtype=complex)
+    out[3, 0] = total / vn**2
+    if ld.model in (6, 7):
+        qf = ld.fixed_kvar * share
+        z, i, p = (complex(p0 * a, qf * b) for a, b in zip(ld.zip_p, ld.zip_q))
+        out[0] = (z / vn**2, i / vn, p)
+        out[1, 0] = complex(p0 / v105**2, qf / vn**2)
+        if v95 > vlow:
+            out[2, 0] = complex(p0 / v95**2, qf / vn**2)
+        return out
+    z, i, p = (complex(p0 * a, q0 * b) for a, b in zip(ld.zip_p, ld.zip_q))
+    zo, io, po = (0j, 0j, total) if ld.model in (3, 4) else (z, i, p)
     out[0] = (z / vn**2, i / vn, p)
     out[1, 0] = zo / vn**2 + io / (vn * v105) + po / v105**2
     if v95 > vlow:
@@ -46,8 +58,36 @@ def _branch_coefficients(ld: Load, v_nom: float, share: float) -> np.ndarray:
         b_i = (1.0 / vn - a) / (v95 - vlow)
         out[2] = (zo / vn**2 + po * b_p + io * b_i, (po + io) * a - (po * b_p + io * b_i) * vlow,
                   0.0)
-    out[3, 0] = total / vn**2
     return out
+
+
+@dataclass
+class PowerLaw:
+    """Model 4's normal-band power of some load terms: P0 x^a + j Q0 x^b, x = r / vn, for
+    vmin < r <= vmax (elsewhere the quadratic table holds all of it)."""
+
+    terms: torch.Tensor  # [K] indices of the load terms
+    p0: torch.Tensor  # [K] W at nominal voltage
+    q0: torch.Tensor  # [K] var at nominal voltage
+    a: torch.Tensor  # [K] cvr_watts
+    b: torch.Tensor  # [K] cvr_vars
+    inv_vn: torch.Tensor  # [K] 1 / nominal branch voltage, 1/V
+    vmin: torch.Tensor  # [K] V
+    vmax: torch.Tensor  # [K] V
+
+    def add(self, r: torch.Tensor, s: list[torch.Tensor | None]) -> list[torch.Tensor | None]:
+        """s = [Re S, Im S, dRe S/dr, dIm S/dr] ([B, T] each, the derivatives None when not
+        asked for) with this power, and its derivative, added at voltages r [B, T]."""
+        rr = r[:, self.terms]
+        on = (rr > self.vmin) & (rr <= self.vmax)
+        x = rr * self.inv_vn
+        sp = torch.where(on, self.p0 * x.pow(self.a), 0.0)
+        sq = torch.where(on, self.q0 * x.pow(self.b), 0.0)
+        parts = [sp, sq]
+        if s[2] is not None:  # d(P0 x^a)/dr = a P0 x^a / r (where on, so r > 0)
+            parts += [torch.where(on, sp * self.a / rr, 0.0),
+                      torch.where(on, sq * self.b / rr, 0.0)]
+        return [t.index_add(1, self.terms, part) for t, part in zip(s, parts)] + s[len(parts):]
 
 
 @dataclass
@@ -61,6 +101,7 @@ class LoadModel:
     vmax: torch.Tensor
     inv_vn: torch.Tensor
     cutoff_pu: torch.Tensor | None  # [T], ZIP drop-out voltage, None if no load has one
+    power_law: PowerLaw | None = None  # model 4 terms, None if there are none
 
     @classmethod
     def build(
@@ -81,6 +122,20 @@ class LoadModel:
         vn = np.array([v for _, v in terms], dtype=float)
         per = [loads[li] for li, _ in terms]
         cutoff = np.array([ld.zip_cutoff for ld in per], dtype=float)
+        exp = [k for k, ld in enumerate(per) if ld.model == 4]
+        power_law = None
+        if exp:
+            share = [1e3 / len(per[k].branches()) for k in exp]
+            power_law = PowerLaw(
+                terms=torch.as_tensor(exp, dtype=torch.long, device=device),
+                p0=t(np.array([per[k].kw * w for k, w in zip(exp, share)])),
+                q0=t(np.array([per[k].kvar * w for k, w in zip(exp, share)])),
+                a=t(np.array([per[k].cvr_watts for k in exp])),
+                b=t(np.array([per[k].cvr_vars for k in exp])),
+                inv_vn=t(1.0 / vn[exp]),
+                vmin=t(np.array([per[k].vminpu for k in exp]) * vn[exp]),
+                vmax=t(np.array([per[k].vmaxpu for k in exp]) * vn[exp]),
+            )
         return cls(
             table=t(table),
             columns=tuple(tuple(t(table[:, g, j]) for j in range(6)) for g in range(4)),
@@ -89,15 +144,18 @@ class LoadModel:
             vmax=t(np.array([ld.vmaxpu for ld in per]) * vn),
             inv_vn=t(1.0 / vn),
             cutoff_pu=t(cutoff) if (cutoff > 0).any() else None,
+            power_law=power_law,
         )
 
     def to(self, dtype: torch.dtype) -> LoadModel:
         """The same model with its floating-point tensors in `dtype`."""
         def cast(x: object) -> object:
             if isinstance(x, torch.Tensor):
-                return x.to(dtype)
+                return x.to(dtype) if x.is_floating_point() else x
             if isinstance(x, tuple):
                 return tuple(cast(y) for y in x)
+            if isinstance(x, PowerLaw):
+                return PowerLaw(*(cast(getattr(x, f.name)) for f in dataclasses.fields(x)))
             return x
 
         return dataclasses.replace(
@@ -148,6 +206,8 @@ class LoadModel:
                 if derivative:
                     dsr = dsr.index_put((rows, cols), fixed[2])
                     dsi = dsi.index_put((rows, cols), fixed[3])
+        if self.power_law is not None:
+            sr, si, dsr, dsi = self.power_law.add(r, [sr, si, dsr, dsi])
         if self.cutoff_pu is not None:
             x = torch.tanh(_DROPOUT_SLOPE * (r * self.inv_vn - self.cutoff_pu))
             on = r > self.vlow  # OpenDSS applies no drop-out in the lowest region

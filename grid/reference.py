@@ -42,6 +42,8 @@ class OpenDSSReference:
         self.load_names = [ld.name for ld in feeder.loads]
         self.kw = np.array([ld.kw for ld in feeder.loads])
         self.kvar = np.array([ld.kvar for ld in feeder.loads])
+        # generating elements (PVSystem, Storage, Generator) stay at the file's output
+        self.consuming = np.array([ld.kind == "load" for ld in feeder.loads], dtype=bool)
         self.injection_names = []
         for k, spec in enumerate(connections):
             bus, *phases = spec.lower().split(".")
@@ -74,10 +76,17 @@ class OpenDSSReference:
         p_kw: np.ndarray | None = None,
         q_kvar: np.ndarray | None = None,
     ) -> None:
-        """Scale every feeder load and set the injections (generation positive), one case."""
+        """Scale every feeder load and set the injections (generation positive), one case.
+        The feeder's generating elements keep their output: their scale must be 1."""
         scale = np.broadcast_to(np.asarray(load_scale, dtype=float), self.kw.shape)
+        if not np.all(scale[~self.consuming] == 1.0):
+            raise ValueError("the OpenDSS reference scales loads only: give the feeder's "
+                             "generating elements a load_scale of 1")
         loads = self.ctx.Loads
-        for name, kw, kvar, s in zip(self.load_names, self.kw, self.kvar, scale):
+        for name, kw, kvar, s, own in zip(self.load_names, self.kw, self.kvar, scale,
+                                          self.consuming):
+            if not own:
+                continue
             loads.Name(name)
             loads.kW(kw * s)
             loads.kvar(kvar * s)

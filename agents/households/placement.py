@@ -21,6 +21,7 @@ import numpy as np
 
 if TYPE_CHECKING:  # a Feeder comes loaded, so grid is imported by then; not before
     from grid import Feeder
+    from grid.feeder import Load
 
 MODES = ("one_per_load", "by_load")
 
@@ -59,7 +60,13 @@ def load_branches(feeder: Feeder) -> list[tuple[str, int, int, float]]:
     """(load name, node a, node b, kW) of every branch of the feeder's loads, in the
     feeder's load order: the places a household can connect."""
     return [(ld.name, a, b, ld.kw / len(ld.branches()))
-            for ld in feeder.loads for a, b, _ in ld.branches()]
+            for ld in consumers(feeder) for a, b, _ in ld.branches()]
+
+
+def consumers(feeder: Feeder) -> list[Load]:
+    """The feeder's loads proper (not its PVSystem, Storage or Generator elements, which
+    the power flow also carries as loads of negative power)."""
+    return [ld for ld in feeder.loads if ld.kind == "load"]
 
 
 def place(feeder: Feeder, n: int, mode: str = "by_load", seed: int = 0) -> Placement:
@@ -72,10 +79,11 @@ def place(feeder: Feeder, n: int, mode: str = "by_load", seed: int = 0) -> Place
     if not branches:
         raise PlacementError(f"feeder {feeder.name} has no loads to place households at")
     if mode == "one_per_load":
-        if n > len(feeder.loads):
-            raise PlacementError(f"feeder {feeder.name} has {len(feeder.loads)} loads, too few "
+        loads = consumers(feeder)
+        if n > len(loads):
+            raise PlacementError(f"feeder {feeder.name} has {len(loads)} loads, too few "
                                  f"for {n} households one per load")
-        pick = np.cumsum([0] + [len(ld.branches()) for ld in feeder.loads])[:n]
+        pick = np.cumsum([0] + [len(ld.branches()) for ld in loads])[:n]
     else:
         weight = np.array([max(w, 0.0) for *_, w in branches])
         if weight.sum() <= 0:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -45,6 +47,20 @@ def test_feeder_without_circuit(tmp_path):
         load_feeder(path)
 
 
+TINY = ("clear\nnew circuit.tiny basekv=12.47 bus1=src\n"
+        "new line.l1 bus1=src bus2=a length=1 units=km\n"
+        "new load.a bus1=a kv=12.47 kw=100 kvar=30\n")
+
+
+@pytest.mark.parametrize("tail", ["", "set voltagebases=[12.47]\n", "solve\n"])
+def test_feeder_without_calcvoltagebases_says_so(tmp_path, tail):
+    path = _write(tmp_path, TINY + tail)
+    with pytest.raises(FeederError, match="bad.dss: the master never runs CalcVoltageBases"):
+        load_feeder(path)
+    _write(tmp_path, TINY + "set voltagebases=[12.47]\ncalcvoltagebases\n")
+    assert len(load_feeder(path).loads) == 1
+
+
 def test_feeder_without_enabled_source(tmp_path):
     path = _write(tmp_path, f'redirect "{IEEE13}"\nvsource.source.enabled=no\n')
     with pytest.raises(FeederError, match="no enabled voltage source"):
@@ -53,15 +69,79 @@ def test_feeder_without_enabled_source(tmp_path):
 
 def test_unsupported_elements_are_named(tmp_path):
     path = _write(tmp_path, f'redirect "{IEEE13}"\n'
-                            "new pvsystem.roof bus1=675.1 phases=1 kv=2.4 kva=50 pmpp=40\n")
-    with pytest.raises(FeederError, match="PVSystem.roof"):
+                            "new isource.inj bus1=675.1 phases=1 amps=5\n")
+    with pytest.raises(FeederError, match="unsupported element.*Isource.inj"):
         load_feeder(path)
 
 
-def test_unsupported_load_model_names_the_load(tmp_path):
-    path = _write(tmp_path, f'redirect "{IEEE13}"\nload.611.model=4\n')
-    with pytest.raises(FeederError, match="load '611'.*model 4"):
+def test_inverter_controls_are_refused(tmp_path):
+    path = _write(tmp_path, f'redirect "{IEEE13}"\n'
+                            "new pvsystem.roof bus1=675.1 phases=1 kv=2.4 kva=50 pmpp=40\n"
+                            "new xycurve.vv npts=2 xarray=[0.9 1.1] yarray=[1 -1]\n"
+                            "new invcontrol.ic derlist=[pvsystem.roof] mode=voltvar "
+                            "vvc_curve1=vv\n")
+    with pytest.raises(FeederError, match="unsupported element.*InvControl.ic"):
         load_feeder(path)
+
+
+def test_errors_in_redirected_scripts_name_that_file_and_line(tmp_path):
+    _write(tmp_path, "new line.l2 bus1=a bus2=b\nnew line.l3 bus1=b bus2=c lenght=3\n",
+           "lines.dss")
+    path = _write(tmp_path, "clear\nnew circuit.x basekv=12.47\nredirect lines.dss\n")
+    with pytest.raises(FeederError, match="lines.dss, line: 2: .*lenght"):
+        load_feeder(path)
+    _write(tmp_path, "redirect bad.dss\n", "lines.dss")
+    with pytest.raises(FeederError, match="lines.dss: redirects back to .*bad.dss"):
+        load_feeder(path)
+
+
+def test_reporting_commands_write_and_open_nothing(tmp_path, monkeypatch):
+    """Show, Export, Plot and the other commands that write reports or open them are
+    skipped, abbreviated or not, in the master and in the scripts it redirects to."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    opened = tmp_path / "opened"
+    for program in ("xdg-open", "open", "notepad"):  # what OpenDSS would run on a report
+        (bin_dir / program).write_text(f'#!/bin/sh\necho "$@" >> "{opened}"\n')
+        (bin_dir / program).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    feeder_dir = tmp_path / "feeder"
+    feeder_dir.mkdir()
+    _write(feeder_dir, "Export monitors\nsh taps\nExp powers\n", "reports.dss")
+    path = _write(feeder_dir, f'redirect "{IEEE13}"\nShow voltages\nExport voltages\n'
+                              "Plot circuit\nVisualize currents Line.650632\n"
+                              "Save circuit dir=saved\nsa circuit dir=saved2\nDump\n"
+                              "/* a block comment\nnew line.nowhere bus1=nowhere\n*/\n"
+                              '"show" losses\nredirect reports.dss\n', "master.dss")
+    before = sorted(p.name for p in IEEE13.parent.iterdir())
+    feeder = load_feeder(path)
+    assert sorted(p.name for p in feeder_dir.rglob("*")) == ["master.dss", "reports.dss"]
+    assert sorted(p.name for p in IEEE13.parent.iterdir()) == before
+    assert not opened.exists()
+    assert "nowhere" not in feeder.buses
+    shipped = load_feeder("ieee13")
+    assert feeder.nodes == shipped.nodes
+    assert np.abs(feeder.v_solved - shipped.v_solved).max() < 1e-9
+
+
+def test_feeder_without_loads_solves_to_its_noload_voltages(tmp_path):
+    path = _write(tmp_path, f'redirect "{IEEE13}"\nbatchedit load..* enabled=no\n')
+    feeder = load_feeder(path)
+    assert feeder.loads == ()
+    assert np.abs(feeder.v_noload - feeder.v_solved).max() < 1e-9  # OpenDSS's own solution
+    result = PowerFlow(feeder, ["675.1"]).solve([[0.0]])  # caller connections still work
+    assert np.abs(result.voltages[0].numpy() - feeder.v_solved).max() < 1e-6
+
+
+@pytest.mark.xfail(raises=IndexError, strict=True,
+                   reason="PowerFlow.solve with no ports (grid/powerflow.py): amax over an "
+                          "empty port dimension in _currents_and_residual")
+def test_feeder_without_loads_or_connections_solves(tmp_path):
+    path = _write(tmp_path, f'redirect "{IEEE13}"\nbatchedit load..* enabled=no\n')
+    feeder = load_feeder(path)
+    result = PowerFlow(feeder).solve()
+    assert bool(result.converged.all())
+    assert np.abs(result.voltages[0].numpy() - feeder.v_solved).max() < 1e-6
 
 
 def test_inverted_voltage_limits():

@@ -3,12 +3,14 @@ published test-case facts."""
 
 from __future__ import annotations
 
+import os
+
 import networkx as nx
 import numpy as np
 import pytest
 
 from grid import shipped_feeders
-from grid.feeder import FEEDER_DIR, GROUND
+from grid.feeder import FEEDER_DIR, GROUND, SHIPPED
 
 # Facts from the feeders' own documentation, not from our code.
 FACTS = {
@@ -114,3 +116,55 @@ def test_ieee8500_loads(feeder_cache):
     assert len(feeder.loads) == 1177
     assert len(feeder.nodes) > 8000
     assert all(ld.phases == 2 and ld.conn == "wye" for ld in feeder.loads)
+
+
+@pytest.mark.parametrize("name", ["ieee13", "ieee123", "eulv"])
+def test_shipped_feeders_have_only_loads(feeder_cache, name):
+    feeder = feeder_cache(name)
+    assert {ld.kind for ld in feeder.loads} == {"load"}
+    assert feeder.summary()["generating_elements"] == 0
+
+
+def _opendss_compiled(runner, path):
+    """Element names, node order and solved voltages after compiling `path` in a fresh
+    engine, either by OpenDSS's own Compile or by `runner`."""
+    from grid.feeder import new_dss_engine
+
+    cwd = os.getcwd()
+    try:
+        ctx = new_dss_engine()
+        if runner is None:
+            ctx.Text.Command(f'compile "{path}"')
+        else:
+            runner(ctx, path)
+        ctx.Solution.Solve()
+        return (ctx.Circuit.AllElementNames(), ctx.Circuit.YNodeOrder(),
+                np.asarray(ctx.Circuit.AllBusVolts()))
+    finally:
+        os.chdir(cwd)
+
+
+@pytest.mark.parametrize("name", ["ieee13", "ieee123", "eulv"])
+def test_run_script_builds_what_opendss_compile_builds(name):
+    from grid.feeder import run_script
+
+    path = FEEDER_DIR / SHIPPED[name][0]
+    ours, theirs = _opendss_compiled(run_script, path), _opendss_compiled(None, path)
+    assert ours[0] == theirs[0] and ours[1] == theirs[1]
+    assert np.abs(ours[2] - theirs[2]).max() < 1e-6
+
+
+def test_run_script_follows_a_nested_compile_into_its_directory(tmp_path):
+    """As in OpenDSS, a Compile makes its file's directory the current one for the lines
+    after it; a Redirect returns."""
+    from grid.feeder import run_script
+
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    ieee13 = FEEDER_DIR / SHIPPED["ieee13"][0]
+    (sub / "inner.dss").write_text(f'redirect "{ieee13}"\n')
+    (sub / "more.dss").write_text("new load.extra bus1=675.1 phases=1 kv=2.4 kw=10\n")
+    master = tmp_path / "master.dss"
+    master.write_text("compile sub/inner.dss\nredirect more.dss\n")
+    ours, theirs = _opendss_compiled(run_script, master), _opendss_compiled(None, master)
+    assert "Load.extra" in theirs[0] and ours[0] == theirs[0]
