@@ -1,6 +1,7 @@
 """The `cosim` command line. Each command group lives in a module of cosim/commands.
 
     cosim run CONFIG                run a scenario (local or Ray backend), or --resume RUN_DIR
+    cosim sweep CONFIG --set K=a,b  the cross product of a scenario's variants, as Ray tasks
     cosim bank init CONFIG          a policy bank, one policy per household of a scenario
     cosim grid info FEEDER          facts about a feeder (shipped name or .dss path)
     cosim grid solve FEEDER         power-flow demo: base case plus random scenarios, a plot
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 from grid.errors import GridError
 
 # Command groups in the order `cosim --help` lists them.
-GROUPS = ("run", "train", "bank", "grid", "data", "viz", "bench")
+GROUPS = ("run", "sweep", "train", "bank", "grid", "data", "viz", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -108,6 +108,10 @@ class GridConfig(_Section):
     # the loading (x the feeder's loads) at which OpenDSS sets the regulator taps and
     # capacitors, which then stay fixed; near the households' share of the design load
     controls_load_scale: Positive = 1.0
+    # "frozen": taps and capacitors stay where controls_load_scale set them; "opendss": the
+    # feeder's RegControls and CapControls act after every step's power flow, as OpenDSS's
+    # static control mode does (grid.controls), and the `controls` table records them
+    controls: Literal["frozen", "opendss"] = "frozen"
     vmin_pu: Positive = 0.95
     vmax_pu: Positive = 1.05
     tol: Positive = 1e-9

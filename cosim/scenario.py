@@ -263,7 +263,8 @@ def build(config: ScenarioConfig, profiles: ProfileData, feeder: Feeder | None =
     specs.append(ActorSpec("grid", GridActor, dict(
         seed=seed, feeder=g.feeder, connections=connections, n_households=n,
         feeder_load_scale=g.feeder_load_scale, vmin_pu=g.vmin_pu, vmax_pu=g.vmax_pu, tol=g.tol,
-        device=g.device, controls_load_scale=g.controls_load_scale)))
+        device=g.device, controls_load_scale=g.controls_load_scale, controls=g.controls,
+        dt_s=run.dt_s, clock_s=float(clock["hour"][0]) * 3600.0)))
     return Scenario(config, specs, households, connections, n_markets, data.time)
 
 

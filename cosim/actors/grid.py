@@ -3,6 +3,11 @@
 It sums the households' injections per grid connection (a few hundred connections, whatever
 the number of households), solves the batched torch power flow, warm-started from the last
 step, and publishes a GridState. Node voltages and line loadings go to the records.
+
+With `controls="opendss"` the feeder's regulators and capacitors act after each power flow
+(grid.controls: OpenDSS's static control mode, settling within the step) and keep their
+taps from step to step; the `controls` table records every control's position per step
+(regulator tap number from the middle of its range, capacitor steps in service).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import torch
 from cosim.actors.base import Actor, only
 from cosim.messages import GridState, InjectionBatch, Message
 from grid import PowerFlow, load_feeder
+from grid.controls import Controls
 
 
 class GridActor(Actor):
@@ -24,17 +30,31 @@ class GridActor(Actor):
     def __init__(self, name: str, seed: int, feeder: str, connections: Sequence[str],
                  n_households: int, feeder_load_scale: float = 0.0, vmin_pu: float = 0.95,
                  vmax_pu: float = 1.05, tol: float = 1e-9, device: str = "auto",
-                 controls_load_scale: float = 1.0) -> None:
+                 controls_load_scale: float = 1.0, controls: str = "frozen",
+                 dt_s: float = 900.0, clock_s: float = 0.0) -> None:
+        """dt_s: step length; clock_s: local time of day of step 0 (s), the clock of
+        time-controlled capacitors."""
         super().__init__(name, seed)
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.feeder = load_feeder(feeder, vmin_pu=vmin_pu, vmax_pu=vmax_pu,
                                   controls_load_scale=controls_load_scale)
-        self.pf = PowerFlow(self.feeder, connections, device=device, tol=tol)
+        if controls not in ("frozen", "opendss"):
+            raise ValueError(f"grid.controls must be 'frozen' or 'opendss', got {controls!r}")
+        self.controls = (Controls(self.feeder, connections, device=device, tol=tol)
+                         if controls == "opendss" else None)
+        self._pf = (PowerFlow(self.feeder, connections, device=device, tol=tol)
+                    if self.controls is None else None)
+        self.dt_s, self.clock_s = dt_s, clock_s
         self.n_households = n_households
         self.load_scale = feeder_load_scale
         self.conn_base_v = np.array([self.feeder.connection_base_v(c) for c in connections])
         self._warm: torch.Tensor | None = None  # last port voltages: the next start
+
+    @property
+    def pf(self) -> PowerFlow:
+        """The power flow of the present taps and capacitor states."""
+        return self._pf if self.controls is None else self.controls.powerflow
 
     def physics(self, step: int, inbox: list[Message]) -> list[Message]:
         n_conn = self.pf.n_connections
@@ -44,8 +64,21 @@ class GridActor(Actor):
             self._validate(step, batch)
             p += np.bincount(batch.connection, weights=batch.p_kw, minlength=n_conn)
             q += np.bincount(batch.connection, weights=batch.q_kvar, minlength=n_conn)
-        result = self.pf.solve(torch.as_tensor(p[None]), torch.as_tensor(q[None]),
-                               load_scale=self.load_scale, initial=self._warm)
+        p_t, q_t = torch.as_tensor(p[None]), torch.as_tensor(q[None])
+        if self.controls is None:
+            result = self.pf.solve(p_t, q_t, load_scale=self.load_scale, initial=self._warm)
+            controlled = {}
+        else:
+            solved = self.controls.step(self.clock_s + step * self.dt_s, p_t, q_t,
+                                        load_scale=self.load_scale, initial=self._warm)
+            result = solved.result
+            controlled = dict(control_iterations=solved.iterations,
+                              tap_changes=solved.tap_changes,
+                              capacitor_switches=solved.capacitor_switches,
+                              controls_settled=solved.settled)
+            positions = self.controls.positions()
+            self.record("controls", step=step, control=np.array(list(positions)),
+                        position=np.array(list(positions.values()), dtype=np.int64))
         converged = bool(result.converged[0])
         self._warm = result.u if converged else None
         vpu = result.vmag_pu[0].cpu().numpy()
@@ -68,7 +101,7 @@ class GridActor(Actor):
                         result.load_power[0]).real, kcl_mismatch_kw=kcl,
                     v_min_pu=float(np.nanmin(vpu)) if converged else np.nan,
                     v_max_pu=float(np.nanmax(vpu)) if converged else np.nan,
-                    violations=violations, worst_bus=worst)
+                    violations=violations, worst_bus=worst, **controlled)
         self.record("buses", step=step, node=np.arange(len(vpu)), v_pu=vpu)
         loading = result.line_loading[0].cpu().numpy()
         self.record("lines", step=step, line=np.arange(len(self.feeder.lines)),
@@ -93,9 +126,12 @@ class GridActor(Actor):
         # the warm start is state: without it a resumed run would take other iterations
         # and differ from the uninterrupted one in the last digits
         warm = None if self._warm is None else self._warm.cpu().numpy()
-        return super().state_dict() | {"warm": warm}
+        controls = None if self.controls is None else self.controls.state_dict()
+        return super().state_dict() | {"warm": warm, "controls": controls}
 
     def load_state_dict(self, state: dict[str, object]) -> None:
         super().load_state_dict(state)
         warm = state["warm"]
         self._warm = None if warm is None else torch.as_tensor(warm, device=self.pf.device)
+        if self.controls is not None:
+            self.controls.load_state_dict(state["controls"])
