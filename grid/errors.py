@@ -8,7 +8,8 @@ class GridError(Exception):
 
 
 class FeederError(GridError):
-    """A feeder could not be loaded: missing or malformed DSS file, no source, unsupported element."""
+    """A feeder could not be loaded: a missing or malformed DSS file, no source, an
+    unsupported element."""
 
 
 class InjectionError(GridError, ValueError):

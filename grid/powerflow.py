@@ -11,6 +11,12 @@ where u are port voltages, w the no-load node voltages and c(u) the currents the
 wye and delta connections are one case). After convergence every node voltage is one matmul,
 V = w - X c, and line currents, source power and losses follow from V.
 
+Where the fixed point stalls (near the nose of the PV curve) or diverges (the map stops
+contracting though a solution exists), a damped Newton method on u - u0 + Zb c(u) = 0
+takes over for those scenarios alone; what it cannot solve either is reported as not
+converged. On large feeders (IEEE 8500) Zb is never formed: every product with it goes
+through a sparse LU of Y (`grid.sparse`).
+
 Port quantities are real tensors [B, 2, P] (real parts, then imaginary parts): the load
 model is real arithmetic, several times faster in torch than its complex kernels, contiguous
 so that torch.compile vectorises it, and the map is real-linear rather than complex-linear
@@ -32,15 +38,19 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
 
-from grid.errors import InjectionError
+from grid.errors import GridError, InjectionError
 from grid.feeder import GROUND, Feeder
 from grid.loadmodel import LoadModel
 from grid.result import PowerFlowResult
 from grid.runtime import tune_cpu_allocator
+from grid.sparse import SparseKron
 
 CDTYPE = torch.complex128
 RDTYPE = torch.float64
 COARSE_TOL = 1e-5  # relative port-voltage change at which float64 takes over from float32
+SPARSE_MIN_PORTS = 1000  # from here on `sparse=None` picks the sparse path (on the CPU)
+LINE_SEARCH_HALVINGS = 30  # Newton step lengths tried: 1, 1/2, ... 2^-29
+JACOBIAN_CHUNK = 2**24  # matrix entries per batched dense Jacobian solve (128 MiB)
 
 
 def parse_connection(feeder: Feeder, spec: str) -> tuple[int, int]:
@@ -82,7 +92,19 @@ class PowerFlow:
     compile: fuse the elementwise part of each iteration with torch.compile; about 1.3x
         the throughput on large batches, for a compilation of several seconds on first use.
     mixed: take the first, coarse iterations in float32 (half the matmul cost); the last
-        ones, and so the answer and its tolerance, are always float64.
+        ones, and so the answer and its tolerance, are always float64. Dense path only.
+    newton_iter: damped Newton steps for the scenarios the fixed point leaves unconverged
+        (0: none). The fixed point stalls near the nose of the PV curve, and diverges
+        where the Z-bus map stops contracting though a solution exists (heavy
+        constant-impedance load); Newton on u - u0 + Zb c(u) = 0, with a line search on
+        the same residual, solves those. A scenario it cannot solve either stays
+        converged=False: past the nose there is no solution.
+    sparse: keep Y's sparse LU and apply Zb = M Y⁻¹ Mᵀ through it each iteration
+        (`grid.sparse`) instead of forming the dense Zb. None chooses by size: sparse on
+        the CPU from SPARSE_MIN_PORTS ports on (the IEEE 8500-node feeder), where the
+        dense build alone takes tens of seconds and each dense iteration costs more than
+        the sparse one. The dense path is faster for small feeders and large batches,
+        and the only one on GPUs.
     """
 
     def __init__(
@@ -97,6 +119,8 @@ class PowerFlow:
         anderson_start: int = 10,
         compile: bool = False,
         mixed: bool = True,
+        newton_iter: int = 30,
+        sparse: bool | None = None,
     ) -> None:
         self.feeder = feeder
         self.connection_names = tuple(connections)
@@ -105,7 +129,7 @@ class PowerFlow:
         self.anderson = anderson
         self.anderson_start = anderson_start
         self.compile = compile
-        self.mixed = mixed
+        self.newton_iter = newton_iter
         self._compiled: object = None
         self._single: PowerFlow | None = None
         self.device = torch.device(device) if device is not None else torch.device("cpu")
@@ -129,26 +153,38 @@ class PowerFlow:
         self.n_ports = n_ports
         self.n_loads = len(feeder.loads)
 
-        # Kron reduction: one sparse LU of Y, solved for the port columns only.
-        rows, cols, vals = [], [], []
-        for p, (a, b) in enumerate(pairs):
-            rows.append(p), cols.append(a), vals.append(1.0)
-            if b != GROUND:
-                rows.append(p), cols.append(b), vals.append(-1.0)
-        m = sp.csr_matrix((vals, (rows, cols)), shape=(n_ports, n_nodes))
-        x = spla.splu(feeder.y.tocsc()).solve(m.T.toarray().astype(complex))  # [N, P]
-        zb_t = (m @ x).T  # row-vector form: u = u0 - c @ Zb^T
-        u0 = m @ feeder.v_noload
+        if sparse is None:
+            sparse = self.device.type == "cpu" and n_ports >= SPARSE_MIN_PORTS
+        if sparse and self.device.type != "cpu":
+            raise GridError(f"sparse=True runs on the CPU (scipy's SuperLU), not on "
+                            f"{self.device}; use the dense path (sparse=False) there")
+        self.sparse = bool(sparse)
+        self.mixed = mixed and not self.sparse  # float32 steps reuse the dense Zb
 
         def t(a: object, dtype: torch.dtype = RDTYPE) -> torch.Tensor:
             return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=self.device)
 
-        # u = u0 - c @ Zb^T for complex row vectors, as [Re c | Im c] @ zr
-        self.zr = t(np.block([[zb_t.real, zb_t.imag], [-zb_t.imag, zb_t.real]]))
+        a_idx = np.array([a for a, _ in pairs], dtype=np.int64)
+        b_idx = np.array([b for _, b in pairs], dtype=np.int64)
+        v_pad = np.append(feeder.v_noload, 0.0)  # index -1 (GROUND) reads zero volts
+        u0 = v_pad[a_idx] - v_pad[b_idx]
         self.u0 = t(np.stack([u0.real, u0.imag]))  # [2, P]
         self.inv_base = t(1.0 / np.maximum(np.abs(u0), 1.0))  # [P]
-        self.x_t = t(x.T, CDTYPE)  # [P, N]
         self.w = t(feeder.v_noload, CDTYPE)
+        self.zr = self.x_t = self._kron = None
+        if self.sparse:
+            self._kron = SparseKron(feeder.y, pairs, self.device)
+        else:
+            # Kron reduction: one sparse LU of Y, solved for the port columns only.
+            rows = np.r_[np.arange(n_ports), np.flatnonzero(b_idx != GROUND)]
+            cols = np.r_[a_idx, b_idx[b_idx != GROUND]]
+            vals = np.r_[np.ones(n_ports), -np.ones(len(rows) - n_ports)]
+            m = sp.csr_matrix((vals, (rows, cols)), shape=(n_ports, n_nodes))
+            x = spla.splu(feeder.y.tocsc()).solve(m.T.toarray().astype(complex))  # [N, P]
+            zb_t = (m @ x).T  # row-vector form: u = u0 - c @ Zb^T
+            # u = u0 - c @ Zb^T for complex row vectors, as [Re c | Im c] @ zr
+            self.zr = t(np.block([[zb_t.real, zb_t.imag], [-zb_t.imag, zb_t.real]]))
+            self.x_t = t(x.T, CDTYPE)  # [P, N]
 
         self.t_port = t(t_port, torch.long)
         self.t_load = t([li for li, _ in terms], torch.long)
@@ -156,6 +192,7 @@ class PowerFlow:
         # terms and ports is a slice instead of a gather and a scatter.
         self.n_terms = len(t_port)
         self.terms_first = t_port == list(range(len(t_port)))
+        self.generating = t([ld.kind != "load" for ld in feeder.loads], torch.bool)
         self.load_model = LoadModel.build(feeder.loads, terms, self.device)
         self.conn_port = t(conn_port, torch.long)
         base_v = feeder.node_base_kv * 1e3
@@ -222,10 +259,11 @@ class PowerFlow:
         scale = None
         if load_scale is not None:
             x = torch.as_tensor(load_scale, dtype=RDTYPE, device=self.device)
-            if x.dim() == 0:
-                x = x.reshape(1, 1).expand(batch or 1, self.n_loads)
-            elif x.dim() == 1:
-                x = x.unsqueeze(1).expand(x.shape[0], self.n_loads)
+            if x.dim() < 2:  # the loads proper; the file's generation keeps its output
+                x = x.reshape(-1, 1).expand(batch or 1 if x.dim() == 0 else x.shape[0],
+                                            self.n_loads)
+                x = torch.where(self.generating, torch.ones((), dtype=RDTYPE,
+                                                            device=self.device), x)
             if x.dim() != 2 or x.shape[1] != self.n_loads:
                 raise InjectionError(
                     f"load_scale must be a scalar, [batch] or [batch, {self.n_loads}] "
@@ -319,9 +357,26 @@ class PowerFlow:
     def _apply(self, c: torch.Tensor) -> torch.Tensor:
         """The linear half of the Z-bus map: u = u0 - Zb c, [B, 2, P]."""
         batch = c.shape[0]
+        if self._kron is not None:
+            zc = self._kron.ports(torch.complex(c[:, 0], c[:, 1]))
+            return self.u0 - torch.stack([zc.real, zc.imag], 1)
         g = torch.addmm(self.u0.view(1, -1).expand(batch, -1), c.reshape(batch, -1),
                         self.zr, alpha=-1)
         return g.view(batch, 2, self.n_ports)
+
+    def _apply_adjoint(self, mu: torch.Tensor) -> torch.Tensor:
+        """The transpose of c -> Zb c in real [B, 2, P] form (Zb^H in complex form)."""
+        if self._kron is not None:
+            z = self._kron.ports_adjoint(torch.complex(mu[:, 0], mu[:, 1]))
+            return torch.stack([z.real, z.imag], 1)
+        return (mu.reshape(mu.shape[0], -1) @ self.zr.T).view_as(mu)
+
+    def _node_voltages(self, c: torch.Tensor) -> torch.Tensor:
+        """Node voltages V = w - Y⁻¹ Mᵀ c [B, N] (V) from complex port currents c [B, P]
+        (A); differentiable."""
+        if self._kron is not None:
+            return self.w - self._kron.nodes(c)
+        return torch.addmm(self.w.expand(c.shape[0], -1), c, self.x_t, alpha=-1)
 
     def _currents_and_residual(
         self,
@@ -476,8 +531,7 @@ class PowerFlow:
         s_port, scale, _, batch = self._inputs(p_kw, q_kvar, load_scale)
         with torch.no_grad():
             c = self._currents(self.u0.expand(batch, -1, -1), s_port, scale)
-            c = torch.complex(c[:, 0], c[:, 1])
-            v = torch.addmm(self.w.expand(batch, -1), c, self.x_t, alpha=-1)
+            v = self._node_voltages(torch.complex(c[:, 0], c[:, 1]))
         return v.abs() / self.node_base_v
 
     # ------------------------------------------------------------------ API
@@ -494,8 +548,9 @@ class PowerFlow:
         p_kw, q_kvar: net injection (generation positive) at each connection, shape
             [batch, connections] or [connections]; tensors that require grad get exact
             implicit gradients.
-        load_scale: multiplier of the feeder's own loads: scalar, [batch] or
-            [batch, loads] in `feeder.loads` order.
+        load_scale: multiplier of the feeder's own loads: a scalar or [batch] scales its
+            loads proper (PVSystem, Storage and Generator elements keep their output), or
+            [batch, loads] one column per entry of `feeder.loads`, generation included.
         initial: where to start: a previous result of the same batch size, or its port
             voltages `result.u` (a warm start for time series, where the next step's
             voltages are close to the last).
@@ -507,13 +562,21 @@ class PowerFlow:
                                  self.u0)
         elif isinstance(initial, torch.Tensor) and initial.shape[0] == batch:
             u_init = initial.detach().to(self.device, RDTYPE)
+        if self.n_ports == 0:  # nothing draws power: the no-load voltages are the solution
+            u = self.u0.expand(batch, -1, -1).clone()
+            dev = self.device
+            return PowerFlowResult(self, u, s_port, scale, s_conn,
+                                   torch.ones(batch, dtype=torch.bool, device=dev),
+                                   torch.zeros(batch, dtype=torch.long, device=dev),
+                                   torch.zeros(batch, dtype=RDTYPE, device=dev),
+                                   torch.zeros_like(u))
+        s_fixed = None if s_port is None else s_port.detach()
+        scale_fixed = None if scale is None else scale.detach()
         with torch.no_grad():
-            u, c, converged, iters, resid = self._iterate(
-                None if s_port is None else s_port.detach(),
-                None if scale is None else scale.detach(),
-                batch,
-                u_init,
-            )
+            u, c, converged, iters, resid = self._iterate(s_fixed, scale_fixed, batch, u_init)
+            if self.newton_iter and not bool(converged.all()):
+                u, c, converged, iters, resid = self._rescue(
+                    u, c, converged, iters, resid, s_fixed, scale_fixed, u_init)
         if torch.is_grad_enabled() and any(
             x is not None and x.requires_grad for x in (s_port, scale)
         ):
@@ -521,21 +584,43 @@ class PowerFlow:
             c = None  # recomputed from u under autograd
         return PowerFlowResult(self, u, s_port, scale, s_conn, converged, iters, resid, c)
 
-    # ------------------------------------------------------------------ adjoint
-    def _adjoint(
+    def _rescue(
         self,
-        grad_u: torch.Tensor,
         u: torch.Tensor,
+        c: torch.Tensor,
+        converged: torch.Tensor,
+        iters: torch.Tensor,
+        resid: torch.Tensor,
         s_port: torch.Tensor | None,
         scale: torch.Tensor | None,
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Vector-Jacobian product of the fixed point u = u0 - Zb c(u, s, scale).
+        u_init: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, ...]:
+        """Newton for the rows the fixed point left unconverged, from their warm start or
+        from no load (the fixed point's last iterate may have run away). `iterations`
+        then counts the fixed-point iterations plus the Newton steps, `residual` is
+        Newton's final one."""
+        rows = (~converged).nonzero().squeeze(1)
+        start = (self.u0.expand(len(rows), -1, -1) if u_init is None else u_init[rows])
+        un, ok, steps, res = self._newton(
+            start, *(None if a is None else a[rows] for a in (s_port, scale)))
+        u, c, converged = u.clone(), c.clone(), converged.clone()
+        good = rows[ok]
+        u[good] = un[ok]
+        c[good] = self._currents(un[ok], *(None if a is None else a[good]
+                                           for a in (s_port, scale)))
+        converged[good] = True
+        return u, c, converged, iters.index_add(0, rows, steps), resid.index_copy(0, rows, res)
 
-        Solves mu = g + (dc/du)^T (-mu Zb^*) by fixed-point iteration (it contracts wherever
-        the forward map does) and returns (dc/ds)^T nu and (dc/dscale)^T nu for
-        nu = -mu Zb^*. Per port c = h(r) u with h = conj(S(r)) / r^2 and r = |u|, so dc/du
-        is the real 2x2 block h I + u h'(r) u^T / r. Gradients follow torch's convention
-        for complex quantities, dL/dRe + i dL/dIm, here the two rows of [B, 2, P].
+    # ------------------------------------------------------------------ Jacobian
+    def _port_jacobian(
+        self, u: torch.Tensor, s_port: torch.Tensor | None, scale: torch.Tensor | None
+    ) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+        """dc/du at port voltages u [B, 2, P], as four [B, P] blocks of the real 2x2
+        per-port derivative: (dcr/dur, dci/dur, dcr/dui, dci/dui), in A/V.
+
+        Per port c = h(r) u with h = conj(S(r)) / r^2 and r = |u|, so dc/du is the real
+        2x2 block h I + u h'(r) u^T / r. Also returns the per-term (tr, ti, r^2, Sr, Si)
+        the load-scale gradient reuses.
         """
         tr, ti = self._term_voltages(u)
         r2, r, sr, si, dsr, dsi = self._term_power(tr, ti, derivative=True)
@@ -556,18 +641,122 @@ class PowerFlow:
             hr, hi = hr + hsr, hi + hsi
             wr = wr - 2 * (ur * hsr - ui * hsi) * inv_r2
             wi = wi - 2 * (ur * hsi + ui * hsr) * inv_r2
-        # (dc/du)^T per port: gradient (gr, gi) on c -> gradient on (ur, ui)
-        k_rr, k_ir = hr + ur * wr, hi + ur * wi
-        k_ri, k_ii = ui * wr - hi, hr + ui * wi
-        zr_t = self.zr.T  # the adjoint of a real-linear map is its transpose
-        batch, n = u.shape[0], 2 * self.n_ports
+        blocks = (hr + ur * wr, hi + ur * wi, ui * wr - hi, hr + ui * wi)
+        return blocks, (tr, ti, r2, sr, si)
+
+    def _jacobian_solve(
+        self, blocks: Sequence[torch.Tensor], rhs: torch.Tensor, transpose: bool = False
+    ) -> torch.Tensor:
+        """Solve J x = rhs (or Jᵀ x = rhs) per row for the Jacobian J = I + Ẑ K of
+        u - u0 + Zb c(u), K the per-port blocks of `_port_jacobian`; rhs [R, 2, P].
+        Rows where J is singular come back NaN."""
+        if self._kron is not None:
+            return self._kron.jacobian_solve(blocks, rhs, transpose)
+        n = 2 * self.n_ports
+        chunk = max(1, JACOBIAN_CHUNK // (n * n))  # rows per batched solve, bounding memory
+        if rhs.shape[0] > chunk:
+            return torch.cat([
+                self._jacobian_solve([b[i: i + chunk] for b in blocks], rhs[i: i + chunk],
+                                     transpose)
+                for i in range(0, rhs.shape[0], chunk)])
+        k_rr, k_ir, k_ri, k_ii = (b.unsqueeze(1) for b in blocks)
+        z = self.zr.T  # the real form of Zb, [2P, 2P]
+        z_re, z_im = z[:, : self.n_ports], z[:, self.n_ports:]
+        # Ẑ K without forming K: K is four diagonals, so Ẑ K scales Ẑ's columns
+        zk = torch.cat([z_re * k_rr + z_im * k_ir, z_re * k_ri + z_im * k_ii], -1)
+        system = zk + torch.eye(n, dtype=RDTYPE, device=rhs.device)
+        if transpose:
+            system = system.transpose(1, 2)
+        x, info = torch.linalg.solve_ex(system, rhs.reshape(rhs.shape[0], -1, 1))
+        x = torch.where((info == 0)[:, None, None], x, float("nan"))
+        return x.view_as(rhs)
+
+    def _newton(
+        self,
+        u: torch.Tensor,
+        s_port: torch.Tensor | None,
+        scale: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Damped Newton on F(u) = u - u0 + Zb c(u) = 0 from u [R, 2, P].
+
+        The step length halves until the scaled residual |F| inv_base (the fixed point's
+        own residual, in 2-norm) falls by a sufficient amount (Armijo); a row with no
+        such step, or out of `newton_iter` steps, has no solution near its path and is
+        not converged. Returns u, converged [R], Newton steps taken [R] and the final
+        residual [R] (largest relative component of F, as in the fixed point).
+        """
+        def residual(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+            s, k = (None if a is None else a[rows] for a in (s_port, scale))
+            return x - self._apply(self._currents(x, s, k))
+
+        def merit(f: torch.Tensor) -> torch.Tensor:
+            return (f * self.inv_base).square().sum((1, 2))
+
+        n = u.shape[0]
+        u = u.clone()
+        f = residual(u, torch.arange(n, device=u.device))
+        steps = torch.zeros(n, dtype=torch.long, device=u.device)
+        failed = torch.zeros(n, dtype=torch.bool, device=u.device)
+        for _ in range(self.newton_iter):
+            res = (f.abs() * self.inv_base).amax((1, 2))
+            done = torch.isfinite(res) & (res <= self.tol)
+            failed |= ~torch.isfinite(res)
+            active = (~done & ~failed).nonzero().squeeze(1)
+            if len(active) == 0:
+                break
+            blocks, _ = self._port_jacobian(
+                u[active], *(None if a is None else a[active] for a in (s_port, scale)))
+            du = -self._jacobian_solve(blocks, f[active])
+            singular = ~torch.isfinite(du).all(2).all(1)
+            failed[active[singular]] = True
+            active, du = active[~singular], du[~singular]
+            length = torch.ones(len(active), dtype=RDTYPE, device=u.device)
+            pending = torch.ones(len(active), dtype=torch.bool, device=u.device)
+            for _ in range(LINE_SEARCH_HALVINGS):
+                at = pending.nonzero().squeeze(1)
+                rows = active[at]
+                trial = u[rows] + length[at, None, None] * du[at]
+                f_trial = residual(trial, rows)
+                m_trial = merit(f_trial)
+                good = torch.isfinite(m_trial) & (
+                    m_trial <= (1 - 1e-4 * length[at]) * merit(f[rows]))
+                u[rows[good]], f[rows[good]] = trial[good], f_trial[good]
+                pending[at[good]] = False
+                if not bool(pending.any()):
+                    break
+                length[pending] *= 0.5
+            failed[active[pending]] = True  # no descent: stalled at a residual minimum
+            steps[active] += 1
+        res = (f.abs() * self.inv_base).amax((1, 2))
+        done = torch.isfinite(res) & (res <= self.tol)
+        return u, done, steps, res
+
+    # ------------------------------------------------------------------ adjoint
+    def _adjoint(
+        self,
+        grad_u: torch.Tensor,
+        u: torch.Tensor,
+        s_port: torch.Tensor | None,
+        scale: torch.Tensor | None,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Vector-Jacobian product of the fixed point u = u0 - Zb c(u, s, scale).
+
+        Solves mu = g + (dc/du)^T (-mu Zb^*) by fixed-point iteration (it contracts wherever
+        the forward map does) and returns (dc/ds)^T nu and (dc/dscale)^T nu for
+        nu = -mu Zb^*. Gradients follow torch's convention for complex quantities,
+        dL/dRe + i dL/dIm, here the two rows of [B, 2, P].
+        """
+        blocks, (tr, ti, r2, sr, si) = self._port_jacobian(u, s_port, scale)
+        k_rr, k_ir, k_ri, k_ii = blocks
+        ur, ui = u[:, 0], u[:, 1]
 
         def linear(mu: torch.Tensor) -> torch.Tensor:
-            return -(mu.reshape(batch, n) @ zr_t).view_as(mu)
+            return -self._apply_adjoint(mu)
 
         def step(mu: torch.Tensor) -> torch.Tensor:
             gc = linear(mu)
             gr, gi = gc[:, 0], gc[:, 1]
+            # (dc/du)^T per port: gradient (gr, gi) on c -> gradient on (ur, ui)
             return grad_u + torch.stack([k_rr * gr + k_ir * gi, k_ri * gr + k_ii * gi], 1)
 
         mu = grad_u
@@ -582,21 +771,13 @@ class PowerFlow:
             if bool((settled | diverged).all()):
                 break
         if not bool(settled.all()):
-            # Where the map is not a contraction (a fixed point that Anderson mixing found
-            # near a steep load characteristic) the adjoint iteration diverges: solve
-            # mu (I - R K) = g directly for those rows instead, R the real form of the
-            # linear part and K the 2x2 blocks above, in flattened [P, 2] coordinates.
+            # Where the map is not a contraction (a fixed point that Anderson mixing or
+            # Newton found near a steep load characteristic or the nose) the adjoint
+            # iteration diverges: solve Jᵀ mu = g directly for those rows instead.
             rows = torch.nonzero(~settled).flatten()
-            re = torch.arange(self.n_ports, device=u.device)
-            im = re + self.n_ports
-            k = torch.zeros(len(rows), n, n, dtype=RDTYPE, device=u.device)
-            k[:, re, re], k[:, im, re] = k_rr[rows], k_ir[rows]
-            k[:, re, im], k[:, im, im] = k_ri[rows], k_ii[rows]
-            system = torch.eye(n, dtype=RDTYPE, device=u.device) + zr_t @ k
-            solved = torch.linalg.solve(system.transpose(1, 2),
-                                        grad_u[rows].reshape(len(rows), n, 1))
             mu = mu.clone()
-            mu[rows] = solved.view(len(rows), 2, self.n_ports)
+            mu[rows] = self._jacobian_solve([b[rows] for b in blocks], grad_u[rows],
+                                            transpose=True)
         gc = linear(mu)
         gr, gi = gc[:, 0], gc[:, 1]
         grad_s = grad_scale = None

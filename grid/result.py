@@ -42,8 +42,7 @@ class PowerFlowResult:
         c = pf._currents(u, s_port, scale) if currents is None else currents
         c = torch.complex(c[:, 0], c[:, 1])
         self._all_converged = bool(converged.all())
-        self.voltages = self._nan_rows(
-            torch.addmm(pf.w.expand(c.shape[0], -1), c, pf.x_t, alpha=-1))
+        self.voltages = self._nan_rows(pf._node_voltages(c))
 
     def _nan_rows(self, x: torch.Tensor) -> torch.Tensor:
         """x with the rows of scenarios that did not converge set to NaN."""

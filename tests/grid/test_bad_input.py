@@ -133,9 +133,6 @@ def test_feeder_without_loads_solves_to_its_noload_voltages(tmp_path):
     assert np.abs(result.voltages[0].numpy() - feeder.v_solved).max() < 1e-6
 
 
-@pytest.mark.xfail(raises=IndexError, strict=True,
-                   reason="PowerFlow.solve with no ports (grid/powerflow.py): amax over an "
-                          "empty port dimension in _currents_and_residual")
 def test_feeder_without_loads_or_connections_solves(tmp_path):
     path = _write(tmp_path, f'redirect "{IEEE13}"\nbatchedit load..* enabled=no\n')
     feeder = load_feeder(path)

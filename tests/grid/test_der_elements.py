@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from grid import FeederError, PowerFlow, load_feeder
 from grid.feeder import compile_circuit, freeze_controls, new_dss_engine
@@ -186,3 +187,18 @@ def test_households_are_placed_at_loads_not_at_generation(feeder):
     assert len(names) == IEEE13_LOADS and not names & set(_generating(feeder))
     placed = place(feeder, IEEE13_LOADS, "one_per_load")
     assert set(placed.load) == names
+
+
+def test_a_scalar_load_scale_scales_loads_and_leaves_generation(feeder):
+    """The co-simulation's `feeder_load_scale` is a scalar: it must scale the feeder's loads
+    proper, not the PV, storage and generators of its file (compared against OpenDSS with
+    the loads at 1.4x, and with no loads at all at 0)."""
+    pf = PowerFlow(feeder)
+    v_ref, _ = _opendss(feeder, 1.4)
+    result = pf.solve(load_scale=1.4)
+    assert _error_pu(feeder, result.voltages[0].numpy(), v_ref) <= TOL_PU
+    v_ref, ok = _opendss(feeder, 0.0)
+    assert ok
+    result = pf.solve(load_scale=torch.zeros(2))
+    assert bool(result.converged.all())
+    assert _error_pu(feeder, result.voltages[1].numpy(), v_ref) <= TOL_PU

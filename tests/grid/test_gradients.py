@@ -110,8 +110,10 @@ def test_backward_does_not_unroll(case):
 
 def test_non_converged_scenarios_get_nan_values_and_zero_gradients(case):
     feeder, pf, p, q, scale = case
-    x = torch.stack([scale[0], scale[0] * 12.0]).requires_grad_(True)
-    result = pf.solve(load_scale=x)
+    x = torch.stack([scale[0], scale[0]]).requires_grad_(True)
+    impossible = p[:2].clone()
+    impossible[1, 0] = -30_000.0  # 30 MW drawn at one phase of a 5 MVA feeder
+    result = pf.solve(impossible, q[:2], load_scale=x)
     assert result.converged.tolist() == [True, False]
     assert torch.isnan(result.voltages[1]).all() and torch.isfinite(result.voltages[0]).all()
     assert torch.isnan(result.losses[1]) and torch.isnan(result.load_power[1])
@@ -166,3 +168,36 @@ def test_implicit_equals_unrolled_with_loads_sharing_ports(tmp_path):
     reference = torch.autograd.grad(fn(_unrolled(pf, xs[0], None, xs[1])), xs)
     for a, b in zip(implicit, reference):
         assert torch.allclose(a, b, rtol=1e-9, atol=1e-12 * float(b.abs().max()))
+
+
+def test_gradient_where_only_newton_converges(tmp_path):
+    """IEEE 13 with constant-impedance loads at 8x: the fixed point diverges, Newton
+    converges, and the implicit gradient there (a direct adjoint solve) agrees with
+    finite differences."""
+    from grid import load_feeder
+    from grid.feeder import FEEDER_DIR
+
+    master = tmp_path / "z13.dss"
+    master.write_text(
+        f"redirect \"{FEEDER_DIR / 'ieee13' / 'IEEE13Nodeckt.dss'}\"\n"
+        "batchedit load..* model=2\n"
+    )
+    feeder = load_feeder(master)
+    conns = ["675.1", "692.3.1"]
+    pf = PowerFlow(feeder, conns, tol=1e-13)
+    rng = np.random.default_rng(9)
+    p = torch.as_tensor(rng.uniform(-50, 50, (1, 2)))
+    scale = torch.as_tensor(rng.uniform(7.8, 8.2, (1, len(feeder.loads))))
+    assert not bool(PowerFlow(feeder, conns, newton_iter=0).solve(p, load_scale=scale)
+                    .converged[0])
+    fn = _objectives(feeder, seed=6)["voltages"]
+    xs = [t.clone().requires_grad_(True) for t in (p, scale)]
+    result = pf.solve(xs[0], load_scale=xs[1])
+    assert bool(result.converged[0])
+    grads = torch.autograd.grad(fn(result), xs)
+    calls = [(lambda y: fn(pf.solve(y, load_scale=scale)), p, 1.0),
+             (lambda y: fn(pf.solve(p, load_scale=y)), scale, 1e-4)]
+    for (call, x, h), g in zip(calls, grads):
+        for index in [(0, 0), (0, 1)] + ([(0, 5)] if x is scale else []):
+            fd = _fd(call, x, index, h)
+            assert abs(fd - float(g[index])) <= 1e-6 * float(g.abs().max()), index
