@@ -25,6 +25,7 @@ import argparse
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -271,7 +272,7 @@ def run(cfg: Config, progress: bool = True) -> Result:
 
 def markdown(result: Result) -> str:
     cfg, m = result.config, result.machine
-    key = _key(cfg.device)
+    key = _key(cfg.device, cfg.feeder)
     lines = [
         MARK.format(key=key),
         f"### Power flow, {cfg.feeder}, {cfg.device} ({m['date']})",
@@ -330,8 +331,10 @@ def markdown(result: Result) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _key(device: str) -> str:
-    return "gpu" if device.startswith("cuda") else "cpu"
+def _key(device: str, feeder: str = "ieee123") -> str:
+    """The BENCHMARKS.md section: one per device, and one per other feeder on it."""
+    kind = "gpu" if device.startswith("cuda") else "cpu"
+    return kind if feeder == "ieee123" else f"{kind}-{Path(feeder).stem}"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -361,7 +364,7 @@ def main(args: argparse.Namespace) -> int:
         check_rows=args.check_rows,
     )
     result = run(cfg)
-    key = _key(cfg.device)
+    key = _key(cfg.device, cfg.feeder)
     save(f"powerflow-{key}", args, markdown(result),
          {**asdict(result), "config": asdict(cfg)},
          MARK.format(key=key), END.format(key=key))
