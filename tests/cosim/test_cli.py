@@ -56,7 +56,7 @@ def test_bench_powerflow_quick(capsys, tmp_path):
     assert data["gradient"]["ratio"] > 0
     text = bench_md.read_text()
     assert "hand-written notes stay" in text
-    assert text.count("<!-- bench:powerflow:cpu -->") == 1
+    assert text.count("<!-- bench:powerflow:cpu-ieee13 -->") == 1  # its feeder's section
     assert "x fastest OpenDSS path" in text
 
 
