@@ -281,7 +281,10 @@ def markdown(result: Result) -> str:
         + f"; torch {m['torch']} ({m['torch_threads']} threads); "
         f"OpenDSSDirect.py {m.get('opendssdirect', '?')}. Command: `cosim bench powerflow "
         f"--feeder {cfg.feeder} --device {cfg.device} --batches "
-        f"{' '.join(map(str, cfg.batches))}{' --compile' if cfg.compile else ''}`.",
+        f"{' '.join(map(str, cfg.batches))}{' --compile' if cfg.compile else ''}"
+        + "".join(f" --{name.replace('_', '-')} {getattr(cfg, name)}"
+                  for name in ("repeats", "opendss_cases", "warm_cases", "check_rows")
+                  if getattr(cfg, name) != getattr(Config(), name)) + "`.",
         "",
         f"OpenDSS (one core, default tolerance 1e-4), {cfg.opendss_cases} cases per repeat: "
         f"snapshot path {result.opendss['snapshot_solves_per_s']:,.0f} solves/s, "
