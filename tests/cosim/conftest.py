@@ -69,3 +69,19 @@ def bank_config(small_config, tmp_path_factory):
     """small_config with half the households on a policy bank that reads their voltage."""
     return with_policies(small_config, tmp_path_factory.mktemp("bank"),
                          policy_groups=[{"policy": "bank", "share": 0.5}])
+
+
+def fail_dispatch(monkeypatch, shard: str = "shard-0001", step: int = 6):
+    """Make `shard` raise RuntimeError("inverter fault") in its dispatch phase at `step`;
+    returns the function that undoes it (for the resumed run)."""
+    from cosim.actors.households import HouseholdShard
+
+    original = HouseholdShard.dispatch
+
+    def failing(self, at, inbox):
+        if self.name == shard and at == step:
+            raise RuntimeError("inverter fault")
+        return original(self, at, inbox)
+
+    monkeypatch.setattr(HouseholdShard, "dispatch", failing)
+    return lambda: monkeypatch.setattr(HouseholdShard, "dispatch", original)

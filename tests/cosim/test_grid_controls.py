@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cosim.actors.households import HouseholdShard
 from cosim.backends import LocalBackend, PhaseError, RayBackend
 from cosim.config import ConfigError
 from cosim.scenario import build
@@ -22,7 +21,7 @@ from cosim.simulation import Simulation
 from grid import load_feeder
 from grid.controls import Controls
 
-from .conftest import small, synthetic_profiles
+from .conftest import fail_dispatch, small, synthetic_profiles
 
 TABLES = ("grid", "buses", "controls", "households", "system")
 
@@ -99,17 +98,10 @@ def test_a_resumed_run_keeps_its_taps(tmp_path, monkeypatch):
     config = small(grid={"controls": "opendss"})
     full, broken = tmp_path / "full", tmp_path / "broken"
     _run(config, full)
-    original = HouseholdShard.dispatch
-
-    def failing(self, step, inbox):
-        if self.name == "shard-0001" and step == 6:
-            raise RuntimeError("inverter fault")
-        return original(self, step, inbox)
-
-    monkeypatch.setattr(HouseholdShard, "dispatch", failing)
+    restore = fail_dispatch(monkeypatch)
     with pytest.raises(PhaseError):
         _run(config, broken)
-    monkeypatch.setattr(HouseholdShard, "dispatch", original)
+    restore()
     _run(config, broken, resume=True)
     assert json.loads((broken / "manifest.json").read_text())["status"] == "complete"
     for name in TABLES:

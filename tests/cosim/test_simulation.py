@@ -18,7 +18,7 @@ from cosim.messages import MessageError
 from cosim.scenario import build
 from cosim.simulation import Simulation
 
-from .conftest import synthetic_profiles
+from .conftest import fail_dispatch, synthetic_profiles
 
 TABLES = ("households", "buses", "lines", "trades", "markets", "prices", "exogenous", "grid",
           "system")
@@ -151,21 +151,14 @@ def test_a_failing_shard_names_itself_keeps_records_and_resumes(bank_config, tmp
     full = tmp_path / "full"
     _run(bank_config, full)
     broken = tmp_path / "broken"
-    original = HouseholdShard.dispatch
-
-    def failing(self, step, inbox):
-        if self.name == "shard-0001" and step == 6:
-            raise RuntimeError("inverter fault")
-        return original(self, step, inbox)
-
-    monkeypatch.setattr(HouseholdShard, "dispatch", failing)
+    restore = fail_dispatch(monkeypatch)
     with pytest.raises(PhaseError, match=r"step 6, phase dispatch: shard-0001:.*inverter fault"):
         _run(bank_config, broken)
     # every completed step is on disk, nothing of the failed one
     assert sorted(pd.read_parquet(broken / "system")["step"]) == list(range(6))
     manifest = json.loads((broken / "manifest.json").read_text())
     assert manifest["status"] == "failed" and "inverter fault" in manifest["error"]
-    monkeypatch.setattr(HouseholdShard, "dispatch", original)
+    restore()
     _run(bank_config, broken, resume=True)
     _assert_same_records(_tables(full), _tables(broken))
     # the manifest of the resumed run carries no stale failure
