@@ -158,8 +158,8 @@ def sweep_command(args: argparse.Namespace) -> int:
     folders = [out / label(k, v) for k, v in enumerate(grid)]
     print(f"sweep of {len(grid)} variants of {args.config} on the {args.backend} backend "
           f"-> {out}")
-    rows = (_run_ray(args, grid, folders) if args.backend == "ray"
-            else _run_local(args, grid, folders))
+    rows = run_all(args.config, grid, folders, args.backend, args.address, args.num_cpus,
+                   progress=not args.no_progress)
     table = pd.DataFrame([{"variant": k, **{key: str(value) for key, value in v.items()},
                            **row} for k, (v, row) in enumerate(zip(grid, rows))])
     table.to_parquet(out / "sweep.parquet", index=False)
@@ -174,32 +174,32 @@ def sweep_command(args: argparse.Namespace) -> int:
     return 3 if done < len(rows) else 0
 
 
-def _run_local(args: argparse.Namespace, grid: list[Variant], folders: list[Path]
-               ) -> list[dict[str, Any]]:
-    return [run_variant(args.config, v, f) for v, f in
-            tqdm(list(zip(grid, folders)), desc="sweep", unit="variant",
-                 disable=args.no_progress)]
-
-
-def _run_ray(args: argparse.Namespace, grid: list[Variant], folders: list[Path]
-             ) -> list[dict[str, Any]]:
+def run_all(config: Path, grid: list[Variant], folders: list[Path], backend: str = "ray",
+            address: str | None = None, num_cpus: int | None = None,
+            progress: bool = True) -> list[dict[str, Any]]:
+    """Run every variant (one task each on Ray, or one after another here); the rows of
+    sweep.parquet in variant order. Ray is started (a local instance of `num_cpus`, or the
+    cluster at `address`) unless it already runs, and stopped again if started here."""
+    if backend == "local":
+        return [run_variant(config, v, f) for v, f in
+                tqdm(list(zip(grid, folders)), desc="sweep", unit="variant",
+                     disable=not progress)]
     import ray
 
     started = not ray.is_initialized()
     if started:
         kwargs = dict(include_dashboard=False, configure_logging=False, log_to_driver=False)
-        if args.address:
-            ray.init(address=args.address, **kwargs)
+        if address:
+            ray.init(address=address, **kwargs)
         else:
-            ray.init(address="local", num_cpus=args.num_cpus, **kwargs)
+            ray.init(address="local", num_cpus=num_cpus, **kwargs)
     try:
         task = ray.remote(num_cpus=1, max_retries=0)(run_variant)
-        config = args.config.resolve()
+        config = config.resolve()
         pending = {task.remote(config, v, f.resolve()): k
                    for k, (v, f) in enumerate(zip(grid, folders))}
         rows: list[dict[str, Any] | None] = [None] * len(grid)
-        with tqdm(total=len(grid), desc="sweep", unit="variant",
-                  disable=args.no_progress) as bar:
+        with tqdm(total=len(grid), desc="sweep", unit="variant", disable=not progress) as bar:
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 k = pending.pop(ready[0])

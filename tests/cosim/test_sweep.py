@@ -80,3 +80,16 @@ def test_bad_input_is_exit_2_and_nothing_runs(tmp_path, capsys, sets, message):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_the_sweep_benchmark_table_computes_efficiency_from_its_times():
+    """1 variant locally takes 10 s; 4 variants on 2 CPUs in 25 s is 40 s of work in 50
+    CPU-seconds: efficiency 0.8."""
+    from experiments.bench.sweep import Result, markdown
+
+    result = Result({"cpu": "test", "date": "today"}, "x.toml", [1, 4], 1, 2, {
+        "local": {1: [10.0], 4: [40.0]}, "ray": {1: [12.0], 4: [25.0]},
+        "cluster": {1: [14.0], 4: [50.0]}})
+    table = markdown(result)
+    assert "| 4 | 40.0 | 25.0 | 50.0 | 0.80 | 0.40 |" in table
+    assert "| 1 | 10.0 | 12.0 | 14.0 | 0.42 | 0.36 |" in table
