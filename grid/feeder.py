@@ -209,10 +209,17 @@ class Feeder:
         frame.insert(3, "phases", [ln.phases for ln in self.lines])
         return frame
 
+    @property
+    def consuming(self) -> np.ndarray:
+        """[loads] bool: which entries of `loads` are loads proper, not the file's PVSystem,
+        Storage and Generator elements (loads of negative power)."""
+        return np.array([ld.kind == "load" for ld in self.loads], dtype=bool)
+
     def summary(self) -> dict[str, object]:
         """Headline facts, as printed by `cosim grid info`."""
-        consuming = [ld for ld in self.loads if ld.kind == "load"]
-        generating = [ld for ld in self.loads if ld.kind != "load"]
+        own = self.consuming
+        consuming = [ld for ld, c in zip(self.loads, own) if c]
+        generating = [ld for ld, c in zip(self.loads, own) if not c]
         kw = sum(ld.kw for ld in consuming)
         kvar = sum(ld.kvar for ld in consuming)
         vpu = np.abs(self.v_solved) / (self.node_base_kv * 1e3)

@@ -192,7 +192,7 @@ class PowerFlow:
         # terms and ports is a slice instead of a gather and a scatter.
         self.n_terms = len(t_port)
         self.terms_first = t_port == list(range(len(t_port)))
-        self.generating = t([ld.kind != "load" for ld in feeder.loads], torch.bool)
+        self.generating = t(~feeder.consuming, torch.bool)
         self.load_model = LoadModel.build(feeder.loads, terms, self.device)
         self.conn_port = t(conn_port, torch.long)
         base_v = feeder.node_base_kv * 1e3

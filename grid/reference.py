@@ -43,7 +43,7 @@ class OpenDSSReference:
         self.kw = np.array([ld.kw for ld in feeder.loads])
         self.kvar = np.array([ld.kvar for ld in feeder.loads])
         # generating elements (PVSystem, Storage, Generator) stay at the file's output
-        self.consuming = np.array([ld.kind == "load" for ld in feeder.loads], dtype=bool)
+        self.consuming = feeder.consuming
         self.injection_names = []
         for k, spec in enumerate(connections):
             bus, *phases = spec.lower().split(".")

@@ -60,13 +60,12 @@ def load_branches(feeder: Feeder) -> list[tuple[str, int, int, float]]:
     """(load name, node a, node b, kW) of every branch of the feeder's loads, in the
     feeder's load order: the places a household can connect."""
     return [(ld.name, a, b, ld.kw / len(ld.branches()))
-            for ld in consumers(feeder) for a, b, _ in ld.branches()]
+            for ld in _consumers(feeder) for a, b, _ in ld.branches()]
 
 
-def consumers(feeder: Feeder) -> list[Load]:
-    """The feeder's loads proper (not its PVSystem, Storage or Generator elements, which
-    the power flow also carries as loads of negative power)."""
-    return [ld for ld in feeder.loads if ld.kind == "load"]
+def _consumers(feeder: Feeder) -> list[Load]:
+    """The feeder's loads proper, where households can connect (`Feeder.consuming`)."""
+    return [ld for ld, own in zip(feeder.loads, feeder.consuming) if own]
 
 
 def place(feeder: Feeder, n: int, mode: str = "by_load", seed: int = 0) -> Placement:
@@ -79,7 +78,7 @@ def place(feeder: Feeder, n: int, mode: str = "by_load", seed: int = 0) -> Place
     if not branches:
         raise PlacementError(f"feeder {feeder.name} has no loads to place households at")
     if mode == "one_per_load":
-        loads = consumers(feeder)
+        loads = _consumers(feeder)
         if n > len(loads):
             raise PlacementError(f"feeder {feeder.name} has {len(loads)} loads, too few "
                                  f"for {n} households one per load")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from cosim.config import ScenarioConfig
     from cosim.simulation import Simulation
 
 
@@ -49,6 +50,19 @@ def register(commands: argparse._SubParsersAction) -> None:
     run.set_defaults(func=run_command)
 
 
+def refuse_external(config: ScenarioConfig, path: Path, command: str) -> None:
+    """A ConfigError if any household uses policy "external": its actions come from Python
+    (cosim.Simulation.step), which a command line cannot supply."""
+    hh = config.households
+    policies = {hh.policy, *(g.policy for g in hh.policy_groups), *(h.policy for h in hh.homes)}
+    if "external" in policies:
+        from cosim.config import ConfigError
+
+        raise ConfigError(f"{path}: households use policy \"external\": their actions come "
+                          f"from Python (cosim.Simulation.step), which {command} cannot "
+                          "supply")
+
+
 def run_command(args: argparse.Namespace) -> int:
     from cosim.backends import LocalBackend, RayBackend
     from cosim.config import ConfigError, load_config
@@ -70,13 +84,7 @@ def run_command(args: argparse.Namespace) -> int:
             raise ConfigError("give a scenario file, or --resume RUN_DIR")
         else:
             config = load_config(args.config)
-            policies = {config.households.policy, *(g.policy for g in
-                                                    config.households.policy_groups),
-                        *(h.policy for h in config.households.homes)}
-            if "external" in policies:
-                raise ConfigError(f"{args.config}: households use policy \"external\": their "
-                                  "actions come from Python (cosim.Simulation.step), which "
-                                  "`cosim run` cannot supply")
+            refuse_external(config, args.config, "`cosim run`")
             folder = args.out or Simulation.default_folder(config)
             created = not folder.exists()
             sim = Simulation.from_config(config, backend, record=True, out=folder)

@@ -38,7 +38,7 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
-from cosim.commands.run import _positive
+from cosim.commands.run import _positive, refuse_external
 from cosim.config import ConfigError, ScenarioConfig, load_config
 
 Variant = dict[str, Any]  # dotted key -> value
@@ -145,10 +145,8 @@ def sweep_command(args: argparse.Namespace) -> int:
                 configs.append(load_config(args.config, variant))
             except ConfigError as exc:
                 raise ConfigError(f"variant {k} ({variant}): {exc}") from None
-        if any(p == "external" for c in configs for p in
-               {c.households.policy, *(g.policy for g in c.households.policy_groups)}):
-            raise ConfigError(f"{args.config}: households use policy \"external\", which a "
-                              "sweep cannot supply actions for")
+        for config in configs:
+            refuse_external(config, args.config, "`cosim sweep`")
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

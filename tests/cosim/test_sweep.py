@@ -71,6 +71,7 @@ def test_a_failing_variant_is_reported_and_the_rest_complete(tmp_path, capsys):
     (["households.count=0,6"], "variant 0"),
     (["no_section.key=1"], "variant 0"),
     ([], "at least one --set"),
+    (["households.policy=rule,external"], "which `cosim sweep` cannot supply"),
 ])
 def test_bad_input_is_exit_2_and_nothing_runs(tmp_path, capsys, sets, message):
     out = tmp_path / "sweep"
