@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from grid.daily import Loadshape, ShapedElement, describe
 from grid.errors import FeederError
 
 FEEDER_DIR = Path(__file__).resolve().parent / "feeders"
@@ -142,11 +143,9 @@ class Feeder:
     `loads` holds the OpenDSS loads and then its generators, PV systems and storage elements
     (`Load.kind` tells them apart), so the power flow treats generation as load of negative
     power and a load_scale column scales each of them alike. Generation is at its snapshot
-    output; `daily_shapes` holds the daily loadshape each element names (`Load.daily`).
-    Scaling an element's column by its multiplier for the hour is what OpenDSS's daily mode
-    does to a Generator (without a Qmult), and to a PV system whose inverter neither clips
-    nor cuts in or out and has no efficiency or P-T curve; a Storage element's shape
-    dispatches its state instead.
+    output; `daily_shapes` holds the daily loadshape each element names (`Load.daily`), and
+    `shaped` those elements with what grid.daily needs to step them through a day as
+    OpenDSS's daily mode does.
     """
 
     name: str
@@ -166,9 +165,9 @@ class Feeder:
     vmin_pu: float = 0.95
     vmax_pu: float = 1.05
     controls_load_scale: float = 1.0  # the loading at which the controls were set
-    # name -> (hours, multipliers) of the daily loadshapes of generating elements
-    daily_shapes: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict,
-                                                                   repr=False)
+    # the daily loadshapes of generating elements, by name
+    daily_shapes: dict[str, Loadshape] = field(default_factory=dict, repr=False)
+    shaped: tuple[ShapedElement, ...] = ()  # the generating elements on a daily shape
 
     @property
     def buses(self) -> list[str]:
@@ -551,6 +550,10 @@ def load_feeder(
         sources_raw = _read_sources(ctx, path)
         graph = _graph(ctx, coords, {f"line.{ln['name']}": ln["length_km"] for ln in lines_raw})
         shapes = _read_shapes(ctx, {raw["daily"] for raw in generating_raw} - {""})
+        shaped = tuple(
+            describe(len(loads_raw) + k, raw["name"], -raw["kw"], raw["daily"],
+                     shapes[raw["daily"]], lambda p, e=raw["name"]: _query(ctx, f"{e}.{p}"))
+            for k, raw in enumerate(generating_raw) if raw["daily"])
         frequency = ctx.Solution.Frequency()
         load_mult = ctx.Solution.LoadMult()
 
@@ -603,6 +606,7 @@ def load_feeder(
         vmax_pu=vmax_pu,
         controls_load_scale=controls_load_scale,
         daily_shapes=shapes,
+        shaped=shaped,
     )
 
 
@@ -787,17 +791,21 @@ def _read_generating(ctx: object, path: Path, volts: dict[str, complex]) -> list
     return out
 
 
-def _read_shapes(ctx: object, names: set[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """(hours, multipliers) of the named loadshapes: points at a fixed interval from hour
-    0, or at the hours a shape lists."""
+def _read_shapes(ctx: object, names: set[str]) -> dict[str, Loadshape]:
+    """The named loadshapes: points at a fixed interval from hour 0, or at the hours a
+    shape lists."""
     out = {}
     for name in sorted(names):
         ctx.LoadShape.Name(name)
         mult = np.asarray(ctx.LoadShape.PMult(), dtype=float)
+        qmult = np.asarray(ctx.LoadShape.QMult(), dtype=float)
         step = ctx.LoadShape.HrInterval()
         hours = (np.arange(len(mult)) * step if step > 0
                  else np.asarray(ctx.LoadShape.TimeArray(), dtype=float))
-        out[name] = (hours, mult)
+        # a shape without Qmult reports [0.0]
+        out[name] = Loadshape(hours, mult, max(step, 0.0),
+                              qmult=len(qmult) == len(mult) and bool(np.any(qmult != 0)),
+                              actual=bool(ctx.LoadShape.UseActual()))
     return out
 
 

@@ -8,6 +8,10 @@ With `controls="opendss"` the feeder's regulators and capacitors act after each 
 (grid.controls: OpenDSS's static control mode, settling within the step) and keep their
 taps from step to step; the `controls` table records every control's position per step
 (regulator tap number from the middle of its range, capacitor steps in service).
+
+The feeder's own generators and PV systems on daily loadshapes follow them (grid.daily).
+Step k is solved at the time OpenDSS's daily mode would give it, the end of the step:
+clock_s + (k + 1) dt_s, which time-of-day capacitor controls read too.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from cosim.actors.base import Actor, only
 from cosim.messages import GridState, InjectionBatch, Message
 from grid import PowerFlow, load_feeder
 from grid.controls import Controls
+from grid.daily import DailyGeneration
 
 
 class GridActor(Actor):
@@ -48,6 +53,8 @@ class GridActor(Actor):
         self.dt_s, self.clock_s = dt_s, clock_s
         self.n_households = n_households
         self.load_scale = feeder_load_scale
+        # generation on daily shapes: a load_scale column per feeder load, else a scalar
+        self.daily = DailyGeneration(self.feeder) if self.feeder.shaped else None
         self.conn_base_v = np.array([self.feeder.connection_base_v(c) for c in connections])
         self._warm: torch.Tensor | None = None  # last port voltages: the next start
 
@@ -65,12 +72,14 @@ class GridActor(Actor):
             p += np.bincount(batch.connection, weights=batch.p_kw, minlength=n_conn)
             q += np.bincount(batch.connection, weights=batch.q_kvar, minlength=n_conn)
         p_t, q_t = torch.as_tensor(p[None]), torch.as_tensor(q[None])
+        time_s = self.clock_s + (step + 1) * self.dt_s
+        scale = self._load_scale(time_s)
         if self.controls is None:
-            result = self.pf.solve(p_t, q_t, load_scale=self.load_scale, initial=self._warm)
+            result = self.pf.solve(p_t, q_t, load_scale=scale, initial=self._warm)
             controlled = {}
         else:
-            solved = self.controls.step(self.clock_s + step * self.dt_s, p_t, q_t,
-                                        load_scale=self.load_scale, initial=self._warm)
+            solved = self.controls.step(time_s, p_t, q_t, load_scale=scale,
+                                        initial=self._warm)
             result = solved.result
             controlled = dict(control_iterations=solved.iterations,
                               tap_changes=solved.tap_changes,
@@ -83,8 +92,7 @@ class GridActor(Actor):
         self._warm = result.u if converged else None
         vpu = result.vmag_pu[0].cpu().numpy()
         estimate = vpu if converged else self.pf.first_step_vmag_pu(
-            torch.as_tensor(p[None]), torch.as_tensor(q[None]),
-            load_scale=self.load_scale)[0].cpu().numpy()
+            p_t, q_t, load_scale=scale)[0].cpu().numpy()
         worst = self.feeder.nodes[int(np.nanargmin(estimate))]
         conn_v = np.abs(result.connection_voltages[0].cpu().numpy()) / self.conn_base_v
         sub = complex(result.substation_power[0])
@@ -118,6 +126,14 @@ class GridActor(Actor):
             violations=violations, worst_bus=worst, connection_v_pu=conn_v,
             max_loading=max_loading, overloaded_lines=overloaded)]
 
+    def _load_scale(self, time_s: float) -> float | np.ndarray:
+        """The power flow's load_scale at `time_s` (s after midnight of day 0): the feeder's
+        loads at `feeder_load_scale`, its generation at its daily shapes' output."""
+        if self.daily is None:
+            return self.load_scale
+        generation = self.daily.multipliers(time_s / 3600.0)
+        return np.where(self.feeder.consuming, self.load_scale, generation)[None]
+
     def _validate(self, step: int, batch: InjectionBatch) -> None:
         batch.require(step, "connection", 0, self.pf.n_connections, "unknown grid connection")
         batch.require(step, "household", 0, self.n_households, "unknown household id")
@@ -127,7 +143,8 @@ class GridActor(Actor):
         # and differ from the uninterrupted one in the last digits
         warm = None if self._warm is None else self._warm.cpu().numpy()
         controls = None if self.controls is None else self.controls.state_dict()
-        return super().state_dict() | {"warm": warm, "controls": controls}
+        daily = None if self.daily is None else self.daily.state_dict()
+        return super().state_dict() | {"warm": warm, "controls": controls, "daily": daily}
 
     def load_state_dict(self, state: dict[str, object]) -> None:
         super().load_state_dict(state)
@@ -135,3 +152,5 @@ class GridActor(Actor):
         self._warm = None if warm is None else torch.as_tensor(warm, device=self.pf.device)
         if self.controls is not None:
             self.controls.load_state_dict(state["controls"])
+        if self.daily is not None:
+            self.daily.load_state_dict(state["daily"])

@@ -85,7 +85,7 @@ def test_a_replay_through_controls_gives_the_recorded_taps_and_voltages(controll
             homes[["household", "connection"]], on="household", validate="1:1")
         sums = rows.groupby("connection")[["net_kw", "q_kvar"]].sum().reindex(
             range(len(connections)), fill_value=0.0)
-        solved = controls.step(6 * 3600.0 + step * config.run.dt_s, -sums.net_kw.to_numpy(),
+        solved = controls.step(6 * 3600.0 + (step + 1) * config.run.dt_s, -sums.net_kw.to_numpy(),
                                -sums.q_kvar.to_numpy(), load_scale=0.0)
         recorded = table[table.step == step].set_index("control")["position"].to_dict()
         assert controls.positions() == recorded, f"step {step}"

@@ -87,8 +87,9 @@ def test_elements_follow_their_opendss_parameters(feeder):
     assert gen["generator.fixedz"].model == 2
     assert {ld.model for n, ld in gen.items() if n != "generator.fixedz"} == {1}
     assert gen["pvsystem.shaped"].daily == "solar"
-    hours, mult = feeder.daily_shapes["solar"]  # npts=3 interval=8 mult=[0 1 0.2]
-    assert hours.tolist() == [0.0, 8.0, 16.0] and mult.tolist() == [0.0, 1.0, 0.2]
+    shape = feeder.daily_shapes["solar"]  # npts=3 interval=8 mult=[0 1 0.2]
+    assert shape.hours.tolist() == [0.0, 8.0, 16.0] and shape.mult.tolist() == [0.0, 1.0, 0.2]
+    assert shape.interval == 8.0 and not shape.qmult and not shape.actual
     assert all(ld.vlowpu == 0.0 for ld in gen.values())
     summary = feeder.summary()
     assert summary["loads"] == IEEE13_LOADS and summary["generating_elements"] == 10
