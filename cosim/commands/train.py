@@ -1,6 +1,6 @@
 """`cosim train` and `cosim evaluate`: household policies learned with RLlib, then deployed.
 
-    cosim train CONFIG --algo ippo|ppo-shared|a2c|mappo [--iterations N] [--out DIR]
+    cosim train CONFIG --algo ippo|ppo-shared|a2c|pg|mappo|mappo-shared [--iterations N] [--out DIR]
                 [--backend local|ray [--address ADDR]] [--reward voltage_penalty=10 ...]
     cosim train CONFIG --algo gradmap|ssl|penalty [--days 12 --train-days 8] [--out DIR]
                 [--resume DIR]

@@ -14,7 +14,9 @@ households are rows of one `TorchRLModule`:
 - the critic is either each actor's own value network over its local observation
   (`critic = "own"`, independent learners) or one shared network over the global state and
   the agent's observation (`critic = "central"`, MAPPO's centralised value function; the
-  global state is only seen in training, never by a deployed policy).
+  global state is only seen in training, never by a deployed policy), or none
+  (`critic = "none"`: every value is zero, so RLlib's advantage is the return itself, as
+  in REINFORCE).
 
 The observation is the environment's Dict `{"obs", "agent"[, "state"]}` (cosim.envs); the
 index selects the household's policy and value weights.
@@ -36,12 +38,12 @@ from agents.households import SIGNED_ACTIONS
 from agents.policies.bank import PolicyBank
 
 MODULE_ID = "households"
-CRITICS = ("own", "central")
+CRITICS = ("own", "central", "none")
 
 
 class BankModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
-    """model_config: `n_agents` (households), `actors` (n_agents or 1), `critic` ("own" or
-    "central"), `hidden` (widths), `activation`, `seed`, `log_std` (initial, in the
+    """model_config: `n_agents` (households), `actors` (n_agents or 1), `critic` ("own",
+    "central" or "none"), `hidden` (widths), `activation`, `seed`, `log_std` (initial, in the
     normalised action range)."""
 
     def setup(self) -> None:
@@ -62,13 +64,14 @@ class BankModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
         self.central = c.get("critic", "own") == "central"
         critic_in = obs_dim + (self.observation_space["state"].shape[0] if self.central else 0)
         # the critic's seed differs from the actor's so that their first layers differ
-        self.critic = PolicyBank(1 if self.central else actors, critic_in, 1, hidden, True,
-                                 act, seed + 1, dtype=torch.float32)
+        self.critic = None if c.get("critic", "own") == "none" else PolicyBank(
+            1 if self.central else actors, critic_in, 1, hidden, True, act, seed + 1,
+            dtype=torch.float32)
 
     def get_non_inference_attributes(self) -> list[str]:
         """The critic: env runners act without it, and weight syncs leave it out (half the
         parameters of an independent-learner module)."""
-        return ["critic"]
+        return [] if self.critic is None else ["critic"]
 
     def _agent(self, batch: dict[str, Any]) -> torch.Tensor:
         agent = batch[Columns.OBS]["agent"].long()
@@ -82,6 +85,8 @@ class BankModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
 
     def compute_values(self, batch: dict[str, Any], embeddings: Any = None) -> torch.Tensor:
         obs = batch[Columns.OBS]
+        if self.critic is None:  # no baseline: RLlib's advantage is the return
+            return torch.zeros(obs["obs"].shape[:-1], device=obs["obs"].device)
         if self.central:
             x = torch.cat([obs["state"], obs["obs"]], dim=-1)
             return self.critic.rows(x, torch.zeros_like(obs["agent"]), squash=False)[..., 0]

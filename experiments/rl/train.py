@@ -4,7 +4,7 @@
     outcome = train("experiments/configs/lv_55.toml", TrainConfig(algo="ippo", iterations=50),
                     out="runs/train-lv55")
 
-Four algorithms, all on the one `BankModule` (experiments.rl.module) and RLlib's PPO
+Six algorithms, all on the one `BankModule` (experiments.rl.module) and RLlib's PPO
 learner, chosen by name:
 
     ippo        independent PPO: one policy and one value network per household (stacked)
@@ -13,8 +13,13 @@ learner, chosen by name:
                 single minibatch (at the sampling policy PPO's clipped ratio is 1, so its
                 gradient is the policy gradient with the advantage), lambda = 1 (n-step
                 returns) and no KL term. RLlib 2.60 has no A2C of its own.
+    pg          policy gradient (REINFORCE), shared as ppo-shared: the a2c update with no
+                critic, so the advantage is the return to go (RLlib standardises it over
+                the batch, a constant baseline and scale). RLlib 2.60 has no PG of its own.
     mappo       independent policies with one centralised value function over the global
                 state and the agent's observation (MAPPO-style; the actors stay local)
+    mappo-shared  mappo with one policy shared by every household (MAHTM's setting with a
+                centralised critic)
 
 Whatever the algorithm, the result is a policy bank with one policy per household
 (`bank.pt`, the format `cosim run` loads with `policy = "bank"`); the RLlib checkpoint holds
@@ -52,7 +57,8 @@ from experiments.rl.runner import StackedEnvRunner
 ENV_NAME = "gridedge-households"
 # name: (one policy per household?, critic)
 ALGOS = {"ippo": (True, "own"), "ppo-shared": (False, "own"), "a2c": (False, "own"),
-         "mappo": (True, "central")}
+         "pg": (False, "none"), "mappo": (True, "central"), "mappo-shared": (False, "central")}
+ONE_PASS = ("a2c", "pg")  # one pass over each batch as a single minibatch, lambda = 1
 
 
 @dataclass(frozen=True)
@@ -62,11 +68,11 @@ class TrainConfig:
     algo: str = "ippo"
     iterations: int = 20
     episodes: int = 1  # whole episodes sampled per iteration
-    minibatches: int = 4  # per epoch (a2c: always 1)
-    epochs: int = 4  # passes over each batch (a2c: always 1)
+    minibatches: int = 4  # per epoch (a2c, pg: always 1)
+    epochs: int = 4  # passes over each batch (a2c, pg: always 1)
     lr: float = 3e-4
     gamma: float = 0.99
-    lambda_: float = 0.95  # GAE (a2c: 1)
+    lambda_: float = 0.95  # GAE (a2c, pg: 1)
     clip_param: float = 0.2
     vf_clip_param: float = 100.0  # currency; rewards are bills, not unit-scaled
     entropy_coeff: float = 0.0
@@ -122,9 +128,9 @@ def algorithm_config(config: ScenarioConfig, train: TrainConfig,
     obs_space, act_space = probe.observation_spaces[probe.possible_agents[0]], \
         probe._core.action_space
     probe.close()
-    a2c = train.algo == "a2c"
+    one_pass = train.algo in ONE_PASS
     batch = train.episodes * steps * n
-    minibatch = batch if a2c else max(1, batch // train.minibatches)
+    minibatch = batch if one_pass else max(1, batch // train.minibatches)
     module = RLModuleSpec(module_class=BankModule, observation_space=obs_space,
                           action_space=act_space, model_config={
                               "n_agents": n, "actors": n if independent else 1,
@@ -140,8 +146,8 @@ def algorithm_config(config: ScenarioConfig, train: TrainConfig,
                          policy_mapping_fn=lambda agent, *args, **kwargs: MODULE_ID)
             .rl_module(rl_module_spec=MultiRLModuleSpec(rl_module_specs={MODULE_ID: module}))
             .training(train_batch_size_per_learner=batch, minibatch_size=minibatch,
-                      num_epochs=1 if a2c else train.epochs, lr=train.lr, gamma=train.gamma,
-                      lambda_=1.0 if a2c else train.lambda_,
+                      num_epochs=1 if one_pass else train.epochs, lr=train.lr, gamma=train.gamma,
+                      lambda_=1.0 if one_pass else train.lambda_, use_critic=critic != "none",
                       clip_param=train.clip_param, vf_clip_param=train.vf_clip_param,
                       entropy_coeff=train.entropy_coeff, use_kl_loss=False)
             .debugging(seed=train.seed))
