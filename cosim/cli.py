@@ -9,6 +9,8 @@
     cosim report RUN_DIR            a run's PNG plots and a Markdown summary
     cosim bench powerflow           batched power flow against OpenDSS, side by side
     cosim bench engine|profiles|households|markets   the other benchmarks and their peers
+    cosim hems interview|evaluate   natural-language HEMS set-up, and its accuracy
+    cosim reproduce NAME            a seed paper's table re-run beside its numbers
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from collections.abc import Sequence
 from grid.errors import GridError
 
 # Command groups in the order `cosim --help` lists them.
-GROUPS = ("run", "sweep", "train", "bank", "grid", "data", "viz", "bench")
+GROUPS = ("run", "sweep", "train", "bank", "grid", "data", "viz", "bench", "hems",
+          "reproduce")
 
 
 def build_parser() -> argparse.ArgumentParser:

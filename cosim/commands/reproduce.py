@@ -30,14 +30,3 @@ def register(commands: argparse._SubParsersAction) -> None:
         module.add_arguments(parser)
         parser.set_defaults(func=module.main)
 
-
-def build_parser() -> argparse.ArgumentParser:
-    """`cosim reproduce` on its own (tests, and until the CLI lists the group)."""
-    parser = argparse.ArgumentParser(prog="cosim")
-    register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)

@@ -18,7 +18,7 @@ import torch
 from agents.households import ACTIONS, FIELDS, SIGNED_ACTIONS
 from agents.policies.bank import PolicyBank
 from agents.profiles.mahtm import HOUSES
-from cosim.commands.reproduce import main as reproduce
+from cosim.cli import main as cosim
 from experiments.mahtm_scores import day_totals, without_storage
 from experiments.reproduce import REPRODUCTIONS, mahtm
 
@@ -34,7 +34,7 @@ def test_only_written_reproductions_are_listed():
 
 def test_an_unknown_name_is_exit_code_2_naming_the_available_ones(capsys):
     with pytest.raises(SystemExit) as exc:
-        reproduce(["reproduce", "facmac"])
+        cosim(["reproduce", "facmac"])
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "facmac" in err and "mahtm" in err
@@ -43,15 +43,15 @@ def test_an_unknown_name_is_exit_code_2_naming_the_available_ones(capsys):
 @pytest.mark.parametrize("option", [["--batch", "0"], ["--iterations", "-1"],
                                     ["--budget-s", "0"], ["--seed", "-3"]])
 def test_bad_options_are_exit_code_2(option, capsys, tmp_path):
-    assert reproduce(["reproduce", "mahtm", "--quick", "--out", str(tmp_path), *option]) == 2
+    assert cosim(["reproduce", "mahtm", "--quick", "--out", str(tmp_path), *option]) == 2
     assert "error" in capsys.readouterr().err
 
 
 def test_an_out_folder_holding_something_else_is_exit_code_2(capsys, tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    assert reproduce(["reproduce", "mahtm", "--quick", "--out", str(tmp_path)]) == 2
-    assert reproduce(["reproduce", "mahtm", "--quick", "--out",
-                      str(tmp_path / "notes.txt")]) == 2
+    assert cosim(["reproduce", "mahtm", "--quick", "--out", str(tmp_path)]) == 2
+    assert cosim(["reproduce", "mahtm", "--quick", "--out",
+                  str(tmp_path / "notes.txt")]) == 2
     assert "is not a reproduction's folder" in capsys.readouterr().err
 
 
