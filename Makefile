@@ -48,7 +48,7 @@ test-slow: setup
 test-all: setup browser
 	$(BIN)/python -m pytest
 
-## Re-measure and record every benchmark in BENCHMARKS.md (about 70 minutes on 2 cores).
+## Re-measure and record every benchmark in BENCHMARKS.md (about 2 hours on 2 cores, an hour of it the year-long run).
 bench: setup browser
 	$(BIN)/cosim bench powerflow --compile --update-benchmarks BENCHMARKS.md
 	$(BIN)/cosim bench engine --update-benchmarks BENCHMARKS.md
