@@ -26,6 +26,8 @@ from pydantic import (
     model_validator,
 )
 
+from agents.households.typology import pairing_error
+
 
 class ConfigError(ValueError):
     """A scenario file that cannot be used; names the file, the key and the reason."""
@@ -210,13 +212,8 @@ class HomeConfig(_Section):
 
     @model_validator(mode="after")
     def _paired(self) -> HomeConfig:
-        # a store without power (or power without a store) is a typo, not a device
-        for energy, power in (("battery_kwh", "battery_kw"), ("ev_kwh", "ev_kw")):
-            if (getattr(self, energy) > 0) != (getattr(self, power) > 0):
-                raise ValueError(f"{energy} = {getattr(self, energy)} and {power} = "
-                                 f"{getattr(self, power)}: give both or neither")
-        if self.ev_v2g and not self.ev_kwh:
-            raise ValueError("ev_v2g needs a car (ev_kwh and ev_kw)")
+        if (error := pairing_error(self)) is not None:
+            raise ValueError(error)
         return self
 
 

@@ -13,8 +13,10 @@ line-to-neutral, lengths in km.
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -298,6 +300,7 @@ def new_dss_engine() -> object:
     """A private OpenDSS engine (an OpenDSSDirect context), so feeders and reference solves
     never share state. Creating one moves the process to OpenDSS's start-up directory;
     the working directory is put back."""
+    _pin_environment()
     import opendssdirect as odd
 
     cwd = os.getcwd()
@@ -309,6 +312,31 @@ def new_dss_engine() -> object:
     # open an editor on a report (a process-wide DSS C-API setting).
     ctx.Basic.AllowEditor(False)
     return ctx
+
+
+_PINNED: list[object] = []
+
+
+def _pin_environment() -> None:
+    """Before OpenDSS's library loads: point the C `environ` at a copy that is never freed.
+
+    The library's runtime (Free Pascal) keeps the environment array it sees when it loads
+    and reads it again in every new thread that calls it. Adding a variable later (pytest,
+    Ray and torch all do) can make the C library move its array and free the old one, and
+    the next thread to call OpenDSS, such as a co-simulation's grid actor, then crashed.
+    With `environ` pointing at our copy, the C library allocates a new array on the next
+    change and leaves this one, and its strings, alone."""
+    if _PINNED or sys.platform != "linux" or {"dss", "opendssdirect"} & set(sys.modules):
+        return
+    libc = ctypes.CDLL(None)
+    environ = ctypes.POINTER(ctypes.c_char_p).in_dll(libc, "environ")
+    strings = []
+    while environ[len(strings)] is not None:
+        strings.append(ctypes.create_string_buffer(environ[len(strings)]))
+    array = (ctypes.c_char_p * (len(strings) + 1))(
+        *(ctypes.cast(b, ctypes.c_char_p) for b in strings), None)
+    _PINNED.extend([strings, array])
+    ctypes.c_void_p.in_dll(libc, "environ").value = ctypes.addressof(array)
 
 
 @contextmanager

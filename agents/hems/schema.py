@@ -19,6 +19,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from agents.households.typology import pairing_error
+
 Kind = Literal["energy", "power", "clock", "temperature", "fraction", "duration", "distance",
                "yes_no"]
 Device = Literal["pv", "battery", "ev", "heat_pump", "flexible", "generator"]
@@ -105,13 +107,9 @@ class HouseholdParameters(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> HouseholdParameters:
-        # the same pairing rule as cosim.config.HomeConfig, so the entry always loads there
-        for energy, power in (("battery_kwh", "battery_kw"), ("ev_kwh", "ev_kw")):
-            if (getattr(self, energy) > 0) != (getattr(self, power) > 0):
-                raise ValueError(f"{energy} = {getattr(self, energy)} and {power} = "
-                                 f"{getattr(self, power)}: give both or neither")
-        if self.ev_v2g and not self.ev_kwh:
-            raise ValueError("ev_v2g needs a car (ev_kwh and ev_kw)")
+        # cosim.config.HomeConfig's pairing rule, so that the entry always loads there
+        if (error := pairing_error(self)) is not None:
+            raise ValueError(error)
         if self.comfort_low_c > self.comfort_high_c:
             raise ValueError(f"comfort_low_c = {self.comfort_low_c} is above comfort_high_c "
                              f"= {self.comfort_high_c}")

@@ -27,6 +27,19 @@ class HouseholdType(IntEnum):
         return self.name.lower().replace("_", " ")
 
 
+def pairing_error(home: object) -> str | None:
+    """Why a home's device sizes do not make devices, or None: a store without power (or
+    power without a store) is a typo, not a device, and V2G needs a car. Reads the
+    attributes battery_kwh, battery_kw, ev_kwh, ev_kw and ev_v2g."""
+    for energy, power in (("battery_kwh", "battery_kw"), ("ev_kwh", "ev_kw")):
+        if (getattr(home, energy) > 0) != (getattr(home, power) > 0):
+            return (f"{energy} = {getattr(home, energy)} and {power} = "
+                    f"{getattr(home, power)}: give both or neither")
+    if home.ev_v2g and not home.ev_kwh:
+        return "ev_v2g needs a car (ev_kwh and ev_kw)"
+    return None
+
+
 def has_pv(kind: object) -> np.ndarray:
     k = np.asarray(kind)
     return (k == HouseholdType.PASSIVE_PROSUMER) | (k == HouseholdType.ACTIVE_PROSUMER)

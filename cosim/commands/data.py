@@ -8,12 +8,14 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import json
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
+
+from cosim.commands import exit_2_on
+
+# bad input (ProfileError) is one line and exit code 2
+_safe = exit_2_on("agents.profiles.errors:ProfileError")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -69,19 +71,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     val.add_argument("--plot", type=Path, default=None, help="write percentile bands as PNG")
     val.set_defaults(func=_safe(validate_command))
 
-
-def _safe(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Bad input ends in one line naming what is wrong, not a traceback."""
-    @functools.wraps(command)
-    def run(args: argparse.Namespace) -> int:
-        from agents.profiles.errors import ProfileError
-
-        try:
-            return command(args)
-        except ProfileError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-    return run
 
 
 def generate_command(args: argparse.Namespace) -> int:

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import json
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from cosim.commands import exit_2_on
 
 
 def _count(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -57,6 +57,9 @@ def _endpoint_arguments(parser: argparse.ArgumentParser, rules: bool) -> None:
     parser.add_argument("--max-retries", type=_count(0, 5), default=None,
                         help="re-asks per parameter after an unusable answer")
 
+# bad input (LLMError) is one line and exit code 2
+_safe = exit_2_on("agents.hems.llm:LLMError")
+
 
 def register(commands: argparse._SubParsersAction) -> None:
     hems = commands.add_parser("hems", help="natural-language HEMS set-up: interview, "
@@ -87,19 +90,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--no-progress", action="store_true")
     evaluate.set_defaults(func=_safe(evaluate_command))
 
-
-def _safe(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Bad input or an unusable endpoint ends in one line naming it, and exit code 2."""
-    @functools.wraps(command)
-    def run(args: argparse.Namespace) -> int:
-        from agents.hems.llm import LLMError
-
-        try:
-            return command(args)
-        except LLMError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-    return run
 
 
 @contextlib.contextmanager

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.metadata
 import json
 import os
 import platform
@@ -30,11 +31,9 @@ def machine_info(device: str) -> dict[str, str]:
         "torch_threads": str(torch.get_num_threads()),
         "python": platform.python_version(),
     }
-    try:
-        import opendssdirect
-
-        info["opendssdirect"] = opendssdirect.__version__
-    except (ImportError, AttributeError):
+    try:  # from the package's metadata: importing it would load OpenDSS (grid.feeder)
+        info["opendssdirect"] = importlib.metadata.version("opendssdirect.py")
+    except importlib.metadata.PackageNotFoundError:
         pass
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))

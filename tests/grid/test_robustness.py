@@ -10,6 +10,9 @@ as OpenDSS does.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -126,3 +129,36 @@ def test_an_impossible_injection_is_reported(feeder_cache):
     v_ref, ok = ref.solve_case(1.0, [-1000.0])
     assert ok and _error_pu(feeder, result.voltages[0].numpy(), v_ref) <= TOL_PU
     assert not ref.solve_case(1.0, [-4000.0])[1]
+
+
+def test_opendss_survives_environment_changes_in_a_new_thread(tmp_path):
+    """Variables added after OpenDSS loads (pytest, Ray and torch all add some) once made
+    the next thread that called OpenDSS crash (grid.feeder._pin_environment). In a fresh
+    process, as the co-simulation's grid actor does: load, grow the environment, solve in
+    a new thread; and the variables still reach a child process."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = tmp_path / "env_thread.py"
+    script.write_text(textwrap.dedent("""
+        import os, subprocess, threading
+        from grid.feeder import compile_circuit, feeder_path, new_dss_engine
+        ctx = new_dss_engine()
+        compile_circuit(ctx, *feeder_path("ieee13"))
+        for k in range(300):
+            os.environ[f"COSIM_TEST_{k}"] = "x" * 50
+        def solve():
+            ctx.Solution.Solve()
+            print("solved", ctx.Solution.Converged())
+        thread = threading.Thread(target=solve)
+        thread.start()
+        thread.join()
+        print(subprocess.run(["sh", "-c", "echo $COSIM_TEST_7"], capture_output=True,
+                             text=True).stdout.strip())
+    """))
+    root = Path(__file__).parents[2]
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["solved", "True", "x" * 50]
