@@ -79,7 +79,10 @@ def test_a_tiny_longrun_reports_time_memory_and_a_plot(tmp_path):
                for s in results["samples"])
     csv = (out / "memory.csv").read_text().splitlines()
     assert csv[0] == "step,wall_s,rss_mb,children_mb,arrow_mb" and len(csv) == 1 + 6
-    assert 0 < results["rss_start_mb"] <= results["peak_mb"]
+    # the high-water mark is this process's alone; the other figures add its children
+    # (a shared Ray instance's workers, in a test session)
+    assert results["rss_start_mb"] > 0
+    assert max(s["rss_mb"] for s in results["samples"]) <= results["peak_mb"] + 1.0
     for key in ("rss_built_mb", "rss_warm_mb", "rss_end_mb", "rss_max_mb"):
         assert results[key] > 0
     assert results["rss_max_mb"] >= results["rss_end_mb"]
