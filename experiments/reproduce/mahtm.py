@@ -338,13 +338,8 @@ def optimum(x: Inputs, spread: float | None = None) -> Plan:
     cost = (cp.sum(cp.multiply(x.buy - x.sell - spread, short))
             + cp.sum(cp.multiply(x.sell, cp.sum(net, axis=0))) + spread * cp.sum(need)
             + x.dt_h * cp.sum(cp.multiply(x.wear[:, None], bc + bd)))
-    problem = cp.Problem(cp.Minimize(cost), cons)
-    start = time.perf_counter()
-    problem.solve(solver="HIGHS")
-    solve_s = time.perf_counter() - start
-    if problem.status != cp.OPTIMAL:
-        raise RuntimeError(f"the optimum's program: solver returned {problem.status}")
-    return Plan(bc.value - bd.value, float(problem.value), solve_s)
+    value, solve_s = _solve(cp.Problem(cp.Minimize(cost), cons), "the optimum's program")
+    return Plan(bc.value - bd.value, value, solve_s)
 
 
 def paper_cvxpy(x: Inputs) -> Plan:
@@ -361,13 +356,20 @@ def paper_cvxpy(x: Inputs) -> Plan:
             a >= -x.capacity[:, None], a <= (x.power_kw * x.dt_h)[:, None]]
     cost = cp.sum(cp.pos(cp.multiply(c, x.buy[None]))) \
         + cp.sum(cp.pos(-cp.multiply(c, x.sell[None])))
-    problem = cp.Problem(cp.Minimize(cost), cons)
+    value, solve_s = _solve(cp.Problem(cp.Minimize(cost), cons),
+                            "the paper's CVXPY program")
+    return Plan(a.value / x.dt_h, value, solve_s)
+
+
+def _solve(problem: cp.Problem, what: str) -> tuple[float, float]:
+    """(optimal value, solve seconds) of `problem` with HiGHS; anything but optimal raises,
+    naming `what`."""
     start = time.perf_counter()
     problem.solve(solver="HIGHS")
     solve_s = time.perf_counter() - start
     if problem.status != cp.OPTIMAL:
-        raise RuntimeError(f"the paper's CVXPY program: solver returned {problem.status}")
-    return Plan(a.value / x.dt_h, float(problem.value), solve_s)
+        raise RuntimeError(f"{what}: solver returned {problem.status}")
+    return float(problem.value), solve_s
 
 
 def plan_actor(plan: Plan, x: Inputs) -> Actor:
