@@ -29,7 +29,7 @@ import torch
 
 from grid.feeder import Load
 
-_DROPOUT_SLOPE = 500.0  # OpenDSS's tanh steepness for the ZIP cutoff, per p.u.
+DROPOUT_SLOPE = 500.0  # OpenDSS's tanh steepness for the ZIP cutoff, per p.u.
 
 
 def _branch_coefficients(ld: Load, v_nom: float, share: float) -> np.ndarray:
@@ -209,11 +209,11 @@ class LoadModel:
         if self.power_law is not None:
             sr, si, dsr, dsi = self.power_law.add(r, [sr, si, dsr, dsi])
         if self.cutoff_pu is not None:
-            x = torch.tanh(_DROPOUT_SLOPE * (r * self.inv_vn - self.cutoff_pu))
+            x = torch.tanh(DROPOUT_SLOPE * (r * self.inv_vn - self.cutoff_pu))
             on = r > self.vlow  # OpenDSS applies no drop-out in the lowest region
             yv = torch.where(on, 0.5 * (1.0 + x), 1.0)
             if derivative:
-                dyv = torch.where(on, 0.5 * _DROPOUT_SLOPE * (1.0 - x * x) * self.inv_vn, 0.0)
+                dyv = torch.where(on, 0.5 * DROPOUT_SLOPE * (1.0 - x * x) * self.inv_vn, 0.0)
                 dsr = dsr * yv + sr * dyv
                 dsi = dsi * yv + si * dyv
             sr, si = sr * yv, si * yv

@@ -43,6 +43,7 @@ from grid.feeder import GROUND, Feeder
 from grid.loadmodel import LoadModel
 from grid.result import PowerFlowResult
 from grid.runtime import tune_cpu_allocator
+from grid.single import SingleSolver
 from grid.sparse import SparseKron
 
 CDTYPE = torch.complex128
@@ -121,6 +122,7 @@ class PowerFlow:
         mixed: bool = True,
         newton_iter: int = 30,
         sparse: bool | None = None,
+        numpy_single: bool = True,
     ) -> None:
         self.feeder = feeder
         self.connection_names = tuple(connections)
@@ -132,6 +134,7 @@ class PowerFlow:
         self.newton_iter = newton_iter
         self._compiled: object = None
         self._single: PowerFlow | None = None
+        self._numpy: SingleSolver | None = None
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         if self.device.type == "cpu":
             tune_cpu_allocator()
@@ -152,6 +155,7 @@ class PowerFlow:
         n_nodes, n_ports = len(feeder.nodes), len(pairs)
         self.n_ports = n_ports
         self.n_loads = len(feeder.loads)
+        self.load_names = [ld.name for ld in feeder.loads]  # for error messages
 
         if sparse is None:
             sparse = self.device.type == "cpu" and n_ports >= SPARSE_MIN_PORTS
@@ -159,6 +163,7 @@ class PowerFlow:
             raise GridError(f"sparse=True runs on the CPU (scipy's SuperLU), not on "
                             f"{self.device}; use the dense path (sparse=False) there")
         self.sparse = bool(sparse)
+        self.numpy_single = numpy_single and self.device.type == "cpu"
         self.mixed = mixed and not self.sparse  # float32 steps reuse the dense Zb
 
         def t(a: object, dtype: torch.dtype = RDTYPE) -> torch.Tensor:
@@ -269,14 +274,13 @@ class PowerFlow:
                     f"load_scale must be a scalar, [batch] or [batch, {self.n_loads}] "
                     f"(one column per feeder load), got {tuple(x.shape)}"
                 )
-            names = [ld.name for ld in self.feeder.loads]
+            names = self.load_names
             _check_finite(x, "load_scale", names)
-            negative = x < 0
-            if bool(negative.any()):  # a load running backwards is a generator: say so
-                rows, cols = torch.nonzero(negative, as_tuple=True)
+            if not _all(x, lambda a: a >= 0):  # a load running backwards is a generator
+                rows, cols = torch.nonzero(x < 0, as_tuple=True)
                 col = int(cols[0])
                 raise InjectionError(
-                    f"load_scale has {int(negative.sum())} negative value(s); first at "
+                    f"load_scale has {len(rows)} negative value(s); first at "
                     f"scenario {int(rows[0])}, column {col} ({names[col]!r}): "
                     f"{float(x[rows[0], col]):g} (a load multiplier must be >= 0)")
             if batch is not None and x.shape[0] not in (1, batch):
@@ -284,7 +288,7 @@ class PowerFlow:
                     f"load_scale has {x.shape[0]} scenarios, the injections have {batch}"
                 )
             batch = batch or x.shape[0]
-            scale = x.expand(batch, -1)[:, self.t_load]
+            scale = x.expand(batch, -1).index_select(1, self.t_load)
         return s_port, scale, s_conn, batch or 1
 
     def _matrix(
@@ -558,8 +562,8 @@ class PowerFlow:
         s_port, scale, s_conn, batch = self._inputs(p_kw, q_kvar, load_scale)
         u_init = None
         if isinstance(initial, PowerFlowResult) and initial.u.shape[0] == batch:
-            u_init = torch.where(initial.converged[:, None, None], initial.u.detach(),
-                                 self.u0)
+            u_init = initial.u.detach() if initial._all_converged else torch.where(
+                initial.converged[:, None, None], initial.u.detach(), self.u0)
         elif isinstance(initial, torch.Tensor) and initial.shape[0] == batch:
             u_init = initial.detach().to(self.device, RDTYPE)
         if self.n_ports == 0:  # nothing draws power: the no-load voltages are the solution
@@ -572,17 +576,29 @@ class PowerFlow:
                                    torch.zeros_like(u))
         s_fixed = None if s_port is None else s_port.detach()
         scale_fixed = None if scale is None else scale.detach()
-        with torch.no_grad():
-            u, c, converged, iters, resid = self._iterate(s_fixed, scale_fixed, batch, u_init)
-            if self.newton_iter and not bool(converged.all()):
-                u, c, converged, iters, resid = self._rescue(
-                    u, c, converged, iters, resid, s_fixed, scale_fixed, u_init)
+        answer = None
+        if batch == 1 and self.numpy_single:
+            if self._numpy is None:
+                self._numpy = SingleSolver(self)
+            answer = self._numpy.iterate(s_fixed, scale_fixed, u_init)
+        if answer is not None and answer.voltages is not None:  # converged, compiled
+            u, c, converged, iters, resid, voltages = answer
+        else:
+            voltages = None
+            with torch.no_grad():
+                if answer is None:
+                    answer = self._iterate(s_fixed, scale_fixed, batch, u_init)
+                u, c, converged, iters, resid = answer[:5]
+                if self.newton_iter and not bool(converged.all()):
+                    u, c, converged, iters, resid = self._rescue(
+                        u, c, converged, iters, resid, s_fixed, scale_fixed, u_init)
         if torch.is_grad_enabled() and any(
             x is not None and x.requires_grad for x in (s_port, scale)
         ):
             u = _ImplicitFixedPoint.apply(u, s_port, scale, converged, self)
-            c = None  # recomputed from u under autograd
-        return PowerFlowResult(self, u, s_port, scale, s_conn, converged, iters, resid, c)
+            c = voltages = None  # recomputed from u under autograd
+        return PowerFlowResult(self, u, s_port, scale, s_conn, converged, iters, resid, c,
+                               voltages)
 
     def _rescue(
         self,
@@ -821,7 +837,17 @@ def _anderson(
     return out
 
 
+def _all(x: torch.Tensor, test: object) -> bool:
+    """Whether test(x) holds everywhere: numpy's test on a CPU tensor's memory (a few
+    microseconds, where torch's dispatch costs several times that on a batch-1 solve)."""
+    if x.device.type == "cpu":
+        return bool(test(x.detach().numpy()).all())
+    return bool(test(x).all())
+
+
 def _check_finite(x: torch.Tensor, name: str, labels: Sequence[str]) -> None:
+    if _all(x, np.isfinite):
+        return
     bad = ~torch.isfinite(x)
     if bool(bad.any()):
         rows, cols = torch.nonzero(bad, as_tuple=True)

@@ -35,14 +35,18 @@ class PowerFlowResult:
         iterations: torch.Tensor,
         residual: torch.Tensor,
         currents: torch.Tensor | None = None,
+        voltages: torch.Tensor | None = None,
     ) -> None:
+        """voltages: the node voltages where the solver computed them already (the
+        batch-1 path, rows that converged); otherwise they follow from the currents."""
         self.pf, self.feeder = pf, pf.feeder
         self.u, self._s_port, self._scale, self._s_conn = u, s_port, scale, s_conn
         self.converged, self.iterations, self.residual = converged, iterations, residual
-        c = pf._currents(u, s_port, scale) if currents is None else currents
-        c = torch.complex(c[:, 0], c[:, 1])
         self._all_converged = bool(converged.all())
-        self.voltages = self._nan_rows(pf._node_voltages(c))
+        if voltages is None:
+            c = pf._currents(u, s_port, scale) if currents is None else currents
+            voltages = pf._node_voltages(torch.complex(c[:, 0], c[:, 1]))
+        self.voltages = self._nan_rows(voltages)
 
     def _nan_rows(self, x: torch.Tensor) -> torch.Tensor:
         """x with the rows of scenarios that did not converge set to NaN."""

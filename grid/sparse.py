@@ -42,6 +42,7 @@ class SparseKron:
         b = np.array([q for _, q in pairs], dtype=np.int64)
         rows = np.arange(len(pairs))
         wired = b != GROUND
+        self.port_a, self.port_b = a, b  # each port's nodes (b is GROUND for wye)
         # M: +1 at a, -1 at b per port; u = M v and the node injections are Mᵀ c
         self.m = sp.csr_matrix(
             (np.r_[np.ones(len(a)), -np.ones(wired.sum())],
