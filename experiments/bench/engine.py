@@ -1,18 +1,33 @@
-"""Benchmark: the co-simulation engine against a mosaik 3.6 scenario of the same job.
+"""Benchmark: the co-simulation engine against the limit and against mosaik 3.6.
 
 For each size, one scenario: households on IEEE 123 with PV and batteries under the
-self-consumption rule, a uniform-price market per 100 households, the AC power flow every
-15-minute step, 96 steps. Household sizes are scaled by 1,000/N so every size loads the
-feeder alike. The same household arrays drive ours (local and Ray backends) and the mosaik
-peer (experiments/bench/mosaik_peer.py), one after the other in one process.
+self-consumption rule (orders at each household's marginal value, the reserve covering what
+the market did not fill), a uniform-price double auction per 100 households, the AC power
+flow every 15-minute step, 96 steps. Household sizes are scaled by 1,000/N so every size
+loads the feeder alike. Contenders, all on the same households and the same library code
+(`agents.households`, `markets.double_auction`, `grid`):
 
-Timed: the stepping (and, for ours, writing every record) after set-up; set-up (actor start,
-mosaik world and connections) is reported apart. Throughput is household-steps per second.
-The contenders take turns within each repeat (ours local, ours Ray, mosaik), so a slow
-moment of the machine hits all of them; rates are medians over repeats, and the ratio to
-mosaik is the median of the per-repeat ratios.
+- **ours**: `cosim.Simulation` on the local backend, writing every record (and on Ray);
+- **limit**: the pure compute of the same steps in one process without the engine: all
+  households as one batch (device step, rule, orders, cover), one clearing call for every
+  market, the power flow at batch 1 warm-started from the last step, and the same record
+  tables encoded to Parquet (cosim.records.encode_table) and written every 24 steps, one
+  thread;
+- **mosaik** (experiments/bench/mosaik_peer.py): the per-household layout with OpenDSS as
+  grid, and the array layout (one entity per group of microgrids) with OpenDSS and with our
+  power flow as grid. The array layout's number of entities is the fastest of the
+  candidates (one per microgrid, one per ten, as many as our shards), picked per size by a
+  short untimed calibration run.
+
+Timed: the stepping (and, for ours and the limit, writing every record) after set-up;
+set-up (actor start, mosaik world and connections) is reported apart. Throughput is
+household-steps per second. The contenders take turns within each repeat, so a slow moment
+of the machine hits all of them; rates are medians over repeats, and each ratio is the
+median of the per-repeat ratios.
 
     cosim bench engine [--sizes 100 1000 10000 100000] [--mosaik-max 10000] [--no-ray]
+                       [--repeats 3] [--array-max N] [--array-entities K ...] [--steps 96]
+                       [--threads T]
 """
 
 from __future__ import annotations
@@ -24,34 +39,46 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from cosim.backends import LocalBackend, RayBackend
 from cosim.config import parse_config
 from cosim.profiles import synthetic
-from cosim.scenario import build
+from cosim.records import encode_table
+from cosim.scenario import Scenario, build
 from cosim.simulation import Simulation
 from experiments.bench.common import add_output_arguments, machine_info, save
-from grid import load_feeder
+from grid import PowerFlow, load_feeder
+from markets.double_auction import DoubleAuction
+from markets.mechanism import Orders
 
 MARK = "<!-- bench:engine -->"
 END = "<!-- /bench:engine -->"
 STEPS = 96
+FLUSH_EVERY = 24  # steps between record flushes, as the scenario's checkpoint_every
+# contenders in the order they take turns within a repeat
+CONTENDERS = ("ours", "ray", "limit", "mosaik_household", "mosaik_array_opendss",
+              "mosaik_array_powerflow")
 
 
 @dataclass
 class Row:
     households: int
-    local_setup_s: float
-    local_run_s: float
-    ray_setup_s: float | None = None
-    ray_run_s: float | None = None
-    mosaik_setup_s: float | None = None
-    mosaik_run_s: float | None = None
-    local_x_mosaik: float | None = None  # median over repeats of mosaik time / ours
+    steps: int
+    # medians over repeats, seconds; None where the contender did not run
+    setup_s: dict[str, float | None] = field(default_factory=dict)
+    run_s: dict[str, float | None] = field(default_factory=dict)
+    # median over repeats of contender's run time / ours (for the limit: ours / limit)
+    ratio: dict[str, float | None] = field(default_factory=dict)
+    array_entities: int | None = None  # mosaik array layout: entities (groups) used
+    calibration_s: dict[int, float] = field(default_factory=dict)  # entities -> run s
+    repeats: dict[str, list[float]] = field(default_factory=dict)  # raw run times
+    # the limit's seconds per part (households, clearing, power_flow, records), medians
+    limit_parts_s: dict[str, float] = field(default_factory=dict)
 
-
-    def rate(self, run_s: float | None) -> float | None:
-        return None if run_s is None else self.households * STEPS / run_s
+    def rate(self, name: str) -> float | None:
+        run = self.run_s.get(name)
+        return None if run is None else self.households * self.steps / run
 
 
 @dataclass
@@ -60,19 +87,57 @@ class Result:
     rows: list[Row] = field(default_factory=list)
 
 
-def scenario_for(n: int, seed: int = 0):
+def scenario_for(n: int, seed: int = 0, steps: int = STEPS, per_market: int = 100) -> Scenario:
+    """The benchmark's scenario at `n` households (module docstring)."""
     config = parse_config({
-        "run": {"name": f"bench-{n}", "seed": seed, "steps": STEPS, "checkpoint_every": 24},
+        "run": {"name": f"bench-{n}", "seed": seed, "steps": steps,
+                "checkpoint_every": FLUSH_EVERY},
         "grid": {"feeder": "ieee123"},
         "households": {"count": n, "shard_size": max(-(-n // 4), 1),
                        "size_factor": 1000.0 / n},
-        "markets": {"households_per_market": 100},
+        "markets": {"households_per_market": per_market},
         "profiles": {"dataset": "synthetic"},
     }, "bench.toml")
-    return build(config, synthetic(homes=200, steps=STEPS, seed=seed))
+    return build(config, synthetic(homes=200, steps=steps, seed=seed))
 
 
-def _ours(scenario, backend, folder: Path) -> tuple[float, float]:
+def homes_of(scenario: Scenario) -> object:
+    """The households of our scenario, in household order, as the mosaik peer and the limit
+    read them (experiments.bench.mosaik_peer.Homes): the same arrays our shards step."""
+    from experiments.bench.mosaik_peer import Homes  # imports mosaik: only where needed
+
+    specs = {s.name: s for s in scenario.actors}
+    shards = [s.kwargs["homes"] for s in scenario.actors if s.name.startswith("shard")]
+    if any((h.policy != "rule").any() for h in shards):
+        raise ValueError("the engine benchmark's peers run the rule policy only")
+    ids = np.concatenate([h.household for h in shards])
+    order = np.argsort(ids)
+
+    def cat(x: list[np.ndarray | None]) -> np.ndarray | None:
+        return None if x[0] is None else np.concatenate(x)[order]
+
+    devices = {
+        name: {k: (cat([h.devices[name][k] for h in shards]) if isinstance(v, np.ndarray)
+                   else v) for k, v in kw.items()}
+        for name, kw in shards[0].devices.items()}
+    first = shards[0]
+    tariff = specs["distributor"].cls("distributor", **specs["distributor"].kwargs).table()
+    market_spec = next(s for s in scenario.actors if s.name.startswith("market"))
+    if market_spec.kwargs["kind"] != "double_auction":
+        raise ValueError("the engine benchmark's peers clear with the double auction only")
+    return Homes(
+        market=cat([h.market for h in shards]), connection=cat([h.connection for h in shards]),
+        load_kw=cat([h.load_kw for h in shards]), pv_kw=cat([h.pv_kw for h in shards]),
+        devices=devices, initial=dict(first.initial), power_factor=first.power_factor,
+        hour=first.hour, weekend=first.weekend, outdoor_c=first.outdoor_c,
+        buy=tariff[:, 0], sell=tariff[:, 1], auction=dict(market_spec.kwargs["settings"]),
+        dt_s=float(scenario.config.run.dt_s),
+        ev_at_home=cat([h.ev_at_home for h in shards]),
+        ev_trip_kwh=cat([h.ev_trip_kwh for h in shards]),
+        ev_steps_left=cat([h.ev_steps_left for h in shards]))
+
+
+def _ours(scenario: Scenario, backend: object, folder: Path) -> tuple[float, float]:
     """(set-up, stepping) seconds of one run."""
     sim = Simulation(scenario, backend, folder)
     start = time.perf_counter()
@@ -81,87 +146,259 @@ def _ours(scenario, backend, folder: Path) -> tuple[float, float]:
     return setup, time.perf_counter() - start - setup
 
 
-def run(sizes: list[int], mosaik_max: int, with_ray: bool, repeats: int = 3) -> Result:
-    """Each contender `repeats` times per size, taking turns (module docstring)."""
+def limit(scenario: Scenario, homes: object, feeder: object, folder: Path,
+          trace: bool = False) -> dict[str, object]:
+    """The pure compute of the scenario's steps in one process, one thread (module
+    docstring): set-up and stepping seconds, and with `trace` a mosaik_peer.Trace of what
+    it computed (household net draw, market prices, substation kW)."""
+    from experiments.bench.mosaik_peer import Fleet, Trace
+
+    t0 = time.perf_counter()
+    steps, n, n_markets = scenario.config.run.steps, homes.n, homes.n_markets
+    fleet = Fleet(homes, np.arange(n))
+    pf = PowerFlow(feeder, scenario.connections, device="cpu", tol=scenario.config.grid.tol)
+    if feeder.shaped:
+        raise NotImplementedError("the limit has no daily generation shapes")
+    auction = DoubleAuction(**homes.auction)
+    carbon = next(s for s in scenario.actors if s.name == "feed").kwargs["carbon_intensity"]
+    n_conn = len(scenario.connections)
+    conn_base_v = np.array([feeder.connection_base_v(c) for c in scenario.connections])
+    household = np.arange(n)
+    lines = np.arange(len(feeder.lines))
+    folder.mkdir(parents=True, exist_ok=True)
+    record = Trace(np.empty((steps, n)), np.empty((steps, n_markets)), np.empty(steps),
+                   np.empty((steps, n))) if trace else None
+    tables: dict[str, list[dict[str, np.ndarray]]] = {}
+
+    def add(table: str, **columns: object) -> None:
+        size = max(len(v) for v in columns.values() if isinstance(v, np.ndarray))
+        tables.setdefault(table, []).append(
+            {k: v if isinstance(v, np.ndarray) else np.full(size, v) for k, v in columns.items()})
+
+    warm = None
+    # seconds spent in each part: households (rule, orders, cover, device step, bill),
+    # clearing, power flow, records (columns, Parquet encoding, writing)
+    parts = dict.fromkeys(("households", "clearing", "power_flow", "records"), 0.0)
+    t1 = time.perf_counter()
+    first = 0
+    for t in range(steps):
+        a = time.perf_counter()
+        quantity, limit_price = fleet.decide(t)
+        b = time.perf_counter()
+        orders = Orders(household, homes.market, quantity, limit_price, n_markets)
+        result = auction.clear(orders, None, homes.market)
+        c = time.perf_counter()
+        p, q = fleet.dispatch(result.filled_kwh, result.payment)
+        d = time.perf_counter()
+        solved = pf.solve(torch.as_tensor(np.bincount(homes.connection, p, n_conn)[None]),
+                          torch.as_tensor(np.bincount(homes.connection, q, n_conn)[None]),
+                          load_scale=0.0, initial=warm)
+        converged = bool(solved.converged[0])
+        warm = solved.u if converged else None
+        e = time.perf_counter()
+        parts["households"] += (b - a) + (d - c)
+        parts["clearing"] += c - b
+        parts["power_flow"] += e - d
+        # the record tables ours writes: households, trades, markets, grid, buses, lines
+        d, hh, x, dt_h = fleet.last, fleet.households, fleet.last["inputs"], fleet.dt_h
+        sp, grid_kwh = d["setpoints"], d["grid_kwh"]
+        kw = {name: getattr(sp, name).numpy() for name in sp._fields}
+        vpu = solved.vmag_pu[0].numpy()
+        conn_v = np.abs(solved.connection_voltages[0].numpy()) / conn_base_v
+        add("households", step=t, household=household, load_kw=d["served"],
+            pv_kw=kw["pv_kw"], curtailed_kw=(hh.pv.available(x.pv_kw) - sp.pv_kw).numpy(),
+            battery_kw=kw["battery_kw"], ev_kw=kw["ev_kw"], heat_pump_kw=kw["heat_pump_kw"],
+            generator_kw=kw["generator_kw"], net_kw=fleet.net_kw, q_kvar=d["q_kvar"],
+            battery_energy_kwh=fleet.state.battery_kwh.numpy().copy(),
+            ev_energy_kwh=fleet.state.ev_kwh.numpy().copy(),
+            indoor_c=fleet.state.indoor_c.numpy().copy(),
+            backlog_kwh=fleet.state.backlog_kwh.sum(-1).numpy(),
+            discomfort_kh=hh.discomfort_kh(fleet.state, x, dt_h).numpy(),
+            ev_shortfall_kwh=hh.ev.departure_shortfall_kwh(fleet.state.ev_kwh, x.ev()).numpy(),
+            bid_kwh=d["quantity"], limit_price=d["limit"], traded_kwh=result.filled_kwh,
+            price=result.price, payment=result.payment, rejected=result.rejected,
+            grid_kwh=grid_kwh, import_price=homes.buy[t], export_price=homes.sell[t],
+            cost=fleet.bill, operating_cost=hh.operating_cost(sp, dt_h).numpy(),
+            emissions_kg=np.maximum(grid_kwh, 0.0) * carbon[t],
+            voltage_pu=conn_v[homes.connection])
+        traded = result.filled_kwh != 0
+        add("trades", step=t, household=household[traded], market=homes.market[traded],
+            kwh=result.filled_kwh[traded], limit_price=limit_price[traded],
+            price=result.price[traded], payment=result.payment[traded])
+        add("markets", step=t, market=np.arange(n_markets), price=result.market_price,
+            volume_kwh=result.volume_kwh, demand_kwh=result.demand_kwh,
+            supply_kwh=result.supply_kwh, unmatched_demand_kwh=result.unmatched_demand_kwh,
+            unmatched_supply_kwh=result.unmatched_supply_kwh)
+        sub, losses = complex(solved.substation_power[0]), complex(solved.losses[0])
+        kcl = (sub + complex(solved.injection_power[0]) - complex(solved.load_power[0])
+               - complex(solved.network_losses[0])).real
+        add("grid", step=np.array([t]), converged=converged,
+            iterations=int(solved.iterations[0]), substation_kw=sub.real,
+            substation_kvar=sub.imag, losses_kw=losses.real, losses_kvar=losses.imag,
+            v_min_pu=float(np.nanmin(vpu)), v_max_pu=float(np.nanmax(vpu)),
+            violations=int(solved.violations[0]), kcl_mismatch_kw=kcl,
+            injections_kw=float(p.sum()), worst_bus=feeder.nodes[int(np.nanargmin(vpu))])
+        add("buses", step=t, node=np.arange(len(vpu)), v_pu=vpu)
+        add("lines", step=t, line=lines, loading=solved.line_loading[0].numpy())
+        if trace:
+            record.net_kw[t], record.bill[t] = fleet.net_kw, fleet.bill
+            record.price[t], record.substation_kw[t] = result.market_price, sub.real
+        if (t + 1) % FLUSH_EVERY == 0 or t == steps - 1:
+            for name, chunks in tables.items():
+                columns = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+                data = encode_table(columns, first, t, scenario.time)
+                if data is not None:
+                    (folder / f"{name}-{first:08d}-{t:08d}.parquet").write_bytes(data)
+            tables.clear()
+            first = t + 1
+        parts["records"] += time.perf_counter() - e
+    t2 = time.perf_counter()
+    out: dict[str, object] = {"setup_s": t1 - t0, "run_s": t2 - t1, "parts_s": parts}
+    if trace:
+        out["trace"] = record
+    return out
+
+
+def array_candidates(n_markets: int, shards: int) -> list[int]:
+    """Entity counts tried for mosaik's array layout: one per microgrid, one per ten
+    microgrids, and as many as our shards."""
+    return sorted({n_markets, max(1, -(-n_markets // 10)), min(shards, n_markets)})
+
+
+def calibrate(homes: object, feeder: object, connections: list[str],
+              candidates: list[int], steps: int = 8) -> dict[int, float]:
+    """Run seconds of a short array-layout run (our power flow as grid, the best of two)
+    per candidate entity count: untimed for the table, it only picks the layout."""
+    from experiments.bench import mosaik_peer
+
+    return {c: min(mosaik_peer.run(homes, feeder, connections, steps, layout="array",
+                                   grid="powerflow", entities=c)["run_s"] for _ in range(2))
+            for c in candidates}
+
+
+def run(sizes: list[int], mosaik_max: int, with_ray: bool, repeats: int = 3,
+        array_max: int | None = None, steps: int = STEPS,
+        entities: list[int] | None = None) -> Result:
+    """Each contender `repeats` times per size, taking turns (module docstring). The
+    per-household mosaik layout runs up to `mosaik_max` households, the array layout up
+    to `array_max` (None: every size); `entities` overrides the array candidates."""
+    from experiments.bench import mosaik_peer  # imports mosaik
+
     result = Result(machine=machine_info("cpu"))
     feeder = load_feeder("ieee123")
     for n in sizes:
-        scenario = scenario_for(n)
-        runs: dict[str, list[tuple[float, float]]] = {"local": [], "ray": [], "mosaik": []}
+        scenario = scenario_for(n, steps=steps)
+        homes = homes_of(scenario)
+        conns = scenario.connections
+        row = Row(n, steps)
+        use_array = array_max is None or n <= array_max
+        if use_array:
+            shards = sum(s.name.startswith("shard") for s in scenario.actors)
+            row.calibration_s = calibrate(homes, feeder, conns, entities or array_candidates(
+                homes.n_markets, shards), steps=min(8, steps))
+            row.array_entities = min(row.calibration_s, key=row.calibration_s.get)
+        runs: dict[str, list[tuple[float, float]]] = {c: [] for c in CONTENDERS}
+        parts: list[dict[str, float]] = []
         with tempfile.TemporaryDirectory() as tmp:
             for k in range(repeats):
-                runs["local"].append(_ours(scenario, LocalBackend(), Path(tmp) / f"local{k}"))
+                runs["ours"].append(_ours(scenario, LocalBackend(), Path(tmp) / f"local{k}"))
                 if with_ray:
                     runs["ray"].append(_ours(scenario, RayBackend(num_cpus=2),
                                              Path(tmp) / f"ray{k}"))
+                out = limit(scenario, homes, feeder, Path(tmp) / f"limit{k}")
+                runs["limit"].append((out["setup_s"], out["run_s"]))
+                parts.append(out["parts_s"])
                 if n <= mosaik_max:
-                    from experiments.bench import mosaik_peer  # only the benchmark needs it
+                    out = mosaik_peer.run(homes, feeder, conns, steps, layout="household")
+                    runs["mosaik_household"].append((out["setup_s"], out["run_s"]))
+                if use_array:
+                    for grid in mosaik_peer.GRIDS:
+                        out = mosaik_peer.run(homes, feeder, conns, steps, layout="array",
+                                              grid=grid, entities=row.array_entities)
+                        runs[f"mosaik_array_{grid}"].append((out["setup_s"], out["run_s"]))
 
-                    out = mosaik_peer.run(_household_arrays(scenario), feeder,
-                                          scenario.connections, STEPS)
-                    runs["mosaik"].append((out["setup_s"], out["run_s"]))
-
-        def median(name: str, i: int) -> float | None:
-            return float(np.median([r[i] for r in runs[name]])) if runs[name] else None
-
-        row = Row(n, median("local", 0), median("local", 1), median("ray", 0),
-                  median("ray", 1), median("mosaik", 0), median("mosaik", 1))
-        if runs["mosaik"]:
-            row.local_x_mosaik = float(np.median([m[1] / o[1] for m, o in zip(
-                runs["mosaik"], runs["local"])]))
+        row.limit_parts_s = {k: float(np.median([p[k] for p in parts])) for k in parts[0]}
+        ours = [r[1] for r in runs["ours"]]
+        for name, times in runs.items():
+            if not times:
+                row.setup_s[name] = row.run_s[name] = row.ratio[name] = None
+                continue
+            row.setup_s[name] = float(np.median([r[0] for r in times]))
+            row.run_s[name] = float(np.median([r[1] for r in times]))
+            row.repeats[name] = [r[1] for r in times]
+            per_repeat = ([o / r[1] for o, r in zip(ours, times)] if name == "limit"
+                          else [r[1] / o for o, r in zip(ours, times)])
+            row.ratio[name] = float(np.median(per_repeat))
         result.rows.append(row)
         print(_line(row), flush=True)
     return result
 
 
-def _household_arrays(scenario) -> dict[str, np.ndarray]:
-    """The households of our scenario, in household order, for the mosaik simulators."""
-    shards = [s.kwargs["homes"] for s in scenario.actors if s.name.startswith("shard")]
-    order = np.argsort(np.concatenate([h.household for h in shards]))
-    cat = {k: np.concatenate([getattr(h, k) for h in shards])[order]
-           for k in ("load_kw", "pv_kw", "connection")}
-    for k, name in (("battery_kwh", "capacity_kwh"), ("battery_kw", "power_kw")):
-        cat[k] = np.concatenate([h.devices["battery"][name] for h in shards])[order]
-    return cat
+def _fmt(x: float | None, digits: int = 0) -> str:
+    return "-" if x is None else f"{x:,.{digits}f}"
 
 
 def _line(row: Row) -> str:
-    def fmt(x: float | None) -> str:
-        return "-" if x is None else f"{x:,.0f}"
-
-    return (f"{row.households:>7,} households: ours local {fmt(row.rate(row.local_run_s))}/s, "
-            f"ray {fmt(row.rate(row.ray_run_s))}/s, mosaik {fmt(row.rate(row.mosaik_run_s))}/s")
+    return (f"{row.households:>7,} households (household-steps/s): ours "
+            f"{_fmt(row.rate('ours'))}, limit {_fmt(row.rate('limit'))}, mosaik per household "
+            f"{_fmt(row.rate('mosaik_household'))}, array OpenDSS "
+            f"{_fmt(row.rate('mosaik_array_opendss'))}, array our power flow "
+            f"{_fmt(row.rate('mosaik_array_powerflow'))} ({row.array_entities} entities), "
+            f"Ray {_fmt(row.rate('ray'))}")
 
 
 def markdown(result: Result, args: argparse.Namespace) -> str:
     m = result.machine
+    steps = result.rows[0].steps if result.rows else STEPS
+    flags = (f"--sizes {' '.join(map(str, args.sizes))} --mosaik-max {args.mosaik_max}"
+             f"{'' if args.array_max is None else f' --array-max {args.array_max}'}"
+             f"{' --no-ray' if args.no_ray else ''} --repeats {args.repeats}"
+             f"{'' if args.steps == STEPS else f' --steps {args.steps}'}"
+             f"{'' if args.threads is None else f' --threads {args.threads}'}")
     lines = [
         MARK,
-        f"### Co-simulation engine against mosaik 3.6 ({m['date']})",
+        f"### Co-simulation engine against the limit and mosaik 3.6 ({m['date']})",
         "",
-        f"Machine: {m['cpu']}; torch {m['torch']}. Command: `cosim bench engine --sizes "
-        f"{' '.join(map(str, args.sizes))} --mosaik-max {args.mosaik_max}"
-        f"{' --no-ray' if args.no_ray else ''}`. Households on IEEE 123, 96 steps of 15 min, "
-        "a market per 100 households, AC power flow every step; ours writes every record, "
-        "mosaik records nothing. Rates are household-steps per second of stepping, medians "
-        f"over {args.repeats} repeats in which the contenders take turns; local x mosaik is "
-        "the median of the per-repeat ratios. Set-up (actor start, mosaik world and "
-        "connections) is in its own columns.",
+        f"Machine: {m['cpu']}; torch {m['torch']} ({m['torch_threads']} threads). Command: "
+        f"`cosim bench engine {flags}`. Households on IEEE 123, {steps} steps of 15 min, a "
+        "market per 100 households, AC power flow every step. Ours and the limit write every "
+        "record; mosaik records nothing. Rates are household-steps per second of stepping, "
+        f"medians over {args.repeats} repeats in which the contenders take turns. "
+        "**ours / limit** is ours' time over the limit's (the target is at most 1.25); "
+        "**ours x** a peer is the peer's time over ours (above 1: ours is faster); both are "
+        "medians of per-repeat ratios. Array entities: the number of mosaik entities "
+        "(groups of microgrids) of the array layout, the fastest of "
+        "the candidates by a short calibration run. Set-up (actor start, mosaik world and "
+        "connections) is in its own column.",
         "",
-        "| households | ours local /s | ours Ray /s | mosaik /s | local x mosaik "
-        "| Ray / local wall | set-up local, Ray, mosaik (s) |",
-        "|---:|---:|---:|---:|---:|---:|---|",
+        "| households | ours /s | limit /s | ours / limit | mosaik per household /s "
+        "| mosaik array, OpenDSS /s | mosaik array, our power flow /s | array entities "
+        "| ours x per household | ours x array (OpenDSS) | ours x array (our power flow) "
+        "| ours Ray /s | Ray / local wall | set-up ours, Ray, limit, per household, array "
+        "(s) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in result.rows:
-        def rate(x: float | None) -> str:
-            return "-" if x is None else f"{row.households * STEPS / x:,.0f}"
-
-        ratio = "-" if row.local_x_mosaik is None else f"{row.local_x_mosaik:.1f}"
-        ray_ratio = "-" if row.ray_run_s is None else f"{row.ray_run_s / row.local_run_s:.1f}"
-        setups = ", ".join("-" if x is None else f"{x:.1f}" for x in
-                           (row.local_setup_s, row.ray_setup_s, row.mosaik_setup_s))
-        lines.append(f"| {row.households:,} | {rate(row.local_run_s)} | {rate(row.ray_run_s)} "
-                     f"| {rate(row.mosaik_run_s)} | {ratio} | {ray_ratio} | {setups} |")
+        r = row.ratio
+        setups = ", ".join(_fmt(row.setup_s.get(k), 1) for k in (
+            "ours", "ray", "limit", "mosaik_household", "mosaik_array_opendss"))
+        lines.append(
+            f"| {row.households:,} | {_fmt(row.rate('ours'))} | {_fmt(row.rate('limit'))} "
+            f"| {_fmt(r.get('limit'), 2)} | {_fmt(row.rate('mosaik_household'))} "
+            f"| {_fmt(row.rate('mosaik_array_opendss'))} "
+            f"| {_fmt(row.rate('mosaik_array_powerflow'))} | {_fmt(row.array_entities)} "
+            f"| {_fmt(r.get('mosaik_household'), 2)} | {_fmt(r.get('mosaik_array_opendss'), 2)} "
+            f"| {_fmt(r.get('mosaik_array_powerflow'), 2)} | {_fmt(row.rate('ray'))} "
+            f"| {_fmt(r.get('ray'), 1)} | {setups} |")
+    lines += ["", "Where the limit's time goes, ms per step (medians over repeats):", "",
+              "| households | households (rule, orders, cover, devices, bill) | clearing "
+              "| power flow | records (columns, Parquet, write) | ours, all phases |",
+              "|---:|---:|---:|---:|---:|---:|"]
+    for row in result.rows:
+        ms = {k: 1e3 * v / row.steps for k, v in row.limit_parts_s.items()}
+        lines.append(f"| {row.households:,} | {ms['households']:.1f} | {ms['clearing']:.1f} "
+                     f"| {ms['power_flow']:.1f} | {ms['records']:.1f} "
+                     f"| {1e3 * row.run_s['ours'] / row.steps:.1f} |")
     lines.append(END)
     return "\n".join(lines) + "\n"
 
@@ -169,14 +406,27 @@ def markdown(result: Result, args: argparse.Namespace) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000, 100000])
     parser.add_argument("--mosaik-max", type=int, default=10000,
-                        help="largest size to run the mosaik peer at")
+                        help="largest size to run mosaik's per-household layout at")
+    parser.add_argument("--array-max", type=int, default=None,
+                        help="largest size to run mosaik's array layout at (default: all)")
+    parser.add_argument("--array-entities", type=int, nargs="+", default=None,
+                        help="entity counts to try for mosaik's array layout (default: one "
+                             "per microgrid, one per ten, as many as our shards)")
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray backend")
     parser.add_argument("--repeats", type=int, default=3,
                         help="runs per contender and size, taking turns; medians count")
+    parser.add_argument("--steps", type=int, default=STEPS, help="15-minute steps per run")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads of this process, for every in-process contender "
+                             "alike (default: torch's); on a machine shared with other work, "
+                             "1 avoids threads waiting on a busy core")
     add_output_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
-    result = run(args.sizes, args.mosaik_max, not args.no_ray, args.repeats)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    result = run(args.sizes, args.mosaik_max, not args.no_ray, args.repeats, args.array_max,
+                 args.steps, args.array_entities)
     save("engine", args, markdown(result, args), asdict(result), MARK, END)
     return 0
