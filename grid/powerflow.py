@@ -275,8 +275,9 @@ class PowerFlow:
                     f"(one column per feeder load), got {tuple(x.shape)}"
                 )
             names = self.load_names
-            _check_finite(x, "load_scale", names)
-            if not _all(x, lambda a: a >= 0):  # a load running backwards is a generator
+            if not _all(x, _finite_non_negative):  # the errors say which and where
+                _check_finite(x, "load_scale", names)
+                # a load running backwards is a generator: say so
                 rows, cols = torch.nonzero(x < 0, as_tuple=True)
                 col = int(cols[0])
                 raise InjectionError(
@@ -841,8 +842,13 @@ def _all(x: torch.Tensor, test: object) -> bool:
     """Whether test(x) holds everywhere: numpy's test on a CPU tensor's memory (a few
     microseconds, where torch's dispatch costs several times that on a batch-1 solve)."""
     if x.device.type == "cpu":
-        return bool(test(x.detach().numpy()).all())
+        return bool(test((x.detach() if x.requires_grad else x).numpy()).all())
     return bool(test(x).all())
+
+
+def _finite_non_negative(a: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """True where a is finite and >= 0 (NaN fails the comparison)."""
+    return (a >= 0) & (a < np.inf)
 
 
 def _check_finite(x: torch.Tensor, name: str, labels: Sequence[str]) -> None:

@@ -38,11 +38,12 @@ class PowerFlowResult:
         voltages: torch.Tensor | None = None,
     ) -> None:
         """voltages: the node voltages where the solver computed them already (the
-        batch-1 path, rows that converged); otherwise they follow from the currents."""
+        batch-1 path, which gives them only when its scenario converged); otherwise they
+        follow from the currents."""
         self.pf, self.feeder = pf, pf.feeder
         self.u, self._s_port, self._scale, self._s_conn = u, s_port, scale, s_conn
         self.converged, self.iterations, self.residual = converged, iterations, residual
-        self._all_converged = bool(converged.all())
+        self._all_converged = voltages is not None or bool(converged.all())
         if voltages is None:
             c = pf._currents(u, s_port, scale) if currents is None else currents
             voltages = pf._node_voltages(torch.complex(c[:, 0], c[:, 1]))

@@ -258,14 +258,14 @@ def anderson(f: np.ndarray, g: np.ndarray, hist_f: np.ndarray, hist_g: np.ndarra
 
 @numba.njit(cache=True, nogil=True)
 def iterate(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Loads,
-            net: Network, u0: np.ndarray, inv_base: np.ndarray, tol: float,
+            net: Network, u0: np.ndarray, w: np.ndarray, inv_base: np.ndarray, tol: float,
             max_iter: int, memory: int, mix_from: int
-            ) -> tuple[np.ndarray, np.ndarray, int, int, float]:
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int, float]:
     """`PowerFlow._iterate` for one scenario: fixed-point steps g = u0 - Zb c(u) from u,
     with Anderson mixing of `memory` steps from step `mix_from` on (a step whose
-    residual jumped tenfold stays plain). Returns the last iterate, its currents, how it
-    ended (CONVERGED, RUNAWAY or SLOW: out of steps), the steps taken and the last
-    residual."""
+    residual jumped tenfold stays plain). Returns the last iterate, its currents, the
+    node voltages (where it converged; else w), how it ended (CONVERGED, RUNAWAY or SLOW:
+    out of steps), the steps taken and the last residual."""
     p = u.shape[0]
     u = u.copy()
     g = np.empty_like(u)
@@ -282,9 +282,9 @@ def iterate(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Loads,
         currents(g, s_conj, scale, lm, c)
         res = residual(g, u, inv_base)
         if res <= tol:
-            return g, c, CONVERGED, it, res
+            return g, c, node_voltages(net, c, w), CONVERGED, it, res
         if not res <= 10.0:
-            return g, c, RUNAWAY, it, res
+            return g, c, w, RUNAWAY, it, res
         if memory > 0 and it >= mix_from:
             if have_prev:
                 if kept == memory:  # drop the oldest difference
@@ -303,7 +303,7 @@ def iterate(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Loads,
             have_prev = True
         u, g = g, u  # the new iterate; the old one's memory takes the next step
         prev_res = res
-    return u, c, SLOW, max_iter, res
+    return u, c, w, SLOW, max_iter, res
 
 
 def _network(pf: PowerFlow) -> Network:
@@ -378,12 +378,14 @@ class SingleSolver:
     def iterate(self, s_port: torch.Tensor | None, scale: torch.Tensor | None,
                 u_init: torch.Tensor | None) -> SingleAnswer:
         """The fixed point of one scenario from u_init (or no load): s_port [1, 2, P] (W,
-        var), scale [1, T], u_init [1, 2, P]. Stops as `_iterate` does: converged when the
-        largest change of a port voltage's real or imaginary part, relative to its
-        no-load magnitude, is within tol; not converged (answered at no load, for Newton
-        to try) after a runaway (above 10, or not finite) or max_iter steps."""
-        s = self.none if s_port is None else _complex(_np(s_port)[0]).conj()
-        k = self.ones if scale is None else _np(scale)[0]
+        var) and scale [1, T], CPU tensors that need no gradient, and u_init [1, 2, P].
+        Stops as `_iterate` does: converged when the largest change of a port voltage's
+        real or imaginary part, relative to its no-load magnitude, is within tol; not
+        converged (answered at no load, for Newton to try) after a runaway (above 10, or
+        not finite) or max_iter steps."""
+        # C-contiguous float64 always: another layout would compile another kernel
+        s = self.none if s_port is None else _complex(s_port.numpy()[0]).conj()
+        k = self.ones if scale is None else np.ascontiguousarray(scale.numpy()[0])
         if u_init is None:
             u = self.u0
         elif self._last is not None and self._last[0] == (u_init.data_ptr(),
@@ -391,11 +393,11 @@ class SingleSolver:
             u = self._last[1]  # our last answer (or a view of it), unchanged since
         else:
             u = _complex(_np(u_init)[0])
-        g, c, end, it, res = iterate(u, s, k, self.loads, self.net, self.u0, self.inv_base,
-                                     self.tol, self.max_iter, self.memory, self.mix_from)
+        g, c, v, end, it, res = iterate(u, s, k, self.loads, self.net, self.u0, self.w,
+                                        self.inv_base, self.tol, self.max_iter,
+                                        self.memory, self.mix_from)
         if end != CONVERGED:  # answered at no load, with max_iter, as in `_iterate`
             return self._answer(self.u0, np.zeros_like(c), False, self.max_iter, res)
-        v = node_voltages(self.net, c, self.w)
         answer = self._answer(g, c, True, it, res, torch.from_numpy(v[None]))
         self._last = ((answer.u.data_ptr(), answer.u._version), g, answer.u)
         return answer
@@ -408,11 +410,21 @@ class SingleSolver:
             out[0, 0], out[0, 1] = x.real, x.imag
             return torch.from_numpy(out)
 
-        return SingleAnswer(ports(u), ports(c), torch.full((1,), ok),
-                            torch.full((1,), it, dtype=torch.long),
-                            torch.full((1,), res, dtype=torch.float64), voltages)
+        # (from numpy: torch's own constructors cost more per call, which counts here)
+        return SingleAnswer(ports(u), ports(c), torch.from_numpy(np.array([ok])),
+                            torch.from_numpy(np.array([it], dtype=np.int64)),
+                            torch.from_numpy(np.array([res])), voltages)
 
 
 def _complex(x: np.ndarray) -> np.ndarray:
     """[2, P] real and imaginary parts -> complex [P]."""
     return x[0] + 1j * x[1]
+
+
+def compile_kernels() -> None:
+    """Compile (and cache on disk) the kernels by solving IEEE 13 once: `make setup`
+    runs this so that no run's first solve waits for the compiler."""
+    from grid.feeder import load_feeder
+    from grid.powerflow import PowerFlow
+
+    PowerFlow(load_feeder("ieee13")).solve(load_scale=1.0)
