@@ -578,10 +578,13 @@ class PowerFlow:
         s_fixed = None if s_port is None else s_port.detach()
         scale_fixed = None if scale is None else scale.detach()
         answer = None
-        if batch == 1 and self.numpy_single:
+        # one scenario, or a sparse batch (whose products are per scenario anyway: the
+        # compiled loop solves with the LU's factors faster than SuperLU's own call)
+        if self.numpy_single and (batch == 1 or self.sparse):
             if self._numpy is None:
                 self._numpy = SingleSolver(self)
-            answer = self._numpy.iterate(s_fixed, scale_fixed, u_init)
+            answer = (self._numpy.iterate(s_fixed, scale_fixed, u_init) if batch == 1 else
+                      self._numpy.rows(s_fixed, scale_fixed, u_init, batch))
         if answer is not None and answer.voltages is not None:  # converged, compiled
             u, c, converged, iters, resid, voltages = answer
         else:

@@ -402,6 +402,19 @@ class SingleSolver:
         self._last = ((answer.u.data_ptr(), answer.u._version), g, answer.u)
         return answer
 
+    def rows(self, s_port: torch.Tensor | None, scale: torch.Tensor | None,
+             u_init: torch.Tensor | None, batch: int) -> SingleAnswer:
+        """`iterate` for each of `batch` scenarios ([B, ...] inputs), answers stacked; the
+        node voltages only if every scenario converged."""
+        def row(x: torch.Tensor | None, r: int) -> torch.Tensor | None:
+            return None if x is None else x[r: r + 1]
+
+        answers = [self.iterate(row(s_port, r), row(scale, r), row(u_init, r))
+                   for r in range(batch)]
+        parts = [torch.cat(column) for column in zip(*(a[:5] for a in answers))]
+        done = all(a.voltages is not None for a in answers)
+        return SingleAnswer(*parts, torch.cat([a.voltages for a in answers]) if done else None)
+
     @staticmethod
     def _answer(u: np.ndarray, c: np.ndarray, ok: bool, it: int, res: float,
                 voltages: torch.Tensor | None = None) -> SingleAnswer:
