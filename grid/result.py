@@ -41,11 +41,12 @@ class PowerFlowResult:
         batch-1 path, which gives them only when its scenario converged); otherwise they
         follow from the currents."""
         self.pf, self.feeder = pf, pf.feeder
-        self.u, self._s_port, self._scale, self._s_conn = u, s_port, scale, s_conn
+        self.u, self._s_conn = u, s_conn
         self.converged, self.iterations, self.residual = converged, iterations, residual
         self._all_converged = voltages is not None or bool(converged.all())
+        c = pf._currents(u, s_port, scale) if currents is None else currents
+        self._port_currents = c  # [B, 2, P], A drawn a -> b
         if voltages is None:
-            c = pf._currents(u, s_port, scale) if currents is None else currents
             voltages = pf._node_voltages(torch.complex(c[:, 0], c[:, 1]))
         self.voltages = self._nan_rows(voltages)
 
@@ -113,12 +114,17 @@ class PowerFlowResult:
 
     @cached_property
     def load_power(self) -> torch.Tensor:
-        """complex [B]: power drawn by the feeder's own loads, kVA."""
-        pf = self.pf
-        _, _, sr, si, _, _ = pf._term_power(*pf._term_voltages(self.u))
-        if self._scale is not None:
-            sr, si = sr * self._scale, si * self._scale
-        return self._nan_rows(torch.complex(sr.sum(-1), si.sum(-1)) / 1e3)
+        """complex [B]: power drawn by the feeder's own loads, kVA.
+
+        What every port draws, u conj(c) summed over the ports, is the loads' power less
+        what the connections inject (an injection s draws -conj(s) u / |u|^2, so its port
+        term is -s): the loads' power is that sum plus the injections. The currents are
+        the load models' at the answer, so this is their power, without evaluating them
+        once more (a few hundred microseconds per batch-1 result)."""
+        u, c = self.u, self._port_currents
+        p = (u[:, 0] * c[:, 0] + u[:, 1] * c[:, 1]).sum(-1)
+        q = (u[:, 1] * c[:, 0] - u[:, 0] * c[:, 1]).sum(-1)
+        return self._nan_rows(torch.complex(p, q) / 1e3 + self.injection_power)
 
     @cached_property
     def injection_power(self) -> torch.Tensor:
