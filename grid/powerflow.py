@@ -200,6 +200,9 @@ class PowerFlow:
         self.generating = t(~feeder.consuming, torch.bool)
         self.load_model = LoadModel.build(feeder.loads, terms, self.device)
         self.conn_port = t(conn_port, torch.long)
+        self._conn_port_np = np.asarray(conn_port, dtype=np.int64)
+        # the load scale of the last scalar load_scale: (value, batch, [batch, terms])
+        self._scalar_scale: tuple[float, int, torch.Tensor | None] = (np.nan, 0, None)
         base_v = feeder.node_base_kv * 1e3
         self.node_base_v = t(np.where(np.isfinite(base_v) & (base_v > 0), base_v, np.nan))
 
@@ -259,10 +262,12 @@ class PowerFlow:
                 )
             batch = p.shape[0]
             s_conn = torch.complex(p, q)
-            s_port = torch.zeros(batch, 2, self.n_ports, dtype=RDTYPE, device=self.device)
-            s_port = s_port.index_add(2, self.conn_port, torch.stack([p, q], 1) * 1e3)
+            s_port = self._port_injections(p, q)
         scale = None
-        if load_scale is not None:
+        if isinstance(load_scale, (int, float)) and self._scalar_scale[:2] == (
+                load_scale, batch or 1):  # a time series' constant feeder scale
+            scale = self._scalar_scale[2]
+        elif load_scale is not None:
             x = torch.as_tensor(load_scale, dtype=RDTYPE, device=self.device)
             if x.dim() < 2:  # the loads proper; the file's generation keeps its output
                 x = x.reshape(-1, 1).expand(batch or 1 if x.dim() == 0 else x.shape[0],
@@ -290,7 +295,22 @@ class PowerFlow:
                 )
             batch = batch or x.shape[0]
             scale = x.expand(batch, -1).index_select(1, self.t_load)
+            if isinstance(load_scale, (int, float)):  # nobody else holds this tensor
+                self._scalar_scale = (load_scale, batch, scale)
         return s_port, scale, s_conn, batch or 1
+
+    def _port_injections(self, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """[B, 2, P] W and var per port from kW and kvar per connection [B, C] (the
+        connections at one port summed). One scenario without gradients on the CPU goes
+        through numpy, whose two bincounts cost a fraction of torch's scatter there."""
+        if p.shape[0] == 1 and p.device.type == "cpu" and not (
+                p.requires_grad or q.requires_grad):
+            out = np.empty((1, 2, self.n_ports))
+            out[0, 0] = np.bincount(self._conn_port_np, p.numpy()[0], self.n_ports) * 1e3
+            out[0, 1] = np.bincount(self._conn_port_np, q.numpy()[0], self.n_ports) * 1e3
+            return torch.from_numpy(out)
+        s_port = torch.zeros(p.shape[0], 2, self.n_ports, dtype=RDTYPE, device=self.device)
+        return s_port.index_add(2, self.conn_port, torch.stack([p, q], 1) * 1e3)
 
     def _matrix(
         self, x: object, name: str, width: int, labels: Sequence[str]

@@ -180,3 +180,15 @@ def test_a_sparse_batch_runs_row_by_row_as_the_dense_batch(feeder_cache):
     b2 = dense.solve(load_scale=scale[1], initial=b)
     assert torch.equal(a2.iterations, b2.iterations)
     assert float((a2.voltages - b2.voltages).abs().max()) <= 1e-9 * float(b2.voltages.abs().max())
+
+
+def test_a_scalar_load_scale_is_reused_only_for_the_same_value(feeder_cache):
+    """The scale tensor of a scalar load_scale is kept for the next solve with the same
+    value (a co-simulation's constant feeder scale); another value builds its own."""
+    feeder = feeder_cache("ieee123")
+    pf, fresh = PowerFlow(feeder), PowerFlow(feeder)
+    for value in (0.9, 0.9, 1.2, 0.9, 1):
+        kept = pf.solve(load_scale=value)
+        assert torch.equal(kept.voltages, PowerFlow(feeder).solve(load_scale=value).voltages)
+    with pytest.raises(Exception, match="negative"):
+        fresh.solve(load_scale=-1.0)
