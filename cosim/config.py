@@ -9,6 +9,7 @@ silently fall back to a default), and every error names the file, the key and th
 from __future__ import annotations
 
 import datetime as dt
+import os
 import tomllib
 import zoneinfo
 from pathlib import Path
@@ -224,10 +225,27 @@ class PolicyGroup(_Section):
     share: Fraction
 
 
+AUTO_MIN_SHARD = 5000  # households per shard at least, under shard_size = "auto"
+
+
+def auto_shard_size(count: int, cpus: int | None = None) -> int:
+    """Households per shard for `count` households on `cpus` CPUs (this machine's
+    usable ones by default): one shard per CPU, each at least AUTO_MIN_SHARD households."""
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+            os.cpu_count() or 1)
+    shards = max(1, min(cpus, count // AUTO_MIN_SHARD))
+    return -(-count // shards)
+
+
 class HouseholdConfig(_Section):
     count: PositiveInt = 1000
     # households per shard actor: as many shards as this asks for, each holding whole
-    # markets when a shard is larger than a market
+    # markets when a shard is larger than a market. "auto" (the default) sizes them by the
+    # machine: one shard per CPU, but at least AUTO_MIN_SHARD households each, so a small
+    # run has one shard (each shard-step has a fixed cost of a few milliseconds). It is
+    # resolved when the config is read, the same for the local and the Ray backend (so
+    # both give the same records), and the run's manifest keeps the number.
     shard_size: PositiveInt = 500
     # "by_load": at the feeder's load connections, drawn in proportion to their kW;
     # "one_per_load": household k at load k (the European LV feeder's 55 homes)
@@ -260,6 +278,19 @@ class HouseholdConfig(_Section):
     # generator or car), the shares of those four then being exclusive fractions of the
     # households (GradMAP's one device per agent); false: each is drawn on its own
     exclusive_devices: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _auto_shards(cls, data: object) -> object:
+        size = data.get("shard_size", "auto") if isinstance(data, dict) else None
+        if isinstance(size, str) and size != "auto":
+            raise ValueError(f'shard_size must be a positive integer or "auto", got {size!r}')
+        if isinstance(data, dict) and size == "auto":
+            count = data.get("count", cls.model_fields["count"].default)
+            data = {k: v for k, v in data.items() if k != "shard_size"}
+            if isinstance(count, int) and count > 0:  # else count's own error says why
+                data["shard_size"] = auto_shard_size(count)
+        return data
 
     @model_validator(mode="after")
     def _explicit(self) -> HouseholdConfig:

@@ -93,8 +93,8 @@ def scenario_for(n: int, seed: int = 0, steps: int = STEPS, per_market: int = 10
         "run": {"name": f"bench-{n}", "seed": seed, "steps": steps,
                 "checkpoint_every": FLUSH_EVERY},
         "grid": {"feeder": "ieee123"},
-        "households": {"count": n, "shard_size": max(-(-n // 4), 1),
-                       "size_factor": 1000.0 / n},
+        # shards as a user gets them by default: sized by the machine ("auto")
+        "households": {"count": n, "size_factor": 1000.0 / n},
         "markets": {"households_per_market": per_market},
         "profiles": {"dataset": "synthetic"},
     }, "bench.toml")

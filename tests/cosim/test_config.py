@@ -132,3 +132,31 @@ def test_not_toml_and_missing_file(tmp_path):
         load_config(_write(tmp_path, "[run]\nsteps = = 4\n"))
     with pytest.raises(ConfigError, match=r"nowhere.toml: scenario file not found"):
         load_config(tmp_path / "nowhere.toml")
+
+
+def test_auto_shards_follow_the_machine(tmp_path, monkeypatch):
+    """shard_size = "auto" (the default): one shard per CPU, at least AUTO_MIN_SHARD
+    households each, resolved to a number when the file is read (so the manifest keeps
+    it); a number is kept; anything else is an error naming the key."""
+    import os
+
+    from cosim.config import AUTO_MIN_SHARD
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+
+    def size(households: str) -> int:
+        text = GOOD.replace("count = 10", households)
+        return load_config(_write(tmp_path, text)).households.shard_size
+
+    assert size("count = 100") == 100  # one shard
+    assert size("count = 100\nshard_size = \"auto\"") == 100
+    assert size(f"count = {3 * AUTO_MIN_SHARD}") == AUTO_MIN_SHARD  # three shards
+    assert size(f"count = {100 * AUTO_MIN_SHARD}") == 25 * AUTO_MIN_SHARD  # four CPUs
+    assert size("count = 100\nshard_size = 30") == 30
+    with pytest.raises(ConfigError, match='shard_size must be a positive integer or "auto", '
+                                          "got 'big'"):
+        size("count = 100\nshard_size = \"big\"")
+    with pytest.raises(ConfigError, match=r"households.count: Input should be a valid "
+                                          r"integer \(got '10'\)$"):
+        size("count = \"10\"")
