@@ -122,7 +122,7 @@ class PowerFlow:
         mixed: bool = True,
         newton_iter: int = 30,
         sparse: bool | None = None,
-        numpy_single: bool = True,
+        compiled_single: bool = True,
     ) -> None:
         self.feeder = feeder
         self.connection_names = tuple(connections)
@@ -134,7 +134,7 @@ class PowerFlow:
         self.newton_iter = newton_iter
         self._compiled: object = None
         self._single: PowerFlow | None = None
-        self._numpy: SingleSolver | None = None
+        self._single_solver: SingleSolver | None = None
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         if self.device.type == "cpu":
             tune_cpu_allocator()
@@ -163,7 +163,7 @@ class PowerFlow:
             raise GridError(f"sparse=True runs on the CPU (scipy's SuperLU), not on "
                             f"{self.device}; use the dense path (sparse=False) there")
         self.sparse = bool(sparse)
-        self.numpy_single = numpy_single and self.device.type == "cpu"
+        self.compiled_single = compiled_single and self.device.type == "cpu"
         self.mixed = mixed and not self.sparse  # float32 steps reuse the dense Zb
 
         def t(a: object, dtype: torch.dtype = RDTYPE) -> torch.Tensor:
@@ -600,11 +600,11 @@ class PowerFlow:
         answer = None
         # one scenario, or a sparse batch (whose products are per scenario anyway: the
         # compiled loop solves with the LU's factors faster than SuperLU's own call)
-        if self.numpy_single and (batch == 1 or self.sparse):
-            if self._numpy is None:
-                self._numpy = SingleSolver(self)
-            answer = (self._numpy.iterate(s_fixed, scale_fixed, u_init) if batch == 1 else
-                      self._numpy.rows(s_fixed, scale_fixed, u_init, batch))
+        if self.compiled_single and (batch == 1 or self.sparse):
+            if self._single_solver is None:
+                self._single_solver = SingleSolver(self)
+            answer = (self._single_solver.iterate(s_fixed, scale_fixed, u_init) if batch == 1 else
+                      self._single_solver.rows(s_fixed, scale_fixed, u_init, batch))
         if answer is not None and answer.voltages is not None:  # converged, compiled
             u, c, converged, iters, resid, voltages = answer
         else:
