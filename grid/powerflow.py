@@ -106,6 +106,11 @@ class PowerFlow:
         dense build alone takes tens of seconds and each dense iteration costs more than
         the sparse one. The dense path is faster for small feeders and large batches,
         and the only one on GPUs.
+    compiled_single: iterate a batch-1 solve on the CPU, and each row of a sparse batch,
+        in numba-compiled code (`grid.single`): 5-10 times faster there than torch, whose
+        per-operation dispatch dominates one scenario. It is the same iteration, so the
+        same steps and answer (`tests/grid/test_single.py`). False keeps every solve in
+        torch.
     """
 
     def __init__(
