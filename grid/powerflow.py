@@ -206,6 +206,7 @@ class PowerFlow:
         self.load_model = LoadModel.build(feeder.loads, terms, self.device)
         self.conn_port = t(conn_port, torch.long)
         self._conn_port_np = np.asarray(conn_port, dtype=np.int64)
+        self._t_load_np = self.t_load.cpu().numpy()
         # the load scale of the last scalar load_scale: (value, batch, [batch, terms])
         self._scalar_scale: tuple[float, int, torch.Tensor | None] = (np.nan, 0, None)
         base_v = feeder.node_base_kv * 1e3
@@ -273,7 +274,9 @@ class PowerFlow:
                 load_scale, batch or 1):  # a time series' constant feeder scale
             scale = self._scalar_scale[2]
         elif load_scale is not None:
-            x = torch.as_tensor(load_scale, dtype=RDTYPE, device=self.device)
+            x = (load_scale if isinstance(load_scale, torch.Tensor)
+                 and load_scale.dtype == RDTYPE and load_scale.device == self.device
+                 else torch.as_tensor(load_scale, dtype=RDTYPE, device=self.device))
             if x.dim() < 2:  # the loads proper; the file's generation keeps its output
                 x = x.reshape(-1, 1).expand(batch or 1 if x.dim() == 0 else x.shape[0],
                                             self.n_loads)
@@ -285,7 +288,7 @@ class PowerFlow:
                     f"(one column per feeder load), got {tuple(x.shape)}"
                 )
             names = self.load_names
-            if not _all(x, _finite_non_negative):  # the errors say which and where
+            if not _finite_non_negative(x):  # the errors say which and where
                 _check_finite(x, "load_scale", names)
                 # a load running backwards is a generator: say so
                 rows, cols = torch.nonzero(x < 0, as_tuple=True)
@@ -299,7 +302,10 @@ class PowerFlow:
                     f"load_scale has {x.shape[0]} scenarios, the injections have {batch}"
                 )
             batch = batch or x.shape[0]
-            scale = x.expand(batch, -1).index_select(1, self.t_load)
+            if x.shape[0] == batch and x.device.type == "cpu" and not x.requires_grad:
+                scale = torch.from_numpy(x.numpy().take(self._t_load_np, axis=1))
+            else:
+                scale = x.expand(batch, -1).index_select(1, self.t_load)
             if isinstance(load_scale, (int, float)):  # nobody else holds this tensor
                 self._scalar_scale = (load_scale, batch, scale)
         return s_port, scale, s_conn, batch or 1
@@ -866,21 +872,25 @@ def _anderson(
     return out
 
 
-def _all(x: torch.Tensor, test: object) -> bool:
-    """Whether test(x) holds everywhere: numpy's test on a CPU tensor's memory (a few
-    microseconds, where torch's dispatch costs several times that on a batch-1 solve)."""
+def _numpy(x: torch.Tensor) -> np.ndarray | torch.Tensor:
+    """A CPU tensor's memory as numpy (whose reductions cost a few microseconds where
+    torch's dispatch costs several times that on a batch-1 solve); x elsewhere."""
     if x.device.type == "cpu":
-        return bool(test((x.detach() if x.requires_grad else x).numpy()).all())
-    return bool(test(x).all())
+        return (x.detach() if x.requires_grad else x).numpy()
+    return x
 
 
-def _finite_non_negative(a: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
-    """True where a is finite and >= 0 (NaN fails the comparison)."""
-    return (a >= 0) & (a < np.inf)
+def _finite_non_negative(x: torch.Tensor) -> bool:
+    """Whether x is finite and >= 0 everywhere (a NaN minimum fails the comparison)."""
+    a = _numpy(x)
+    if isinstance(a, np.ndarray):
+        return a.size == 0 or bool(a.min() >= 0 and a.max() < np.inf)
+    return a.numel() == 0 or bool((a.min() >= 0) & (a.max() < np.inf))
 
 
 def _check_finite(x: torch.Tensor, name: str, labels: Sequence[str]) -> None:
-    if _all(x, np.isfinite):
+    a = _numpy(x)
+    if bool(np.isfinite(a).all() if isinstance(a, np.ndarray) else torch.isfinite(a).all()):
         return
     bad = ~torch.isfinite(x)
     if bool(bad.any()):

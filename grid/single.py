@@ -125,15 +125,21 @@ def residual(g: np.ndarray, u: np.ndarray, inv_base: np.ndarray) -> float:
 
 class Network(NamedTuple):
     """The linear half of the power flow for the compiled kernels: products with Zb and
-    with X = Y⁻¹ Mᵀ, either dense (`zb_*`, `x_*` filled, the LU arrays empty) or through
-    Y's sparse LU (the other way round). The LU is SuperLU's, Pr Y Pc = L U, taken
-    apart so that its triangular solves run compiled too: SuperLU's own solve costs
-    about 1 ms per call on IEEE 8500, mostly outside its arithmetic."""
+    with X = Y⁻¹ Mᵀ, either dense (`zbt_*`, `xt_*` filled, the LU arrays empty) or
+    through Y's sparse LU (the other way round). The LU is SuperLU's, Pr Y Pc = L U,
+    taken apart so that its triangular solves run compiled too: SuperLU's own solve costs
+    about 1 ms per call on IEEE 8500, mostly outside its arithmetic.
 
-    zb_re: np.ndarray  # [P, P] Zb, dense path
-    zb_im: np.ndarray
-    x_re: np.ndarray  # [N, P] X, dense path
-    x_im: np.ndarray
+    (On IEEE 123 the LU's solves would take 60% of the dense product with X, which is
+    bound by reading X's 400 kB. The dense product is kept: it is linear in c to
+    roundoff, where the triangular solves' roundoff, amplified by Y's condition, moves
+    the node voltages by about 1e-12 between nearby inputs, enough to spoil finite
+    differences taken at tol 1e-13.)"""
+
+    zbt_re: np.ndarray  # [P, P] Zbᵀ, dense path (transposed: products run by columns)
+    zbt_im: np.ndarray
+    xt_re: np.ndarray  # [P, N] Xᵀ, dense path
+    xt_im: np.ndarray
     l_ptr: np.ndarray  # L below its unit diagonal, CSC
     l_idx: np.ndarray
     l_val: np.ndarray
@@ -148,20 +154,22 @@ class Network(NamedTuple):
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
-def minus_product(a_re: np.ndarray, a_im: np.ndarray, c: np.ndarray, base: np.ndarray,
+def minus_product(at_re: np.ndarray, at_im: np.ndarray, c: np.ndarray, base: np.ndarray,
                   out: np.ndarray) -> None:
-    """out = base - A c for a complex matrix A given as its real and imaginary parts
-    [M, P]. A loop rather than BLAS: a threaded BLAS wakes its threads for a product this
-    small, which on a busy two-core machine took milliseconds instead of microseconds;
-    fastmath lets the loop vectorise (it reorders the sums, changing roundoff only)."""
-    for i in range(a_re.shape[0]):
-        ar = 0.0
-        ai = 0.0
-        for j in range(a_re.shape[1]):
-            cr, ci = c[j].real, c[j].imag
-            ar += a_re[i, j] * cr - a_im[i, j] * ci
-            ai += a_re[i, j] * ci + a_im[i, j] * cr
-        out[i] = base[i] - complex(ar, ai)
+    """out = base - A c for a complex matrix A given as the real and imaginary parts of
+    its transpose [P, M]: column by column, each an axpy over contiguous memory, which
+    vectorises (fastmath reorders the sums, changing roundoff only). A loop rather than
+    BLAS: a threaded BLAS wakes its threads for a product this small, which on a busy
+    two-core machine took milliseconds instead of microseconds."""
+    m = at_re.shape[1]
+    acc_re, acc_im = np.zeros(m), np.zeros(m)
+    for j in range(at_re.shape[0]):
+        cr, ci = c[j].real, c[j].imag
+        for i in range(m):
+            acc_re[i] += at_re[j, i] * cr - at_im[j, i] * ci
+            acc_im[i] += at_re[j, i] * ci + at_im[j, i] * cr
+    for i in range(m):
+        out[i] = base[i] - complex(acc_re[i], acc_im[i])
 
 
 @numba.njit(cache=True, nogil=True)
@@ -192,8 +200,8 @@ def node_solve(net: Network, c: np.ndarray) -> np.ndarray:
 @numba.njit(cache=True, nogil=True)
 def zbus_map(net: Network, c: np.ndarray, u0: np.ndarray, out: np.ndarray) -> None:
     """out = u0 - Zb c [P]: the linear half of the Z-bus map."""
-    if net.zb_re.shape[0] > 0 or net.u_diag.shape[0] == 0:
-        minus_product(net.zb_re, net.zb_im, c, u0, out)
+    if net.zbt_re.shape[0] > 0:
+        minus_product(net.zbt_re, net.zbt_im, c, u0, out)
         return
     x = node_solve(net, c)
     for p in range(out.shape[0]):
@@ -206,9 +214,9 @@ def zbus_map(net: Network, c: np.ndarray, u0: np.ndarray, out: np.ndarray) -> No
 @numba.njit(cache=True, nogil=True)
 def node_voltages(net: Network, c: np.ndarray, w: np.ndarray) -> np.ndarray:
     """w - X c [N]: node voltages from port currents c and no-load voltages w."""
-    if net.x_re.shape[0] > 0 or net.u_diag.shape[0] == 0:
+    if net.xt_re.shape[0] > 0:
         out = np.empty_like(w)
-        minus_product(net.x_re, net.x_im, c, w, out)
+        minus_product(net.xt_re, net.xt_im, c, w, out)
         return out
     return w - node_solve(net, c)
 
@@ -306,17 +314,32 @@ def iterate(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Loads,
     return u, c, w, SLOW, max_iter, res
 
 
+@numba.njit(cache=True, nogil=True)
+def solve(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Loads, net: Network,
+          u0: np.ndarray, w: np.ndarray, inv_base: np.ndarray, tol: float, max_iter: int,
+          memory: int, mix_from: int, out: np.ndarray
+          ) -> tuple[np.ndarray, np.ndarray, int, int, float]:
+    """`iterate`, with the last iterate and its currents also written to out [2, 1, 2, P]
+    as the torch result's u and c (real parts, then imaginary). Returns the last
+    iterate, the node voltages, how it ended, the steps and the last residual."""
+    g, c, v, end, it, res = iterate(u, s_conj, scale, lm, net, u0, w, inv_base, tol,
+                                    max_iter, memory, mix_from)
+    for q in range(g.shape[0]):
+        out[0, 0, 0, q], out[0, 0, 1, q] = g[q].real, g[q].imag
+        out[1, 0, 0, q], out[1, 0, 1, q] = c[q].real, c[q].imag
+    return g, v, end, it, res
+
+
 def _network(pf: PowerFlow) -> Network:
     """The dense or sparse `Network` of a power flow, from its own matrices."""
     p = pf.n_ports
     # the unused half empty, with the same types, so that one compilation serves both
     none_m, none_c = np.zeros((0, 0)), np.zeros(0, dtype=np.complex128)
     none_i = np.zeros(0, dtype=np.int64)
-    if pf._kron is None:  # zr is [[Re, Im], [-Im, Re]] of Zb^T: Zb = (Re + j Im)^T
-        zr = _np(pf.zr)
-        x = _np(pf.x_t).T  # [N, P]
-        dense = [np.ascontiguousarray(a) for a in (zr[:p, :p].T, zr[:p, p:].T, x.real,
-                                                    x.imag)]
+    if pf._kron is None:  # zr is [[Re, Im], [-Im, Re]] of Zbᵀ; x_t is Xᵀ
+        zr, xt = _np(pf.zr), _np(pf.x_t)
+        dense = [np.ascontiguousarray(a) for a in (zr[:p, :p], zr[:p, p:], xt.real,
+                                                    xt.imag)]
         return Network(*dense, none_i, none_i, none_c, none_i, none_i, none_c, none_c,
                        none_i, none_i, none_i, none_i)
     kron = pf._kron
@@ -368,12 +391,18 @@ class SingleSolver:
             **{f"law_{f}": empty if law is None else _np(getattr(law, f))
                for f in ("p0", "q0", "a", "b")})
         self.ones = np.ones(n_terms)
+        self.none = np.zeros(0, dtype=complex)
+        self.n_ports = pf.n_ports
+        # the arguments after u, s_conj and scale, the same in every call
+        self._fixed = (self.loads, self.net, self.u0, self.w, self.inv_base, float(self.tol),
+                       int(self.max_iter), int(self.memory), int(self.mix_from))
+        self._solve = _entry_point(solve, (self.u0, self.none, self.ones, *self._fixed,
+                                           np.empty((2, 1, 2, self.n_ports))))
         # The last converged answer: ((its u's memory address, version), complex u, u). A
         # time series warm-starts from it, and then needs no conversion back; holding the
         # tensor keeps its address from being reused, and an in-place change of it (or of
         # a view of it) moves the version on.
         self._last: tuple[tuple[int, int], np.ndarray, torch.Tensor] | None = None
-        self.none = np.zeros(0, dtype=complex)
 
     def iterate(self, s_port: torch.Tensor | None, scale: torch.Tensor | None,
                 u_init: torch.Tensor | None) -> SingleAnswer:
@@ -383,9 +412,11 @@ class SingleSolver:
         real or imaginary part, relative to its no-load magnitude, is within tol; not
         converged (answered at no load, for Newton to try) after a runaway (above 10, or
         not finite) or max_iter steps."""
-        # C-contiguous float64 always: another layout would compile another kernel
+        # C-contiguous float64 and complex128 always: the kernel is called for these
+        # types without numba's checks (`_entry_point`)
         s = self.none if s_port is None else _complex(s_port.numpy()[0]).conj()
-        k = self.ones if scale is None else np.ascontiguousarray(scale.numpy()[0])
+        k = self.ones if scale is None else np.ascontiguousarray(scale.numpy()[0],
+                                                                 dtype=np.float64)
         if u_init is None:
             u = self.u0
         elif self._last is not None and self._last[0] == (u_init.data_ptr(),
@@ -393,12 +424,12 @@ class SingleSolver:
             u = self._last[1]  # our last answer (or a view of it), unchanged since
         else:
             u = _complex(_np(u_init)[0])
-        g, c, v, end, it, res = iterate(u, s, k, self.loads, self.net, self.u0, self.w,
-                                        self.inv_base, self.tol, self.max_iter,
-                                        self.memory, self.mix_from)
+        out = np.empty((2, 1, 2, self.n_ports))  # u and c of the torch result
+        g, v, end, it, res = self._solve(u, s, k, *self._fixed, out)
         if end != CONVERGED:  # answered at no load, with max_iter, as in `_iterate`
-            return self._answer(self.u0, np.zeros_like(c), False, self.max_iter, res)
-        answer = self._answer(g, c, True, it, res, torch.from_numpy(v[None]))
+            out[0, 0, 0], out[0, 0, 1], out[1] = self.u0.real, self.u0.imag, 0.0
+            return self._answer(out, False, self.max_iter, res)
+        answer = self._answer(out, True, it, res, torch.from_numpy(v[None]))
         self._last = ((answer.u.data_ptr(), answer.u._version), g, answer.u)
         return answer
 
@@ -416,17 +447,25 @@ class SingleSolver:
         return SingleAnswer(*parts, torch.cat([a.voltages for a in answers]) if done else None)
 
     @staticmethod
-    def _answer(u: np.ndarray, c: np.ndarray, ok: bool, it: int, res: float,
+    def _answer(out: np.ndarray, ok: bool, it: int, res: float,
                 voltages: torch.Tensor | None = None) -> SingleAnswer:
-        def ports(x: np.ndarray) -> torch.Tensor:
-            out = np.empty((1, 2, x.shape[0]))
-            out[0, 0], out[0, 1] = x.real, x.imag
-            return torch.from_numpy(out)
-
+        """The answer from u and c in out [2, 1, 2, P]."""
+        u, c = torch.from_numpy(out[0]), torch.from_numpy(out[1])
         # (from numpy: torch's own constructors cost more per call, which counts here)
-        return SingleAnswer(ports(u), ports(c), torch.from_numpy(np.array([ok])),
+        return SingleAnswer(u, c, torch.from_numpy(np.array([ok])),
                             torch.from_numpy(np.array([it], dtype=np.int64)),
                             torch.from_numpy(np.array([res])), voltages)
+
+
+def _entry_point(kernel: numba.core.registry.CPUDispatcher, args: tuple) -> object:
+    """The compiled `kernel` for the types of `args`, to be called without numba's
+    dispatch: typing a call's arguments (two named tuples of 27 arrays) takes about 8 us,
+    a tenth of a warm-started solve on IEEE 123. The caller passes these same types in
+    every call (the compiled code reads its arguments as these types, unchecked). Loads
+    the kernel from numba's disk cache, or compiles it."""
+    signature = tuple(numba.typeof(a) for a in args)
+    kernel.compile(signature)
+    return kernel.overloads[signature].entry_point
 
 
 def _complex(x: np.ndarray) -> np.ndarray:
