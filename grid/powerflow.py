@@ -157,6 +157,7 @@ class PowerFlow:
             for spec in self.connection_names
         ]
         pairs = list(port_of)
+        self.port_pairs = pairs  # the (a, b) nodes of each port, b possibly GROUND
         n_nodes, n_ports = len(feeder.nodes), len(pairs)
         self.n_ports = n_ports
         self.n_loads = len(feeder.loads)
@@ -609,13 +610,10 @@ class PowerFlow:
         s_fixed = None if s_port is None else s_port.detach()
         scale_fixed = None if scale is None else scale.detach()
         answer = None
-        # one scenario, or a sparse batch (whose products are per scenario anyway: the
-        # compiled loop solves with the LU's factors faster than SuperLU's own call)
-        if self.compiled_single and (batch == 1 or self.sparse):
+        if self.compiled_single:
             if self._single_solver is None:
                 self._single_solver = SingleSolver(self)
-            answer = (self._single_solver.iterate(s_fixed, scale_fixed, u_init) if batch == 1 else
-                      self._single_solver.rows(s_fixed, scale_fixed, u_init, batch))
+            answer = self._single_solver.solve(s_fixed, scale_fixed, u_init, batch)
         if answer is not None and answer.voltages is not None:  # converged, compiled
             u, c, converged, iters, resid, voltages = answer
         else:

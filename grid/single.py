@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from grid.loadmodel import DROPOUT_SLOPE
+from grid.sparse import SparseKron
 
 if TYPE_CHECKING:
     from grid.powerflow import PowerFlow
@@ -78,41 +79,43 @@ def _np(x: torch.Tensor) -> np.ndarray:
 @numba.njit(cache=True, nogil=True)
 def currents(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Loads,
              out: np.ndarray) -> None:
-    """Port currents drawn a -> b (A) into out [P], at port voltages u [P]: a load term
-    draws conj(S(|u|)) u / |u|^2 times its scale [T], an injection s draws
-    -conj(s) u / |u|^2 (s_conj [P], or empty for none). S(r) is `LoadModel.power`: the
-    quadratic of the term's voltage region, model 4's power law in the normal band, the
-    ZIP drop-out above the lowest region."""
+    """Port currents drawn a -> b (A) into out [b, P], at port voltages u [b, P] of b
+    scenarios: a load term draws conj(S(|u|)) u / |u|^2 times its scale [b, T], an
+    injection s draws -conj(s) u / |u|^2 (s_conj [b, P], or [b, 0] for none). S(r) is
+    `LoadModel.power`: the quadratic of the term's voltage region, model 4's power law in
+    the normal band, the ZIP drop-out above the lowest region."""
     out[:] = 0.0
     has_cutoff = lm.cutoff.shape[0] > 0
-    for k in range(lm.port.shape[0]):
-        p = lm.port[k]
-        v = u[p]
-        r2 = v.real * v.real + v.imag * v.imag
-        r = math.sqrt(r2)
-        region = 0
-        if r > lm.vmax[k]:
-            region = 1
-        elif r <= lm.vmin[k]:
-            region = 3 if r <= lm.vlow[k] else 2
-        row = 4 * k + region
-        s = (lm.q2[row] * r + lm.q1[row]) * r + lm.q0[row]
-        j = lm.law[k]
-        if j >= 0 and region == 0:
-            x = r * lm.inv_vn[k]
-            s += lm.law_p0[j] * x ** lm.law_a[j] - 1j * lm.law_q0[j] * x ** lm.law_b[j]
-        if has_cutoff and r > lm.vlow[k]:
-            s *= 0.5 * (1.0 + math.tanh(DROPOUT_SLOPE * (r * lm.inv_vn[k] - lm.cutoff[k])))
-        out[p] += s * v * (scale[k] / r2)
-    for p in range(s_conj.shape[0]):
-        v = u[p]
-        out[p] -= s_conj[p] * v / (v.real * v.real + v.imag * v.imag)
+    for s in range(u.shape[0]):
+        us, ks, os = u[s], scale[s], out[s]
+        for k in range(lm.port.shape[0]):
+            p = lm.port[k]
+            v = us[p]
+            r2 = v.real * v.real + v.imag * v.imag
+            r = math.sqrt(r2)
+            region = 0
+            if r > lm.vmax[k]:
+                region = 1
+            elif r <= lm.vmin[k]:
+                region = 3 if r <= lm.vlow[k] else 2
+            row = 4 * k + region
+            x = (lm.q2[row] * r + lm.q1[row]) * r + lm.q0[row]
+            j = lm.law[k]
+            if j >= 0 and region == 0:
+                rel = r * lm.inv_vn[k]
+                x += lm.law_p0[j] * rel ** lm.law_a[j] - 1j * lm.law_q0[j] * rel ** lm.law_b[j]
+            if has_cutoff and r > lm.vlow[k]:
+                x *= 0.5 * (1.0 + math.tanh(DROPOUT_SLOPE * (r * lm.inv_vn[k] - lm.cutoff[k])))
+            os[p] += x * v * (ks[k] / r2)
+        for p in range(s_conj.shape[1]):
+            v = us[p]
+            os[p] -= s_conj[s, p] * v / (v.real * v.real + v.imag * v.imag)
 
 
 @numba.njit(cache=True, nogil=True)
 def residual(g: np.ndarray, u: np.ndarray, inv_base: np.ndarray) -> float:
     """Largest change of a port voltage's real or imaginary part, relative to the port's
-    no-load magnitude; NaN if any is NaN."""
+    no-load magnitude, for one scenario ([P] each); NaN if any is NaN."""
     worst = 0.0
     for p in range(g.shape[0]):
         d = g[p] - u[p]
@@ -124,29 +127,34 @@ def residual(g: np.ndarray, u: np.ndarray, inv_base: np.ndarray) -> float:
 
 
 class Network(NamedTuple):
-    """The linear half of the power flow for the compiled kernels: products with Zb and
-    with X = Y⁻¹ Mᵀ, either dense (`zbt_*`, `xt_*` filled, the LU arrays empty) or
-    through Y's sparse LU (the other way round). The LU is SuperLU's, Pr Y Pc = L U,
-    taken apart so that its triangular solves run compiled too: SuperLU's own solve costs
-    about 1 ms per call on IEEE 8500, mostly outside its arithmetic.
+    """The linear half of the power flow for the compiled kernels.
 
-    (On IEEE 123 the LU's solves would take 60% of the dense product with X, which is
-    bound by reading X's 400 kB. The dense product is kept: it is linear in c to
-    roundoff, where the triangular solves' roundoff, amplified by Y's condition, moves
-    the node voltages by about 1e-12 between nearby inputs, enough to spoil finite
-    differences taken at tol 1e-13.)"""
+    Products with Zb = M Y⁻¹ Mᵀ and with X = Y⁻¹ Mᵀ run through Y's sparse LU, for many
+    scenarios at once: each elimination step is then an axpy across the scenarios, which
+    vectorises. On feeders small enough for the dense path one scenario alone uses the
+    dense Zbᵀ and Xᵀ instead (`zbt_*`, `xt_*`; empty on large feeders): at batch 1 the
+    dense products are faster, and X is linear in c to roundoff, where the triangular
+    solves' roundoff, amplified by Y's condition, moves node voltages by about 1e-12
+    between nearby inputs (enough to spoil finite differences taken at tol 1e-13).
 
-    zbt_re: np.ndarray  # [P, P] Zbᵀ, dense path (transposed: products run by columns)
+    The LU is SuperLU's, Pr Y Pc = L U, taken apart so that its triangular solves run
+    compiled: SuperLU's own solve costs about 1 ms per call on IEEE 8500, mostly outside
+    its arithmetic. Its values are split into real and imaginary parts."""
+
+    zbt_re: np.ndarray  # [P, P] Zbᵀ, dense feeders (transposed: products run by columns)
     zbt_im: np.ndarray
-    xt_re: np.ndarray  # [P, N] Xᵀ, dense path
+    xt_re: np.ndarray  # [P, N] Xᵀ, dense feeders
     xt_im: np.ndarray
     l_ptr: np.ndarray  # L below its unit diagonal, CSC
     l_idx: np.ndarray
-    l_val: np.ndarray
+    l_re: np.ndarray
+    l_im: np.ndarray
     u_ptr: np.ndarray  # U above its diagonal, CSC
     u_idx: np.ndarray
-    u_val: np.ndarray
-    u_diag: np.ndarray  # [N]
+    u_re: np.ndarray
+    u_im: np.ndarray
+    dinv_re: np.ndarray  # [N] 1 / U's diagonal
+    dinv_im: np.ndarray
     perm_r: np.ndarray  # [N]
     perm_c: np.ndarray  # [N]
     port_a: np.ndarray  # [P] node of each port's a end
@@ -172,53 +180,77 @@ def minus_product(at_re: np.ndarray, at_im: np.ndarray, c: np.ndarray, base: np.
         out[i] = base[i] - complex(acc_re[i], acc_im[i])
 
 
-@numba.njit(cache=True, nogil=True)
-def node_solve(net: Network, c: np.ndarray) -> np.ndarray:
-    """Y⁻¹ Mᵀ c [N] for port currents c [P], through the sparse LU: the currents
-    scattered to their nodes, then Pc U⁻¹ L⁻¹ Pr."""
-    n = net.u_diag.shape[0]
-    y = np.zeros(n, dtype=np.complex128)
-    for p in range(c.shape[0]):  # Pr Mᵀ c: row i of Y goes to row perm_r[i]
-        y[net.perm_r[net.port_a[p]]] += c[p]
-        if net.port_b[p] >= 0:
-            y[net.perm_r[net.port_b[p]]] -= c[p]
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def lu_solve(net: Network, c: np.ndarray, yr: np.ndarray, yi: np.ndarray) -> None:
+    """z = U⁻¹ L⁻¹ Pr Mᵀ c for port currents c [b, P] of b scenarios, into yr and yi
+    [N, b] (real and imaginary parts, scenarios fastest); node i's value of Y⁻¹ Mᵀ c is
+    z[perm_c[i]]."""
+    b, n = c.shape[0], yr.shape[0]
+    yr[:] = 0.0
+    yi[:] = 0.0
+    for p in range(c.shape[1]):  # Pr Mᵀ c: row i of Y goes to row perm_r[i]
+        ra = net.perm_r[net.port_a[p]]
+        rb = net.perm_r[net.port_b[p]] if net.port_b[p] >= 0 else -1
+        for s in range(b):
+            x = c[s, p]
+            yr[ra, s] += x.real
+            yi[ra, s] += x.imag
+            if rb >= 0:
+                yr[rb, s] -= x.real
+                yi[rb, s] -= x.imag
     for j in range(n):  # L y = ..., column by column (unit diagonal)
-        yj = y[j]
         for k in range(net.l_ptr[j], net.l_ptr[j + 1]):
-            y[net.l_idx[k]] -= net.l_val[k] * yj
+            i, vr, vi = net.l_idx[k], net.l_re[k], net.l_im[k]
+            for s in range(b):
+                ar, ai = yr[j, s], yi[j, s]
+                yr[i, s] -= vr * ar - vi * ai
+                yi[i, s] -= vr * ai + vi * ar
     for j in range(n - 1, -1, -1):  # U z = y
-        y[j] /= net.u_diag[j]
-        yj = y[j]
+        er, ei = net.dinv_re[j], net.dinv_im[j]
+        for s in range(b):
+            ar, ai = yr[j, s], yi[j, s]
+            yr[j, s] = er * ar - ei * ai
+            yi[j, s] = er * ai + ei * ar
         for k in range(net.u_ptr[j], net.u_ptr[j + 1]):
-            y[net.u_idx[k]] -= net.u_val[k] * yj
-    x = np.empty(n, dtype=np.complex128)
-    for i in range(n):  # x = Pc z
-        x[i] = y[net.perm_c[i]]
-    return x
+            i, vr, vi = net.u_idx[k], net.u_re[k], net.u_im[k]
+            for s in range(b):
+                ar, ai = yr[j, s], yi[j, s]
+                yr[i, s] -= vr * ar - vi * ai
+                yi[i, s] -= vr * ai + vi * ar
 
 
 @numba.njit(cache=True, nogil=True)
-def zbus_map(net: Network, c: np.ndarray, u0: np.ndarray, out: np.ndarray) -> None:
-    """out = u0 - Zb c [P]: the linear half of the Z-bus map."""
-    if net.zbt_re.shape[0] > 0:
-        minus_product(net.zbt_re, net.zbt_im, c, u0, out)
+def zbus_map(net: Network, c: np.ndarray, u0: np.ndarray, out: np.ndarray, yr: np.ndarray,
+             yi: np.ndarray) -> None:
+    """out = u0 - Zb c [b, P] for b scenarios' port currents c [b, P]: the linear half of
+    the Z-bus map (yr, yi [N, b]: work space)."""
+    if net.zbt_re.shape[0] > 0 and c.shape[0] == 1:
+        minus_product(net.zbt_re, net.zbt_im, c[0], u0, out[0])
         return
-    x = node_solve(net, c)
-    for p in range(out.shape[0]):
-        v = x[net.port_a[p]]
-        if net.port_b[p] >= 0:
-            v -= x[net.port_b[p]]
-        out[p] = u0[p] - v
+    lu_solve(net, c, yr, yi)
+    pc = net.perm_c
+    for p in range(out.shape[1]):
+        ia, ib = pc[net.port_a[p]], net.port_b[p]
+        for s in range(out.shape[0]):
+            v = complex(yr[ia, s], yi[ia, s])
+            if ib >= 0:
+                v -= complex(yr[pc[ib], s], yi[pc[ib], s])
+            out[s, p] = u0[p] - v
 
 
 @numba.njit(cache=True, nogil=True)
-def node_voltages(net: Network, c: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """w - X c [N]: node voltages from port currents c and no-load voltages w."""
-    if net.xt_re.shape[0] > 0:
-        out = np.empty_like(w)
-        minus_product(net.xt_re, net.xt_im, c, w, out)
-        return out
-    return w - node_solve(net, c)
+def node_voltages(net: Network, c: np.ndarray, w: np.ndarray, out: np.ndarray,
+                  yr: np.ndarray, yi: np.ndarray) -> None:
+    """out = w - X c [b, N]: node voltages from port currents c [b, P] and no-load
+    voltages w [N]."""
+    if net.xt_re.shape[0] > 0 and c.shape[0] == 1:
+        minus_product(net.xt_re, net.xt_im, c[0], w, out[0])
+        return
+    lu_solve(net, c, yr, yi)
+    for i in range(w.shape[0]):
+        j = net.perm_c[i]
+        for s in range(c.shape[0]):
+            out[s, i] = w[i] - complex(yr[j, s], yi[j, s])
 
 
 @numba.njit(cache=True, nogil=True)
@@ -267,102 +299,144 @@ def anderson(f: np.ndarray, g: np.ndarray, hist_f: np.ndarray, hist_g: np.ndarra
 @numba.njit(cache=True, nogil=True)
 def iterate(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Loads,
             net: Network, u0: np.ndarray, w: np.ndarray, inv_base: np.ndarray, tol: float,
-            max_iter: int, memory: int, mix_from: int
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int, float]:
-    """`PowerFlow._iterate` for one scenario: fixed-point steps g = u0 - Zb c(u) from u,
-    with Anderson mixing of `memory` steps from step `mix_from` on (a step whose
-    residual jumped tenfold stays plain). Returns the last iterate, its currents, the
-    node voltages (where it converged; else w), how it ended (CONVERGED, RUNAWAY or SLOW:
-    out of steps), the steps taken and the last residual."""
-    p = u.shape[0]
+            max_iter: int, memory: int, mix_from: int, out_u: np.ndarray,
+            out_c: np.ndarray, out_v: np.ndarray, end: np.ndarray, steps: np.ndarray,
+            resid: np.ndarray) -> None:
+    """`PowerFlow._iterate` for b scenarios in lockstep, each as alone: fixed-point steps
+    g = u0 - Zb c(u) from u [b, P] (s_conj [b, P] or [b, 0] for no injections, scale
+    [b, T]), with Anderson mixing of `memory` steps from step `mix_from` on (a step whose
+    residual jumped tenfold stays plain). A scenario stops when it converges (its iterate
+    and currents go to out_u and out_c [b, P]), runs away (above 10 or not finite) or
+    runs out of steps; end [b] says which (CONVERGED, RUNAWAY, SLOW), steps [b] when, and
+    resid [b] its last residual. out_v [b, N]: the node voltages of out_c."""
+    b, p = u.shape
+    n = net.dinv_re.shape[0]
     u = u.copy()
-    g = np.empty_like(u)
-    c = np.empty_like(u)
+    g, c = np.empty_like(u), np.empty_like(u)
+    yr, yi = np.empty((n, b)), np.empty((n, b))
     currents(u, s_conj, scale, lm, c)
-    # Anderson's history: newest differences of f = g - u and of g, in rows 0..kept-1
-    hist_f = np.empty((max(memory, 1), p), dtype=np.complex128)
+    # Anderson's history per scenario: newest differences of f = g - u and of g
+    hist_f = np.empty((b, max(memory, 1), p), dtype=np.complex128)
     hist_g = np.empty_like(hist_f)
-    prev_f, prev_g = np.empty(p, dtype=np.complex128), np.empty(p, dtype=np.complex128)
-    kept, have_prev = 0, False
-    res = prev_res = np.inf
+    prev_f, prev_g = np.empty_like(u), np.empty_like(u)
+    kept = np.zeros(b, dtype=np.int64)
+    have_prev = np.zeros(b, dtype=np.bool_)
+    prev_res = np.full(b, np.inf)
+    running = np.ones(b, dtype=np.bool_)
+    left = b
+    end[:] = SLOW
+    out_c[:] = 0.0
     for it in range(1, max_iter + 1):
-        zbus_map(net, c, u0, g)
-        currents(g, s_conj, scale, lm, c)
-        res = residual(g, u, inv_base)
-        if res <= tol:
-            return g, c, node_voltages(net, c, w), CONVERGED, it, res
-        if not res <= 10.0:
-            return g, c, w, RUNAWAY, it, res
-        if memory > 0 and it >= mix_from:
-            if have_prev:
-                if kept == memory:  # drop the oldest difference
-                    for i in range(kept - 1):
-                        hist_f[i], hist_g[i] = hist_f[i + 1], hist_g[i + 1]
-                    kept -= 1
+        zbus_map(net, c, u0, g, yr, yi)
+        currents(g, s_conj, scale, lm, c)  # (stopped scenarios too: cheaper than asking)
+        for s in range(b):
+            if not running[s]:
+                continue
+            res = residual(g[s], u[s], inv_base)
+            resid[s], steps[s] = res, it
+            if res <= tol or not res <= 10.0:
+                end[s] = CONVERGED if res <= tol else RUNAWAY
+                out_u[s], out_c[s] = g[s], c[s]
+                running[s] = False
+                left -= 1
+                continue
+            if memory > 0 and it >= mix_from:
+                if have_prev[s]:
+                    if kept[s] == memory:  # drop the oldest difference
+                        for i in range(kept[s] - 1):
+                            hist_f[s, i], hist_g[s, i] = hist_f[s, i + 1], hist_g[s, i + 1]
+                        kept[s] -= 1
+                    k = kept[s]
+                    for q in range(p):
+                        hist_f[s, k, q] = (g[s, q] - u[s, q]) - prev_f[s, q]
+                        hist_g[s, k, q] = g[s, q] - prev_g[s, q]
+                    kept[s] += 1
                 for q in range(p):
-                    hist_f[kept, q] = (g[q] - u[q]) - prev_f[q]
-                    hist_g[kept, q] = g[q] - prev_g[q]
-                kept += 1
-            for q in range(p):
-                prev_f[q], prev_g[q] = g[q] - u[q], g[q]
-            if have_prev and not res > 10.0 * prev_res:
-                anderson(prev_f, prev_g, hist_f, hist_g, kept, g)
-                currents(g, s_conj, scale, lm, c)
-            have_prev = True
-        u, g = g, u  # the new iterate; the old one's memory takes the next step
-        prev_res = res
-    return u, c, w, SLOW, max_iter, res
+                    prev_f[s, q], prev_g[s, q] = g[s, q] - u[s, q], g[s, q]
+                if have_prev[s] and not res > 10.0 * prev_res[s]:
+                    anderson(prev_f[s], prev_g[s], hist_f[s], hist_g[s], kept[s], g[s])
+                    currents(g[s:s + 1], s_conj[s:s + 1], scale[s:s + 1], lm, c[s:s + 1])
+                have_prev[s] = True
+            prev_res[s] = res
+        if left == 0:
+            break
+        u, g = g, u  # the new iterates; the old ones' memory takes the next step
+    for s in range(b):
+        if running[s]:  # out of steps
+            out_u[s], out_c[s] = u[s], c[s]
+    node_voltages(net, out_c, w, out_v, yr, yi)
+
+
+@numba.njit(cache=True, nogil=True)
+def _split(x: np.ndarray, out: np.ndarray) -> None:
+    """complex [b, P] -> out [b, 2, P]: real parts, then imaginary (the torch layout)."""
+    for s in range(x.shape[0]):
+        for q in range(x.shape[1]):
+            out[s, 0, q], out[s, 1, q] = x[s, q].real, x[s, q].imag
 
 
 @numba.njit(cache=True, nogil=True)
 def solve(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Loads, net: Network,
           u0: np.ndarray, w: np.ndarray, inv_base: np.ndarray, tol: float, max_iter: int,
-          memory: int, mix_from: int, out: np.ndarray
-          ) -> tuple[np.ndarray, np.ndarray, int, int, float]:
-    """`iterate`, with the last iterate and its currents also written to out [2, 1, 2, P]
-    as the torch result's u and c (real parts, then imaginary). Returns the last
-    iterate, the node voltages, how it ended, the steps and the last residual."""
-    g, c, v, end, it, res = iterate(u, s_conj, scale, lm, net, u0, w, inv_base, tol,
-                                    max_iter, memory, mix_from)
-    for q in range(g.shape[0]):
-        out[0, 0, 0, q], out[0, 0, 1, q] = g[q].real, g[q].imag
-        out[1, 0, 0, q], out[1, 0, 1, q] = c[q].real, c[q].imag
-    return g, v, end, it, res
+          memory: int, mix_from: int, out_u: np.ndarray, out_c: np.ndarray,
+          out_v: np.ndarray, end: np.ndarray, steps: np.ndarray, resid: np.ndarray,
+          out: np.ndarray) -> None:
+    """`iterate`, with the answers' iterates and currents also written to out
+    [2, b, 2, P] as the torch result's u and c."""
+    iterate(u, s_conj, scale, lm, net, u0, w, inv_base, tol, max_iter, memory, mix_from,
+            out_u, out_c, out_v, end, steps, resid)
+    _split(out_u, out[0])
+    _split(out_c, out[1])
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def solve_parallel(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Loads,
+                   net: Network, u0: np.ndarray, w: np.ndarray, inv_base: np.ndarray,
+                   tol: float, max_iter: int, memory: int, mix_from: int,
+                   out_u: np.ndarray, out_c: np.ndarray, out_v: np.ndarray, end: np.ndarray,
+                   steps: np.ndarray, resid: np.ndarray, out: np.ndarray,
+                   chunk: int) -> None:
+    """`solve` for chunks of `chunk` scenarios on all threads, a chunk at a time each."""
+    b = u.shape[0]
+    for k in numba.prange((b + chunk - 1) // chunk):
+        lo, hi = k * chunk, min(b, (k + 1) * chunk)
+        solve(u[lo:hi], s_conj[lo:hi], scale[lo:hi], lm, net, u0, w, inv_base, tol,
+              max_iter, memory, mix_from, out_u[lo:hi], out_c[lo:hi], out_v[lo:hi],
+              end[lo:hi], steps[lo:hi], resid[lo:hi], out[:, lo:hi])
 
 
 def _network(pf: PowerFlow) -> Network:
-    """The dense or sparse `Network` of a power flow, from its own matrices."""
+    """The `Network` of a power flow, from its own matrices: Y's sparse LU always (the
+    sparse path's own, or one made here), the dense Zbᵀ and Xᵀ where it has them."""
     p = pf.n_ports
-    # the unused half empty, with the same types, so that one compilation serves both
-    none_m, none_c = np.zeros((0, 0)), np.zeros(0, dtype=np.complex128)
-    none_i = np.zeros(0, dtype=np.int64)
+    kron = pf._kron or SparseKron(pf.feeder.y, pf.port_pairs, torch.device("cpu"))
     if pf._kron is None:  # zr is [[Re, Im], [-Im, Re]] of Zbᵀ; x_t is Xᵀ
         zr, xt = _np(pf.zr), _np(pf.x_t)
-        dense = [np.ascontiguousarray(a) for a in (zr[:p, :p], zr[:p, p:], xt.real,
-                                                    xt.imag)]
-        return Network(*dense, none_i, none_i, none_c, none_i, none_i, none_c, none_c,
-                       none_i, none_i, none_i, none_i)
-    kron = pf._kron
+        dense = [zr[:p, :p], zr[:p, p:], xt.real, xt.imag]
+    else:  # empty, with the same types, so that one compilation serves both
+        dense = [np.zeros((0, 0))] * 4
     lo, up = kron.lu.L.tocsc(), kron.lu.U.tocsc()
     lo.setdiag(0)  # unit diagonal, implied
     lo.eliminate_zeros()
-    diag = up.diagonal().astype(complex)
+    dinv = 1.0 / up.diagonal().astype(complex)
     up.setdiag(0)
     up.eliminate_zeros()
-    ints = [a.astype(np.int64) for a in (lo.indptr, lo.indices)]
-    ints_u = [a.astype(np.int64) for a in (up.indptr, up.indices)]
-    return Network(none_m, none_m, none_m, none_m, *ints, lo.data.astype(complex),
-                   *ints_u, up.data.astype(complex), diag,
-                   kron.lu.perm_r.astype(np.int64), kron.lu.perm_c.astype(np.int64),
-                   kron.port_a.astype(np.int64), kron.port_b.astype(np.int64))
+    parts = [*dense, lo.indptr, lo.indices, lo.data.real, lo.data.imag,
+             up.indptr, up.indices, up.data.real, up.data.imag, dinv.real, dinv.imag,
+             kron.lu.perm_r, kron.lu.perm_c, kron.port_a, kron.port_b]
+    return Network(*(np.ascontiguousarray(x, dtype=np.int64 if x.dtype.kind in "iu"
+                                          else np.float64) for x in parts))
 
 
 class SingleSolver:
-    """The fixed-point iteration of one `PowerFlow` for one scenario, compiled.
+    """The fixed-point iteration of one `PowerFlow` on the CPU, compiled: one scenario
+    (`iterate`), or a batch in lockstep, chunks of it on all threads (`rows`).
 
     Built once per power flow (on first use) from its tensors, so it shares their
     values: Zb (or the sparse LU), no-load port voltages, the load-model coefficients.
     """
+
+    CHUNK = 128  # scenarios per lockstep chunk: their work space fits in a core's L2
 
     def __init__(self, pf: PowerFlow) -> None:
         self.tol, self.max_iter = pf.tol, pf.max_iter
@@ -390,71 +464,74 @@ class SingleSolver:
             law=law_of,
             **{f"law_{f}": empty if law is None else _np(getattr(law, f))
                for f in ("p0", "q0", "a", "b")})
-        self.ones = np.ones(n_terms)
-        self.none = np.zeros(0, dtype=complex)
-        self.n_ports = pf.n_ports
+        self.n_terms, self.n_ports, self.n_nodes = n_terms, pf.n_ports, len(self.w)
         # the arguments after u, s_conj and scale, the same in every call
         self._fixed = (self.loads, self.net, self.u0, self.w, self.inv_base, float(self.tol),
                        int(self.max_iter), int(self.memory), int(self.mix_from))
-        self._solve = _entry_point(solve, (self.u0, self.none, self.ones, *self._fixed,
-                                           np.empty((2, 1, 2, self.n_ports))))
-        # The last converged answer: ((its u's memory address, version), complex u, u). A
-        # time series warm-starts from it, and then needs no conversion back; holding the
-        # tensor keeps its address from being reused, and an in-place change of it (or of
-        # a view of it) moves the version on.
+        example = (self.u0[None].copy(), np.zeros((1, 0), dtype=complex),
+                   np.ones((1, n_terms)), *self._fixed, *self._outputs(1))
+        self._solve = _entry_point(solve, example)
+        self._solve_parallel = _entry_point(solve_parallel, (*example, self.CHUNK))
+        # The last converged answer at batch 1: ((its u's memory address, version),
+        # complex u [1, P], u). A time series warm-starts from it, and then needs no
+        # conversion back; holding the tensor keeps its address from being reused, and an
+        # in-place change of it (or of a view of it) moves the version on.
         self._last: tuple[tuple[int, int], np.ndarray, torch.Tensor] | None = None
 
-    def iterate(self, s_port: torch.Tensor | None, scale: torch.Tensor | None,
-                u_init: torch.Tensor | None) -> SingleAnswer:
-        """The fixed point of one scenario from u_init (or no load): s_port [1, 2, P] (W,
-        var) and scale [1, T], CPU tensors that need no gradient, and u_init [1, 2, P].
-        Stops as `_iterate` does: converged when the largest change of a port voltage's
-        real or imaginary part, relative to its no-load magnitude, is within tol; not
-        converged (answered at no load, for Newton to try) after a runaway (above 10, or
-        not finite) or max_iter steps."""
+    def _outputs(self, b: int) -> tuple[np.ndarray, ...]:
+        """The kernel's outputs for b scenarios: out_u, out_c, out_v, end, steps, resid
+        and out (see `solve`)."""
+        p = self.n_ports
+        uc, flags = np.empty((2, b, p), dtype=complex), np.empty((2, b), dtype=np.int64)
+        return (uc[0], uc[1], np.empty((b, self.n_nodes), dtype=complex), flags[0],
+                flags[1], np.empty(b), np.empty((2, b, 2, p)))
+
+    def solve(self, s_port: torch.Tensor | None, scale: torch.Tensor | None,
+              u_init: torch.Tensor | None, batch: int) -> SingleAnswer:
+        """The fixed points of `batch` scenarios from u_init (or no load): s_port
+        [B, 2, P] (W, var) and scale [B, T], CPU tensors that need no gradient, and u_init
+        [B, 2, P]. Stops as `_iterate` does, per scenario: converged when the largest
+        change of a port voltage's real or imaginary part, relative to its no-load
+        magnitude, is within tol; not converged (answered at no load with max_iter
+        steps, for Newton to try) after a runaway (above 10, or not finite) or max_iter
+        steps. The node voltages come only if every scenario converged."""
         # C-contiguous float64 and complex128 always: the kernel is called for these
         # types without numba's checks (`_entry_point`)
-        s = self.none if s_port is None else _complex(s_port.numpy()[0]).conj()
-        k = self.ones if scale is None else np.ascontiguousarray(scale.numpy()[0],
-                                                                 dtype=np.float64)
+        if s_port is None:
+            s = np.zeros((batch, 0), dtype=complex)
+        else:
+            x = s_port.numpy()
+            s = x[:, 0] - 1j * x[:, 1]  # conj(s)
+        k = (np.ones((batch, self.n_terms)) if scale is None
+             else np.ascontiguousarray(scale.numpy(), dtype=np.float64))
         if u_init is None:
-            u = self.u0
-        elif self._last is not None and self._last[0] == (u_init.data_ptr(),
-                                                         u_init._version):
+            u = np.repeat(self.u0[None], batch, 0)
+        elif batch == 1 and self._last is not None and self._last[0] == (
+                u_init.data_ptr(), u_init._version):
             u = self._last[1]  # our last answer (or a view of it), unchanged since
         else:
-            u = _complex(_np(u_init)[0])
-        out = np.empty((2, 1, 2, self.n_ports))  # u and c of the torch result
-        g, v, end, it, res = self._solve(u, s, k, *self._fixed, out)
-        if end != CONVERGED:  # answered at no load, with max_iter, as in `_iterate`
-            out[0, 0, 0], out[0, 0, 1], out[1] = self.u0.real, self.u0.imag, 0.0
-            return self._answer(out, False, self.max_iter, res)
-        answer = self._answer(out, True, it, res, torch.from_numpy(v[None]))
-        self._last = ((answer.u.data_ptr(), answer.u._version), g, answer.u)
-        return answer
-
-    def rows(self, s_port: torch.Tensor | None, scale: torch.Tensor | None,
-             u_init: torch.Tensor | None, batch: int) -> SingleAnswer:
-        """`iterate` for each of `batch` scenarios ([B, ...] inputs), answers stacked; the
-        node voltages only if every scenario converged."""
-        def row(x: torch.Tensor | None, r: int) -> torch.Tensor | None:
-            return None if x is None else x[r: r + 1]
-
-        answers = [self.iterate(row(s_port, r), row(scale, r), row(u_init, r))
-                   for r in range(batch)]
-        parts = [torch.cat(column) for column in zip(*(a[:5] for a in answers))]
-        done = all(a.voltages is not None for a in answers)
-        return SingleAnswer(*parts, torch.cat([a.voltages for a in answers]) if done else None)
-
-    @staticmethod
-    def _answer(out: np.ndarray, ok: bool, it: int, res: float,
-                voltages: torch.Tensor | None = None) -> SingleAnswer:
-        """The answer from u and c in out [2, 1, 2, P]."""
-        u, c = torch.from_numpy(out[0]), torch.from_numpy(out[1])
+            x = _np(u_init)
+            u = x[:, 0] + 1j * x[:, 1]
+        out_u, out_c, out_v, end, steps, resid, out = self._outputs(batch)
+        if batch == 1:
+            self._solve(u, s, k, *self._fixed, out_u, out_c, out_v, end, steps, resid, out)
+        else:
+            self._solve_parallel(u, s, k, *self._fixed, out_u, out_c, out_v, end, steps,
+                                 resid, out, self.CHUNK)
+        ok = end == CONVERGED
+        every = bool(ok.all())
+        if not every:  # answered at no load, with max_iter, as in `_iterate`
+            bad = ~ok
+            out[0, bad, 0], out[0, bad, 1], out[1, bad] = self.u0.real, self.u0.imag, 0.0
+            steps[bad] = self.max_iter
         # (from numpy: torch's own constructors cost more per call, which counts here)
-        return SingleAnswer(u, c, torch.from_numpy(np.array([ok])),
-                            torch.from_numpy(np.array([it], dtype=np.int64)),
-                            torch.from_numpy(np.array([res])), voltages)
+        answer = SingleAnswer(torch.from_numpy(out[0]), torch.from_numpy(out[1]),
+                              torch.from_numpy(ok), torch.from_numpy(steps),
+                              torch.from_numpy(resid),
+                              torch.from_numpy(out_v) if every else None)
+        if batch == 1 and every:
+            self._last = ((answer.u.data_ptr(), answer.u._version), out_u, answer.u)
+        return answer
 
 
 def _entry_point(kernel: numba.core.registry.CPUDispatcher, args: tuple) -> object:
@@ -466,11 +543,6 @@ def _entry_point(kernel: numba.core.registry.CPUDispatcher, args: tuple) -> obje
     signature = tuple(numba.typeof(a) for a in args)
     kernel.compile(signature)
     return kernel.overloads[signature].entry_point
-
-
-def _complex(x: np.ndarray) -> np.ndarray:
-    """[2, P] real and imaginary parts -> complex [P]."""
-    return x[0] + 1j * x[1]
 
 
 def compile_kernels() -> None:
