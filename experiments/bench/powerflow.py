@@ -157,6 +157,19 @@ def _gradient_ratio(pf: PowerFlow, scale: torch.Tensor, device: str, repeats: in
     return {"batch": scale.shape[0], "forward_s": f, "backward_s": b, "ratio": b / f}
 
 
+def _variants(cfg: Config) -> dict[str, dict[str, bool]]:
+    """Our contenders and their PowerFlow options: the default (on the CPU the compiled
+    loop of `grid.single`, on a GPU torch), torch's own iteration on the CPU, and with
+    --compile torch's iteration fused by torch.compile."""
+    cpu = not cfg.device.startswith("cuda")
+    out = {"default": {}}
+    if cpu:
+        out["torch"] = {"compiled_single": False}
+    if cfg.compile:
+        out["torch.compile"] = {"compiled_single": False, "compile": True}
+    return out
+
+
 def run(cfg: Config, progress: bool = True) -> Result:
     tune_cpu_allocator()
     feeder = load_feeder(cfg.feeder)
@@ -165,11 +178,10 @@ def run(cfg: Config, progress: bool = True) -> Result:
     scale_np = rng.uniform(0.5, 1.5, (pool, len(feeder.loads)))
     scale = torch.as_tensor(scale_np, device=cfg.device)
     variants, build_s = {}, {}
-    for kind in ("eager", "compiled") if cfg.compile else ("eager",):
+    for kind, kwargs in _variants(cfg).items():
         for tol in cfg.tols:
             start = time.perf_counter()
-            variants[(kind, tol)] = PowerFlow(feeder, device=cfg.device, tol=tol,
-                                              compile=kind == "compiled")
+            variants[(kind, tol)] = PowerFlow(feeder, device=cfg.device, tol=tol, **kwargs)
             build_s[f"{kind} {tol:g}"] = time.perf_counter() - start
     snapshot = OpenDSSReference(feeder, tolerance=1e-4)  # OpenDSS's default tolerance
     series = OpenDSSReference(feeder, tolerance=1e-4)
@@ -204,7 +216,7 @@ def run(cfg: Config, progress: bool = True) -> Result:
         for key in warm_keys:
             times.setdefault(("series", key), []).append(_time_series(series, warm_cases))
             bar.update()
-            timed(key, _time_warm(variants[("eager", key[1])], scale, cfg.warm_cases,
+            timed(key, _time_warm(variants[("default", key[1])], scale, cfg.warm_cases,
                                   cfg.device))
     bar.close()
 
@@ -232,7 +244,8 @@ def run(cfg: Config, progress: bool = True) -> Result:
     v_ref = np.array([tight.solve_case(row)[0] for row in check])
     iterations = {}
     for tol in cfg.tols:
-        ours = variants[("eager", tol)].solve(load_scale=torch.as_tensor(check, device=cfg.device))
+        ours = variants[("default", tol)].solve(
+            load_scale=torch.as_tensor(check, device=cfg.device))
         iterations[tol] = float(ours.iterations.float().mean())
     result.accuracy = {
         "ours_mean_iterations": {str(t): i for t, i in iterations.items()},
@@ -265,7 +278,7 @@ def run(cfg: Config, progress: bool = True) -> Result:
             "ratio_vs_opendss_series": statistics.median(o / p for o, p in zip(ours, peer)),
         })
     grad_batch = min(max(cfg.batches), 1024)
-    result.gradient = _gradient_ratio(variants[("eager", cfg.tols[0])], scale[:grad_batch],
+    result.gradient = _gradient_ratio(variants[("default", cfg.tols[0])], scale[:grad_batch],
                                       cfg.device, cfg.repeats)
     return result
 

@@ -49,8 +49,9 @@ def test_bench_powerflow_quick(capsys, tmp_path):
     assert main(args) == 0
     assert main(args) == 0  # a second run replaces its section instead of appending
     data = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert [(row["tol"], row["batch"]) for row in data["rows"]] == [
-        (1e-9, 1), (1e-9, 8), (1e-6, 1), (1e-6, 8)]
+    assert [(row["variant"], row["tol"], row["batch"]) for row in data["rows"]] == [
+        (variant, tol, batch) for variant in ("default", "torch") for tol in (1e-9, 1e-6)
+        for batch in (1, 8)]
     assert all(row["solves_per_s"] > 0 for row in data["rows"])
     assert all(row["max_error_pu"] <= 1e-6 for row in data["rows"])
     assert data["gradient"]["ratio"] > 0

@@ -1,4 +1,4 @@
-"""The batch-1 path (`grid.single`, numba) against the batched torch iteration and OpenDSS.
+"""The compiled CPU path (`grid.single`, numba) against the torch iteration and OpenDSS.
 
 Both iterate the same fixed point from the same start, so on every case they must take the
 same number of steps and agree to roundoff; OpenDSS is the independent reference. The cases
@@ -180,6 +180,35 @@ def test_a_sparse_batch_runs_row_by_row_as_the_dense_batch(feeder_cache):
     b2 = dense.solve(load_scale=scale[1], initial=b)
     assert torch.equal(a2.iterations, b2.iterations)
     assert float((a2.voltages - b2.voltages).abs().max()) <= 1e-9 * float(b2.voltages.abs().max())
+
+
+def test_a_batch_steps_in_lockstep_each_scenario_as_alone(feeder_cache, monkeypatch):
+    """A batch on the CPU runs in chunks of scenarios in lockstep (here chunks of 2, so
+    that several run on the threads at once), each scenario stopping on its own: an
+    ordinary one, a slow one that mixes, one past the nose (to Newton, unconverged) and
+    one at no load, in a mixed order. Each agrees with the torch batch (the same flags
+    and voltages) and takes the steps it takes alone, on either path. (The torch batch
+    counts steps differently: its float32 first steps run until every row is close.)"""
+    from grid.single import SingleSolver
+
+    monkeypatch.setattr(SingleSolver, "CHUNK", 2)
+    fast, slow = _pair(feeder_cache("ieee13"))
+    scale = torch.tensor([1.0, 3.0, 30.0, 0.0, 1.5], dtype=torch.float64)
+    a, b = fast.solve(load_scale=scale), slow.solve(load_scale=scale)
+    assert a.converged.tolist() == b.converged.tolist() == [True, True, False, True, True]
+    assert int(a.iterations[1]) > fast.anderson_start + 2  # it did mix
+    assert int(a.iterations[2]) == int(b.iterations[2])  # Newton's steps counted alike
+    ok = a.converged
+    base = float(b.voltages[ok].abs().max())
+    assert float((a.voltages[ok] - b.voltages[ok]).abs().max()) <= 1e-9 * base
+    assert bool(torch.isnan(a.voltages[~ok]).all())
+    for row in (0, 1, 3, 4):
+        alone = fast.solve(load_scale=float(scale[row]))
+        assert int(alone.iterations[0]) == int(a.iterations[row])
+        if row != 3:  # (at no load torch's float32 first step leaves a roundoff to fix)
+            torch_alone = slow.solve(load_scale=float(scale[row]))
+            assert int(torch_alone.iterations[0]) == int(a.iterations[row])
+        assert float((alone.voltages[0] - a.voltages[row]).abs().max()) <= 1e-9 * base
 
 
 def test_a_scalar_load_scale_is_reused_only_for_the_same_value(feeder_cache):
