@@ -58,9 +58,8 @@ class Loads(NamedTuple):
     """The load model's terms as flat numpy arrays for the compiled kernels (T terms)."""
 
     port: np.ndarray  # [T] port of each term
-    q2: np.ndarray  # [4 T] conj(S) coefficients per term and region (normal, high, mid, low)
-    q1: np.ndarray
-    q0: np.ndarray
+    q: np.ndarray  # [6, 4 T] conj(S)'s coefficients of r², r and 1, real and imaginary
+    #                parts, per term and region (normal, high, mid, low)
     vlow: np.ndarray  # [T] region bounds, V
     vmin: np.ndarray
     vmax: np.ndarray
@@ -80,51 +79,66 @@ def _np(x: torch.Tensor) -> np.ndarray:
 @numba.njit(cache=True, nogil=True)
 def currents(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Loads,
              out: np.ndarray) -> None:
-    """Port currents drawn a -> b (A) into out [b, P], at port voltages u [b, P] of b
-    scenarios: a load term draws conj(S(|u|)) u / |u|^2 times its scale [b, T], an
-    injection s draws -conj(s) u / |u|^2 (s_conj [b, P], or [b, 0] for none). S(r) is
-    `LoadModel.power`: the quadratic of the term's voltage region, model 4's power law in
-    the normal band, the ZIP drop-out above the lowest region."""
+    """Port currents drawn a -> b (A) into out [P, b], at port voltages u [P, b] of b
+    scenarios (scenarios fastest, so each term's loop runs across them): a load term
+    draws conj(S(|u|)) u / |u|^2 times its scale [T, b], an injection s draws
+    -conj(s) u / |u|^2 (s_conj [P, b], or [0, b] for none). S(r) is `LoadModel.power`:
+    the quadratic of the term's voltage region, model 4's power law in the normal band,
+    the ZIP drop-out above the lowest region."""
     out[:] = 0.0
     has_cutoff = lm.cutoff.shape[0] > 0
-    for s in range(u.shape[0]):
-        us, ks, os = u[s], scale[s], out[s]
-        for k in range(lm.port.shape[0]):
-            p = lm.port[k]
-            v = us[p]
-            r2 = v.real * v.real + v.imag * v.imag
+    for k in range(lm.port.shape[0]):
+        p, j = lm.port[k], lm.law[k]
+        vmax, vmin, vlow = lm.vmax[k], lm.vmin[k], lm.vlow[k]
+        # the term's four quadratics (normal, high, mid, low region), picked per scenario
+        # by selects rather than a table lookup, in real arithmetic: so the loop over
+        # scenarios vectorises
+        q = lm.q[:, 4 * k: 4 * k + 4]
+        a0r, a1r, a2r, a3r = q[0, 0], q[0, 1], q[0, 2], q[0, 3]
+        a0i, a1i, a2i, a3i = q[1, 0], q[1, 1], q[1, 2], q[1, 3]
+        b0r, b1r, b2r, b3r = q[2, 0], q[2, 1], q[2, 2], q[2, 3]
+        b0i, b1i, b2i, b3i = q[3, 0], q[3, 1], q[3, 2], q[3, 3]
+        c0r, c1r, c2r, c3r = q[4, 0], q[4, 1], q[4, 2], q[4, 3]
+        c0i, c1i, c2i, c3i = q[5, 0], q[5, 1], q[5, 2], q[5, 3]
+        for s in range(u.shape[1]):
+            vr, vi = u[p, s].real, u[p, s].imag
+            r2 = vr * vr + vi * vi
             r = math.sqrt(r2)
-            region = 0
-            if r > lm.vmax[k]:
-                region = 1
-            elif r <= lm.vmin[k]:
-                region = 3 if r <= lm.vlow[k] else 2
-            row = 4 * k + region
-            x = (lm.q2[row] * r + lm.q1[row]) * r + lm.q0[row]
-            j = lm.law[k]
-            if j >= 0 and region == 0:
+            high, mid, low = r > vmax, r <= vmin, r <= vlow
+            xr = ((a1r if high else (a3r if low else a2r) if mid else a0r) * r
+                  + (b1r if high else (b3r if low else b2r) if mid else b0r)) * r + (
+                c1r if high else (c3r if low else c2r) if mid else c0r)
+            xi = ((a1i if high else (a3i if low else a2i) if mid else a0i) * r
+                  + (b1i if high else (b3i if low else b2i) if mid else b0i)) * r + (
+                c1i if high else (c3i if low else c2i) if mid else c0i)
+            if j >= 0 and not high and not mid:  # model 4's law, in the normal band
                 rel = r * lm.inv_vn[k]
-                x += lm.law_p0[j] * rel ** lm.law_a[j] - 1j * lm.law_q0[j] * rel ** lm.law_b[j]
-            if has_cutoff and r > lm.vlow[k]:
-                x *= 0.5 * (1.0 + math.tanh(DROPOUT_SLOPE * (r * lm.inv_vn[k] - lm.cutoff[k])))
-            os[p] += x * v * (ks[k] / r2)
-        for p in range(s_conj.shape[1]):
-            v = us[p]
-            os[p] -= s_conj[s, p] * v / (v.real * v.real + v.imag * v.imag)
+                xr += lm.law_p0[j] * rel ** lm.law_a[j]
+                xi -= lm.law_q0[j] * rel ** lm.law_b[j]
+            if has_cutoff and r > vlow:
+                f = 0.5 * (1.0 + math.tanh(DROPOUT_SLOPE * (r * lm.inv_vn[k] - lm.cutoff[k])))
+                xr, xi = xr * f, xi * f
+            f = scale[k, s] / r2
+            out[p, s] += complex((xr * vr - xi * vi) * f, (xr * vi + xi * vr) * f)
+    for p in range(s_conj.shape[0]):
+        for s in range(u.shape[1]):
+            v = u[p, s]
+            out[p, s] -= s_conj[p, s] * v / (v.real * v.real + v.imag * v.imag)
 
 
 @numba.njit(cache=True, nogil=True)
-def residual(g: np.ndarray, u: np.ndarray, inv_base: np.ndarray) -> float:
-    """Largest change of a port voltage's real or imaginary part, relative to the port's
-    no-load magnitude, for one scenario ([P] each); NaN if any is NaN."""
-    worst = 0.0
+def residuals(g: np.ndarray, u: np.ndarray, inv_base: np.ndarray, out: np.ndarray) -> None:
+    """Per scenario into out [b]: the largest change of a port voltage's real or imaginary
+    part from u to g [P, b], relative to the port's no-load magnitude; NaN if any is
+    NaN."""
+    out[:] = 0.0
     for p in range(g.shape[0]):
-        d = g[p] - u[p]
-        m = max(abs(d.real), abs(d.imag)) * inv_base[p]
-        if m != m:
-            return m
-        worst = max(worst, m)
-    return worst
+        w = inv_base[p]
+        for s in range(g.shape[1]):
+            d = g[p, s] - u[p, s]
+            m = max(abs(d.real), abs(d.imag)) * w
+            if m > out[s] or m != m:  # (a NaN stays: nothing compares above it)
+                out[s] = m
 
 
 class Network(NamedTuple):
@@ -183,17 +197,17 @@ def minus_product(at_re: np.ndarray, at_im: np.ndarray, c: np.ndarray, base: np.
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
 def lu_solve(net: Network, c: np.ndarray, yr: np.ndarray, yi: np.ndarray) -> None:
-    """z = U⁻¹ L⁻¹ Pr Mᵀ c for port currents c [b, P] of b scenarios, into yr and yi
+    """z = U⁻¹ L⁻¹ Pr Mᵀ c for port currents c [P, b] of b scenarios, into yr and yi
     [N, b] (real and imaginary parts, scenarios fastest); node i's value of Y⁻¹ Mᵀ c is
     z[perm_c[i]]."""
-    b, n = c.shape[0], yr.shape[0]
+    b, n = c.shape[1], yr.shape[0]
     yr[:] = 0.0
     yi[:] = 0.0
-    for p in range(c.shape[1]):  # Pr Mᵀ c: row i of Y goes to row perm_r[i]
+    for p in range(c.shape[0]):  # Pr Mᵀ c: row i of Y goes to row perm_r[i]
         ra = net.perm_r[net.port_a[p]]
         rb = net.perm_r[net.port_b[p]] if net.port_b[p] >= 0 else -1
         for s in range(b):
-            x = c[s, p]
+            x = c[p, s]
             yr[ra, s] += x.real
             yi[ra, s] += x.imag
             if rb >= 0:
@@ -223,34 +237,36 @@ def lu_solve(net: Network, c: np.ndarray, yr: np.ndarray, yi: np.ndarray) -> Non
 @numba.njit(cache=True, nogil=True)
 def zbus_map(net: Network, c: np.ndarray, u0: np.ndarray, out: np.ndarray, yr: np.ndarray,
              yi: np.ndarray) -> None:
-    """out = u0 - Zb c [b, P] for b scenarios' port currents c [b, P]: the linear half of
+    """out = u0 - Zb c [P, b] for b scenarios' port currents c [P, b]: the linear half of
     the Z-bus map (yr, yi [N, b]: work space)."""
-    if net.zbt_re.shape[0] > 0 and c.shape[0] == 1:
-        minus_product(net.zbt_re, net.zbt_im, c[0], u0, out[0])
+    p, b = c.shape
+    if net.zbt_re.shape[0] > 0 and b == 1:
+        minus_product(net.zbt_re, net.zbt_im, c.reshape(p), u0, out.reshape(p))
         return
     lu_solve(net, c, yr, yi)
     pc = net.perm_c
-    for p in range(out.shape[1]):
-        ia, ib = pc[net.port_a[p]], net.port_b[p]
-        for s in range(out.shape[0]):
+    for q in range(p):
+        ia, ib = pc[net.port_a[q]], net.port_b[q]
+        for s in range(b):
             v = complex(yr[ia, s], yi[ia, s])
             if ib >= 0:
                 v -= complex(yr[pc[ib], s], yi[pc[ib], s])
-            out[s, p] = u0[p] - v
+            out[q, s] = u0[q] - v
 
 
 @numba.njit(cache=True, nogil=True)
 def node_voltages(net: Network, c: np.ndarray, w: np.ndarray, out: np.ndarray,
                   yr: np.ndarray, yi: np.ndarray) -> None:
-    """out = w - X c [b, N]: node voltages from port currents c [b, P] and no-load
+    """out = w - X c [b, N]: node voltages from port currents c [P, b] and no-load
     voltages w [N]."""
-    if net.xt_re.shape[0] > 0 and c.shape[0] == 1:
-        minus_product(net.xt_re, net.xt_im, c[0], w, out[0])
+    p, b = c.shape
+    if net.xt_re.shape[0] > 0 and b == 1:
+        minus_product(net.xt_re, net.xt_im, c.reshape(p), w, out[0])
         return
     lu_solve(net, c, yr, yi)
     for i in range(w.shape[0]):
         j = net.perm_c[i]
-        for s in range(c.shape[0]):
+        for s in range(b):
             out[s, i] = w[i] - complex(yr[j, s], yi[j, s])
 
 
@@ -304,13 +320,14 @@ def iterate(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Loads,
             out_c: np.ndarray, out_v: np.ndarray, end: np.ndarray, steps: np.ndarray,
             resid: np.ndarray) -> None:
     """`PowerFlow._iterate` for b scenarios in lockstep, each as alone: fixed-point steps
-    g = u0 - Zb c(u) from u [b, P] (s_conj [b, P] or [b, 0] for no injections, scale
-    [b, T]), with Anderson mixing of `memory` steps from step `mix_from` on (a step whose
-    residual jumped tenfold stays plain). A scenario stops when it converges (its iterate
-    and currents go to out_u and out_c [b, P]), runs away (above 10 or not finite) or
-    runs out of steps; end [b] says which (CONVERGED, RUNAWAY, SLOW), steps [b] when, and
-    resid [b] its last residual. out_v [b, N]: the node voltages of out_c."""
-    b, p = u.shape
+    g = u0 - Zb c(u) from u [P, b] (s_conj [P, b] or [0, b] for no injections, scale
+    [T, b]; scenarios fastest), with Anderson mixing of `memory` steps from step
+    `mix_from` on (a step whose residual jumped tenfold stays plain). A scenario stops
+    when it converges (its iterate and currents go to out_u and out_c [b, P]), runs away
+    (above 10 or not finite) or runs out of steps; end [b] says which (CONVERGED, RUNAWAY,
+    SLOW), steps [b] when, and resid [b] its last residual. out_v [b, N]: the node
+    voltages of out_c."""
+    p, b = u.shape
     n = net.dinv_re.shape[0]
     u = u.copy()
     g, c = np.empty_like(u), np.empty_like(u)
@@ -319,25 +336,27 @@ def iterate(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Loads,
     # Anderson's history per scenario: newest differences of f = g - u and of g
     hist_f = np.empty((b, max(memory, 1), p), dtype=np.complex128)
     hist_g = np.empty_like(hist_f)
-    prev_f, prev_g = np.empty_like(u), np.empty_like(u)
+    prev_f, prev_g = np.empty((b, p), dtype=np.complex128), np.empty((b, p), np.complex128)
+    mixed = np.empty(p, dtype=np.complex128)
     kept = np.zeros(b, dtype=np.int64)
     have_prev = np.zeros(b, dtype=np.bool_)
     prev_res = np.full(b, np.inf)
     running = np.ones(b, dtype=np.bool_)
+    res = np.empty(b)
     left = b
     end[:] = SLOW
     out_c[:] = 0.0
     for it in range(1, max_iter + 1):
         zbus_map(net, c, u0, g, yr, yi)
         currents(g, s_conj, scale, lm, c)  # (stopped scenarios too: cheaper than asking)
+        residuals(g, u, inv_base, res)
         for s in range(b):
             if not running[s]:
                 continue
-            res = residual(g[s], u[s], inv_base)
-            resid[s], steps[s] = res, it
-            if res <= tol or not res <= 10.0:
-                end[s] = CONVERGED if res <= tol else RUNAWAY
-                out_u[s], out_c[s] = g[s], c[s]
+            resid[s], steps[s] = res[s], it
+            if res[s] <= tol or not res[s] <= 10.0:
+                end[s] = CONVERGED if res[s] <= tol else RUNAWAY
+                out_u[s], out_c[s] = g[:, s], c[:, s]
                 running[s] = False
                 left -= 1
                 continue
@@ -349,23 +368,25 @@ def iterate(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Loads,
                         kept[s] -= 1
                     k = kept[s]
                     for q in range(p):
-                        hist_f[s, k, q] = (g[s, q] - u[s, q]) - prev_f[s, q]
-                        hist_g[s, k, q] = g[s, q] - prev_g[s, q]
+                        hist_f[s, k, q] = (g[q, s] - u[q, s]) - prev_f[s, q]
+                        hist_g[s, k, q] = g[q, s] - prev_g[s, q]
                     kept[s] += 1
                 for q in range(p):
-                    prev_f[s, q], prev_g[s, q] = g[s, q] - u[s, q], g[s, q]
-                if have_prev[s] and not res > 10.0 * prev_res[s]:
-                    anderson(prev_f[s], prev_g[s], hist_f[s], hist_g[s], kept[s], g[s])
-                    currents(g[s:s + 1], s_conj[s:s + 1], scale[s:s + 1], lm, c[s:s + 1])
+                    prev_f[s, q], prev_g[s, q] = g[q, s] - u[q, s], g[q, s]
+                if have_prev[s] and not res[s] > 10.0 * prev_res[s]:
+                    anderson(prev_f[s], prev_g[s], hist_f[s], hist_g[s], kept[s], mixed)
+                    g[:, s] = mixed
+                    currents(g[:, s:s + 1], s_conj[:, s:s + 1], scale[:, s:s + 1], lm,
+                             c[:, s:s + 1])
                 have_prev[s] = True
-            prev_res[s] = res
+            prev_res[s] = res[s]
         if left == 0:
             break
         u, g = g, u  # the new iterates; the old ones' memory takes the next step
     for s in range(b):
         if running[s]:  # out of steps
-            out_u[s], out_c[s] = u[s], c[s]
-    node_voltages(net, out_c, w, out_v, yr, yi)
+            out_u[s], out_c[s] = u[:, s], c[:, s]
+    node_voltages(net, np.ascontiguousarray(out_c.T), w, out_v, yr, yi)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -398,10 +419,11 @@ def solve_parallel(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Loa
                    steps: np.ndarray, resid: np.ndarray, out: np.ndarray,
                    chunk: int) -> None:
     """`solve` for chunks of `chunk` scenarios on all threads, a chunk at a time each."""
-    b = u.shape[0]
+    b = u.shape[1]
     for k in numba.prange((b + chunk - 1) // chunk):
         lo, hi = k * chunk, min(b, (k + 1) * chunk)
-        solve(u[lo:hi], s_conj[lo:hi], scale[lo:hi], lm, net, u0, w, inv_base, tol,
+        solve(np.ascontiguousarray(u[:, lo:hi]), np.ascontiguousarray(s_conj[:, lo:hi]),
+              np.ascontiguousarray(scale[:, lo:hi]), lm, net, u0, w, inv_base, tol,
               max_iter, memory, mix_from, out_u[lo:hi], out_c[lo:hi], out_v[lo:hi],
               end[lo:hi], steps[lo:hi], resid[lo:hi], out[:, lo:hi])
 
@@ -458,8 +480,8 @@ class SingleSolver:
         empty = np.zeros(0)
         self.loads = Loads(
             port=_np(pf.t_port).astype(np.int64),
-            q2=np.ascontiguousarray(conj[:, 0]), q1=np.ascontiguousarray(conj[:, 1]),
-            q0=np.ascontiguousarray(conj[:, 2]),
+            q=np.ascontiguousarray(np.stack([f(conj[:, i]) for i in range(3)
+                                             for f in (np.real, np.imag)])),
             vlow=_np(lm.vlow), vmin=_np(lm.vmin), vmax=_np(lm.vmax), inv_vn=_np(lm.inv_vn),
             cutoff=empty if lm.cutoff_pu is None else _np(lm.cutoff_pu),
             law=law_of,
@@ -469,12 +491,12 @@ class SingleSolver:
         # the arguments after u, s_conj and scale, the same in every call
         self._fixed = (self.loads, self.net, self.u0, self.w, self.inv_base, float(self.tol),
                        int(self.max_iter), int(self.memory), int(self.mix_from))
-        example = (self.u0[None].copy(), np.zeros((1, 0), dtype=complex),
-                   np.ones((1, n_terms)), *self._fixed, *self._outputs(1))
+        example = (self.u0[:, None].copy(), np.zeros((0, 1), dtype=complex),
+                   np.ones((n_terms, 1)), *self._fixed, *self._outputs(1))
         self._solve = _entry_point(solve, example)
         self._solve_parallel = _entry_point(solve_parallel, (*example, self.CHUNK))
         # The last converged answer at batch 1: ((its u's memory address, version),
-        # complex u [1, P], u). A time series warm-starts from it, and then needs no
+        # complex u [P, 1], u). A time series warm-starts from it, and then needs no
         # conversion back; holding the tensor keeps its address from being reused, and an
         # in-place change of it (or of a view of it) moves the version on.
         self._last: tuple[tuple[int, int], np.ndarray, torch.Tensor] | None = None
@@ -498,21 +520,22 @@ class SingleSolver:
         steps. The node voltages come only if every scenario converged."""
         # C-contiguous float64 and complex128 always: the kernel is called for these
         # types without numba's checks (`_entry_point`)
+        # (inputs scenarios fastest: [P, B] and [T, B])
         if s_port is None:
-            s = np.zeros((batch, 0), dtype=complex)
+            s = np.zeros((0, batch), dtype=complex)
         else:
             x = s_port.numpy()
-            s = x[:, 0] - 1j * x[:, 1]  # conj(s)
-        k = (np.ones((batch, self.n_terms)) if scale is None
-             else np.ascontiguousarray(scale.numpy(), dtype=np.float64))
+            s = np.ascontiguousarray((x[:, 0] - 1j * x[:, 1]).T)  # conj(s)
+        k = (np.ones((self.n_terms, batch)) if scale is None
+             else np.ascontiguousarray(scale.numpy().T, dtype=np.float64))
         if u_init is None:
-            u = np.repeat(self.u0[None], batch, 0)
+            u = np.repeat(self.u0[:, None], batch, 1)
         elif batch == 1 and self._last is not None and self._last[0] == (
                 u_init.data_ptr(), u_init._version):
             u = self._last[1]  # our last answer (or a view of it), unchanged since
         else:
             x = _np(u_init)
-            u = x[:, 0] + 1j * x[:, 1]
+            u = np.ascontiguousarray((x[:, 0] + 1j * x[:, 1]).T)
         out_u, out_c, out_v, end, steps, resid, out = self._outputs(batch)
         if batch == 1:
             self._solve(u, s, k, *self._fixed, out_u, out_c, out_v, end, steps, resid, out)
@@ -531,7 +554,8 @@ class SingleSolver:
                               torch.from_numpy(resid),
                               torch.from_numpy(out_v) if every else None)
         if batch == 1 and every:
-            self._last = ((answer.u.data_ptr(), answer.u._version), out_u, answer.u)
+            self._last = ((answer.u.data_ptr(), answer.u._version), out_u.reshape(-1, 1),
+                          answer.u)
         return answer
 
 
