@@ -58,7 +58,7 @@ class Loads(NamedTuple):
     """The load model's terms as flat numpy arrays for the compiled kernels (T terms)."""
 
     port: np.ndarray  # [T] port of each term
-    q: np.ndarray  # [6, 4 T] conj(S)'s coefficients of r², r and 1, real and imaginary
+    q: np.ndarray  # [T, 6, 4] conj(S)'s coefficients of r², r and 1, real and imaginary
     #                parts, per term and region (normal, high, mid, low)
     vlow: np.ndarray  # [T] region bounds, V
     vmin: np.ndarray
@@ -93,7 +93,7 @@ def currents(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Loads,
         # the term's four quadratics (normal, high, mid, low region), picked per scenario
         # by selects rather than a table lookup, in real arithmetic: so the loop over
         # scenarios vectorises
-        q = lm.q[:, 4 * k: 4 * k + 4]
+        q = lm.q[k]  # [6, 4]
         a0r, a1r, a2r, a3r = q[0, 0], q[0, 1], q[0, 2], q[0, 3]
         a0i, a1i, a2i, a3i = q[1, 0], q[1, 1], q[1, 2], q[1, 3]
         b0r, b1r, b2r, b3r = q[2, 0], q[2, 1], q[2, 2], q[2, 3]
@@ -390,42 +390,48 @@ def iterate(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Loads,
 
 
 @numba.njit(cache=True, nogil=True)
-def _split(x: np.ndarray, out: np.ndarray) -> None:
-    """complex [b, P] -> out [b, 2, P]: real parts, then imaginary (the torch layout)."""
-    for s in range(x.shape[0]):
-        for q in range(x.shape[1]):
-            out[s, 0, q], out[s, 1, q] = x[s, q].real, x[s, q].imag
-
-
-@numba.njit(cache=True, nogil=True)
 def solve(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Loads, net: Network,
           u0: np.ndarray, w: np.ndarray, inv_base: np.ndarray, tol: float, max_iter: int,
-          memory: int, mix_from: int, out_u: np.ndarray, out_c: np.ndarray,
-          out_v: np.ndarray, end: np.ndarray, steps: np.ndarray, resid: np.ndarray,
-          out: np.ndarray) -> None:
-    """`iterate`, with the answers' iterates and currents also written to out
-    [2, b, 2, P] as the torch result's u and c."""
-    iterate(u, s_conj, scale, lm, net, u0, w, inv_base, tol, max_iter, memory, mix_from,
-            out_u, out_c, out_v, end, steps, resid)
-    _split(out_u, out[0])
-    _split(out_c, out[1])
+          memory: int, mix_from: int, out_u: np.ndarray, out: np.ndarray,
+          out_v: np.ndarray, ok: np.ndarray, steps: np.ndarray, resid: np.ndarray) -> bool:
+    """`iterate` for inputs with one row per scenario (u [b, P], s_conj [b, P] or [b, 0],
+    scale [b, T]), answered as the torch iteration answers: a scenario that did not
+    converge at no load, with no currents and max_iter steps. Writes the iterates to
+    out_u [b, P], u and c to out [2, b, 2, P] (real parts, then imaginary), converged to
+    ok [b]; returns whether all converged."""
+    b, p = u.shape
+    out_c, end = np.empty((b, p), dtype=np.complex128), np.empty(b, dtype=np.int64)
+    iterate(np.ascontiguousarray(u.T), np.ascontiguousarray(s_conj.T),
+            np.ascontiguousarray(scale.T), lm, net, u0, w, inv_base, tol, max_iter, memory,
+            mix_from, out_u, out_c, out_v, end, steps, resid)
+    every = True
+    for s in range(b):
+        ok[s] = end[s] == CONVERGED
+        if not ok[s]:
+            every = False
+            out_u[s], out_c[s], steps[s] = u0, 0.0, max_iter
+        for q in range(p):
+            out[0, s, 0, q], out[0, s, 1, q] = out_u[s, q].real, out_u[s, q].imag
+            out[1, s, 0, q], out[1, s, 1, q] = out_c[s, q].real, out_c[s, q].imag
+    return every
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def solve_parallel(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Loads,
                    net: Network, u0: np.ndarray, w: np.ndarray, inv_base: np.ndarray,
                    tol: float, max_iter: int, memory: int, mix_from: int,
-                   out_u: np.ndarray, out_c: np.ndarray, out_v: np.ndarray, end: np.ndarray,
-                   steps: np.ndarray, resid: np.ndarray, out: np.ndarray,
-                   chunk: int) -> None:
+                   out_u: np.ndarray, out: np.ndarray, out_v: np.ndarray, ok: np.ndarray,
+                   steps: np.ndarray, resid: np.ndarray, chunk: int) -> bool:
     """`solve` for chunks of `chunk` scenarios on all threads, a chunk at a time each."""
-    b = u.shape[1]
-    for k in numba.prange((b + chunk - 1) // chunk):
+    b = u.shape[0]
+    n = (b + chunk - 1) // chunk
+    every = np.empty(n, dtype=np.bool_)
+    for k in numba.prange(n):
         lo, hi = k * chunk, min(b, (k + 1) * chunk)
-        solve(np.ascontiguousarray(u[:, lo:hi]), np.ascontiguousarray(s_conj[:, lo:hi]),
-              np.ascontiguousarray(scale[:, lo:hi]), lm, net, u0, w, inv_base, tol,
-              max_iter, memory, mix_from, out_u[lo:hi], out_c[lo:hi], out_v[lo:hi],
-              end[lo:hi], steps[lo:hi], resid[lo:hi], out[:, lo:hi])
+        every[k] = solve(u[lo:hi], s_conj[lo:hi], scale[lo:hi], lm, net, u0, w, inv_base,
+                         tol, max_iter, memory, mix_from, out_u[lo:hi], out[:, lo:hi],
+                         out_v[lo:hi], ok[lo:hi], steps[lo:hi], resid[lo:hi])
+    return every.all()
 
 
 def _network(pf: PowerFlow) -> Network:
@@ -480,8 +486,9 @@ class SingleSolver:
         empty = np.zeros(0)
         self.loads = Loads(
             port=_np(pf.t_port).astype(np.int64),
-            q=np.ascontiguousarray(np.stack([f(conj[:, i]) for i in range(3)
-                                             for f in (np.real, np.imag)])),
+            q=np.ascontiguousarray(np.stack([f(conj[:, i].reshape(n_terms, 4))
+                                             for i in range(3) for f in (np.real, np.imag)],
+                                            axis=1)),
             vlow=_np(lm.vlow), vmin=_np(lm.vmin), vmax=_np(lm.vmax), inv_vn=_np(lm.inv_vn),
             cutoff=empty if lm.cutoff_pu is None else _np(lm.cutoff_pu),
             law=law_of,
@@ -491,23 +498,23 @@ class SingleSolver:
         # the arguments after u, s_conj and scale, the same in every call
         self._fixed = (self.loads, self.net, self.u0, self.w, self.inv_base, float(self.tol),
                        int(self.max_iter), int(self.memory), int(self.mix_from))
-        example = (self.u0[:, None].copy(), np.zeros((0, 1), dtype=complex),
-                   np.ones((n_terms, 1)), *self._fixed, *self._outputs(1))
+        self._none = np.zeros((1, 0), dtype=complex)  # no injections, one scenario
+        example = (self.u0[None].copy(), self._none, np.ones((1, n_terms)), *self._fixed,
+                   *self._outputs(1))
         self._solve = _entry_point(solve, example)
         self._solve_parallel = _entry_point(solve_parallel, (*example, self.CHUNK))
         # The last converged answer at batch 1: ((its u's memory address, version),
-        # complex u [P, 1], u). A time series warm-starts from it, and then needs no
+        # complex u [1, P], u). A time series warm-starts from it, and then needs no
         # conversion back; holding the tensor keeps its address from being reused, and an
         # in-place change of it (or of a view of it) moves the version on.
         self._last: tuple[tuple[int, int], np.ndarray, torch.Tensor] | None = None
 
     def _outputs(self, b: int) -> tuple[np.ndarray, ...]:
-        """The kernel's outputs for b scenarios: out_u, out_c, out_v, end, steps, resid
-        and out (see `solve`)."""
-        p = self.n_ports
-        uc, flags = np.empty((2, b, p), dtype=complex), np.empty((2, b), dtype=np.int64)
-        return (uc[0], uc[1], np.empty((b, self.n_nodes), dtype=complex), flags[0],
-                flags[1], np.empty(b), np.empty((2, b, 2, p)))
+        """The kernel's outputs for b scenarios: out_u, out, out_v, ok, steps and resid
+        (see `solve`)."""
+        return (np.empty((b, self.n_ports), dtype=complex), np.empty((2, b, 2, self.n_ports)),
+                np.empty((b, self.n_nodes), dtype=complex), np.empty(b, dtype=np.bool_),
+                np.empty(b, dtype=np.int64), np.empty(b))
 
     def solve(self, s_port: torch.Tensor | None, scale: torch.Tensor | None,
               u_init: torch.Tensor | None, batch: int) -> SingleAnswer:
@@ -520,42 +527,31 @@ class SingleSolver:
         steps. The node voltages come only if every scenario converged."""
         # C-contiguous float64 and complex128 always: the kernel is called for these
         # types without numba's checks (`_entry_point`)
-        # (inputs scenarios fastest: [P, B] and [T, B])
         if s_port is None:
-            s = np.zeros((0, batch), dtype=complex)
+            s = self._none if batch == 1 else np.zeros((batch, 0), dtype=complex)
         else:
             x = s_port.numpy()
-            s = np.ascontiguousarray((x[:, 0] - 1j * x[:, 1]).T)  # conj(s)
-        k = (np.ones((self.n_terms, batch)) if scale is None
-             else np.ascontiguousarray(scale.numpy().T, dtype=np.float64))
+            s = x[:, 0] - 1j * x[:, 1]  # conj(s)
+        k = (np.ones((batch, self.n_terms)) if scale is None
+             else np.ascontiguousarray(scale.numpy(), dtype=np.float64))
         if u_init is None:
-            u = np.repeat(self.u0[:, None], batch, 1)
+            u = np.repeat(self.u0[None], batch, 0)
         elif batch == 1 and self._last is not None and self._last[0] == (
                 u_init.data_ptr(), u_init._version):
             u = self._last[1]  # our last answer (or a view of it), unchanged since
         else:
             x = _np(u_init)
-            u = np.ascontiguousarray((x[:, 0] + 1j * x[:, 1]).T)
-        out_u, out_c, out_v, end, steps, resid, out = self._outputs(batch)
-        if batch == 1:
-            self._solve(u, s, k, *self._fixed, out_u, out_c, out_v, end, steps, resid, out)
-        else:
-            self._solve_parallel(u, s, k, *self._fixed, out_u, out_c, out_v, end, steps,
-                                 resid, out, self.CHUNK)
-        ok = end == CONVERGED
-        every = bool(ok.all())
-        if not every:  # answered at no load, with max_iter, as in `_iterate`
-            bad = ~ok
-            out[0, bad, 0], out[0, bad, 1], out[1, bad] = self.u0.real, self.u0.imag, 0.0
-            steps[bad] = self.max_iter
+            u = x[:, 0] + 1j * x[:, 1]
+        out_u, out, out_v, ok, steps, resid = outputs = self._outputs(batch)
+        every = (self._solve(u, s, k, *self._fixed, *outputs) if batch == 1 else
+                 self._solve_parallel(u, s, k, *self._fixed, *outputs, self.CHUNK))
         # (from numpy: torch's own constructors cost more per call, which counts here)
         answer = SingleAnswer(torch.from_numpy(out[0]), torch.from_numpy(out[1]),
                               torch.from_numpy(ok), torch.from_numpy(steps),
                               torch.from_numpy(resid),
                               torch.from_numpy(out_v) if every else None)
         if batch == 1 and every:
-            self._last = ((answer.u.data_ptr(), answer.u._version), out_u.reshape(-1, 1),
-                          answer.u)
+            self._last = ((answer.u.data_ptr(), answer.u._version), out_u, answer.u)
         return answer
 
 
