@@ -213,6 +213,9 @@ def lu_solve(net: Network, c: np.ndarray, yr: np.ndarray, yi: np.ndarray) -> Non
             if rb >= 0:
                 yr[rb, s] -= x.real
                 yi[rb, s] -= x.imag
+    if b == 1:  # one scenario: the same elimination without the loop over scenarios
+        _lu_solve_one(net, yr[:, 0], yi[:, 0])
+        return
     for j in range(n):  # L y = ..., column by column (unit diagonal)
         for k in range(net.l_ptr[j], net.l_ptr[j + 1]):
             i, vr, vi = net.l_idx[k], net.l_re[k], net.l_im[k]
@@ -232,6 +235,25 @@ def lu_solve(net: Network, c: np.ndarray, yr: np.ndarray, yi: np.ndarray) -> Non
                 ar, ai = yr[j, s], yi[j, s]
                 yr[i, s] -= vr * ar - vi * ai
                 yi[i, s] -= vr * ai + vi * ar
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _lu_solve_one(net: Network, yr: np.ndarray, yi: np.ndarray) -> None:
+    """`lu_solve`'s two triangular solves for one scenario, in place on yr, yi [N]."""
+    for j in range(yr.shape[0]):
+        ar, ai = yr[j], yi[j]
+        for k in range(net.l_ptr[j], net.l_ptr[j + 1]):
+            i, vr, vi = net.l_idx[k], net.l_re[k], net.l_im[k]
+            yr[i] -= vr * ar - vi * ai
+            yi[i] -= vr * ai + vi * ar
+    for j in range(yr.shape[0] - 1, -1, -1):
+        er, ei = net.dinv_re[j], net.dinv_im[j]
+        ar, ai = er * yr[j] - ei * yi[j], er * yi[j] + ei * yr[j]
+        yr[j], yi[j] = ar, ai
+        for k in range(net.u_ptr[j], net.u_ptr[j + 1]):
+            i, vr, vi = net.u_idx[k], net.u_re[k], net.u_im[k]
+            yr[i] -= vr * ar - vi * ai
+            yi[i] -= vr * ai + vi * ar
 
 
 @numba.njit(cache=True, nogil=True)
