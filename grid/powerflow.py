@@ -43,7 +43,7 @@ from grid.feeder import GROUND, Feeder
 from grid.loadmodel import LoadModel
 from grid.result import PowerFlowResult
 from grid.runtime import tune_cpu_allocator
-from grid.single import SingleSolver
+from grid.single import CpuSolver
 from grid.sparse import SparseKron
 
 CDTYPE = torch.complex128
@@ -106,7 +106,7 @@ class PowerFlow:
         dense build alone takes tens of seconds and each dense iteration costs more than
         the sparse one. The dense path is faster for small feeders and large batches,
         and the only one on GPUs.
-    compiled_single: iterate on the CPU in numba-compiled code (`grid.single`), one
+    compiled_cpu: iterate on the CPU in numba-compiled code (`grid.single`), one
         scenario or a batch (chunks of scenarios in lockstep on all threads): at batch 1
         5-10 times faster than torch, whose per-operation dispatch dominates one
         scenario, and at batch 1,024 on IEEE 123 about 1.5 times faster than torch's
@@ -129,7 +129,7 @@ class PowerFlow:
         mixed: bool = True,
         newton_iter: int = 30,
         sparse: bool | None = None,
-        compiled_single: bool = True,
+        compiled_cpu: bool = True,
     ) -> None:
         self.feeder = feeder
         self.connection_names = tuple(connections)
@@ -141,7 +141,7 @@ class PowerFlow:
         self.newton_iter = newton_iter
         self._compiled: object = None
         self._single: PowerFlow | None = None
-        self._single_solver: SingleSolver | None = None
+        self._cpu_solver: CpuSolver | None = None
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         if self.device.type == "cpu":
             tune_cpu_allocator()
@@ -171,7 +171,7 @@ class PowerFlow:
             raise GridError(f"sparse=True runs on the CPU (scipy's SuperLU), not on "
                             f"{self.device}; use the dense path (sparse=False) there")
         self.sparse = bool(sparse)
-        self.compiled_single = compiled_single and self.device.type == "cpu"
+        self.compiled_cpu = compiled_cpu and self.device.type == "cpu"
         self.mixed = mixed and not self.sparse  # float32 steps reuse the dense Zb
 
         def t(a: object, dtype: torch.dtype = RDTYPE) -> torch.Tensor:
@@ -612,10 +612,10 @@ class PowerFlow:
         s_fixed = None if s_port is None else s_port.detach()
         scale_fixed = None if scale is None else scale.detach()
         answer = None
-        if self.compiled_single:
-            if self._single_solver is None:
-                self._single_solver = SingleSolver(self)
-            answer = self._single_solver.solve(s_fixed, scale_fixed, u_init, batch)
+        if self.compiled_cpu:
+            if self._cpu_solver is None:
+                self._cpu_solver = CpuSolver(self)
+            answer = self._cpu_solver.solve(s_fixed, scale_fixed, u_init, batch)
         if answer is not None and answer.voltages is not None:  # converged, compiled
             u, c, converged, iters, resid, voltages = answer
         else:

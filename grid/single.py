@@ -479,7 +479,7 @@ def _network(pf: PowerFlow) -> Network:
                                           else np.float64) for x in parts))
 
 
-class SingleSolver:
+class CpuSolver:
     """The fixed-point iteration of one `PowerFlow` on the CPU, compiled: one scenario
     (`iterate`), or a batch in lockstep, chunks of it on all threads (`rows`).
 

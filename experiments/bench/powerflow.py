@@ -164,9 +164,9 @@ def _variants(cfg: Config) -> dict[str, dict[str, bool]]:
     cpu = not cfg.device.startswith("cuda")
     out = {"default": {}}
     if cpu:
-        out["torch"] = {"compiled_single": False}
+        out["torch"] = {"compiled_cpu": False}
     if cfg.compile:
-        out["torch.compile"] = {"compiled_single": False, "compile": True}
+        out["torch.compile"] = {"compiled_cpu": False, "compile": True}
     return out
 
 

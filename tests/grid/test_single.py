@@ -40,7 +40,7 @@ def _ieee13(tmp_path, name: str):
 def _pair(feeder, connections=(), **kwargs) -> tuple[PowerFlow, PowerFlow]:
     """The same power flow with the batch-1 path on and off."""
     return (PowerFlow(feeder, connections, **kwargs),
-            PowerFlow(feeder, connections, compiled_single=False, **kwargs))
+            PowerFlow(feeder, connections, compiled_cpu=False, **kwargs))
 
 
 def _same(a, b, rtol: float = 1e-11, steps: int = 0) -> None:
@@ -113,7 +113,7 @@ def test_the_sparse_path_matches_the_dense_one(feeder_cache):
     feeder = feeder_cache("ieee123")
     scale = np.random.default_rng(2).uniform(0.5, 1.5, (4, len(feeder.loads)))
     sparse = PowerFlow(feeder, sparse=True)
-    dense = PowerFlow(feeder, compiled_single=False)
+    dense = PowerFlow(feeder, compiled_cpu=False)
     prev_s = prev_d = None
     for k in range(len(scale)):
         prev_s = sparse.solve(load_scale=scale[k: k + 1], initial=prev_s)
@@ -172,7 +172,7 @@ def test_a_sparse_batch_runs_row_by_row_as_the_dense_batch(feeder_cache):
     feeder = feeder_cache("ieee123")
     scale = np.random.default_rng(4).uniform(0.5, 1.5, (2, 3, len(feeder.loads)))
     sparse = PowerFlow(feeder, sparse=True)
-    dense = PowerFlow(feeder, compiled_single=False)
+    dense = PowerFlow(feeder, compiled_cpu=False)
     a, b = sparse.solve(load_scale=scale[0]), dense.solve(load_scale=scale[0])
     assert a.batch == 3 and bool(a.converged.all())
     assert float((a.voltages - b.voltages).abs().max()) <= 1e-8 * float(b.voltages.abs().max())
@@ -189,9 +189,9 @@ def test_a_batch_steps_in_lockstep_each_scenario_as_alone(feeder_cache, monkeypa
     one at no load, in a mixed order. Each agrees with the torch batch (the same flags
     and voltages) and takes the steps it takes alone, on either path. (The torch batch
     counts steps differently: its float32 first steps run until every row is close.)"""
-    from grid.single import SingleSolver
+    from grid.single import CpuSolver
 
-    monkeypatch.setattr(SingleSolver, "CHUNK", 2)
+    monkeypatch.setattr(CpuSolver, "CHUNK", 2)
     fast, slow = _pair(feeder_cache("ieee13"))
     scale = torch.tensor([1.0, 3.0, 30.0, 0.0, 1.5], dtype=torch.float64)
     a, b = fast.solve(load_scale=scale), slow.solve(load_scale=scale)
