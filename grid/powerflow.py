@@ -109,10 +109,11 @@ class PowerFlow:
     compiled_cpu: iterate on the CPU in numba-compiled code (`grid.single`), one
         scenario or a batch (chunks of scenarios in lockstep on all threads): at batch 1
         5-10 times faster than torch, whose per-operation dispatch dominates one
-        scenario, and at batch 1,024 on IEEE 123 about 1.5 times faster than torch's
-        dense matmuls. Each scenario takes the steps it would take alone in the torch
-        iteration, to the same answer (`tests/grid/test_single.py`). False keeps every
-        solve in torch (and its float32 first steps: `mixed`).
+        scenario, and at batch 1,024 on IEEE 123 about 2.5 times faster than torch's
+        iteration (1.7 times its torch.compile'd form: BENCHMARKS.md). Each scenario
+        takes the steps it would take alone in the torch iteration, to the same answer
+        (`tests/grid/test_single.py`). False keeps every solve in torch (and its float32
+        first steps: `mixed`).
     """
 
     def __init__(

@@ -42,9 +42,9 @@ CONVERGED, RUNAWAY, SLOW = 0, 1, 2  # how an iteration ended
 
 
 class SingleAnswer(NamedTuple):
-    """The fixed point of one scenario as the torch iteration returns it: u and c [1, 2, P]
-    (real parts, then imaginary), converged [1], iterations [1] and residual [1]; and the
-    node voltages [1, N] (complex, V) where it converged."""
+    """The fixed points of B scenarios as the torch iteration returns them: u and c
+    [B, 2, P] (real parts, then imaginary), converged [B], iterations [B] and residual
+    [B]; and the node voltages [B, N] (complex, V) where every scenario converged."""
 
     u: torch.Tensor
     c: torch.Tensor
