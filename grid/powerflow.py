@@ -44,7 +44,7 @@ from grid.loadmodel import LoadModel
 from grid.result import PowerFlowResult
 from grid.runtime import tune_cpu_allocator
 from grid.single import CpuSolver
-from grid.sparse import SparseKron
+from grid.sparse import SUPERLU, SparseKron
 
 CDTYPE = torch.complex128
 RDTYPE = torch.float64
@@ -160,7 +160,6 @@ class PowerFlow:
             for spec in self.connection_names
         ]
         pairs = list(port_of)
-        self.port_pairs = pairs  # the (a, b) nodes of each port, b possibly GROUND
         n_nodes, n_ports = len(feeder.nodes), len(pairs)
         self.n_ports = n_ports
         self.n_loads = len(feeder.loads)
@@ -185,16 +184,20 @@ class PowerFlow:
         self.u0 = t(np.stack([u0.real, u0.imag]))  # [2, P]
         self.inv_base = t(1.0 / np.maximum(np.abs(u0), 1.0))  # [P]
         self.w = t(feeder.v_noload, CDTYPE)
+        self.port_nodes = (a_idx, b_idx)  # each port's a and b node (b may be GROUND)
         self.zr = self.x_t = self._kron = None
         if self.sparse:
             self._kron = SparseKron(feeder.y, pairs, self.device)
+            self.lu = self._kron.lu
         else:
-            # Kron reduction: one sparse LU of Y, solved for the port columns only.
+            # Kron reduction: one sparse LU of Y, solved for the port columns only; the
+            # compiled CPU loop solves with the same LU for batches (`grid.single`)
             rows = np.r_[np.arange(n_ports), np.flatnonzero(b_idx != GROUND)]
             cols = np.r_[a_idx, b_idx[b_idx != GROUND]]
             vals = np.r_[np.ones(n_ports), -np.ones(len(rows) - n_ports)]
             m = sp.csr_matrix((vals, (rows, cols)), shape=(n_ports, n_nodes))
-            x = spla.splu(feeder.y.tocsc()).solve(m.T.toarray().astype(complex))  # [N, P]
+            self.lu = spla.splu(sp.csc_matrix(feeder.y, dtype=complex), **SUPERLU)
+            x = self.lu.solve(m.T.toarray().astype(complex))  # [N, P]
             zb_t = (m @ x).T  # row-vector form: u = u0 - c @ Zb^T
             # u = u0 - c @ Zb^T for complex row vectors, as [Re c | Im c] @ zr
             self.zr = t(np.block([[zb_t.real, zb_t.imag], [-zb_t.imag, zb_t.real]]))
@@ -894,14 +897,11 @@ def _check_finite(x: torch.Tensor, name: str, labels: Sequence[str]) -> None:
     if bool(np.isfinite(a).all() if isinstance(a, np.ndarray) else torch.isfinite(a).all()):
         return
     bad = ~torch.isfinite(x)
-    if bool(bad.any()):
-        rows, cols = torch.nonzero(bad, as_tuple=True)
-        col = int(cols[0])
-        label = labels[col] if col < len(labels) else str(col)
-        raise InjectionError(
-            f"{name} has {int(bad.sum())} non-finite value(s); first at scenario "
-            f"{int(rows[0])}, column {col} ({label!r})"
-        )
+    rows, cols = torch.nonzero(bad, as_tuple=True)
+    col = int(cols[0])
+    label = labels[col] if col < len(labels) else str(col)
+    raise InjectionError(f"{name} has {int(bad.sum())} non-finite value(s); first at "
+                         f"scenario {int(rows[0])}, column {col} ({label!r})")
 
 
 class _ImplicitFixedPoint(torch.autograd.Function):

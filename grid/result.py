@@ -38,8 +38,8 @@ class PowerFlowResult:
         voltages: torch.Tensor | None = None,
     ) -> None:
         """voltages: the node voltages where the solver computed them already (the
-        batch-1 path, which gives them only when its scenario converged); otherwise they
-        follow from the currents."""
+        compiled CPU loop, which gives them only when every scenario converged); otherwise
+        they follow from the currents."""
         self.pf, self.feeder = pf, pf.feeder
         self.u, self._s_conn = u, s_conn
         self.converged, self.iterations, self.residual = converged, iterations, residual

@@ -18,7 +18,7 @@ on IEEE 123 that is a third of the dense Zb's flops, and it vectorises. One scen
 dense feeder uses the dense Zb instead (`Network`).
 
 The compiled functions are cached on disk (numba's `cache=True`, next to this file), so
-only the first use on a machine pays their compilation (about 40 s; `make setup` does it).
+only the first use on a machine pays their compilation (about 50 s; `make setup` does it).
 
 Units as in `grid.powerflow`: volts, amperes, VA.
 """
@@ -33,7 +33,6 @@ import numpy as np
 import torch
 
 from grid.loadmodel import DROPOUT_SLOPE
-from grid.sparse import SparseKron
 
 if TYPE_CHECKING:
     from grid.powerflow import PowerFlow
@@ -41,7 +40,7 @@ if TYPE_CHECKING:
 CONVERGED, RUNAWAY, SLOW = 0, 1, 2  # how an iteration ended
 
 
-class SingleAnswer(NamedTuple):
+class CpuAnswer(NamedTuple):
     """The fixed points of B scenarios as the torch iteration returns them: u and c
     [B, 2, P] (real parts, then imaginary), converged [B], iterations [B] and residual
     [B]; and the node voltages [B, N] (complex, V) where every scenario converged."""
@@ -457,16 +456,15 @@ def solve_parallel(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Loa
 
 
 def _network(pf: PowerFlow) -> Network:
-    """The `Network` of a power flow, from its own matrices: Y's sparse LU always (the
-    sparse path's own, or one made here), the dense Zbᵀ and Xᵀ where it has them."""
+    """The `Network` of a power flow, from its own matrices: Y's sparse LU (the one its
+    Kron reduction or its sparse path made), the dense Zbᵀ and Xᵀ where it has them."""
     p = pf.n_ports
-    kron = pf._kron or SparseKron(pf.feeder.y, pf.port_pairs, torch.device("cpu"))
     if pf._kron is None:  # zr is [[Re, Im], [-Im, Re]] of Zbᵀ; x_t is Xᵀ
         zr, xt = _np(pf.zr), _np(pf.x_t)
         dense = [zr[:p, :p], zr[:p, p:], xt.real, xt.imag]
     else:  # empty, with the same types, so that one compilation serves both
         dense = [np.zeros((0, 0))] * 4
-    lo, up = kron.lu.L.tocsc(), kron.lu.U.tocsc()
+    lo, up = pf.lu.L.tocsc(), pf.lu.U.tocsc()
     lo.setdiag(0)  # unit diagonal, implied
     lo.eliminate_zeros()
     dinv = 1.0 / up.diagonal().astype(complex)
@@ -474,14 +472,14 @@ def _network(pf: PowerFlow) -> Network:
     up.eliminate_zeros()
     parts = [*dense, lo.indptr, lo.indices, lo.data.real, lo.data.imag,
              up.indptr, up.indices, up.data.real, up.data.imag, dinv.real, dinv.imag,
-             kron.lu.perm_r, kron.lu.perm_c, kron.port_a, kron.port_b]
+             pf.lu.perm_r, pf.lu.perm_c, *pf.port_nodes]
     return Network(*(np.ascontiguousarray(x, dtype=np.int64 if x.dtype.kind in "iu"
                                           else np.float64) for x in parts))
 
 
 class CpuSolver:
-    """The fixed-point iteration of one `PowerFlow` on the CPU, compiled: one scenario
-    (`iterate`), or a batch in lockstep, chunks of it on all threads (`rows`).
+    """The fixed-point iteration of one `PowerFlow` on the CPU, compiled (`solve`): one
+    scenario, or a batch in lockstep, chunks of it on all threads.
 
     Built once per power flow (on first use) from its tensors, so it shares their
     values: Zb (or the sparse LU), no-load port voltages, the load-model coefficients.
@@ -539,7 +537,7 @@ class CpuSolver:
                 np.empty(b, dtype=np.int64), np.empty(b))
 
     def solve(self, s_port: torch.Tensor | None, scale: torch.Tensor | None,
-              u_init: torch.Tensor | None, batch: int) -> SingleAnswer:
+              u_init: torch.Tensor | None, batch: int) -> CpuAnswer:
         """The fixed points of `batch` scenarios from u_init (or no load): s_port
         [B, 2, P] (W, var) and scale [B, T], CPU tensors that need no gradient, and u_init
         [B, 2, P]. Stops as `_iterate` does, per scenario: converged when the largest
@@ -568,7 +566,7 @@ class CpuSolver:
         every = (self._solve(u, s, k, *self._fixed, *outputs) if batch == 1 else
                  self._solve_parallel(u, s, k, *self._fixed, *outputs, self.CHUNK))
         # (from numpy: torch's own constructors cost more per call, which counts here)
-        answer = SingleAnswer(torch.from_numpy(out[0]), torch.from_numpy(out[1]),
+        answer = CpuAnswer(torch.from_numpy(out[0]), torch.from_numpy(out[1]),
                               torch.from_numpy(ok), torch.from_numpy(steps),
                               torch.from_numpy(resid),
                               torch.from_numpy(out_v) if every else None)

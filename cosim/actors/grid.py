@@ -57,7 +57,7 @@ class GridActor(Actor):
         self.daily = DailyGeneration(self.feeder) if self.feeder.shaped else None
         self.conn_base_v = np.array([self.feeder.connection_base_v(c) for c in connections])
         self._warm: torch.Tensor | None = None  # last port voltages: the next start
-        # one solve at set-up: a process's first batch-1 solve loads the compiled kernels
+        # one solve at set-up: a power flow's first solve loads the compiled kernels
         # (grid.single, 0.3-0.7 s), which belongs to starting the actor, not to step 0
         self.pf.solve(load_scale=0.0)
 
