@@ -44,7 +44,7 @@ from grid.loadmodel import LoadModel
 from grid.result import PowerFlowResult
 from grid.runtime import tune_cpu_allocator
 from grid.single import CpuSolver
-from grid.sparse import SUPERLU, SparseKron
+from grid.sparse import SparseKron
 
 CDTYPE = torch.complex128
 RDTYPE = torch.float64
@@ -188,16 +188,13 @@ class PowerFlow:
         self.zr = self.x_t = self._kron = None
         if self.sparse:
             self._kron = SparseKron(feeder.y, pairs, self.device)
-            self.lu = self._kron.lu
         else:
-            # Kron reduction: one sparse LU of Y, solved for the port columns only; the
-            # compiled CPU loop solves with the same LU for batches (`grid.single`)
+            # Kron reduction: one sparse LU of Y, solved for the port columns only
             rows = np.r_[np.arange(n_ports), np.flatnonzero(b_idx != GROUND)]
             cols = np.r_[a_idx, b_idx[b_idx != GROUND]]
             vals = np.r_[np.ones(n_ports), -np.ones(len(rows) - n_ports)]
             m = sp.csr_matrix((vals, (rows, cols)), shape=(n_ports, n_nodes))
-            self.lu = spla.splu(sp.csc_matrix(feeder.y, dtype=complex), **SUPERLU)
-            x = self.lu.solve(m.T.toarray().astype(complex))  # [N, P]
+            x = spla.splu(feeder.y.tocsc()).solve(m.T.toarray().astype(complex))  # [N, P]
             zb_t = (m @ x).T  # row-vector form: u = u0 - c @ Zb^T
             # u = u0 - c @ Zb^T for complex row vectors, as [Re c | Im c] @ zr
             self.zr = t(np.block([[zb_t.real, zb_t.imag], [-zb_t.imag, zb_t.real]]))

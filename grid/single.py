@@ -30,9 +30,12 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numba
 import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
 import torch
 
 from grid.loadmodel import DROPOUT_SLOPE
+from grid.sparse import SUPERLU
 
 if TYPE_CHECKING:
     from grid.powerflow import PowerFlow
@@ -456,15 +459,17 @@ def solve_parallel(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Loa
 
 
 def _network(pf: PowerFlow) -> Network:
-    """The `Network` of a power flow, from its own matrices: Y's sparse LU (the one its
-    Kron reduction or its sparse path made), the dense Zbᵀ and Xᵀ where it has them."""
+    """The `Network` of a power flow, from its own matrices: Y's sparse LU (its sparse
+    path's, or made here with the same options), the dense Zbᵀ and Xᵀ where it has them."""
     p = pf.n_ports
+    lu = pf._kron.lu if pf._kron is not None else spla.splu(
+        sp.csc_matrix(pf.feeder.y, dtype=complex), **SUPERLU)
     if pf._kron is None:  # zr is [[Re, Im], [-Im, Re]] of Zbᵀ; x_t is Xᵀ
         zr, xt = _np(pf.zr), _np(pf.x_t)
         dense = [zr[:p, :p], zr[:p, p:], xt.real, xt.imag]
     else:  # empty, with the same types, so that one compilation serves both
         dense = [np.zeros((0, 0))] * 4
-    lo, up = pf.lu.L.tocsc(), pf.lu.U.tocsc()
+    lo, up = lu.L.tocsc(), lu.U.tocsc()
     lo.setdiag(0)  # unit diagonal, implied
     lo.eliminate_zeros()
     dinv = 1.0 / up.diagonal().astype(complex)
@@ -472,7 +477,7 @@ def _network(pf: PowerFlow) -> Network:
     up.eliminate_zeros()
     parts = [*dense, lo.indptr, lo.indices, lo.data.real, lo.data.imag,
              up.indptr, up.indices, up.data.real, up.data.imag, dinv.real, dinv.imag,
-             pf.lu.perm_r, pf.lu.perm_c, *pf.port_nodes]
+             lu.perm_r, lu.perm_c, *pf.port_nodes]
     return Network(*(np.ascontiguousarray(x, dtype=np.int64 if x.dtype.kind in "iu"
                                           else np.float64) for x in parts))
 
