@@ -72,7 +72,6 @@ import torch
 from agents.households import ACTIONS, FIELDS
 from agents.policies.bank import PolicyBank
 from cosim.config import load_config
-from cosim.envs import RewardConfig
 from cosim.profiles import load_profiles
 from experiments.bench.common import add_output_arguments, machine_info, save
 from experiments.gradmap.problem import Problem, rollout
@@ -290,9 +289,11 @@ def measure(agents: int, budget_s: float, methods: tuple[str, ...] = ("gradmap",
 # IPPO's reward (choice): its own bill, wear, fuel and discomfort at GradMAP's price, plus
 # the grid through the environment's reward terms - its own connection's voltage outside the
 # limits, and equal shares of the losses (at the wholesale price), of the node-steps outside
-# the limits and of the overloaded lines. Not tuned.
-IPPO_REWARD = RewardConfig(discomfort_cost=DISCOMFORT_COST, voltage_penalty=100.0,
-                           losses_share=1.0, violation_penalty=1.0, overload_penalty=10.0)
+# the limits and of the overloaded lines. Not tuned. Keyword arguments of
+# `cosim.envs.RewardConfig`, built where IPPO runs: the RL stack (Ray, RLlib) is imported
+# only then, so GradMAP and SSL need neither.
+IPPO_REWARD = dict(discomfort_cost=DISCOMFORT_COST, voltage_penalty=100.0,
+                   losses_share=1.0, violation_penalty=1.0, overload_penalty=10.0)
 
 
 def _train_ippo(problem: Problem, config, profiles, budget_s: float, seed: int,
@@ -304,6 +305,7 @@ def _train_ippo(problem: Problem, config, profiles, budget_s: float, seed: int,
     per iteration) and the final bank."""
     import ray
 
+    from cosim.envs import RewardConfig
     from experiments.rl.train import TrainConfig
     from experiments.rl.train import train as train_rl
 
@@ -322,7 +324,7 @@ def _train_ippo(problem: Problem, config, profiles, budget_s: float, seed: int,
     try:
         outcome = train_rl(episode, TrainConfig(algo="ippo", iterations=MAX_ITERATIONS,
                                                 seed=seed, checkpoint_every=MAX_ITERATIONS),
-                           out, IPPO_REWARD, profiles=profiles, progress=False,
+                           out, RewardConfig(**IPPO_REWARD), profiles=profiles, progress=False,
                            budget_s=budget_s, on_iteration=evaluate)
     finally:
         if started:

@@ -385,3 +385,9 @@ def main(args: argparse.Namespace) -> int:
          {**asdict(result), "config": asdict(cfg)},
          MARK.format(key=key), END.format(key=key))
     return 0
+
+
+if __name__ == "__main__":  # without the CLI's imports (RLlib): what a bare GPU machine runs
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    add_arguments(parser)
+    raise SystemExit(main(parser.parse_args()))
