@@ -591,9 +591,10 @@ def main(args: argparse.Namespace) -> int:
         save("gradmap", args, markdown(result), asdict(result), *marks(result.device))
         return 0
     start = time.perf_counter()
-    command = "cosim bench gradmap" + (" --quick" if args.quick else
-                                       f" --budget-100 {args.budget_100:g} --budget-1000 "
-                                       f"{args.budget_1000:g}")
+    budgets = {100: args.budget_100, 1000: args.budget_1000}  # the ones the counts use
+    used = sorted({100 if n <= 100 else 1000 for n in args.agents})
+    command = "cosim bench gradmap" + (" --quick" if args.quick else "".join(
+        f" --budget-{size} {budgets[size]:g}" for size in used))
     if not args.quick and args.agents != [100, 1000]:
         command += " --agents " + " ".join(map(str, args.agents))
     if args.methods != ["gradmap", "ssl", "ippo"]:

@@ -222,4 +222,8 @@ def test_the_rollout_and_a_training_step_run_alike_on_cuda(problem):
     assert torch.allclose(b.substation_kw.cpu(), a.substation_kw, rtol=1e-8)
     cfg = GradMAPConfig(iterations=2, hidden=(16,), seed=2)
     cpu_run, gpu_run = train(problem, cfg, progress=False), train(gpu, cfg, progress=False)
-    assert np.allclose(gpu_run.training.cost, cpu_run.training.cost, rtol=1e-6)
+    # the first iteration agrees to 1e-9; after one Adam step the float32 policies differ
+    # by about 5e-6 relative (the devices sum float32 products in different orders, and
+    # Adam divides small gradients by their own size): measured on an H200, 2026-11-30
+    assert np.allclose(gpu_run.training.cost[:1], cpu_run.training.cost[:1], rtol=1e-8)
+    assert np.allclose(gpu_run.training.cost, cpu_run.training.cost, rtol=1e-4)
