@@ -6,9 +6,12 @@ iteration on vectors of a few hundred ports, where the arithmetic itself takes a
 microseconds. This module runs the same iteration as `PowerFlow._iterate` (the same load-
 model coefficient table, residual, stopping rules and Anderson mixing) as one
 numba-compiled loop over complex vectors. It only iterates: the caller wraps its answer in
-the usual torch result, and everything after (derived quantities, gradients, Newton for a
-scenario that did not converge) stays torch. Tests pin it to the torch iteration (same
-steps, same answer to roundoff) and to OpenDSS.
+the usual torch result, and everything after (derived quantities, Newton for a scenario
+that did not converge) stays torch. Tests pin it to the torch iteration (same steps, same
+answer to roundoff) and to OpenDSS. The implicit gradient's adjoint fixed point
+(`PowerFlow._adjoint`) is iterated here too (`adjoint`), with products by Zbᴴ through the
+same LU, transposed; torch computes its inputs (the per-port blocks of dc/du) and uses its
+answer.
 
 A batch runs in chunks of scenarios, each chunk in lockstep on one thread and the chunks
 on all threads (`numba.prange`); each scenario still stops on its own, as if alone. Its
@@ -256,6 +259,136 @@ def _lu_solve_one(net: Network, yr: np.ndarray, yi: np.ndarray) -> None:
             i, vr, vi = net.u_idx[k], net.u_re[k], net.u_im[k]
             yr[i] -= vr * ar - vi * ai
             yi[i] -= vr * ai + vi * ar
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def lu_solve_transposed(net: Network, x: np.ndarray, yr: np.ndarray,
+                        yi: np.ndarray) -> None:
+    """z = Pr⁻¹ L⁻ᵀ U⁻ᵀ Pc⁻¹ Mᵀ x for port values x [P, b] into yr and yi [N, b], scenarios
+    fastest: `lu_solve` for Yᵀ (Yᵀ = Pc Uᵀ Lᵀ Pr, from Pr Y Pc = L U); node i's value of
+    Y⁻ᵀ Mᵀ x is z[perm_r[i]]. Uᵀ and Lᵀ are solved row by row, which are U's and L's
+    stored columns."""
+    b, n = x.shape[1], yr.shape[0]
+    yr[:] = 0.0
+    yi[:] = 0.0
+    for p in range(x.shape[0]):  # Pc⁻¹ Mᵀ x: node i goes to row perm_c[i]
+        ra = net.perm_c[net.port_a[p]]
+        rb = net.perm_c[net.port_b[p]] if net.port_b[p] >= 0 else -1
+        for s in range(b):
+            v = x[p, s]
+            yr[ra, s] += v.real
+            yi[ra, s] += v.imag
+            if rb >= 0:
+                yr[rb, s] -= v.real
+                yi[rb, s] -= v.imag
+    for j in range(n):  # Uᵀ w = y: row j of Uᵀ is column j of U (rows above j)
+        for k in range(net.u_ptr[j], net.u_ptr[j + 1]):
+            i, vr, vi = net.u_idx[k], net.u_re[k], net.u_im[k]
+            for s in range(b):
+                ar, ai = yr[i, s], yi[i, s]
+                yr[j, s] -= vr * ar - vi * ai
+                yi[j, s] -= vr * ai + vi * ar
+        er, ei = net.dinv_re[j], net.dinv_im[j]
+        for s in range(b):
+            ar, ai = yr[j, s], yi[j, s]
+            yr[j, s] = er * ar - ei * ai
+            yi[j, s] = er * ai + ei * ar
+    for j in range(n - 1, -1, -1):  # Lᵀ z = w: row j of Lᵀ is column j of L (unit diagonal)
+        for k in range(net.l_ptr[j], net.l_ptr[j + 1]):
+            i, vr, vi = net.l_idx[k], net.l_re[k], net.l_im[k]
+            for s in range(b):
+                ar, ai = yr[i, s], yi[i, s]
+                yr[j, s] -= vr * ar - vi * ai
+                yi[j, s] -= vr * ai + vi * ar
+
+
+@numba.njit(cache=True, nogil=True)
+def adjoint_map(net: Network, mu: np.ndarray, out: np.ndarray, yr: np.ndarray,
+                yi: np.ndarray) -> None:
+    """out = -Zbᴴ mu [P, b] for b scenarios' mu [P, b]: the adjoint of c -> -Zb c (in the
+    real [re, im] form, the transposed product; Zbᴴ mu = conj(Zbᵀ conj(mu)))."""
+    p, b = mu.shape
+    lu_solve_transposed(net, np.conj(mu), yr, yi)
+    pr = net.perm_r
+    for q in range(p):
+        ia, ib = pr[net.port_a[q]], net.port_b[q]
+        for s in range(b):
+            zr, zi = yr[ia, s], yi[ia, s]
+            if ib >= 0:
+                zr -= yr[pr[ib], s]
+                zi -= yi[pr[ib], s]
+            out[q, s] = complex(-zr, zi)
+
+
+@numba.njit(cache=True, nogil=True)
+def adjoint(g: np.ndarray, k: np.ndarray, net: Network, tol: float, max_iter: int,
+            out_mu: np.ndarray, out_gc: np.ndarray, settled: np.ndarray) -> None:
+    """`PowerFlow._adjoint`'s fixed-point iteration for b scenarios in lockstep, each
+    stopping on its own: mu = g + Kᵀ gc(mu) with gc = -Zbᴴ mu, from mu = g. g [b, P] is
+    dL/du (dL/dRe + i dL/dIm per port), k [b, 4, P] the per-port 2x2 blocks of dc/du
+    (dcr/dur, dci/dur, dcr/dui, dci/dui). A scenario settles when the largest change of
+    a real or imaginary part is within tol of the largest part, and gives up when mu is
+    not finite or grows past 1e12 times g (settled [b] False: the caller solves those
+    directly). Writes mu and gc(mu) to out_mu and out_gc [b, 2, P] (real parts, then
+    imaginary)."""
+    b, p = g.shape
+    n = net.dinv_re.shape[0]
+    gt = np.ascontiguousarray(g.T)
+    kt = np.empty((4, p, b))
+    for j in range(4):
+        kt[j] = k[:, j].T
+    mu, gc, nxt = gt.copy(), np.empty_like(gt), np.empty_like(gt)
+    yr, yi = np.empty((n, b)), np.empty((n, b))
+    g_size = np.zeros(b)
+    for q in range(p):
+        for s in range(b):
+            g_size[s] = max(g_size[s], abs(gt[q, s].real), abs(gt[q, s].imag))
+    running = np.ones(b, dtype=np.bool_)
+    settled[:] = False
+    size, change = np.empty(b), np.empty(b)
+    for _ in range(max_iter):
+        adjoint_map(net, mu, gc, yr, yi)
+        size[:] = 0.0
+        change[:] = 0.0
+        for q in range(p):
+            for s in range(b):
+                gr, gi = gc[q, s].real, gc[q, s].imag
+                v = gt[q, s] + complex(kt[0, q, s] * gr + kt[1, q, s] * gi,
+                                       kt[2, q, s] * gr + kt[3, q, s] * gi)
+                nxt[q, s] = v
+                d = v - mu[q, s]
+                size[s] = max(size[s], abs(v.real), abs(v.imag))
+                change[s] = max(change[s], abs(d.real), abs(d.imag))
+        left = 0
+        for s in range(b):
+            if not running[s]:
+                continue
+            finite = math.isfinite(size[s]) and math.isfinite(change[s])
+            settled[s] = finite and change[s] <= tol * size[s]
+            mu[:, s] = nxt[:, s]
+            if settled[s] or not finite or size[s] > 1e12 * g_size[s]:
+                running[s] = False
+            else:
+                left += 1
+        if left == 0:
+            break
+    adjoint_map(net, mu, gc, yr, yi)
+    for s in range(b):
+        for q in range(p):
+            out_mu[s, 0, q], out_mu[s, 1, q] = mu[q, s].real, mu[q, s].imag
+            out_gc[s, 0, q], out_gc[s, 1, q] = gc[q, s].real, gc[q, s].imag
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def adjoint_parallel(g: np.ndarray, k: np.ndarray, net: Network, tol: float, max_iter: int,
+                     out_mu: np.ndarray, out_gc: np.ndarray, settled: np.ndarray,
+                     chunk: int) -> None:
+    """`adjoint` for chunks of `chunk` scenarios on all threads, a chunk at a time each."""
+    b = g.shape[0]
+    for j in numba.prange((b + chunk - 1) // chunk):
+        lo, hi = j * chunk, min(b, (j + 1) * chunk)
+        adjoint(g[lo:hi], k[lo:hi], net, tol, max_iter, out_mu[lo:hi], out_gc[lo:hi],
+                settled[lo:hi])
 
 
 @numba.njit(cache=True, nogil=True)
@@ -579,6 +712,24 @@ class CpuSolver:
             self._last = ((answer.u.data_ptr(), answer.u._version), out_u, answer.u)
         return answer
 
+    def adjoint(self, grad_u: torch.Tensor, blocks: tuple[torch.Tensor, ...]
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The adjoint fixed point of `PowerFlow._adjoint` (see `adjoint`): from grad_u
+        [B, 2, P] (dL/du) and dc/du's per-port blocks (four [B, P]) returns mu and
+        gc = -Zbᴴ mu (each [B, 2, P]) and settled [B] (False: solve that row directly)."""
+        x = _np(grad_u)
+        g = np.ascontiguousarray(x[:, 0] + 1j * x[:, 1])
+        k = np.ascontiguousarray(np.stack([_np(b) for b in blocks], 1))
+        batch = g.shape[0]
+        mu, gc = np.empty((batch, 2, self.n_ports)), np.empty((batch, 2, self.n_ports))
+        settled = np.empty(batch, dtype=np.bool_)
+        args = (g, k, self.net, float(self.tol), int(self.max_iter), mu, gc, settled)
+        if batch <= self.CHUNK:
+            adjoint(*args)
+        else:
+            adjoint_parallel(*args, self.CHUNK)
+        return torch.from_numpy(mu), torch.from_numpy(gc), torch.from_numpy(settled)
+
 
 def _entry_point(kernel: numba.core.registry.CPUDispatcher, args: tuple) -> object:
     """The compiled `kernel` for the types of `args`, to be called without numba's
@@ -592,9 +743,13 @@ def _entry_point(kernel: numba.core.registry.CPUDispatcher, args: tuple) -> obje
 
 
 def compile_kernels() -> None:
-    """Compile (and cache on disk) the kernels by solving IEEE 13 once: `make setup`
-    runs this so that no run's first solve waits for the compiler."""
+    """Compile (and cache on disk) the kernels by solving IEEE 13 and taking a gradient,
+    alone and in more than one chunk: `make setup` runs this so that no run's first
+    solve or gradient waits for the compiler."""
     from grid.feeder import load_feeder
     from grid.powerflow import PowerFlow
 
-    PowerFlow(load_feeder("ieee13")).solve(load_scale=1.0)
+    pf = PowerFlow(load_feeder("ieee13"))
+    for batch in (1, CpuSolver.CHUNK + 1):
+        scale = torch.ones(batch, dtype=torch.float64, requires_grad=True)
+        pf.solve(load_scale=scale).u.sum().backward()

@@ -211,6 +211,42 @@ def test_a_batch_steps_in_lockstep_each_scenario_as_alone(feeder_cache, monkeypa
         assert float((alone.voltages[0] - a.voltages[row]).abs().max()) <= 1e-9 * base
 
 
+def test_the_compiled_adjoint_gives_torchs_gradients(feeder_cache, monkeypatch):
+    """The implicit gradient's adjoint iteration runs compiled too (Zbᴴ through Y's LU,
+    transposed; chunks of 2 here, so several run at once). Injections and load scales get
+    torch's gradients in a batch of an ordinary row, a slow one, one only Newton solves
+    (where the adjoint iteration does not settle and a direct solve takes over), one at
+    no load, another ordinary one and one past the nose (unconverged: the flow passes no
+    gradient); and at batch 1."""
+    from grid.single import CpuSolver
+
+    monkeypatch.setattr(CpuSolver, "CHUNK", 2)
+    feeder = feeder_cache("ieee13")
+    fast, slow = _pair(feeder, ["675.1", "692.3.1"])
+    rng = np.random.default_rng(5)
+    p = torch.as_tensor(rng.uniform(-80, 80, (6, 2)))
+    p[5] = 0.0
+    scale = torch.as_tensor(rng.uniform(0.8, 1.2, (6, len(feeder.loads))))
+    scale[5] = 1.0
+    scale *= torch.tensor([1.0, 3.0, 30.0, 0.0, 1.5, 30.0], dtype=torch.float64)[:, None]
+    answer = fast.solve(p, load_scale=scale)
+    assert answer.converged.tolist() == [True] * 5 + [False]
+    assert int(answer.iterations[2]) > fast.max_iter  # Newton's
+    weights = torch.as_tensor(rng.uniform(0.5, 1.5, len(feeder.nodes)))
+    for rows in (slice(None), slice(4, 5)):
+        grads = []
+        for pf in (fast, slow):
+            xs = [t[rows].clone().requires_grad_(True) for t in (p, scale)]
+            result = pf.solve(xs[0], load_scale=xs[1])
+            loss = (result.vmag_pu.nan_to_num(0) * weights).sum() + result.losses.real.sum()
+            grads.append(torch.autograd.grad(loss, xs))
+        for a, b in zip(*grads):
+            assert float(b.abs().max()) > 0
+            torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10 * float(b.abs().max()))
+            if rows == slice(None):
+                assert bool((a[2] != 0).any())
+
+
 def test_a_scalar_load_scale_is_reused_only_for_the_same_value(feeder_cache):
     """The scale tensor of a scalar load_scale is kept for the next solve with the same
     value (a co-simulation's constant feeder scale); another value builds its own."""
