@@ -200,24 +200,33 @@ def minus_product(at_re: np.ndarray, at_im: np.ndarray, c: np.ndarray, base: np.
         out[i] = base[i] - complex(acc_re[i], acc_im[i])
 
 
+@numba.njit(cache=True, nogil=True)
+def _scatter(net: Network, perm: np.ndarray, x: np.ndarray, yr: np.ndarray,
+             yi: np.ndarray) -> None:
+    """yr + i yi [N, b] = the node values of Mᵀ x for port values x [P, b], node i's at row
+    perm[i]: each port's value added at its a end and taken away at its b end (none for
+    ground)."""
+    yr[:] = 0.0
+    yi[:] = 0.0
+    for p in range(x.shape[0]):
+        ra = perm[net.port_a[p]]
+        rb = perm[net.port_b[p]] if net.port_b[p] >= 0 else -1
+        for s in range(x.shape[1]):
+            v = x[p, s]
+            yr[ra, s] += v.real
+            yi[ra, s] += v.imag
+            if rb >= 0:
+                yr[rb, s] -= v.real
+                yi[rb, s] -= v.imag
+
+
 @numba.njit(cache=True, nogil=True, fastmath=True)
 def lu_solve(net: Network, c: np.ndarray, yr: np.ndarray, yi: np.ndarray) -> None:
     """z = U⁻¹ L⁻¹ Pr Mᵀ c for port currents c [P, b] of b scenarios, into yr and yi
     [N, b] (real and imaginary parts, scenarios fastest); node i's value of Y⁻¹ Mᵀ c is
     z[perm_c[i]]."""
     b, n = c.shape[1], yr.shape[0]
-    yr[:] = 0.0
-    yi[:] = 0.0
-    for p in range(c.shape[0]):  # Pr Mᵀ c: row i of Y goes to row perm_r[i]
-        ra = net.perm_r[net.port_a[p]]
-        rb = net.perm_r[net.port_b[p]] if net.port_b[p] >= 0 else -1
-        for s in range(b):
-            x = c[p, s]
-            yr[ra, s] += x.real
-            yi[ra, s] += x.imag
-            if rb >= 0:
-                yr[rb, s] -= x.real
-                yi[rb, s] -= x.imag
+    _scatter(net, net.perm_r, c, yr, yi)  # Pr Mᵀ c: row i of Y goes to row perm_r[i]
     if b == 1:  # one scenario: the same elimination without the loop over scenarios
         _lu_solve_one(net, yr[:, 0], yi[:, 0])
         return
@@ -269,18 +278,7 @@ def lu_solve_transposed(net: Network, x: np.ndarray, yr: np.ndarray,
     Y⁻ᵀ Mᵀ x is z[perm_r[i]]. Uᵀ and Lᵀ are solved row by row, which are U's and L's
     stored columns."""
     b, n = x.shape[1], yr.shape[0]
-    yr[:] = 0.0
-    yi[:] = 0.0
-    for p in range(x.shape[0]):  # Pc⁻¹ Mᵀ x: node i goes to row perm_c[i]
-        ra = net.perm_c[net.port_a[p]]
-        rb = net.perm_c[net.port_b[p]] if net.port_b[p] >= 0 else -1
-        for s in range(b):
-            v = x[p, s]
-            yr[ra, s] += v.real
-            yi[ra, s] += v.imag
-            if rb >= 0:
-                yr[rb, s] -= v.real
-                yi[rb, s] -= v.imag
+    _scatter(net, net.perm_c, x, yr, yi)  # Pc⁻¹ Mᵀ x: node i goes to row perm_c[i]
     for j in range(n):  # Uᵀ w = y: row j of Uᵀ is column j of U (rows above j)
         for k in range(net.u_ptr[j], net.u_ptr[j + 1]):
             i, vr, vi = net.u_idx[k], net.u_re[k], net.u_im[k]
