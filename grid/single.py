@@ -220,6 +220,27 @@ def _scatter(net: Network, perm: np.ndarray, x: np.ndarray, yr: np.ndarray,
                 yi[rb, s] -= v.imag
 
 
+@numba.njit(cache=True, nogil=True, fastmath=True, inline="always")
+def _subtract_product(yr: np.ndarray, yi: np.ndarray, dst: int, src: int, vr: float,
+                      vi: float) -> None:
+    """Row dst of yr + i yi [N, b] minus (vr + i vi) times its row src (dst != src), for
+    every scenario: one elimination step of the triangular solves, an axpy across the
+    scenarios."""
+    for s in range(yr.shape[1]):
+        ar, ai = yr[src, s], yi[src, s]
+        yr[dst, s] -= vr * ar - vi * ai
+        yi[dst, s] -= vr * ai + vi * ar
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True, inline="always")
+def _scale_row(yr: np.ndarray, yi: np.ndarray, j: int, er: float, ei: float) -> None:
+    """Row j of yr + i yi [N, b] times er + i ei, for every scenario."""
+    for s in range(yr.shape[1]):
+        ar, ai = yr[j, s], yi[j, s]
+        yr[j, s] = er * ar - ei * ai
+        yi[j, s] = er * ai + ei * ar
+
+
 @numba.njit(cache=True, nogil=True, fastmath=True)
 def lu_solve(net: Network, c: np.ndarray, yr: np.ndarray, yi: np.ndarray) -> None:
     """z = U⁻¹ L⁻¹ Pr Mᵀ c for port currents c [P, b] of b scenarios, into yr and yi
@@ -232,23 +253,11 @@ def lu_solve(net: Network, c: np.ndarray, yr: np.ndarray, yi: np.ndarray) -> Non
         return
     for j in range(n):  # L y = ..., column by column (unit diagonal)
         for k in range(net.l_ptr[j], net.l_ptr[j + 1]):
-            i, vr, vi = net.l_idx[k], net.l_re[k], net.l_im[k]
-            for s in range(b):
-                ar, ai = yr[j, s], yi[j, s]
-                yr[i, s] -= vr * ar - vi * ai
-                yi[i, s] -= vr * ai + vi * ar
+            _subtract_product(yr, yi, net.l_idx[k], j, net.l_re[k], net.l_im[k])
     for j in range(n - 1, -1, -1):  # U z = y
-        er, ei = net.dinv_re[j], net.dinv_im[j]
-        for s in range(b):
-            ar, ai = yr[j, s], yi[j, s]
-            yr[j, s] = er * ar - ei * ai
-            yi[j, s] = er * ai + ei * ar
+        _scale_row(yr, yi, j, net.dinv_re[j], net.dinv_im[j])
         for k in range(net.u_ptr[j], net.u_ptr[j + 1]):
-            i, vr, vi = net.u_idx[k], net.u_re[k], net.u_im[k]
-            for s in range(b):
-                ar, ai = yr[j, s], yi[j, s]
-                yr[i, s] -= vr * ar - vi * ai
-                yi[i, s] -= vr * ai + vi * ar
+            _subtract_product(yr, yi, net.u_idx[k], j, net.u_re[k], net.u_im[k])
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
@@ -277,27 +286,15 @@ def lu_solve_transposed(net: Network, x: np.ndarray, yr: np.ndarray,
     fastest: `lu_solve` for Yᵀ (Yᵀ = Pc Uᵀ Lᵀ Pr, from Pr Y Pc = L U); node i's value of
     Y⁻ᵀ Mᵀ x is z[perm_r[i]]. Uᵀ and Lᵀ are solved row by row, which are U's and L's
     stored columns."""
-    b, n = x.shape[1], yr.shape[0]
+    n = yr.shape[0]
     _scatter(net, net.perm_c, x, yr, yi)  # Pc⁻¹ Mᵀ x: node i goes to row perm_c[i]
     for j in range(n):  # Uᵀ w = y: row j of Uᵀ is column j of U (rows above j)
         for k in range(net.u_ptr[j], net.u_ptr[j + 1]):
-            i, vr, vi = net.u_idx[k], net.u_re[k], net.u_im[k]
-            for s in range(b):
-                ar, ai = yr[i, s], yi[i, s]
-                yr[j, s] -= vr * ar - vi * ai
-                yi[j, s] -= vr * ai + vi * ar
-        er, ei = net.dinv_re[j], net.dinv_im[j]
-        for s in range(b):
-            ar, ai = yr[j, s], yi[j, s]
-            yr[j, s] = er * ar - ei * ai
-            yi[j, s] = er * ai + ei * ar
+            _subtract_product(yr, yi, j, net.u_idx[k], net.u_re[k], net.u_im[k])
+        _scale_row(yr, yi, j, net.dinv_re[j], net.dinv_im[j])
     for j in range(n - 1, -1, -1):  # Lᵀ z = w: row j of Lᵀ is column j of L (unit diagonal)
         for k in range(net.l_ptr[j], net.l_ptr[j + 1]):
-            i, vr, vi = net.l_idx[k], net.l_re[k], net.l_im[k]
-            for s in range(b):
-                ar, ai = yr[i, s], yi[i, s]
-                yr[j, s] -= vr * ar - vi * ai
-                yi[j, s] -= vr * ai + vi * ar
+            _subtract_product(yr, yi, j, net.l_idx[k], net.l_re[k], net.l_im[k])
 
 
 @numba.njit(cache=True, nogil=True)
