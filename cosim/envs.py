@@ -30,7 +30,9 @@ centralised critic in training (never for a deployed policy): the mean and sprea
 households of every observation field, the lowest and highest voltage field, and the last
 step's highest line loading, losses and substation energy per household (zero at reset).
 `reset_arrays`, `step_arrays` and `state` are the same calls for every household at once,
-one row per household and no dict per agent (RLlib's runner for the stacked module).
+one row per household and no dict per agent (RLlib's runner for the stacked module);
+`what_if_arrays` gives the rewards other actions would give in the same step, without
+moving on (counterfactual rewards).
 """
 
 from __future__ import annotations
@@ -182,6 +184,17 @@ class _Core:
             self.network = np.array([g.max_line_loading, g.losses_kwh / self.n,
                                      g.substation_kwh / self.n])
         return self.obs, rewards, result.done, self._info(result)
+
+    def what_if(self, actions: np.ndarray) -> np.ndarray:
+        """The rewards `step(actions)` would give, leaving the environment where it was
+        (the simulation steps and comes back: `Simulation.snapshot`)."""
+        kept = (self.obs, self.network, self.step_index)
+        snapshot = self.sim.snapshot()
+        try:
+            return self.step(actions)[1]
+        finally:
+            self.sim.restore(snapshot)
+            self.obs, self.network, self.step_index = kept
 
     def _rewards(self, result: StepResult, t: int) -> np.ndarray:
         r, c, g = self.reward, result.costs, result.grid
@@ -341,6 +354,14 @@ class MultiAgentEnv(RLlibMultiAgentEnv):
         if done:
             self.agents = []
         return obs.copy(), rewards, done, info
+
+    def what_if_arrays(self, actions: np.ndarray) -> np.ndarray:
+        """The rewards `[households]` that `step_arrays(actions)` would give now, without
+        moving the episode on: for counterfactual (marginal, difference) rewards."""
+        if not self.agents:
+            raise EnvError("the episode is over: call reset()")
+        core = self._core
+        return core.what_if(core.actions_array(actions))
 
     def state(self) -> np.ndarray:
         """The global state of the Dict observations' "state" (module docstring)."""

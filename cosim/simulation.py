@@ -32,6 +32,7 @@ counted in the manifest and the summary, and its network totals are NaN, never s
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import time
 from collections import defaultdict
@@ -123,6 +124,16 @@ class StepResult:
     observations: np.ndarray | None = None
     costs: HouseholdCosts | None = None
     markets: dict[str, np.ndarray] | None = None
+
+
+class Snapshot(NamedTuple):
+    """`Simulation.snapshot`: the next step, every actor's state, the outputs the next step
+    reads, and the steps that did not converge so far."""
+
+    step: int
+    states: dict[str, object]
+    outputs: dict[Key, object]
+    nonconverged: list[int]
 
 
 def _backend(backend: str | object) -> object:
@@ -321,6 +332,33 @@ class Simulation:
         len(ACTIONS)]` raw actions in household order; only the rows of `external`
         households are read), the others on their own policies."""
         return self._step(actions, details=True)
+
+    def snapshot(self) -> Snapshot:
+        """Where the run stands between two steps (every actor's state and what the next
+        step reads of the last), for `restore`: to try other actions in the same step
+        (counterfactuals: a marginal reward, a rollout) and come back. Runs without
+        records only: a recorded step cannot be taken back."""
+        if self.recorder is not None:
+            raise RuntimeError("snapshot: this simulation records; make it with "
+                               "record=False to step back")
+        if self._t is None:
+            raise RuntimeError("call reset() before snapshot()")
+        states = self.backend.call_all(self.names, "state_dict")
+        # deep copies: a local actor's state may share memory with what it goes on using
+        return Snapshot(self._t, copy.deepcopy(states), dict(self._outputs),
+                        list(self._nonconverged))
+
+    def restore(self, snapshot: Snapshot) -> None:
+        """Back to a `snapshot` of this run: the next `step` is its step again and gives
+        what it gave then, to the last bit (tests/cosim/test_simulation.py)."""
+        if self.recorder is not None:
+            raise RuntimeError("restore: this simulation records; make it with "
+                               "record=False to step back")
+        for name in self.names:
+            self.backend.call_all([name], "load_state_dict",
+                                  copy.deepcopy(snapshot.states[name]))
+        self._t, self._outputs = snapshot.step, dict(snapshot.outputs)
+        self._nonconverged = list(snapshot.nonconverged)
 
     def _step(self, actions: np.ndarray | None, details: bool,
               stop: bool = False) -> StepResult:

@@ -19,6 +19,7 @@ same that GradMAP differentiates through. In each step the shard
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -365,14 +366,21 @@ class HouseholdShard(Actor):
 
     def state_dict(self) -> dict[str, object]:
         state = {name: t.numpy().copy() for name, t in self.state._asdict().items()}
-        return super().state_dict() | {"households": state, "voltage": self._voltage.copy()}
+        # what `observe` saw of the step about to be acted in: with it, a state taken
+        # between a step's observation and its decision (`Simulation.snapshot`) restores
+        # to the same point; a resume observes again and overwrites it
+        observed = {"step": self._step, "prices": self._prices, "forecast": self._forecast}
+        return super().state_dict() | {"households": state, "voltage": self._voltage.copy(),
+                                       "observed": copy.deepcopy(observed)}
 
     def load_state_dict(self, state: dict[str, object]) -> None:
         super().load_state_dict(state)
         self.state = HouseholdState(**{name: torch.from_numpy(np.array(value))
                                        for name, value in state["households"].items()})
         self._voltage = np.array(state["voltage"])
-        self._step = -1
+        observed = copy.deepcopy(state.get("observed", {}))  # (older checkpoints lack it)
+        self._step = observed.get("step", -1)
+        self._prices, self._forecast = observed.get("prices"), observed.get("forecast")
 
 
 def _rows(state: HouseholdState, where: np.ndarray) -> HouseholdState:

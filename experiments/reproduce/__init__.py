@@ -17,4 +17,7 @@ REPRODUCTIONS: dict[str, tuple[str, str]] = {
     "mahtm": ("experiments.reproduce.mahtm",
               "MAHTM (Cuadrado et al., ICLR 2023 workshop), Table 2: shared-parameter A2C "
               "and PG, a centralised critic and the optimum on the three-layer market"),
+    "facmac": ("experiments.reproduce.facmac",
+               "factored critic (Charbonnier et al., 2023/2025): training time to a target "
+               "for 2-30 homes, FACMAC against independent and marginal-reward learners"),
 }
