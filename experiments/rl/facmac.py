@@ -99,7 +99,9 @@ class Outcome(NamedTuple):
     """A training run: the actors (a bank, one per household), the curve (one row per
     evaluation: episode, env_steps, simulated_steps (counterfactuals included), train_s
     (wall seconds of training so far, evaluations excluded), eval_return (per household,
-    deterministic actors), critic_loss) and why it stopped."""
+    deterministic actors), eval_violations (node-steps outside the voltage limits),
+    eval_failed_steps (power flows that did not converge), critic_loss) and why it
+    stopped."""
 
     actors: PolicyBank
     curve: pd.DataFrame
@@ -154,34 +156,57 @@ def _soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
             t.lerp_(s, tau)
 
 
-def rollout(env: MultiAgentEnv, act: callable) -> tuple[np.ndarray, ...]:
-    """One episode with `act(obs, step) -> actions`: observations [T + 1, n, F], states
-    [T + 1, S], actions [T, n, A], rewards [T, n]."""
+class Episode(NamedTuple):
+    """One episode: observations [T + 1, n, F], states [T + 1, S], actions [T, n, A],
+    rewards [T, n], the node-steps outside the voltage limits, and the steps whose power
+    flow did not converge (their network terms are missing from the rewards, so they are
+    counted here, never hidden)."""
+
+    obs: np.ndarray
+    states: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    violations: int
+    failed: int
+
+
+def rollout(env: MultiAgentEnv, act: callable) -> Episode:
+    """One episode with `act(obs, step) -> actions`."""
     obs, states, actions, rewards = [env.reset_arrays()], [env.state()], [], []
-    done, t = False, 0
+    done, t, violations, failed = False, 0, 0, 0
     while not done:
         a = act(obs[-1], t)
-        o, r, done, _ = env.step_arrays(a)
+        o, r, done, info = env.step_arrays(a)
         obs.append(o)
         states.append(env.state())
         actions.append(a)
         rewards.append(r)
+        if info["converged"]:
+            violations += info["violations"]
+        else:
+            failed += 1
         t += 1
-    return np.array(obs), np.array(states), np.array(actions), np.array(rewards)
+    return Episode(np.array(obs), np.array(states), np.array(actions), np.array(rewards),
+                   int(violations), failed)
 
 
-def evaluate(env: MultiAgentEnv, actors: PolicyBank) -> float:
-    """The deterministic actors' return over one episode, per household (the team's)."""
+def evaluate(env: MultiAgentEnv, actors: PolicyBank) -> dict[str, float]:
+    """The deterministic actors over one episode: eval_return (per household, the team's),
+    eval_violations and eval_failed_steps (`Episode`)."""
     with torch.no_grad():
-        _, _, _, rewards = rollout(env, lambda o, t: actors(
-            torch.from_numpy(o).float()).double().numpy())
-    return float(rewards.mean(1).sum())
+        episode = rollout(env, lambda o, t: actors(torch.from_numpy(o).float()).double()
+                          .numpy())
+    return _scores(episode)
 
 
-def default_return(env: MultiAgentEnv) -> float:
-    """Every household on `DEFAULT_ACTION` for one episode: its return per household."""
-    _, _, _, rewards = rollout(env, lambda o, t: np.tile(DEFAULT_ACTION, (len(o), 1)))
-    return float(rewards.mean(1).sum())
+def default_return(env: MultiAgentEnv) -> dict[str, float]:
+    """`evaluate` with every household on `DEFAULT_ACTION`."""
+    return _scores(rollout(env, lambda o, t: np.tile(DEFAULT_ACTION, (len(o), 1))))
+
+
+def _scores(episode: Episode) -> dict[str, float]:
+    return dict(eval_return=float(episode.rewards.mean(1).sum()),
+                eval_violations=episode.violations, eval_failed_steps=episode.failed)
 
 
 def train(env: MultiAgentEnv, config: FacmacConfig = FacmacConfig(),
@@ -201,7 +226,7 @@ def train(env: MultiAgentEnv, config: FacmacConfig = FacmacConfig(),
     actors_target, critic_target = copy.deepcopy(actors), copy.deepcopy(critic)
     actor_opt = torch.optim.Adam(actors.parameters(), lr=c.actor_lr)
     critic_opt = torch.optim.Adam(critic.parameters(), lr=c.critic_lr)
-    buffer = Buffer(c.buffer_episodes, steps, n, state_dim)
+    buffer = Buffer(min(c.buffer_episodes, c.episodes), steps, n, state_dim)  # never more
 
     def q_total(net: nn.ModuleList, obs: torch.Tensor, action: torch.Tensor,
                 state: torch.Tensor) -> torch.Tensor:
@@ -262,20 +287,21 @@ def train(env: MultiAgentEnv, config: FacmacConfig = FacmacConfig(),
     for episode in bar:
         t0 = time.perf_counter()
         counterfactual = np.zeros((steps, n))
-        obs, states, actions, rewards = rollout(
-            env, marginal_act if c.critic == "marginal" else act)
+        played = rollout(env, marginal_act if c.critic == "marginal" else act)
+        rewards = played.rewards
         if c.critic == "marginal":  # the team's summed reward minus its counterfactual
             rewards = rewards.sum(1, keepdims=True) - counterfactual
-        buffer.add(obs, states, actions, rewards)
+        buffer.add(played.obs, played.states, played.actions, rewards)
         env_steps += steps
         simulated += steps * ((n + 1) if c.critic == "marginal" else 1)
         if buffer.size >= min(c.batch_episodes, 2):
             loss = float(np.mean([update() for _ in range(c.updates_per_episode)]))
         train_s += time.perf_counter() - t0
         if episode % c.eval_every == 0 or episode == c.episodes:
-            ret = evaluate(env, actors)
+            scores = evaluate(env, actors)
             rows.append(dict(episode=episode, env_steps=env_steps, simulated_steps=simulated,
-                             train_s=train_s, eval_return=ret, critic_loss=loss))
+                             train_s=train_s, **scores, critic_loss=loss))
+            ret = scores["eval_return"]
             bar.set_postfix(ret=f"{ret:.3f}", loss=f"{loss:.3g}")
             if c.target_return is not None and ret >= c.target_return:
                 stopped = "target"
@@ -286,6 +312,5 @@ def train(env: MultiAgentEnv, config: FacmacConfig = FacmacConfig(),
     bar.close()
     if not rows or rows[-1]["episode"] != episode:
         rows.append(dict(episode=episode, env_steps=env_steps, simulated_steps=simulated,
-                         train_s=train_s, eval_return=evaluate(env, actors),
-                         critic_loss=loss))
+                         train_s=train_s, **evaluate(env, actors), critic_loss=loss))
     return Outcome(actors.double(), pd.DataFrame(rows), stopped)

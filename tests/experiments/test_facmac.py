@@ -117,6 +117,10 @@ def test_the_quick_table_follows_from_its_curves(quick):
         assert row.ratio_to_facmac == pytest.approx(row.time_to_target_s / facmac_s)
     # the default (cars and heat pumps flat out, no battery) is beaten by some learner
     assert best > base
+    final = curves.groupby("learner").last()
+    for row in table.itertuples():
+        assert row.final_violations == final.eval_violations[row.learner]
+    assert (table.failed_steps == 0).all()
 
 
 @pytest.mark.parametrize("option", [["--homes", "0"], ["--homes", "56"],
