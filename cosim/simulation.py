@@ -350,7 +350,7 @@ class Simulation:
 
     def restore(self, snapshot: Snapshot) -> None:
         """Back to a `snapshot` of this run: the next `step` is its step again and gives
-        what it gave then, to the last bit (tests/cosim/test_simulation.py)."""
+        what it gave then, to the last bit (tests/cosim/test_envs.py)."""
         if self.recorder is not None:
             raise RuntimeError("restore: this simulation records; make it with "
                                "record=False to step back")

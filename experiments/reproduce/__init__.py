@@ -12,6 +12,12 @@ module is written, never before.
 
 from __future__ import annotations
 
+import argparse
+import datetime as dt
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
 # name: (module of this package, one-line description)
 REPRODUCTIONS: dict[str, tuple[str, str]] = {
     "mahtm": ("experiments.reproduce.mahtm",
@@ -21,3 +27,32 @@ REPRODUCTIONS: dict[str, tuple[str, str]] = {
                "factored critic (Charbonnier et al., 2023/2025): training time to a target "
                "for 2-30 homes, FACMAC against independent and marginal-reward learners"),
 }
+
+
+def default_folder(name: str) -> Path:
+    """runs/reproduce/<name>-<UTC time>: where a reproduction writes without --out."""
+    return Path("runs/reproduce") / f"{name}-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}"
+
+
+def script(name: str, add_arguments: Callable[[argparse.ArgumentParser], None],
+           main: Callable[[argparse.Namespace], int], doc: str) -> None:
+    """`python -m experiments.reproduce.<name>`: the module's options, run, exit code."""
+    parser = argparse.ArgumentParser(prog=f"python -m experiments.reproduce.{name}",
+                                     description=doc.splitlines()[0])
+    add_arguments(parser)
+    sys.exit(main(parser.parse_args()))
+
+
+def run_and_print(out: Path, go: Callable[[], object], written: str) -> int:
+    """Run a reproduction (`go`), then print its table.md and `written` (what it wrote);
+    a bad scenario is exit code 2 with its message."""
+    from cosim.config import ConfigError
+
+    try:
+        go()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print((out / "table.md").read_text())
+    print(written)
+    return 0

@@ -40,15 +40,14 @@ and the learning curves).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 
-from cosim.config import ConfigError
 from cosim.envs import MultiAgentEnv, RewardConfig
+from experiments.reproduce import default_folder, run_and_print, script
 from experiments.rl.facmac import FacmacConfig, default_return, train
 
 ROOT = Path(__file__).parents[2]
@@ -219,21 +218,14 @@ def main(args: argparse.Namespace) -> int:
         print("error: --episodes must be >= 1 and --seed >= 0", file=sys.stderr)
         return 2
     config = FacmacConfig(eval_every=2, random_steps=24) if args.quick else FacmacConfig()
-    out = args.out or Path("runs/reproduce") / f"facmac-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    out = args.out or default_folder("facmac")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         print(f"error: --out {out}: exists and is not empty", file=sys.stderr)
         return 2
-    try:
-        run(out, homes, episodes, args.seed, not args.no_progress, config)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print((out / "table.md").read_text())
-    print(f"table: {out / 'table.md'}, {out / 'table.csv'}; plot: {out / 'scaling.png'}")
-    return 0
+    return run_and_print(
+        out, lambda: run(out, homes, episodes, args.seed, not args.no_progress, config),
+        f"table: {out / 'table.md'}, {out / 'table.csv'}; plot: {out / 'scaling.png'}")
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m experiments.reproduce.facmac")
-    add_arguments(parser)
-    sys.exit(main(parser.parse_args()))
+    script("facmac", add_arguments, main, __doc__)

@@ -79,11 +79,12 @@ from agents.households import ACTIONS, FIELDS
 from agents.households.composition import Households
 from agents.policies.bank import PolicyBank
 from agents.profiles.mahtm import BATTERY, HOUSES
-from cosim.config import ConfigError, ScenarioConfig, load_config
+from cosim.config import ScenarioConfig, load_config
 from cosim.envs import RewardConfig
 from cosim.scenario import ProfileData
 from cosim.simulation import Simulation
 from experiments.mahtm_scores import without_storage
+from experiments.reproduce import default_folder, run_and_print, script
 
 if TYPE_CHECKING:
     from experiments.rl.train import TrainConfig
@@ -585,25 +586,16 @@ def main(args: argparse.Namespace) -> int:
     hyper = QUICK if args.quick else Hyperparameters()
     hyper = replace(hyper, **{k: v for k, v in (("training_steps", args.iterations),
                                                 ("batch", args.batch)) if v is not None})
-    out = args.out or Path("runs/reproduce") / \
-        f"mahtm-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}"
+    out = args.out or default_folder("mahtm")
     if out.exists() and (not out.is_dir() or (any(out.iterdir())
                                                and not (out / "profiles").is_dir())):
         print(f"error: --out {out}: exists and is not a reproduction's folder",
               file=sys.stderr)
         return 2
-    try:
-        result = run(out, args.quick, args.seed, not args.no_progress, hyper, args.budget_s)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print((out / "table.md").read_text())
-    print(f"table: {result.out / 'table.md'}, {result.out / 'table.csv'}")
-    return 0
+    return run_and_print(
+        out, lambda: run(out, args.quick, args.seed, not args.no_progress, hyper,
+                         args.budget_s), f"table: {out / 'table.md'}, {out / 'table.csv'}")
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(prog="python -m experiments.reproduce.mahtm",
-                                description=__doc__.splitlines()[0])
-    add_arguments(p)
-    sys.exit(main(p.parse_args()))
+    script("mahtm", add_arguments, main, __doc__)
