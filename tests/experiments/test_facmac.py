@@ -14,6 +14,8 @@ import pandas as pd
 import pytest
 import torch
 
+from agents.households import ACTIONS, FIELDS
+from agents.policies.bank import PolicyBank
 from cosim.cli import main as cosim
 from cosim.simulation import Simulation
 from experiments.reproduce import facmac as reproduction
@@ -45,8 +47,6 @@ def test_the_mixer_is_monotonic_in_every_utility():
 def test_the_centralised_actor_step_climbs_the_mixed_critic():
     """One gradient step of every actor on -Q_tot(s, mu(o)) through a fixed critic raises
     Q_tot: the joint, centralised policy gradient, not one per agent."""
-    from agents.policies.bank import PolicyBank
-
     torch.manual_seed(1)
     n, f, a = 4, 3, 2
     actors = PolicyBank(n, f, a, hidden=(8,), dtype=torch.float32)
@@ -81,8 +81,10 @@ def test_training_is_deterministic_and_gives_a_deployable_bank(env, tmp_path):
     first, second = (train(env, QUICK, progress=False) for _ in range(2))
     np.testing.assert_array_equal(first.curve.eval_return, second.curve.eval_return)
     assert first.actors.n_agents == 2 and first.actors.weights[0].dtype == torch.float64
-    first.actors.save(tmp_path / "bank.pt")
-    assert (tmp_path / "bank.pt").exists()
+    first.actors.save(tmp_path / "bank.pt", FIELDS, ACTIONS)
+    loaded = PolicyBank.load(tmp_path / "bank.pt", fields=FIELDS, actions=ACTIONS)
+    obs = torch.randn(5, 2, len(FIELDS), dtype=torch.float64)
+    torch.testing.assert_close(loaded(obs), first.actors(obs), rtol=0, atol=0)
     assert len(DEFAULT_ACTION) == first.actors.act_dim
 
 
