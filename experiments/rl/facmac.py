@@ -8,7 +8,8 @@ Peng et al. (NeurIPS 2021), as Charbonnier et al. (arXiv:2305.18875; Applied Ene
 through its own deterministic actor a_k = mu_k(o_k) (a `PolicyBank`, no parameter sharing:
 what `cosim run` deploys with `policy = "bank"`). Training is centralised:
 
-- utilities Q_k(o_k, a_k), one small MLP per household (a second bank);
+- utilities Q_k(o_k, a_k): one MLP shared by every household and told which one by a
+  one-hot id (the paper's; `shared_utility = False`: one per household);
 - `critic = "mixer"` (FACMAC): a monotonic QMIX mixer Q_tot(s, Q_1..Q_n), its non-negative
   weights and its bias made by hypernetworks from the global state s (`cosim.envs`'s
   centralised-critic state), trained on the team reward with the TD target
@@ -32,10 +33,13 @@ rewards. An episode is the scenario's day; its end is terminal (no value after i
 The replay buffer holds whole episodes; an update samples `batch_episodes` of them. Before
 `random_steps` environment steps actions are uniform random, then the actors' plus
 Gaussian noise (std `noise` times each action's range), clipped to the action space. What
-differs from the paper's code: one utility network per household instead of one shared
-with a one-hot id (mirroring the independent actors); both learning rates 1e-3 (its actor
-learning-rate entry "may be unused", its critic's 1e-2 diverged here); tau 0.01 rather
-than 0.001 so that targets move within our shorter runs.
+differs from the paper's code: independent actors (a bank) instead of one shared with a
+one-hot id, as every policy here deploys; both learning rates 1e-3 (its actor learning-rate
+entry "may be unused"; its critic's 1e-2 was not tried); tau 0.01 rather than 0.001 so
+that targets move within our shorter runs. With one utility network per household instead
+of the shared one, the mixer's utilities are barely identified (only their mix is fitted)
+and the centralised gradient made the actors worse at 10 homes and more (measured:
+BENCHMARKS.md); the shared network is the default.
 """
 
 from __future__ import annotations
@@ -76,6 +80,7 @@ class FacmacConfig:
     gamma: float = 0.85  # the paper's
     hidden: tuple[int, ...] = (500,)  # actors and utilities: one layer of 500 (the paper's)
     mixer_embed: int = 64  # the paper's
+    shared_utility: bool = True  # one utility network with a one-hot home id (the paper's)
     actor_lr: float = 1e-3
     critic_lr: float = 1e-3
     tau: float = 0.01  # soft target updates (the paper: 0.001)
@@ -220,7 +225,12 @@ def train(env: MultiAgentEnv, config: FacmacConfig = FacmacConfig(),
     state_dim = env._core.state_space.shape[0]
     kw = dict(hidden=c.hidden, activation="relu", dtype=torch.float32)
     actors = PolicyBank(n, f, a, squash=SIGNED_ACTIONS, seed=c.seed, **kw)
-    utilities = PolicyBank(n, f + a, 1, seed=c.seed + 1, **kw)
+    # utilities: one network shared by every home, told which home by a one-hot id (the
+    # paper's), or one per home
+    shared = c.shared_utility
+    utilities = PolicyBank(1 if shared else n, f + a + (n if shared else 0), 1,
+                           seed=c.seed + 1, **kw)
+    one_hot = torch.eye(n)
     mixer = Mixer(n, state_dim, c.mixer_embed) if c.critic == "mixer" else None
     critic = nn.ModuleList([utilities] + ([mixer] if mixer is not None else []))
     actors_target, critic_target = copy.deepcopy(actors), copy.deepcopy(critic)
@@ -231,7 +241,11 @@ def train(env: MultiAgentEnv, config: FacmacConfig = FacmacConfig(),
     def q_total(net: nn.ModuleList, obs: torch.Tensor, action: torch.Tensor,
                 state: torch.Tensor) -> torch.Tensor:
         """[..., n] utilities (independent critics) or [...] Q_tot (the mixer)."""
-        q = net[0](torch.cat([obs, action], -1), squash=False).squeeze(-1)
+        if shared:  # [..., n, 1, in]: the homes ride in the batch of the one network
+            x = torch.cat([obs, one_hot.expand(*obs.shape[:-1], n), action], -1)
+            q = net[0](x.unsqueeze(-2), squash=False).squeeze(-2).squeeze(-1)
+        else:
+            q = net[0](torch.cat([obs, action], -1), squash=False).squeeze(-1)
         return net[1](q, state) if len(net) > 1 else q
 
     def act(obs: np.ndarray, t: int) -> np.ndarray:

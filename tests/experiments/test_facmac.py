@@ -77,8 +77,10 @@ def test_the_marginal_learner_simulates_each_step_once_per_home_more(env, monkey
     assert np.isfinite(outcome.curve.eval_return).all()
 
 
-def test_training_is_deterministic_and_gives_a_deployable_bank(env, tmp_path):
-    first, second = (train(env, QUICK, progress=False) for _ in range(2))
+@pytest.mark.parametrize("shared", [True, False])
+def test_training_is_deterministic_and_gives_a_deployable_bank(env, tmp_path, shared):
+    config = replace(QUICK, shared_utility=shared)
+    first, second = (train(env, config, progress=False) for _ in range(2))
     np.testing.assert_array_equal(first.curve.eval_return, second.curve.eval_return)
     assert first.actors.n_agents == 2 and first.actors.weights[0].dtype == torch.float64
     first.actors.save(tmp_path / "bank.pt", FIELDS, ACTIONS)
