@@ -185,16 +185,22 @@ class _Core:
                                      g.substation_kwh / self.n])
         return self.obs, rewards, result.done, self._info(result)
 
-    def what_if(self, actions: np.ndarray) -> np.ndarray:
-        """The rewards `step(actions)` would give, leaving the environment where it was
-        (the simulation steps and comes back: `Simulation.snapshot`)."""
+    def what_if(self, actions: list[np.ndarray]) -> np.ndarray:
+        """The rewards `[len(actions), households]` that `step` would give for each of the
+        action arrays, leaving the environment where it was: the simulation steps and
+        comes back (`Simulation.snapshot`), one snapshot for them all."""
         kept = (self.obs, self.network, self.step_index)
         snapshot = self.sim.snapshot()
+        out = []
         try:
-            return self.step(actions)[1]
+            for a in actions:
+                out.append(self.step(a)[1])
+                self.sim.restore(snapshot)
+                self.obs, self.network, self.step_index = kept
         finally:
             self.sim.restore(snapshot)
             self.obs, self.network, self.step_index = kept
+        return np.array(out)
 
     def _rewards(self, result: StepResult, t: int) -> np.ndarray:
         r, c, g = self.reward, result.costs, result.grid
@@ -304,6 +310,7 @@ class MultiAgentEnv(RLlibMultiAgentEnv):
             spaces["state"] = self._core.state_space
         space = gym.spaces.Dict(spaces)
         self.observation_spaces = {a: space for a in self.possible_agents}
+        self.state_space = self._core.state_space  # the centralised critic's view
         self.action_spaces = {a: self._core.action_space for a in self.possible_agents}
 
     def _dict(self, obs: np.ndarray, agents: list[str]) -> dict[str, dict]:
@@ -357,11 +364,16 @@ class MultiAgentEnv(RLlibMultiAgentEnv):
 
     def what_if_arrays(self, actions: np.ndarray) -> np.ndarray:
         """The rewards `[households]` that `step_arrays(actions)` would give now, without
-        moving the episode on: for counterfactual (marginal, difference) rewards."""
+        moving the episode on: for counterfactual (marginal, difference) rewards. Several
+        alternatives at once, `[K, households, len(ACTIONS)]`, give `[K, households]`
+        from one snapshot of the simulation."""
         if not self.agents:
             raise EnvError("the episode is over: call reset()")
         core = self._core
-        return core.what_if(core.actions_array(actions))
+        many = np.ndim(actions) == 3
+        rewards = core.what_if([core.actions_array(a) for a in
+                                (actions if many else [actions])])
+        return rewards if many else rewards[0]
 
     def state(self) -> np.ndarray:
         """The global state of the Dict observations' "state" (module docstring)."""

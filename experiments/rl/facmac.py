@@ -220,9 +220,9 @@ def train(env: MultiAgentEnv, config: FacmacConfig = FacmacConfig(),
     c = config
     torch.manual_seed(c.seed)
     rng = np.random.default_rng(c.seed)
-    n, f, a = env._core.n, len(FIELDS), len(ACTIONS)
+    n, f, a = len(env.possible_agents), len(FIELDS), len(ACTIONS)
     steps = env.episode_steps
-    state_dim = env._core.state_space.shape[0]
+    state_dim = env.state_space.shape[0]
     kw = dict(hidden=c.hidden, activation="relu", dtype=torch.float32)
     actors = PolicyBank(n, f, a, squash=SIGNED_ACTIONS, seed=c.seed, **kw)
     # utilities: one network shared by every home, told which home by a one-hot id (the
@@ -259,10 +259,9 @@ def train(env: MultiAgentEnv, config: FacmacConfig = FacmacConfig(),
         """`act`, after simulating the step with each household on the default action in
         turn (the summed rewards go to `counterfactual`)."""
         actions = act(obs, t)
-        for k in range(n):
-            other = actions.copy()
-            other[k] = DEFAULT_ACTION
-            counterfactual[t, k] = env.what_if_arrays(other).sum()
+        others = np.repeat(actions[None], n, axis=0)  # alternative k: household k defaults
+        others[np.arange(n), np.arange(n)] = DEFAULT_ACTION
+        counterfactual[t] = env.what_if_arrays(others).sum(-1)
         return actions
 
     def update() -> float:
@@ -270,13 +269,10 @@ def train(env: MultiAgentEnv, config: FacmacConfig = FacmacConfig(),
         o, o2, s, s2 = obs[:, :-1], obs[:, 1:], state[:, :-1], state[:, 1:]
         if c.critic != "marginal":  # the team's reward, per household
             reward = reward.mean(-1, keepdim=c.critic == "independent")
-        alive = torch.ones(steps)
-        alive[-1] = 0.0  # the day's end is terminal
         with torch.no_grad():
-            a2 = actors_target(o2)
-            next_q = q_total(critic_target, o2, a2, s2)
-            y = reward + c.gamma * (alive.view(-1, 1) if c.critic != "mixer" else alive
-                                    ) * next_q
+            next_q = q_total(critic_target, o2, actors_target(o2), s2)
+            next_q[:, -1] = 0.0  # the day's end is terminal
+            y = reward + c.gamma * next_q
         q = q_total(critic, o, action, s)
         critic_loss = ((q - y) ** 2).mean()
         critic_opt.zero_grad()

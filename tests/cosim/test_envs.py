@@ -228,6 +228,8 @@ def test_what_if_gives_the_rewards_a_second_environment_gets_and_moves_nothing(p
     differed = False
     for t in range(config.run.steps):
         guess = env.what_if_arrays(other[t])
+        both = env.what_if_arrays(np.stack([acts[t], other[t]]))  # one snapshot for two
+        np.testing.assert_array_equal(both[1], guess)
         twin.reset_arrays()
         for s in range(t):
             twin.step_arrays(acts[s])
@@ -236,6 +238,7 @@ def test_what_if_gives_the_rewards_a_second_environment_gets_and_moves_nothing(p
         np.testing.assert_array_equal(mine[0], theirs[0])
         np.testing.assert_array_equal(mine[1], theirs[1])
         np.testing.assert_array_equal(env.state(), plain.state())
+        np.testing.assert_array_equal(both[0], mine[1])
         differed |= not np.array_equal(guess, mine[1])
     assert differed  # the other actions mattered, so coming back was tested
     with pytest.raises(EnvError, match="episode is over"):
