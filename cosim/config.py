@@ -58,7 +58,7 @@ def _has_offset(value: dt.datetime) -> dt.datetime:
 
 AwareDatetime = Annotated[dt.datetime, AfterValidator(_has_offset)]
 Range = tuple[NonNegative, NonNegative]  # [low, high], drawn uniformly
-PolicyKind = Literal["rule", "mpc", "bank", "external"]
+PolicyKind = Literal["rule", "mpc", "bank", "external", "bidder"]
 
 
 class _Section(BaseModel):
@@ -270,8 +270,10 @@ class HouseholdConfig(_Section):
     homes: list[HomeConfig] = []  # explicit households; if given, one per household
     # who decides each home's setpoints: "rule" (self-consumption), "mpc" (receding-horizon
     # cheapest plan), "bank" (a trained policy bank, [policies.bank]), "external" (actions
-    # passed to Simulation.step); policy_groups give shares of the households other
-    # policies, and an explicit home's `policy` overrides both
+    # passed to Simulation.step), "bidder" (devices by the rule, its local market's limit
+    # price from Simulation.step(bids=...): a learned bidding strategy); policy_groups
+    # give shares of the households other policies, and an explicit home's `policy`
+    # overrides both
     policy: PolicyKind = "rule"
     policy_groups: list[PolicyGroup] = []
     # true: each household owns at most one controllable device (battery, heat pump,
@@ -405,6 +407,9 @@ class StackelbergSettings(_Section):
     method: Literal["iterate", "bilevel"] = "iterate"
     max_iterations: PositiveInt = 20
     damping: Annotated[Number, Field(gt=0, le=1)] = 1.0
+    # true: the leader's best response uses its members' price slope (a Stackelberg
+    # leader); false: it best-responds to their current response only (no anticipation)
+    anticipate: bool = True
 
 
 class AggregatorConfig(_Section):

@@ -10,7 +10,10 @@ policy on the real step: its own devices, the markets, the retailers and the AC 
 exactly as `cosim run` simulates them (nothing is re-implemented here). An agent sees its
 local observation only (`agents.households.FIELDS`, including the voltage at its own
 connection in the previous step) and acts with the raw actions of `agents.households.ACTIONS`
-(battery and car in [-1, 1], the rest in [0, 1]). An episode is the scenario's run; at its
+(battery and car in [-1, 1], the rest in [0, 1]). With `bidding=True` an agent is a
+`bidder` instead: its devices follow the self-consumption rule and its one action, "bid" in
+[0, 1], places its limit price in its local market between its export price (0) and its
+import price (1): it learns a bidding strategy. An episode is the scenario's run; at its
 end every agent is truncated (a time limit, not a terminal state).
 
 Reward (currency per step, `RewardConfig`): minus the agent's own cost (its bill, device
@@ -53,6 +56,7 @@ from cosim.scenario import ProfileData
 from cosim.simulation import Simulation, StepResult
 
 VOLTAGE = FIELDS.index("voltage")
+BID_ACTIONS = ("bid",)  # a bidder's one action: its limit price, from export (0) to import (1)
 
 
 @dataclass(frozen=True)
@@ -83,22 +87,26 @@ class _Core:
 
     def __init__(self, config: str | Path | ScenarioConfig | dict, reward: RewardConfig,
                  backend: str | object = "local", overrides: dict[str, object] | None = None,
-                 profiles: ProfileData | None = None) -> None:
+                 profiles: ProfileData | None = None, bidding: bool = False) -> None:
         if isinstance(config, (str, Path)):
             config = load_config(config, overrides)
         elif overrides:
             raise ValueError("overrides apply to a scenario file")
         elif isinstance(config, dict):
             config = parse_config(config)
-        # every household is an agent: the external policy, whatever the file says
-        self.sim = Simulation.from_config(config.everyone("external"), backend, record=False,
-                                          profiles=profiles)
+        # every household is an agent: the external policy (or the bidder's), whatever the
+        # file says
+        self.bidding = bidding
+        self.sim = Simulation.from_config(config.everyone("bidder" if bidding else "external"),
+                                          backend, record=False, profiles=profiles)
         self.reward = reward
         self.n = self.sim.n_households
         self.agents_all = [f"household_{k}" for k in range(self.n)]
         self.index = {a: k for k, a in enumerate(self.agents_all)}
-        low = np.array([-1.0 if signed else 0.0 for signed in SIGNED_ACTIONS])
-        self.action_space = gym.spaces.Box(low, np.ones(len(ACTIONS)), dtype=np.float64)
+        self.action_names = BID_ACTIONS if bidding else ACTIONS
+        low = np.zeros(1) if bidding else np.array([-1.0 if signed else 0.0
+                                                    for signed in SIGNED_ACTIONS])
+        self.action_space = gym.spaces.Box(low, np.ones(len(low)), dtype=np.float64)
         self.obs_space = gym.spaces.Box(-np.inf, np.inf, (len(FIELDS),), dtype=np.float64)
         self.state_space = gym.spaces.Box(-np.inf, np.inf, (2 * len(FIELDS) + 5,),
                                           dtype=np.float32)
@@ -124,8 +132,8 @@ class _Core:
                                self.network]).astype(np.float32)
 
     def actions(self, actions: dict[str, Any], live: list[str]) -> np.ndarray:
-        """The actions of the agents still live as one `[households, len(ACTIONS)]`
-        array; errors name the agent and the step."""
+        """The actions of the agents still live as one `[households, actions]` array;
+        errors name the agent and the step."""
         t = self.step_index
         unknown = [a for a in actions if a not in self.index]
         if unknown:
@@ -134,7 +142,7 @@ class _Core:
         missing = [a for a in live if a not in actions]
         if missing:
             raise EnvError(f"step {t}: no action for agent {missing[0]!r}")
-        out = np.empty((self.n, len(ACTIONS)))
+        out = np.empty((self.n, len(self.action_names)))
         for agent, action in actions.items():
             a = np.asarray(action, dtype=float)
             self._check(agent, a)
@@ -142,12 +150,13 @@ class _Core:
         return out
 
     def actions_array(self, actions: np.ndarray) -> np.ndarray:
-        """Every household's actions at once, `[households, len(ACTIONS)]` (row k:
+        """Every household's actions at once, `[households, actions]` (row k:
         household_k), checked as `actions` checks them, in one pass over the array."""
         a = np.asarray(actions, dtype=float)
-        if a.shape != (self.n, len(ACTIONS)):
+        names = self.action_names
+        if a.shape != (self.n, len(names)):
             raise EnvError(f"step {self.step_index}: actions of shape {a.shape}, expected "
-                           f"({self.n}, {len(ACTIONS)}): one row per household, {ACTIONS}")
+                           f"({self.n}, {len(names)}): one row per household, {names}")
         space = self.action_space
         bad = ~(np.isfinite(a) & (a >= space.low) & (a <= space.high)).all(axis=1)
         if bad.any():
@@ -158,23 +167,24 @@ class _Core:
     def _check(self, agent: str, a: np.ndarray) -> None:
         """An EnvError naming the agent and the step unless `a` is one finite action
         inside the action space."""
-        t = self.step_index
-        if a.shape != (len(ACTIONS),):
+        t, names = self.step_index, self.action_names
+        if a.shape != (len(names),):
             raise EnvError(f"step {t}: agent {agent!r}: action of shape {a.shape}, "
-                           f"expected ({len(ACTIONS)},) = {ACTIONS}")
+                           f"expected ({len(names)},) = {names}")
         if not np.isfinite(a).all():
             raise EnvError(f"step {t}: agent {agent!r}: action {a.tolist()} is not finite")
         if not self.action_space.contains(a):
             k = int(np.flatnonzero((a < self.action_space.low)
                                    | (a > self.action_space.high))[0])
-            raise EnvError(f"step {t}: agent {agent!r}: {ACTIONS[k]} action {a[k]:g} "
+            raise EnvError(f"step {t}: agent {agent!r}: {names[k]} action {a[k]:g} "
                            f"outside [{self.action_space.low[k]:g}, "
                            f"{self.action_space.high[k]:g}]")
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool, dict]:
         """(next observations, rewards, done, global info) for all households."""
         t = self.step_index
-        result = self.sim.step(actions)
+        result = (self.sim.step(bids=actions[:, 0]) if self.bidding
+                  else self.sim.step(actions))
         self.step_index += 1
         if result.observations is not None:
             self.obs = self._finite(result.observations, f"step {t}")
@@ -244,8 +254,8 @@ class ParallelEnv(pettingzoo.ParallelEnv):
     def __init__(self, config: str | Path | ScenarioConfig | dict,
                  reward: RewardConfig = RewardConfig(), backend: str | object = "local",
                  overrides: dict[str, object] | None = None,
-                 profiles: ProfileData | None = None) -> None:
-        self._core = _Core(config, reward, backend, overrides, profiles)
+                 profiles: ProfileData | None = None, bidding: bool = False) -> None:
+        self._core = _Core(config, reward, backend, overrides, profiles, bidding)
         self.possible_agents = list(self._core.agents_all)
         self.agents: list[str] = []
         self.render_mode = None
@@ -299,9 +309,10 @@ class MultiAgentEnv(RLlibMultiAgentEnv):
     def __init__(self, config: str | Path | ScenarioConfig | dict,
                  reward: RewardConfig = RewardConfig(), backend: str | object = "local",
                  overrides: dict[str, object] | None = None,
-                 profiles: ProfileData | None = None, global_state: bool = False) -> None:
+                 profiles: ProfileData | None = None, global_state: bool = False,
+                 bidding: bool = False) -> None:
         super().__init__()
-        self._core = _Core(config, reward, backend, overrides, profiles)
+        self._core = _Core(config, reward, backend, overrides, profiles, bidding)
         self.global_state = global_state
         self.possible_agents = list(self._core.agents_all)
         self.agents = list(self.possible_agents)
@@ -350,7 +361,7 @@ class MultiAgentEnv(RLlibMultiAgentEnv):
     def step_arrays(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool, dict]:
         """`step` for every household at once, without a dict per agent (RLlib's
         runner for the stacked module, experiments/rl/runner.py): `actions`
-        `[households, len(ACTIONS)]` inside the action space (checked as `step` checks
+        `[households, len(ACTIONS)]` (`[households, 1]` bidding) inside the action space (checked as `step` checks
         them). Returns the next local observations `[households, len(FIELDS)]`, the
         rewards `[households]` (currency), whether the episode ended (every agent
         truncated) and the global info."""

@@ -150,13 +150,17 @@ class MarketData(Message):
 @dataclass(frozen=True)
 class ActionBatch(Message):
     """Raw actions for a shard's externally driven households (the `external` policy), one
-    row each in `agents.households.ACTIONS` order; sent by the driver of `Simulation.step`."""
+    row each in `agents.households.ACTIONS` order, and the bids of its `bidder` households
+    (where each one's limit price lies between its export price, 0, and its import price,
+    1; NaN for the others); sent by the driver of `Simulation.step`."""
 
     household: np.ndarray
     action: np.ndarray  # [households, len(ACTIONS)], battery and EV in [-1, 1], others [0, 1]
+    bid: np.ndarray  # [households], in [0, 1] for bidders, NaN for external households
 
     topic: ClassVar[str] = "actions"
-    ARRAYS: ClassVar = {"household": ("int64", False), "action": ("float64", True, 2)}
+    ARRAYS: ClassVar = {"household": ("int64", False), "action": ("float64", True, 2),
+                        "bid": ("float64", False)}
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ Routing is decided once, from what each actor class says it publishes and subscr
 in a phase an actor receives the outputs of the actors publishing its topics, from this
 step if they published in an earlier phase, else from the previous step. Sources are
 ordered by sender name, so delivery is deterministic on every backend. Actions for the
-`external` households travel to their shards as one ActionBatch message per shard.
+`external` households, and the bids of the `bidder` households, travel to their shards as
+one ActionBatch message per shard.
 
 Each step is checked against what each party booked: money (the sum of every party's net
 receipts) must be zero, each market's bought energy must equal its sold energy, and the
@@ -249,6 +250,7 @@ class Simulation:
                                for src, phase, now in routes if not now})
         policy = scenario.households["policy"]
         self.external = np.flatnonzero(policy == "external")
+        self.bidders = np.flatnonzero(policy == "bidder")
         self._shard_rows = {spec.name: spec.kwargs["homes"].household for spec in
                             scenario.actors if spec.name in self.shards}
         self.total = self.config.run.steps
@@ -327,11 +329,14 @@ class Simulation:
             self.recorder.resumed(step, self.backend.name)
             self._phases([(self._t, FIRST)])
 
-    def step(self, actions: np.ndarray | None = None) -> StepResult:
+    def step(self, actions: np.ndarray | None = None, bids: np.ndarray | None = None
+             ) -> StepResult:
         """Run one step: the external households act on `actions` (`[households,
         len(ACTIONS)]` raw actions in household order; only the rows of `external`
-        households are read), the others on their own policies."""
-        return self._step(actions, details=True)
+        households are read), the `bidder` households bid `bids` (`[households]` in
+        [0, 1]: where each one's limit price lies between its export (0) and import (1)
+        price; only their rows are read), the others on their own policies."""
+        return self._step((actions, bids), details=True)
 
     def snapshot(self) -> Snapshot:
         """Where the run stands between two steps (every actor's state and what the next
@@ -360,8 +365,8 @@ class Simulation:
         self._t, self._outputs = snapshot.step, dict(snapshot.outputs)
         self._nonconverged = list(snapshot.nonconverged)
 
-    def _step(self, actions: np.ndarray | None, details: bool,
-              stop: bool = False) -> StepResult:
+    def _step(self, actions: tuple[np.ndarray | None, np.ndarray | None] | None,
+              details: bool, stop: bool = False) -> StepResult:
         if self._t is None:
             raise RuntimeError("call reset() before step()")
         if self._t >= self.total:
@@ -373,7 +378,7 @@ class Simulation:
         # `stop`: the caller stops after this step; a checkpoint lets `--resume` go on
         checkpoint = (t + 1) % run.checkpoint_every == 0 or last or stop
         try:
-            self._drive(t, actions)
+            self._drive(t, *(actions or (None, None)))
             plan = [(t, REST)] + ([] if checkpoint else [(t + 1, FIRST)])
             self._phases(plan)
             row, state = self._system_row(t)
@@ -501,29 +506,47 @@ class Simulation:
             self.recorder.add_messages([(k[2], k[1], m) for k, out in zip(keys, outputs)
                                         for m in out.messages])
 
-    def _drive(self, t: int, actions: np.ndarray | None) -> None:
-        """Hand the external households' actions to their shards."""
-        if len(self.external) == 0:
-            return
-        if actions is None:
-            raise ValueError(f"step {t}: {len(self.external)} households have policy "
-                             "\"external\": pass their actions to step()")
-        actions = np.asarray(actions, dtype=float)
-        want = (self.n_households, len(ACTIONS))
-        if actions.shape != want:
-            raise ValueError(f"step {t}: actions must be {want} (households x {ACTIONS}), "
-                             f"got {actions.shape}")
-        bad = ~np.isfinite(actions[self.external]).all(1)
-        if bad.any():
-            raise ValueError(f"step {t}: household {self.external[bad][0]}: actions are not "
-                             "finite")
+    def _drive(self, t: int, actions: np.ndarray | None, bids: np.ndarray | None) -> None:
+        """Hand the external households' actions and the bidders' bids to their shards."""
+        actions = self._driven(t, actions, self.external, (self.n_households, len(ACTIONS)),
+                               "external", "actions", f"households x {ACTIONS}")
+        bids = self._driven(t, bids, self.bidders, (self.n_households,), "bidder", "bids",
+                            "one per household, in [0, 1]")
+        if bids is not None:
+            bad = (bids[self.bidders] < 0) | (bids[self.bidders] > 1)
+            if bad.any():
+                raise ValueError(f"step {t}: household {self.bidders[bad][0]}: bid "
+                                 f"{bids[self.bidders][bad][0]} is outside [0, 1]")
+        driven = np.union1d(self.external, self.bidders)
         for shard, ids in self._shard_rows.items():
-            mine = ids[np.isin(ids, self.external)]
+            mine = ids[np.isin(ids, driven)]
             if len(mine):
+                action = (actions[mine] if actions is not None
+                          else np.zeros((len(mine), len(ACTIONS))))
+                bid = np.where(np.isin(mine, self.bidders),
+                               bids[mine] if bids is not None else 0.0, np.nan)
                 batch = ActionBatch(t, "driver", recipient=shard, household=mine,
-                                    action=actions[mine])
+                                    action=action, bid=bid)
                 self._outputs[(f"driver/{shard}", "decide", t)] = self.backend.put(
                     f"driver/{shard}", PhaseOutput(messages=[batch]))
+
+    @staticmethod
+    def _driven(t: int, values: np.ndarray | None, rows: np.ndarray, want: tuple[int, ...],
+                policy: str, what: str, layout: str) -> np.ndarray | None:
+        """`values` checked for the households of `policy` (`rows`): shape and finiteness."""
+        if len(rows) == 0:
+            return None
+        if values is None:
+            raise ValueError(f"step {t}: {len(rows)} households have policy \"{policy}\": "
+                             f"pass their {what} to step()")
+        values = np.asarray(values, dtype=float)
+        if values.shape != want:
+            raise ValueError(f"step {t}: {what} must be {want} ({layout}), got "
+                             f"{values.shape}")
+        bad = ~np.isfinite(values[rows].reshape(len(rows), -1)).all(1)
+        if bad.any():
+            raise ValueError(f"step {t}: household {rows[bad][0]}: {what} are not finite")
+        return values
 
     def _system_row(self, t: int) -> tuple[dict[str, float], GridState]:
         """One row of the `system` table: balances, totals and the grid's summary."""

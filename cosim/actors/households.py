@@ -8,9 +8,10 @@ same that GradMAP differentiates through. In each step the shard
 - observes: takes in this step's price signals (prices and forecasts) and the previous
   step's grid state, so each household knows its own prices and the voltage at its own
   connection, and nothing of other households;
-- decides: runs each household's policy (`rule`, `mpc`, `bank` or `external`, see
-  cosim.config) on that local view, and bids each household's net draw into its market at
-  its own marginal value of the energy (agents.households.orders);
+- decides: runs each household's policy (`rule`, `mpc`, `bank`, `external` or `bidder`,
+  see cosim.config) on that local view, and bids each household's net draw into its market
+  at its own marginal value of the energy (agents.households.orders), or a bidder's at the
+  price its driver chose;
 - dispatches: what its order did not fill, the household's reserve covers or absorbs
   (within device limits); the grid takes the rest, and its meter records it;
 - settles: books each household's bill (market payment plus `energy_bill` at its
@@ -68,7 +69,7 @@ class HouseholdArrays:
     hour: np.ndarray  # [steps] local clock hour at each step's start
     weekend: np.ndarray  # [steps] 1 on Saturdays and Sundays
     outdoor_c: np.ndarray  # [steps]
-    policy: np.ndarray  # per home: "rule", "mpc", "bank" or "external"
+    policy: np.ndarray  # per home: "rule", "mpc", "bank", "external" or "bidder"
     mpc: dict[str, object]  # MPCConfig keyword arguments
     bank: object | None  # the `bank` households' PolicyBank, in household order
 
@@ -94,6 +95,11 @@ class HouseholdArrays:
             outdoor_c=tensor(self.outdoor_c), hour=tensor(self.hour),
             weekend=tensor(self.weekend), wholesale_price=zero,
             carbon_kg_per_kwh=zero, gains_kw=zero, dt_h=dt_h)
+
+
+def _union(rows: list[torch.Tensor]) -> torch.Tensor | None:
+    """The households in any of `rows` (boolean masks); None for no masks."""
+    return torch.stack(rows).any(0) if rows else None
 
 
 def _merge(base: Setpoints, rows: torch.Tensor, values: Setpoints) -> Setpoints:
@@ -161,7 +167,8 @@ class HouseholdShard(Actor):
             raise RuntimeError(f"shard {self.name}: decide at step {step} before observing it")
         hh, x, dt_h = self.households, self.series.at(step), self.dt_h
         buy, sell = (torch.from_numpy(p) for p in self._prices)
-        ruled = self.rows.get("rule")  # only the rule leaves a reserve to the market
+        # only the rule leaves a reserve to the market; a bidder's devices follow it too
+        ruled = _union([self.rows[k] for k in ("rule", "bidder") if k in self.rows])
         if ruled is not None:
             committed, reserve = self_consumption_reserve(hh, self.state, x, dt_h, buy, sell)
         else:  # every row is set by another policy below
@@ -172,7 +179,8 @@ class HouseholdShard(Actor):
                               self._forecast[0][where], self._forecast[1][where])
             index = (torch.as_tensor(where),)
             committed = Setpoints(*(c.index_put(index, p) for c, p in zip(committed, planned)))
-        acting = self._actions(step, only(inbox, ActionBatch))
+        batches = only(inbox, ActionBatch)
+        acting = self._actions(step, batches)
         if acting is not None:
             rows, action = acting
             committed = _merge(committed, rows, hh.from_action(action, self.state, x, dt_h))
@@ -182,6 +190,10 @@ class HouseholdShard(Actor):
             reserve = Reserve(_merge(committed, ruled, reserve.lo),
                               _merge(committed, ruled, reserve.hi))
         quantity, limit = order(hh, self.state, x, committed, reserve, buy, sell, dt_h)
+        if "bidder" in self.rows:  # its own price between its export and import prices
+            where = self.rows["bidder"]
+            bid = torch.from_numpy(self._driven(step, batches)[1])
+            limit = torch.where(where, sell + bid.nan_to_num(0.0) * (buy - sell), limit)
         self._decided = (committed, reserve, quantity, limit)
         return [BidBatch(step, self.name, household=self.homes.household,
                          market=self.homes.market, quantity_kwh=quantity.numpy(),
@@ -291,13 +303,26 @@ class HouseholdShard(Actor):
                 action[where] = bank(self._observe()[where]).to(action.dtype)
         if "external" in self.rows:
             where = np.flatnonzero(self.rows["external"].numpy())
-            if len(batches) != 1 or not np.array_equal(batches[0].household,
-                                                       self.homes.household[where]):
-                raise MessageError(f"shard {self.name} at step {step}: its {len(where)} "
-                                   "households with policy \"external\" need actions "
-                                   "(Simulation.step(actions))")
-            action[where] = torch.from_numpy(batches[0].action.copy())
-        return torch.stack(rows).any(0), action
+            action[where] = torch.from_numpy(self._driven(step, batches)[0][where])
+        return _union(rows), action
+
+    def _driven(self, step: int, batches: list[ActionBatch]) -> tuple[np.ndarray, np.ndarray]:
+        """The driver's (actions `[n, len(ACTIONS)]`, bids `[n]`) for this shard's rows,
+        from its one ActionBatch (rows it does not drive hold zeros and NaN)."""
+        driven = np.zeros(len(self.homes.household), dtype=bool)
+        for kind in ("external", "bidder"):
+            if kind in self.rows:
+                driven |= self.rows[kind].numpy()
+        where = np.flatnonzero(driven)
+        if len(batches) != 1 or not np.array_equal(batches[0].household,
+                                                   self.homes.household[where]):
+            raise MessageError(f"shard {self.name} at step {step}: its {len(where)} "
+                               "households with policy \"external\" or \"bidder\" need "
+                               "actions or bids (Simulation.step(actions, bids))")
+        action = np.zeros((len(driven), len(ACTIONS)))
+        bid = np.full(len(driven), np.nan)
+        action[where], bid[where] = batches[0].action, batches[0].bid
+        return action, bid
 
     def _household_prices(self, step: int, signals: list[PriceSignal]) -> None:
         """Each household's import and export price (and their forecasts, for MPC), from

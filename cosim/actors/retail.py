@@ -354,7 +354,8 @@ class StackelbergLeader:
                         s["peak_price"], outside)
         family = TariffFamily.markup(self.wholesale[day], s["markups"], s["sell_discount"],
                                      s["peak_adders"], self.peak[day])
-        config = StackelbergConfig(max_iterations=s["max_iterations"], damping=s["damping"])
+        config = StackelbergConfig(max_iterations=s["max_iterations"], damping=s["damping"],
+                                   anticipate=s["anticipate"])
         method = s["method"]
         if method == "bilevel":
             try:

@@ -51,16 +51,17 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def refuse_external(config: ScenarioConfig, path: Path, command: str) -> None:
-    """A ConfigError if any household uses policy "external": its actions come from Python
-    (cosim.Simulation.step), which a command line cannot supply."""
+    """A ConfigError if any household uses policy "external" or "bidder": its actions or
+    bids come from Python (cosim.Simulation.step), which a command line cannot supply."""
     hh = config.households
     policies = {hh.policy, *(g.policy for g in hh.policy_groups), *(h.policy for h in hh.homes)}
-    if "external" in policies:
+    driven = sorted(policies & {"external", "bidder"})
+    if driven:
         from cosim.config import ConfigError
 
-        raise ConfigError(f"{path}: households use policy \"external\": their actions come "
-                          f"from Python (cosim.Simulation.step), which {command} cannot "
-                          "supply")
+        raise ConfigError(f"{path}: households use policy \"{driven[0]}\": their actions "
+                          "or bids come from Python (cosim.Simulation.step), which "
+                          f"{command} cannot supply")
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -62,6 +62,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--reward", nargs="+", default=[], metavar="TERM=PRICE",
                        help="reward prices (cosim.envs.RewardConfig), e.g. "
                        "voltage_penalty=10 carbon_price=0.1")
+    train.add_argument("--bidding", action="store_true",
+                       help="RLlib algorithms: learn each household's local market bid only, "
+                            "its devices on the self-consumption rule")
     train.add_argument("--backend", choices=("local", "ray"), default="local")
     train.add_argument("--address", default=None, help="Ray cluster to join (ray backend)")
     train.add_argument("--num-cpus", type=_positive, default=None,
@@ -131,6 +134,9 @@ def train_command(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _error(str(exc))
     if args.algo in METHODS:
+        if args.bidding:
+            return _error(f"--bidding: {args.algo} trains device setpoints; bids are learned "
+                          "by the RLlib algorithms")
         return _gradmap(args, config)
     import ray
 
@@ -143,7 +149,8 @@ def train_command(args: argparse.Namespace) -> int:
         settings = TrainConfig(algo=args.algo, episodes=args.episodes,
                                hidden=tuple(args.hidden),
                                seed=config.run.seed if args.seed is None else args.seed,
-                               env_runners=runners, **_given(args, "iterations", "lr"))
+                               env_runners=runners, bidding=args.bidding,
+                               **_given(args, "iterations", "lr"))
     except ValueError as exc:
         return _error(str(exc))
     if args.backend == "local" and runners:

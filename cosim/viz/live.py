@@ -8,7 +8,8 @@ import datetime as dt
 import shutil
 from pathlib import Path
 
-from cosim.config import ConfigError, load_config
+from cosim.commands.run import refuse_external
+from cosim.config import load_config
 from cosim.scenario import ProfileData
 from cosim.simulation import Simulation
 
@@ -23,12 +24,8 @@ class LiveRun:
                  profiles: ProfileData | None = None) -> None:
         # a checkpoint after each step is what flushes that step's records to disk
         parsed = load_config(config, {"run.checkpoint_every": 1})
-        policies = {parsed.households.policy, *(g.policy for g in
-                                                parsed.households.policy_groups),
-                    *(h.policy for h in parsed.households.homes)}
-        if "external" in policies:
-            raise ConfigError(f"{config}: households use policy \"external\": the live viewer "
-                              "runs the households' own policies and has no actions for them")
+        refuse_external(parsed, Path(config), "the live viewer (it runs the households' "
+                        "own policies)")
         self.folder = Path(folder) if folder is not None else Path("runs") / (
             f"{parsed.run.name}-live-{dt.datetime.now():%Y%m%d-%H%M%S}")
         self.sim = Simulation.from_config(parsed, "local", record=True, out=self.folder,

@@ -26,6 +26,9 @@ REPRODUCTIONS: dict[str, tuple[str, str]] = {
     "facmac": ("experiments.reproduce.facmac",
                "factored critic (Charbonnier et al., 2023/2025): training time to a target "
                "for 2-30 homes, FACMAC against independent and marginal-reward learners"),
+    "stackelberg": ("experiments.reproduce.stackelberg",
+                    "hierarchical P2P and wholesale trading (Wilk et al., 2026): IPPO bids "
+                    "under a Stackelberg aggregator, against rule bids and a myopic leader"),
 }
 
 

@@ -34,7 +34,6 @@ from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
 from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 from torch import nn
 
-from agents.households import SIGNED_ACTIONS
 from agents.policies.bank import PolicyBank
 
 MODULE_ID = "households"
@@ -57,7 +56,9 @@ class BankModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
         seed = int(c.get("seed", 0))
         obs_dim = self.observation_space["obs"].shape[0]
         act_dim = self.action_space.shape[0]
-        self.actor = PolicyBank(actors, obs_dim, act_dim, hidden, SIGNED_ACTIONS, act, seed,
+        # tanh where the action space reaches -1 (battery, car), sigmoid where it starts at 0
+        signed = [bool(low < 0) for low in self.action_space.low]
+        self.actor = PolicyBank(actors, obs_dim, act_dim, hidden, signed, act, seed,
                                 dtype=torch.float32)
         self.log_std = nn.Parameter(torch.full((actors, act_dim), float(c.get("log_std",
                                                                                -0.5))))

@@ -49,7 +49,7 @@ from tqdm import tqdm
 from agents.households import ACTIONS, FIELDS
 from agents.policies.bank import PolicyBank
 from cosim.config import ScenarioConfig, load_config
-from cosim.envs import MultiAgentEnv, RewardConfig
+from cosim.envs import BID_ACTIONS, MultiAgentEnv, RewardConfig
 from cosim.scenario import ProfileData
 from experiments.rl.module import MODULE_ID, BankModule
 from experiments.rl.runner import StackedEnvRunner
@@ -82,6 +82,9 @@ class TrainConfig:
     seed: int = 0
     env_runners: int = 0  # 0: sample in this process; n: n Ray actors
     checkpoint_every: int = 10  # iterations (and always after the last)
+    # true: the households learn their local market bids only (cosim.envs, bidding=True),
+    # their devices on the self-consumption rule; the bank then has one output, the bid
+    bidding: bool = False
 
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
@@ -120,7 +123,8 @@ def algorithm_config(config: ScenarioConfig, train: TrainConfig,
     central = critic == "central"
 
     def make(_: dict) -> MultiAgentEnv:  # pickled by value, with what it closes over
-        return MultiAgentEnv(config, reward, profiles=profiles, global_state=central)
+        return MultiAgentEnv(config, reward, profiles=profiles, global_state=central,
+                             bidding=train.bidding)
 
     register_env(ENV_NAME, make)
     probe = make({})  # the spaces, and a bad scenario fails here, before any Ray actor
@@ -198,7 +202,7 @@ def train(config: str | Path | ScenarioConfig, train: TrainConfig, out: str | Pa
     finally:
         algo.stop()
     bank = out / "bank.pt"
-    module.deployable().save(bank, FIELDS, ACTIONS)
+    module.deployable().save(bank, FIELDS, BID_ACTIONS if train.bidding else ACTIONS)
     table = pd.DataFrame(rows)
     table.insert(0, "algo", train.algo)
     table.to_parquet(out / "training.parquet", index=False)
