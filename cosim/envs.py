@@ -361,10 +361,10 @@ class MultiAgentEnv(RLlibMultiAgentEnv):
     def step_arrays(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool, dict]:
         """`step` for every household at once, without a dict per agent (RLlib's
         runner for the stacked module, experiments/rl/runner.py): `actions`
-        `[households, len(ACTIONS)]` (`[households, 1]` bidding) inside the action space (checked as `step` checks
-        them). Returns the next local observations `[households, len(FIELDS)]`, the
-        rewards `[households]` (currency), whether the episode ended (every agent
-        truncated) and the global info."""
+        `[households, len(ACTIONS)]` (bidding: `[households, 1]`) inside the action space
+        (checked as `step` checks them). Returns the next local observations
+        `[households, len(FIELDS)]`, the rewards `[households]` (currency), whether the
+        episode ended (every agent truncated) and the global info."""
         if not self.agents:
             raise EnvError("the episode is over: call reset()")
         core = self._core

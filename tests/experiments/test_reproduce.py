@@ -29,12 +29,12 @@ def quick(ray_cluster, tmp_path_factory):
 
 
 def test_only_written_reproductions_are_listed():
-    assert set(REPRODUCTIONS) == {"mahtm", "facmac"}  # stackelberg comes when it exists
+    assert set(REPRODUCTIONS) == {"mahtm", "facmac", "stackelberg"}
 
 
 def test_an_unknown_name_is_exit_code_2_naming_the_available_ones(capsys):
     with pytest.raises(SystemExit) as exc:
-        cosim(["reproduce", "stackelberg"])
+        cosim(["reproduce", "nonesuch"])
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "facmac" in err and "mahtm" in err
