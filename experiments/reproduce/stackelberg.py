@@ -29,10 +29,11 @@ Columns, all on the held-out day: the prosumers' bills (sum, currency), the aggr
 profit (retail revenue less day-ahead cost and imbalance settlement), the wholesale
 imbalance (sum over hours of |metered - day-ahead position|, kWh), the portfolio's peak
 import (kW), the P2P volume (kWh), node-steps outside the voltage limits, and any step whose
-power flow did not converge (never hidden). The paper's own numbers (a prosumer reward of
-0.9 in its ten-prosumer case, aggregator rewards of 1.27-18.09 across its cases) come with
-no units or definitions that we could check, so they are printed beside the table as
-quoted, not compared cell by cell.
+power flow did not converge (never hidden), and the leader's markup and peak adder that
+day (currency/kWh). The paper's own numbers (a prosumer reward of 0.9 in its ten-prosumer
+case, aggregator rewards of 1.27-18.09 across its cases) come with no units or definitions
+that we could check, so they are printed beside the table as quoted, not compared cell
+by cell.
 
 Output under the run folder: table.md and table.csv, each IPPO run's training folder
 (bank.pt, training.parquet, training.png), each evaluation's run folder, and cases.png
@@ -103,6 +104,8 @@ class Day:
     p2p_kwh: float
     violations: int
     nonconverged: int
+    markup: float  # the leader's tariff that day, currency/kWh (NaN: no leader)
+    peak_adder: float
 
     @classmethod
     def of(cls, folder: Path, bills: float, p2p: float, violations: int,
@@ -110,10 +113,15 @@ class Day:
         """The aggregator's columns from the run folder's `positions` table: its profit is
         its own ledger, rebuilt from the settlement (retail revenue - day-ahead cost -
         imbalance cost)."""
-        p = RunFolder(folder).read("positions").to_pandas()
+        records = RunFolder(folder)
+        p = records.read("positions").to_pandas()
         profit = float((p.retail_revenue - p.day_ahead_cost - p.imbalance_cost).sum())
+        led = records.read("stackelberg")
+        tariff = (np.nan, np.nan) if led is None else (
+            float(led["markup"][0].as_py()), float(led["peak_adder"][0].as_py()))
         return cls(bills, profit, float((p.actual_kwh - p.position_kwh).abs().sum()),
-                   float(max(p.actual_kwh.max(), 0.0) / dt_h), p2p, violations, nonconverged)
+                   float(max(p.actual_kwh.max(), 0.0) / dt_h), p2p, violations, nonconverged,
+                   *tariff)
 
 
 def evaluate(config: ScenarioConfig, folder: Path, bank: PolicyBank | None) -> Day:
@@ -188,16 +196,20 @@ def run(out: Path, iterations: int, seed: int | None = None, progress: bool = Tr
 
 def markdown(table: pd.DataFrame, iterations: int) -> str:
     head = ("| case | prosumer bills | aggregator profit | imbalance (kWh) | peak import (kW) "
-            "| P2P (kWh) | voltage node-steps | non-converged | IPPO training (s) |\n"
-            "|---|---|---|---|---|---|---|---|---|")
+            "| P2P (kWh) | voltage node-steps | non-converged | markup / peak adder "
+            "| IPPO training (s) |\n|---|---|---|---|---|---|---|---|---|---|")
     lines = [head] + [
         f"| {r.case} | {r.bills:.2f} | {r.profit:.2f} | {r.imbalance_kwh:.2f} | "
         f"{r.peak_import_kw:.2f} | {r.p2p_kwh:.2f} | {r.violations} | {r.nonconverged} | "
-        f"{r.train_s:.0f} |" for r in table.itertuples()]
+        f"{_tariff(r.markup, r.peak_adder)} | {r.train_s:.0f} |" for r in table.itertuples()]
     return "\n".join([
         "Hierarchical P2P and wholesale trading with a Stackelberg aggregator, held-out day "
         f"(IPPO: {iterations} iterations of {EPISODES} episodes of the training day each)",
         "", *lines, "", f"Paper: {PAPER}."])
+
+
+def _tariff(markup: float, peak_adder: float) -> str:
+    return "—" if np.isnan(markup) else f"{markup:.3f} / {peak_adder:.2f}"
 
 
 def plot(table: pd.DataFrame, path: Path) -> None:
