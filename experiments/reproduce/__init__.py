@@ -37,6 +37,26 @@ def default_folder(name: str) -> Path:
     return Path("runs/reproduce") / f"{name}-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}"
 
 
+def common_arguments(parser: argparse.ArgumentParser, name: str, quick: str,
+                     seed_default: str = "the scenario's") -> None:
+    """--quick (`quick` says what it reduces), --out, --seed and --no-progress."""
+    parser.add_argument("--quick", action="store_true", help=f"a reduced run for CI: {quick}")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"run folder (default runs/reproduce/{name}-<time>)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help=f"scenario and training seed (default: {seed_default})")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def empty_folder(out: Path) -> bool:
+    """Whether `out` can take a new run (absent or an empty folder); else says why on
+    stderr."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        print(f"error: --out {out}: exists and is not empty", file=sys.stderr)
+        return False
+    return True
+
+
 def script(name: str, add_arguments: Callable[[argparse.ArgumentParser], None],
            main: Callable[[argparse.Namespace], int], doc: str) -> None:
     """`python -m experiments.reproduce.<name>`: the module's options, run, exit code."""

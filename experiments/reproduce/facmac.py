@@ -47,7 +47,13 @@ from pathlib import Path
 import pandas as pd
 
 from cosim.envs import MultiAgentEnv, RewardConfig
-from experiments.reproduce import default_folder, run_and_print, script
+from experiments.reproduce import (
+    common_arguments,
+    default_folder,
+    empty_folder,
+    run_and_print,
+    script,
+)
 from experiments.rl.facmac import FacmacConfig, default_return, train
 
 ROOT = Path(__file__).parents[2]
@@ -189,19 +195,13 @@ def plot(table: pd.DataFrame, curves: pd.DataFrame, path: Path) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quick", action="store_true",
-                        help=f"a reduced run for CI: {QUICK_HOMES} homes, {QUICK_EPISODES} "
-                             "episodes each, every part exercised")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="run folder (default runs/reproduce/facmac-<time>)")
+    common_arguments(parser, "facmac", f"{QUICK_HOMES} homes, {QUICK_EPISODES} episodes "
+                     "each, every part exercised", "the scenario's, and 0")
     parser.add_argument("--homes", type=int, nargs="+", default=None,
                         help=f"numbers of homes (default {' '.join(map(str, HOMES))}; at most "
                              "55, the feeder's loads)")
     parser.add_argument("--episodes", type=int, default=None,
                         help=f"training episodes per learner and size (default {EPISODES})")
-    parser.add_argument("--seed", type=int, default=None,
-                        help="scenario and training seed (default: the scenario's, and 0)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -219,8 +219,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     config = FacmacConfig(eval_every=2, random_steps=24) if args.quick else FacmacConfig()
     out = args.out or default_folder("facmac")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        print(f"error: --out {out}: exists and is not empty", file=sys.stderr)
+    if not empty_folder(out):
         return 2
     return run_and_print(
         out, lambda: run(out, homes, episodes, args.seed, not args.no_progress, config),

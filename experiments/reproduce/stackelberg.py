@@ -59,7 +59,13 @@ from cosim.config import ScenarioConfig, load_config
 from cosim.envs import BID_ACTIONS
 from cosim.records import RunFolder
 from cosim.simulation import Simulation
-from experiments.reproduce import default_folder, run_and_print, script
+from experiments.reproduce import (
+    common_arguments,
+    default_folder,
+    empty_folder,
+    run_and_print,
+    script,
+)
 
 ROOT = Path(__file__).parents[2]
 SCENARIO = ROOT / "experiments" / "configs" / "stackelberg_eulv.toml"
@@ -81,6 +87,8 @@ PAPER = ("the paper reports, without units we could check: prosumer reward 0.9 (
 def scenario(leader: str, held_out: bool = False, seed: int | None = None) -> ScenarioConfig:
     """The scenario with the aggregator pricing as `leader` (LEADERS), on the training day
     or the day after it (`held_out`)."""
+    if leader not in LEADERS:
+        raise ValueError(f"leader {leader!r}: choose one of {LEADERS}")
     config = load_config(SCENARIO)
     run = config.run.model_copy(update={
         **({"seed": seed} if seed is not None else {}),
@@ -237,16 +245,10 @@ def plot(table: pd.DataFrame, path: Path) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quick", action="store_true",
-                        help=f"a reduced run for CI: {QUICK_ITERATIONS} IPPO iterations, "
-                             "every case evaluated")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="run folder (default runs/reproduce/stackelberg-<time>)")
+    common_arguments(parser, "stackelberg",
+                     f"{QUICK_ITERATIONS} IPPO iterations, every case evaluated")
     parser.add_argument("--iterations", type=int, default=None,
                         help=f"IPPO iterations per leader (default {ITERATIONS})")
-    parser.add_argument("--seed", type=int, default=None,
-                        help="scenario and training seed (default: the scenario's)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -256,8 +258,7 @@ def main(args: argparse.Namespace) -> int:
         print("error: --iterations must be >= 1 and --seed >= 0", file=sys.stderr)
         return 2
     out = args.out or default_folder("stackelberg")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        print(f"error: --out {out}: exists and is not empty", file=sys.stderr)
+    if not empty_folder(out):
         return 2
     return run_and_print(
         out, lambda: run(out, iterations, args.seed, not args.no_progress),
