@@ -219,7 +219,9 @@ def test_initial_state_is_the_frozen_feeder(feeder_cache):
     # the sources' Norton currents alone
     pf, _ = controls._build_state()
     assert abs(pf.feeder.y - feeder.y).max() <= 1e-9 * abs(feeder.y).max()
-    assert np.abs(pf.feeder.v_noload - feeder.v_noload).max() <= 1e-9 * 2400
+    # two factorisations of the same Y agree to about cond(Y) x eps, not to the last bit
+    # (1.2e-9 relative on IEEE 123 on some CPUs): 1e-8 p.u. of the 2.4 kV base
+    assert np.abs(pf.feeder.v_noload - feeder.v_noload).max() <= 1e-8 * 2400
 
 
 def test_state_round_trips(feeder_cache):
