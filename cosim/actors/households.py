@@ -128,6 +128,8 @@ class HouseholdShard(Actor):
         policy = homes.policy
         self.rows = {kind: torch.as_tensor(policy == kind) for kind in np.unique(policy)}
         self._mpc = self._bank = None
+        # the rows the driver of Simulation.step sets (actions or bids)
+        self._driven_rows = np.flatnonzero(np.isin(policy, ("external", "bidder")))
         if "mpc" in self.rows:
             from agents.policies.mpc import MPC, MPCConfig  # cvxpy only where it is used
 
@@ -179,8 +181,8 @@ class HouseholdShard(Actor):
                               self._forecast[0][where], self._forecast[1][where])
             index = (torch.as_tensor(where),)
             committed = Setpoints(*(c.index_put(index, p) for c, p in zip(committed, planned)))
-        batches = only(inbox, ActionBatch)
-        acting = self._actions(step, batches)
+        driven = self._driven(step, only(inbox, ActionBatch))
+        acting = self._actions(driven)
         if acting is not None:
             rows, action = acting
             committed = _merge(committed, rows, hh.from_action(action, self.state, x, dt_h))
@@ -192,7 +194,7 @@ class HouseholdShard(Actor):
         quantity, limit = order(hh, self.state, x, committed, reserve, buy, sell, dt_h)
         if "bidder" in self.rows:  # its own price between its export and import prices
             where = self.rows["bidder"]
-            bid = torch.from_numpy(self._driven(step, batches)[1])
+            bid = torch.from_numpy(driven[1])
             limit = torch.where(where, sell + bid.nan_to_num(0.0) * (buy - sell), limit)
         self._decided = (committed, reserve, quantity, limit)
         return [BidBatch(step, self.name, household=self.homes.household,
@@ -289,7 +291,7 @@ class HouseholdShard(Actor):
         return observe(self.households, self.state, self.series.at(self._step), buy, sell,
                        torch.from_numpy(self._voltage), self.dt_h)
 
-    def _actions(self, step: int, batches: list[ActionBatch]
+    def _actions(self, driven: tuple[np.ndarray, np.ndarray] | None
                  ) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(rows, raw actions `[n, len(ACTIONS)]`) of the households acting on a policy
         bank's or the driver's actions this step; None if there are none."""
@@ -303,24 +305,24 @@ class HouseholdShard(Actor):
                 action[where] = bank(self._observe()[where]).to(action.dtype)
         if "external" in self.rows:
             where = np.flatnonzero(self.rows["external"].numpy())
-            action[where] = torch.from_numpy(self._driven(step, batches)[0][where])
+            action[where] = torch.from_numpy(driven[0][where])
         return _union(rows), action
 
-    def _driven(self, step: int, batches: list[ActionBatch]) -> tuple[np.ndarray, np.ndarray]:
+    def _driven(self, step: int, batches: list[ActionBatch]
+                ) -> tuple[np.ndarray, np.ndarray] | None:
         """The driver's (actions `[n, len(ACTIONS)]`, bids `[n]`) for this shard's rows,
-        from its one ActionBatch (rows it does not drive hold zeros and NaN)."""
-        driven = np.zeros(len(self.homes.household), dtype=bool)
-        for kind in ("external", "bidder"):
-            if kind in self.rows:
-                driven |= self.rows[kind].numpy()
-        where = np.flatnonzero(driven)
+        from its one ActionBatch (rows it does not drive hold zeros and NaN); None when
+        it drives none."""
+        where = self._driven_rows
+        if len(where) == 0:
+            return None
         if len(batches) != 1 or not np.array_equal(batches[0].household,
                                                    self.homes.household[where]):
             raise MessageError(f"shard {self.name} at step {step}: its {len(where)} "
                                "households with policy \"external\" or \"bidder\" need "
                                "actions or bids (Simulation.step(actions, bids))")
-        action = np.zeros((len(driven), len(ACTIONS)))
-        bid = np.full(len(driven), np.nan)
+        n = len(self.homes.household)
+        action, bid = np.zeros((n, len(ACTIONS))), np.full(n, np.nan)
         action[where], bid[where] = batches[0].action, batches[0].bid
         return action, bid
 

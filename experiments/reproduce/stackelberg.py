@@ -132,6 +132,11 @@ class Day:
                    *tariff)
 
 
+def day_folder(out: Path, case: str) -> Path:
+    """Where the reproduction in `out` recorded `case`'s evaluated day."""
+    return out / "days" / case.replace(", ", "-").replace(" ", "_").lower()
+
+
 def evaluate(config: ScenarioConfig, folder: Path, bank: PolicyBank | None) -> Day:
     """One recorded day of `config`: the prosumers bid as their rule, or as `bank` (its
     deterministic bids, each from the household's own observation)."""
@@ -190,8 +195,7 @@ def run(out: Path, iterations: int, seed: int | None = None, progress: bool = Tr
     rows = []
     for case, (bids, leader) in tqdm(CASES.items(), desc="evaluating", disable=not progress):
         config = scenario(leader, held_out=True, seed=seed)
-        slug = case.replace(", ", "-").replace(" ", "_").lower()
-        day = evaluate(config, out / "days" / slug, banks.get(leader) if bids == "ippo"
+        day = evaluate(config, day_folder(out, case), banks.get(leader) if bids == "ippo"
                        else None)
         rows.append({"case": case, "bids": bids, "leader": leader, **vars(day),
                      "train_s": times.get(leader, 0.0) if bids == "ippo" else 0.0})

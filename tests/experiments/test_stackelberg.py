@@ -131,8 +131,7 @@ def test_the_quick_table_agrees_with_the_engines_ledger(quick):
     money each party booked and the grid's own count, which the table is not built from."""
     out, table = quick
     for row in table.itertuples():
-        slug = row.case.replace(", ", "-").replace(" ", "_").lower()
-        system = RunFolder(out / "days" / slug).read("system").to_pandas()
+        system = RunFolder(reproduction.day_folder(out, row.case)).read("system").to_pandas()
         assert row.bills == pytest.approx(-system.money_households.sum(), abs=1e-9)
         assert row.profit == pytest.approx(system["money_aggregator-0"].sum(), abs=1e-9)
         assert row.violations == system.violations.sum()
