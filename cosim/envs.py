@@ -87,7 +87,8 @@ class _Core:
 
     def __init__(self, config: str | Path | ScenarioConfig | dict, reward: RewardConfig,
                  backend: str | object = "local", overrides: dict[str, object] | None = None,
-                 profiles: ProfileData | None = None, bidding: bool = False) -> None:
+                 profiles: ProfileData | None = None, bidding: bool = False,
+                 copies: int = 1) -> None:
         if isinstance(config, (str, Path)):
             config = load_config(config, overrides)
         elif overrides:
@@ -98,9 +99,14 @@ class _Core:
         # file says
         self.bidding = bidding
         self.sim = Simulation.from_config(config.everyone("bidder" if bidding else "external"),
-                                          backend, record=False, profiles=profiles)
+                                          backend, record=False, profiles=profiles,
+                                          copies=copies)
         self.reward = reward
         self.n = self.sim.n_households
+        # each household's copy of the scenario, and the households of one copy (who share
+        # that copy's network terms)
+        self.copy = np.arange(self.n) // (self.n // copies)
+        self.per_copy = self.n // copies
         self.agents_all = [f"household_{k}" for k in range(self.n)]
         self.index = {a: k for k, a in enumerate(self.agents_all)}
         self.action_names = BID_ACTIONS if bidding else ACTIONS
@@ -213,17 +219,18 @@ class _Core:
         return np.array(out)
 
     def _rewards(self, result: StepResult, t: int) -> np.ndarray:
-        r, c, g = self.reward, result.costs, result.grid
+        r, c, g = self.reward, result.costs, result.copies  # g: the grid of each copy
         cost = (c.bill + c.operating_cost + r.discomfort_cost * c.discomfort_kh
                 + r.shortfall_cost * c.ev_shortfall_kwh + r.carbon_price * c.emissions_kg)
-        if g.converged:
-            # the voltage this step gave its connection is in the next observation
-            v = 1.0 + self.obs[:, VOLTAGE] * VOLTAGE_SCALE_PU
-            outside = np.maximum(v - self.vmax, 0.0) + np.maximum(self.vmin - v, 0.0)
-            cost = cost + r.voltage_penalty * outside + (
-                r.losses_share * g.losses_kwh * self.wholesale[t]
-                + r.violation_penalty * g.violations
-                + r.overload_penalty * g.overloaded_lines) / self.n
+        # the voltage this step gave its connection is in the next observation
+        v = 1.0 + self.obs[:, VOLTAGE] * VOLTAGE_SCALE_PU
+        outside = np.maximum(v - self.vmax, 0.0) + np.maximum(self.vmin - v, 0.0)
+        with np.errstate(invalid="ignore"):  # NaN losses of a copy that did not converge
+            shared = (r.losses_share * g.losses_kwh * self.wholesale[t]
+                      + r.violation_penalty * g.violations
+                      + r.overload_penalty * g.overloaded_lines) / self.per_copy
+        network = r.voltage_penalty * outside + shared[self.copy]
+        cost = cost + np.where(g.converged[self.copy], network, 0.0)
         return self._finite(-cost, f"step {t} (rewards)")
 
     @staticmethod
@@ -247,15 +254,19 @@ class _Core:
 class ParallelEnv(pettingzoo.ParallelEnv):
     """PettingZoo's parallel API over a scenario (module docstring). `config`: a scenario
     file, a parsed config or its dict; `overrides` dotted keys of a file; `profiles`
-    replaces the scenario's profile source (tests)."""
+    replaces the scenario's profile source (tests); `copies`: that many independent copies
+    of the scenario stepped as one (`Simulation.from_config`), their households agents
+    household_0 to household_{copies * count - 1}, each sharing its own copy's network
+    terms."""
 
     metadata = {"name": "gridedge_households_v0", "render_modes": []}
 
     def __init__(self, config: str | Path | ScenarioConfig | dict,
                  reward: RewardConfig = RewardConfig(), backend: str | object = "local",
                  overrides: dict[str, object] | None = None,
-                 profiles: ProfileData | None = None, bidding: bool = False) -> None:
-        self._core = _Core(config, reward, backend, overrides, profiles, bidding)
+                 profiles: ProfileData | None = None, bidding: bool = False,
+                 copies: int = 1) -> None:
+        self._core = _Core(config, reward, backend, overrides, profiles, bidding, copies)
         self.possible_agents = list(self._core.agents_all)
         self.agents: list[str] = []
         self.render_mode = None
@@ -310,9 +321,12 @@ class MultiAgentEnv(RLlibMultiAgentEnv):
                  reward: RewardConfig = RewardConfig(), backend: str | object = "local",
                  overrides: dict[str, object] | None = None,
                  profiles: ProfileData | None = None, global_state: bool = False,
-                 bidding: bool = False) -> None:
+                 bidding: bool = False, copies: int = 1) -> None:
         super().__init__()
-        self._core = _Core(config, reward, backend, overrides, profiles, bidding)
+        if global_state and copies > 1:
+            raise ValueError(f"global_state: the critic's state is one scenario's; it "
+                             f"cannot span copies ({copies})")
+        self._core = _Core(config, reward, backend, overrides, profiles, bidding, copies)
         self.global_state = global_state
         self.possible_agents = list(self._core.agents_all)
         self.agents = list(self.possible_agents)

@@ -288,7 +288,10 @@ class MeterBatch(Message):
 
 @dataclass(frozen=True)
 class GridState(Message):
-    """The power-flow answer for the step: summary, connection voltages, line loadings."""
+    """The power-flow answer for the step: summary, connection voltages, line loadings.
+    With copies of the scenario (`Simulation.from_config(copies=N)`) the scalars are over
+    all copies (sums; the worst voltages and loading; converged only if every copy did)
+    and the `copy_` arrays hold each copy's own; one row per copy."""
 
     converged: bool
     iterations: int
@@ -301,12 +304,28 @@ class GridState(Message):
     v_max_pu: float
     violations: int  # nodes outside the voltage limits
     worst_bus: str  # lowest voltage; without convergence, that of a first-order estimate
-    connection_v_pu: np.ndarray  # per grid connection, nan where not converged
+    connection_v_pu: np.ndarray  # [copies, grid connections], nan where not converged
+    copy_converged: np.ndarray  # [copies] each copy's own, as the scalars above
+    copy_violations: np.ndarray
+    copy_v_min_pu: np.ndarray
+    copy_v_max_pu: np.ndarray
+    copy_substation_kw: np.ndarray
+    copy_losses_kw: np.ndarray
+    copy_max_loading: np.ndarray
+    copy_overloaded_lines: np.ndarray
     max_loading: float = float("nan")  # highest line current over its rating (nan: none)
     overloaded_lines: int = 0  # lines above their rating
 
     topic: ClassVar[str] = "grid"
-    ARRAYS: ClassVar = {"connection_v_pu": ("float64", False)}
+    ARRAYS: ClassVar = {"connection_v_pu": ("float64", False, 2),
+                        "copy_converged": ("bool", False),
+                        "copy_violations": ("int64", False),
+                        "copy_v_min_pu": ("float64", False),
+                        "copy_v_max_pu": ("float64", False),
+                        "copy_substation_kw": ("float64", False),
+                        "copy_losses_kw": ("float64", False),
+                        "copy_max_loading": ("float64", False),
+                        "copy_overloaded_lines": ("int64", False)}
     SCALARS: ClassVar = {"converged": (pa.bool_(), False), "iterations": (pa.int64(), False),
                          "substation_kw": (pa.float64(), False),
                          "substation_kvar": (pa.float64(), False),

@@ -27,7 +27,7 @@ from cosim.actors.grid import GridActor
 from cosim.actors.households import HouseholdArrays, HouseholdShard
 from cosim.actors.market import MarketOperator
 from cosim.actors.retail import Aggregator, Distributor
-from cosim.config import ConfigError, HouseholdConfig, ScenarioConfig
+from cosim.config import ConfigError, HouseholdConfig, ScenarioConfig, auto_shard_size
 from grid import Feeder, load_feeder
 
 
@@ -101,9 +101,15 @@ class Scenario:
     connections: list[str]
     n_markets: int
     time: np.ndarray  # [steps] datetime64
+    copies: int = 1  # independent copies stacked as households (`build`)
 
 
-def build(config: ScenarioConfig, profiles: ProfileData, feeder: Feeder | None = None) -> Scenario:
+def build(config: ScenarioConfig, profiles: ProfileData, feeder: Feeder | None = None,
+          copies: int = 1) -> Scenario:
+    """The actors of `config`. With `copies` > 1, that many independent copies of the
+    scenario run as one: the same households (ids copy * count + k), each copy with its
+    own markets (ids copy * markets + m) and its own feeder, solved as one batch of the
+    power flow; copies differ only through what drives them (actions, bids)."""
     run, hh = config.run, config.households
     rng = np.random.default_rng(np.random.SeedSequence([run.seed, 1]))
     feeder = feeder or load_feeder(config.grid.feeder)
@@ -144,11 +150,25 @@ def build(config: ScenarioConfig, profiles: ProfileData, feeder: Feeder | None =
             raise ConfigError(f"households.homes[{int(np.flatnonzero(missing)[0])}].profile: "
                               f"the profile data has {data.load_kw.shape[0]} homes")
     sizes = _draw_sizes(hh, rng, run.seed)
-    devices = _devices(hh, sizes)
     try:  # fail here, naming the household and field, rather than in a shard mid-start
-        fleet = Households.create(range(n), **devices)
+        fleet = Households.create(range(n), **_devices(hh, sizes))
     except DeviceError as exc:
         raise ConfigError(f"households: {exc}") from None
+    policy = _policies(hh, run.seed)
+    kind = fleet.kind
+    one = n  # households in one copy
+    if copies > 1:
+        _check_copies(config, copies)
+        copy = np.repeat(np.arange(copies), n)
+        connection = np.tile(connection, copies) + copy * len(connections)
+        market = np.tile(market, copies) + copy * n_markets
+        n_markets *= copies
+        retailer, homes, policy, kind = (np.tile(x, copies) for x in
+                                         (retailer, homes, policy, kind))
+        sizes = {k: np.tile(v, copies) for k, v in sizes.items()}
+        order = np.argsort(connection, kind="stable")
+        n = n * copies
+    devices = _devices(hh, sizes)
     has_ev = sizes["ev_capacity_kwh"] > 0
     if has_ev.any() and data.ev_at_home is None:
         raise ConfigError("households.ev.share: the profile data has no car use to drive the "
@@ -163,11 +183,11 @@ def build(config: ScenarioConfig, profiles: ProfileData, feeder: Feeder | None =
                  outdoor_c=np.asarray(data.temperature_c, dtype=float))
 
     households = {"household": np.arange(n), "connection": connection, "market": market,
-                  "retailer": retailer.astype(str), "home": homes, "kind": fleet.kind,
-                  "kind_label": np.array([HouseholdType(k).label for k in fleet.kind]),
+                  "retailer": retailer.astype(str), "home": homes, "kind": kind,
+                  "kind_label": np.array([HouseholdType(k).label for k in kind]),
                   **{k: v for k, v in sizes.items() if k != "v2g"},
-                  "ev_v2g": sizes["v2g"], "policy": _policies(hh, run.seed)}
-    policy = households["policy"]
+                  "ev_v2g": sizes["v2g"], "policy": policy,
+                  **({"copy": np.arange(n) // one} if copies > 1 else {})}
     mpc = {k: v for k, v in config.policies.mpc.model_dump().items() if v is not None}
     mpc.setdefault("horizon", run.forecast_horizon)
 
@@ -186,8 +206,9 @@ def build(config: ScenarioConfig, profiles: ProfileData, feeder: Feeder | None =
             ev_steps_left=data.ev_steps_left[homes[rows]] if cars else None,
             devices=_rows(devices, rows), initial=initial, power_factor=hh.power_factor,
             policy=policy[rows], mpc=mpc,
-            bank=_bank(config.policies.bank.path, rows[policy[rows] == "bank"]) if bank
-            else None, **clock)
+            # every copy's household k is the bank's agent k
+            bank=_bank(config.policies.bank.path, rows[policy[rows] == "bank"] % one)
+            if bank else None, **clock)
 
     seed = run.seed
     specs = [
@@ -200,7 +221,7 @@ def build(config: ScenarioConfig, profiles: ProfileData, feeder: Feeder | None =
             import_price=config.tariff.import_price, export_price=config.tariff.export_price,
             peak_import_price=config.tariff.peak_import_price,
             peak_hours=config.tariff.peak_hours, hours=clock["hour"],
-            forecast_steps=run.forecast_horizon,
+            forecast_steps=run.forecast_horizon, copies=copies,
             **(dict(mahtm=config.markets.mahtm.model_dump(), market=market,
                     wholesale=data.wholesale_price, carbon=data.carbon_intensity)
                if config.markets.mechanism == "mahtm" else {}))),
@@ -240,8 +261,12 @@ def build(config: ScenarioConfig, profiles: ProfileData, feeder: Feeder | None =
             forecast_steps=run.forecast_horizon, real_time=real_time,
             baseline_kwh=net_kwh[mine].sum(0), steps_per_day=steps_per_day,
             penalty=agg.imbalance_penalty, **leader)))
-    bounds = _shard_bounds(n, hh.shard_size, per)
-    groups = _market_groups(bounds, per)
+    # copies are stacked into shards as auto sizes them for all households, whatever
+    # shard_size says for one copy: a copy's households gain nothing from a shard of
+    # their own
+    size = max(hh.shard_size, auto_shard_size(n)) if copies > 1 else hh.shard_size
+    bounds = _shard_bounds(n, size, per, copies)
+    groups = _market_groups(bounds, per, one)
     kind, settings = _mechanism(config)
     coalition = None
     if kind == "cooperative":
@@ -261,17 +286,38 @@ def build(config: ScenarioConfig, profiles: ProfileData, feeder: Feeder | None =
                 telemetry_every=steps_per_day if leading and agg.count else 0)))
     g = config.grid
     specs.append(ActorSpec("grid", GridActor, dict(
-        seed=seed, feeder=g.feeder, connections=connections, n_households=n,
+        seed=seed, feeder=g.feeder, connections=connections, n_households=n, copies=copies,
         feeder_load_scale=g.feeder_load_scale, vmin_pu=g.vmin_pu, vmax_pu=g.vmax_pu, tol=g.tol,
         device=g.device, controls_load_scale=g.controls_load_scale, controls=g.controls,
         dt_s=run.dt_s, clock_s=float(clock["hour"][0]) * 3600.0)))
-    return Scenario(config, specs, households, connections, n_markets, data.time)
+    return Scenario(config, specs, households, connections, n_markets, data.time, copies)
 
 
-def _shard_bounds(n: int, shard_size: int, per_market: int) -> list[tuple[int, int]]:
+def _check_copies(config: ScenarioConfig, copies: int) -> None:
+    """What copies cannot share: an aggregator's wholesale position and a feeder's
+    regulator taps are one per run."""
+    if config.aggregators.count:
+        raise ConfigError(f"aggregators.count: copies ({copies}) run without aggregators "
+                          "(an aggregator's day-ahead position spans its whole portfolio)")
+    if config.grid.controls != "frozen":
+        raise ConfigError(f"grid.controls: copies ({copies}) need \"frozen\" controls (the "
+                          "feeder's regulators keep one set of taps)")
+
+
+def _shard_bounds(n: int, shard_size: int, per_market: int,
+                  copies: int = 1) -> list[tuple[int, int]]:
     """[start, end) of each shard in connection order. As many shards as `shard_size`
     asks for, but where a shard can hold whole markets it does: markets are dealt out
-    evenly, so a market's bids and results stay with one shard and its operator."""
+    evenly, so a market's bids and results stay with one shard and its operator. Copies
+    (of n / copies households each) are dealt out whole, or cut alike if one is larger
+    than a shard."""
+    if copies > 1:
+        one = n // copies
+        if shard_size >= one:
+            return [(int(c[0]) * one, (int(c[-1]) + 1) * one)
+                    for c in np.array_split(np.arange(copies), -(-n // shard_size))]
+        return [(j * one + a, j * one + b) for j in range(copies)
+                for a, b in _shard_bounds(one, shard_size, per_market)]
     count = -(-n // shard_size)
     if shard_size < per_market:  # markets larger than shards: cut where shard_size says
         return [(k * shard_size, min((k + 1) * shard_size, n)) for k in range(count)]
@@ -279,13 +325,14 @@ def _shard_bounds(n: int, shard_size: int, per_market: int) -> list[tuple[int, i
     return [(int(m[0]) * per_market, min((int(m[-1]) + 1) * per_market, n)) for m in markets]
 
 
-def _market_groups(bounds: list[tuple[int, int]], per_market: int) -> list[list[int]]:
+def _market_groups(bounds: list[tuple[int, int]], per_market: int,
+                   one: int) -> list[list[int]]:
     """Shards (as runs of consecutive indices) that share markets: shards and markets both
-    cut the households in connection order, so shard k and k + 1 share one exactly when a
-    market straddles their boundary."""
+    cut the households of a copy (`one` households) in connection order, so shard k and
+    k + 1 share one exactly when a market straddles their boundary."""
     groups = [[0]]
     for k in range(1, len(bounds)):
-        if bounds[k][0] % per_market:
+        if bounds[k][0] % one % per_market:
             groups[-1].append(k)
         else:
             groups.append([k])

@@ -114,8 +114,9 @@ class StepResult:
     `[households, len(FIELDS)]`; `costs` per household; `markets` per market (in
     `market` id order): price (currency/kWh, NaN where nothing traded), volume, demand and
     supply, and the demand and supply left unmatched for the layer above (kWh); `system` is
-    the step's row of the `system` table (balances and totals). Inside `Simulation.run`
-    observations, costs and markets are not fetched (None)."""
+    the step's row of the `system` table (balances and totals), over all copies of the
+    scenario where there are several (`copies` has each copy's grid). Inside
+    `Simulation.run` observations, costs, markets and copies are not fetched (None)."""
 
     step: int
     time: np.datetime64
@@ -125,6 +126,7 @@ class StepResult:
     observations: np.ndarray | None = None
     costs: HouseholdCosts | None = None
     markets: dict[str, np.ndarray] | None = None
+    copies: GridSummary | None = None  # `grid` per copy: each field a [copies] array
 
 
 class Snapshot(NamedTuple):
@@ -159,6 +161,8 @@ class Simulation:
         self._rebuild = rebuild
         self._started = False
         self._set_scenario(scenario)
+        if folder is not None and scenario.copies > 1:
+            raise ValueError(f"copies ({scenario.copies}) run without records: no folder")
         self.recorder = None if folder is None else Recorder(folder, scenario)
         self.wall: dict[str, float] = defaultdict(float)
         self._t: int | None = None  # the next step to act in; None before reset
@@ -170,12 +174,20 @@ class Simulation:
     def from_config(cls, config: str | Path | ScenarioConfig | dict,
                     backend: str | object = "local", record: bool = True,
                     out: str | Path | None = None, profiles: ProfileData | None = None,
-                    overrides: dict[str, object] | None = None) -> Simulation:
+                    overrides: dict[str, object] | None = None,
+                    copies: int = 1) -> Simulation:
         """A simulation of a scenario file (or a parsed config, or its dict), with dotted
         `overrides` of the file's keys ({"households.policy": "external"}). With `record`
         its records go to `out` (default runs/<name>-<time>); `profiles` replaces the
-        scenario's profile source (tests, benchmarks)."""
+        scenario's profile source (tests, benchmarks). `copies`: that many independent
+        copies of the scenario stepped as one batch (cosim.scenario.build; households
+        copy * count + k), for learners' throughput; they run without records."""
         from cosim.profiles import load_profiles
+
+        if not isinstance(copies, int) or copies < 1:
+            raise ValueError(f"copies must be a whole number >= 1, got {copies!r}")
+        if copies > 1 and record:
+            raise ValueError(f"copies ({copies}) run without records: pass record=False")
 
         if isinstance(config, (str, Path)):
             config = load_config(config, overrides)
@@ -191,7 +203,8 @@ class Simulation:
         def make(seed: int) -> Scenario:
             cfg = config.model_copy(update={"run": config.run.model_copy(update={"seed": seed})})
             cache = None if folder is None or seed != config.run.seed else folder / "profiles"
-            return build(cfg, profiles if profiles is not None else load_profiles(cfg, cache))
+            return build(cfg, profiles if profiles is not None else load_profiles(cfg, cache),
+                         copies=copies)
 
         return cls(make(config.run.seed), backend, folder, rebuild=make)
 
@@ -266,6 +279,11 @@ class Simulation:
     @property
     def n_households(self) -> int:
         return len(self.scenario.households["household"])
+
+    @property
+    def copies(self) -> int:
+        """Independent copies of the scenario stepped together (`from_config`)."""
+        return self.scenario.copies
 
     @property
     def step_index(self) -> int | None:
@@ -415,7 +433,8 @@ class Simulation:
             step=t, time=self.scenario.time[t], done=done, grid=_grid_summary(state, row),
             system=row, observations=None if done or not details else self.observations(),
             costs=self.costs() if details else None,
-            markets=self._markets(t) if details else None)
+            markets=self._markets(t) if details else None,
+            copies=_copy_summaries(state, dt_h=run.dt_s / 3600.0) if details else None)
 
     def run(self, steps: int | None = None, progress: bool = True,
             after_step: Callable[[Simulation, int], None] | None = None) -> dict:
@@ -575,8 +594,8 @@ class Simulation:
             "iterations": state.iterations, "substation_kwh": state.substation_kw * dt_h,
             "losses_kwh": state.losses_kw * dt_h, "v_min_pu": state.v_min_pu,
             "v_max_pu": state.v_max_pu, "violations": state.violations,
-            "emissions_kg": max(state.substation_kw * dt_h, 0.0) * carbon
-            if state.converged else float("nan"),
+            "emissions_kg": float(np.maximum(state.copy_substation_kw * dt_h, 0.0).sum())
+            * carbon if state.converged else float("nan"),
             **totals, **{f"money_{party}": value for party, value in sorted(ledger.items())},
         }
         return row, state
@@ -627,6 +646,18 @@ def _grid_summary(state: GridState, row: dict[str, float]) -> GridSummary:
     return GridSummary(state.converged, state.iterations, state.v_min_pu, state.v_max_pu,
                        state.violations, state.worst_bus, row["losses_kwh"],
                        row["substation_kwh"], state.max_loading, state.overloaded_lines)
+
+
+def _copy_summaries(state: GridState, dt_h: float) -> GridSummary:
+    """The step's grid per copy of the scenario: GridSummary of [copies] arrays (energy
+    NaN where a copy did not converge; worst_bus and iterations are the step's)."""
+    ok = state.copy_converged
+    return GridSummary(ok, np.full(len(ok), state.iterations), state.copy_v_min_pu,
+                       state.copy_v_max_pu, state.copy_violations,
+                       np.full(len(ok), state.worst_bus),
+                       np.where(ok, state.copy_losses_kw * dt_h, np.nan),
+                       np.where(ok, state.copy_substation_kw * dt_h, np.nan),
+                       state.copy_max_loading, state.copy_overloaded_lines)
 
 
 __all__ = ["GridSummary", "HouseholdCosts", "NotConverged", "PhaseError", "Simulation",

@@ -36,9 +36,10 @@ class GridActor(Actor):
                  n_households: int, feeder_load_scale: float = 0.0, vmin_pu: float = 0.95,
                  vmax_pu: float = 1.05, tol: float = 1e-9, device: str = "auto",
                  controls_load_scale: float = 1.0, controls: str = "frozen",
-                 dt_s: float = 900.0, clock_s: float = 0.0) -> None:
+                 dt_s: float = 900.0, clock_s: float = 0.0, copies: int = 1) -> None:
         """dt_s: step length; clock_s: local time of day of step 0 (s), the clock of
-        time-controlled capacitors."""
+        time-controlled capacitors; copies: independent copies of the feeder, solved as
+        one batch (a household's connection index is copy * connections + connection)."""
         super().__init__(name, seed)
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -50,7 +51,10 @@ class GridActor(Actor):
                          if controls == "opendss" else None)
         self._pf = (PowerFlow(self.feeder, connections, device=device, tol=tol)
                     if self.controls is None else None)
-        self.dt_s, self.clock_s = dt_s, clock_s
+        if copies > 1 and controls != "frozen":
+            raise ValueError("grid.controls = \"opendss\" keeps one set of taps; it cannot "
+                             "run copies")
+        self.dt_s, self.clock_s, self.copies = dt_s, clock_s, copies
         self.n_households = n_households
         self.load_scale = feeder_load_scale
         # generation on daily shapes: a load_scale column per feeder load, else a scalar
@@ -67,14 +71,15 @@ class GridActor(Actor):
         return self._pf if self.controls is None else self.controls.powerflow
 
     def physics(self, step: int, inbox: list[Message]) -> list[Message]:
-        n_conn = self.pf.n_connections
-        p = np.zeros(n_conn)
-        q = np.zeros(n_conn)
+        n_conn, c = self.pf.n_connections, self.copies
+        p = np.zeros(c * n_conn)
+        q = np.zeros(c * n_conn)
         for batch in only(inbox, InjectionBatch):
             self._validate(step, batch)
-            p += np.bincount(batch.connection, weights=batch.p_kw, minlength=n_conn)
-            q += np.bincount(batch.connection, weights=batch.q_kvar, minlength=n_conn)
-        p_t, q_t = torch.as_tensor(p[None]), torch.as_tensor(q[None])
+            p += np.bincount(batch.connection, weights=batch.p_kw, minlength=c * n_conn)
+            q += np.bincount(batch.connection, weights=batch.q_kvar, minlength=c * n_conn)
+        p_t = torch.as_tensor(p.reshape(c, n_conn))
+        q_t = torch.as_tensor(q.reshape(c, n_conn))
         time_s = self.clock_s + (step + 1) * self.dt_s
         scale = self._load_scale(time_s)
         if self.controls is None:
@@ -91,43 +96,63 @@ class GridActor(Actor):
             positions = self.controls.positions()
             self.record("controls", step=step, control=np.array(list(positions)),
                         position=np.array(list(positions.values()), dtype=np.int64))
-        converged = bool(result.converged[0])
-        self._warm = result.u if converged else None
-        vpu = result.vmag_pu[0].cpu().numpy()
-        estimate = vpu if converged else self.pf.first_step_vmag_pu(
-            p_t, q_t, load_scale=scale)[0].cpu().numpy()
-        worst = self.feeder.nodes[int(np.nanargmin(estimate))]
-        conn_v = np.abs(result.connection_voltages[0].cpu().numpy()) / self.conn_base_v
-        sub = complex(result.substation_power[0])
-        losses = complex(result.losses[0])
+        converged = result.converged.cpu().numpy()
+        # a copy that did not converge starts its next step cold, as a run of its own would
+        self._warm = (result.u if converged.all() else None if not converged.any() else
+                      torch.where(result.converged[:, None, None], result.u, self.pf.u0))
+        vpu = result.vmag_pu.cpu().numpy()  # [copies, nodes]
+        if not converged.all():  # where the solve failed, a first-order estimate
+            estimate = self.pf.first_step_vmag_pu(p_t, q_t, load_scale=scale).cpu().numpy()
+            estimate = np.where(converged[:, None], vpu, estimate)
+        else:
+            estimate = vpu
+        worst = np.array([self.feeder.nodes[int(k)] for k in
+                          np.argmin(np.where(np.isfinite(estimate), estimate, np.inf), axis=1)])
+        conn_v = np.abs(result.connection_voltages.cpu().numpy()) / self.conn_base_v
+        sub = result.substation_power.cpu().numpy()
+        losses = result.losses.cpu().numpy()
+        feeder_kw = result.load_power.cpu().numpy().real
         # Kirchhoff, independently of the load models: what the network absorbs, from the
         # voltages and Y alone, against what the sources and connections put in.
-        kcl = (sub + complex(result.injection_power[0]) - complex(result.load_power[0])
-               - complex(result.network_losses[0])).real
-        violations = int(result.violations[0])
+        kcl = (sub + result.injection_power.cpu().numpy() - result.load_power.cpu().numpy()
+               - result.network_losses.cpu().numpy()).real
+        violations = result.violations.cpu().numpy().astype(np.int64)
+        finite = converged[:, None] & np.isfinite(vpu)
+        v_min = np.where(converged, np.where(finite, vpu, np.inf).min(1), np.nan)
+        v_max = np.where(converged, np.where(finite, vpu, -np.inf).max(1), np.nan)
+        loading = result.line_loading.cpu().numpy()  # [copies, lines]
+        rated = np.isfinite(loading)
+        max_loading = np.where(converged & rated.any(1),
+                               np.where(rated, loading, -np.inf).max(1), np.nan)
+        overloaded = np.where(converged, (np.where(rated, loading, 0.0) > 1.0).sum(1), 0)
+        copy = {"copy": np.arange(c)} if c > 1 else {}
         self.record("grid", step=step, converged=converged,
-                    iterations=int(result.iterations[0]), substation_kw=sub.real,
+                    iterations=result.iterations.cpu().numpy(), substation_kw=sub.real,
                     substation_kvar=sub.imag, losses_kw=losses.real, losses_kvar=losses.imag,
-                    injections_kw=float(p.sum()), feeder_loads_kw=complex(
-                        result.load_power[0]).real, kcl_mismatch_kw=kcl,
-                    v_min_pu=float(np.nanmin(vpu)) if converged else np.nan,
-                    v_max_pu=float(np.nanmax(vpu)) if converged else np.nan,
-                    violations=violations, worst_bus=worst, **controlled)
-        self.record("buses", step=step, node=np.arange(len(vpu)), v_pu=vpu)
-        loading = result.line_loading[0].cpu().numpy()
-        self.record("lines", step=step, line=np.arange(len(self.feeder.lines)),
-                    loading=loading)
-        rated = loading[np.isfinite(loading)]
-        max_loading = float(rated.max()) if converged and len(rated) else float("nan")
-        overloaded = int((rated > 1.0).sum()) if converged else 0
+                    injections_kw=p.reshape(c, n_conn).sum(1), feeder_loads_kw=feeder_kw,
+                    kcl_mismatch_kw=kcl, v_min_pu=v_min, v_max_pu=v_max,
+                    violations=violations, worst_bus=worst, **controlled, **copy)
+        nodes, lines = vpu.shape[1], loading.shape[1]
+        self.record("buses", step=step, node=np.tile(np.arange(nodes), c), v_pu=vpu.ravel(),
+                    **{k: np.repeat(v, nodes) for k, v in copy.items()})
+        self.record("lines", step=step, line=np.tile(np.arange(lines), c),
+                    loading=loading.ravel(),
+                    **{k: np.repeat(v, lines) for k, v in copy.items()})
+        # the step's totals over the copies; the worst bus of the copy with the lowest voltage
+        low = int(np.argmin(np.where(np.isfinite(estimate), estimate, np.inf).min(1)))
         return [GridState(
-            step, self.name, converged=converged, iterations=int(result.iterations[0]),
-            substation_kw=sub.real, substation_kvar=sub.imag, losses_kw=losses.real,
-            losses_kvar=losses.imag, balance_kw=kcl,
-            v_min_pu=float(np.nanmin(vpu)) if converged else float("nan"),
-            v_max_pu=float(np.nanmax(vpu)) if converged else float("nan"),
-            violations=violations, worst_bus=worst, connection_v_pu=conn_v,
-            max_loading=max_loading, overloaded_lines=overloaded)]
+            step, self.name, converged=bool(converged.all()),
+            iterations=int(result.iterations.max()), substation_kw=float(sub.real.sum()),
+            substation_kvar=float(sub.imag.sum()), losses_kw=float(losses.real.sum()),
+            losses_kvar=float(losses.imag.sum()), balance_kw=float(kcl[np.argmax(abs(kcl))]),
+            v_min_pu=float(np.min(v_min)), v_max_pu=float(np.max(v_max)),
+            violations=int(violations.sum()),
+            worst_bus=str(worst[low]) if c == 1 else f"{worst[low]} (copy {low})",
+            connection_v_pu=conn_v, max_loading=float(np.max(max_loading)),
+            overloaded_lines=int(overloaded.sum()), copy_converged=converged,
+            copy_violations=violations, copy_v_min_pu=v_min, copy_v_max_pu=v_max,
+            copy_substation_kw=sub.real, copy_losses_kw=losses.real,
+            copy_max_loading=max_loading, copy_overloaded_lines=overloaded)]
 
     def _load_scale(self, time_s: float) -> float | np.ndarray:
         """The power flow's load_scale at `time_s` (s after midnight of day 0): the feeder's
@@ -135,10 +160,12 @@ class GridActor(Actor):
         if self.daily is None:
             return self.load_scale
         generation = self.daily.multipliers(time_s / 3600.0)
-        return np.where(self.feeder.consuming, self.load_scale, generation)[None]
+        columns = np.where(self.feeder.consuming, self.load_scale, generation)
+        return np.repeat(columns[None], self.copies, axis=0)
 
     def _validate(self, step: int, batch: InjectionBatch) -> None:
-        batch.require(step, "connection", 0, self.pf.n_connections, "unknown grid connection")
+        batch.require(step, "connection", 0, self.copies * self.pf.n_connections,
+                      "unknown grid connection")
         batch.require(step, "household", 0, self.n_households, "unknown household id")
 
     def state_dict(self) -> dict[str, object]:

@@ -154,7 +154,7 @@ class HouseholdShard(Actor):
     def observe(self, step: int, inbox: list[Message]) -> list[Message]:
         self._household_prices(step, only(inbox, PriceSignal))
         for state in only(inbox, GridState):  # none before the first power flow
-            v = state.connection_v_pu[self.homes.connection]
+            v = state.connection_v_pu.reshape(-1)[self.homes.connection]
             self._voltage = np.where(np.isfinite(v), v, self._voltage)
         self._step = step
         return []
@@ -250,7 +250,8 @@ class HouseholdShard(Actor):
                 price=clearing.price, payment=clearing.payment, rejected=clearing.rejected,
                 grid_kwh=grid_kwh,
                 import_price=buy, export_price=sell, cost=bill, operating_cost=operating,
-                emissions_kg=emissions, voltage_pu=grid.connection_v_pu[self.homes.connection])
+                emissions_kg=emissions, voltage_pu=grid.connection_v_pu.reshape(-1)[
+                    self.homes.connection])
         totals = {
             "load_kwh": float(d["served"].sum() * dt_h),
             "pv_kwh": float(kw["pv_kw"].sum() * dt_h),

@@ -121,8 +121,11 @@ class Distributor(Retailer):
                  peak_import_price: float | None, peak_hours: tuple[int, int],
                  hours: np.ndarray, forecast_steps: int,
                  mahtm: dict[str, float] | None = None, market: np.ndarray | None = None,
-                 wholesale: np.ndarray | None = None, carbon: np.ndarray | None = None) -> None:
+                 wholesale: np.ndarray | None = None, carbon: np.ndarray | None = None,
+                 copies: int = 1) -> None:
         super().__init__(name, seed, n_markets, customers, dt_s, len(hours), forecast_steps)
+        # copies of a scenario (cosim.scenario.build) pool their own microgrids only
+        self.pool = np.repeat(np.arange(copies), n_markets // copies)
         self.import_price, self.export_price = import_price, export_price
         self.peak_import_price, self.peak_hours = peak_import_price, peak_hours
         self.hours = np.asarray(hours)  # hour of day of each step
@@ -148,22 +151,32 @@ class Distributor(Retailer):
         if self.layer3 is None:
             return []
         grid_kwh, ids = self._metered(inbox)
-        n = len(self.markets)
+        n, pool = len(self.markets), self.pool
+        pools = int(pool[-1]) + 1
         market = self.market[ids]
         imports = np.bincount(market, np.maximum(grid_kwh, 0.0), n)
         exports = np.bincount(market, np.maximum(-grid_kwh, 0.0), n)
-        # one buy and one sell order per microgrid, all in one pool
-        orders = Orders(np.r_[self.markets, self.markets], np.zeros(2 * n, dtype=np.int64),
-                        np.r_[imports, -exports], np.zeros(2 * n), 1)
+        # one buy and one sell order per microgrid, all in one pool (one per copy)
+        orders = Orders(np.r_[self.markets, self.markets], np.r_[pool, pool],
+                        np.r_[imports, -exports], np.zeros(2 * n), pools)
         grid_buy, grid_sell = self._prices
-        result = self.layer3.clear(orders, Upstream.flat(grid_buy, grid_sell, 1))
+        result = self.layer3.clear(orders, Upstream.flat(grid_buy, grid_sell, pools))
         # the pool matches pro rata, so every microgrid gets the same share of its imports
         # (exports) from it, at the pool's one posted buy (sell) price
         fill, price = result.filled_kwh, result.price
-        bought = np.full(n, fill[:n].sum() / imports.sum() if imports.sum() > 0 else 0.0)
-        sold = np.full(n, -fill[n:].sum() / exports.sum() if exports.sum() > 0 else 0.0)
-        pool_buy = price[:n][fill[:n] > 0][0] if (fill[:n] > 0).any() else 0.0
-        pool_sell = price[n:][fill[n:] < 0][0] if (fill[n:] < 0).any() else 0.0
+
+        def share(filled: np.ndarray, offered: np.ndarray) -> np.ndarray:
+            total = np.bincount(pool, offered, pools)
+            part = np.bincount(pool, filled, pools)
+            return np.divide(part, total, out=np.zeros(pools), where=total > 0)[pool]
+
+        def posted(filled: np.ndarray, prices: np.ndarray) -> np.ndarray:
+            out = np.zeros(pools)
+            out[pool[filled != 0]] = prices[filled != 0]
+            return out[pool]
+
+        bought, sold = share(fill[:n], imports), share(-fill[n:], exports)
+        pool_buy, pool_sell = posted(fill[:n], price[:n]), posted(fill[n:], price[n:])
         self._upstream = UpstreamPrices(
             step, self.name, market=self.markets,
             import_price=bought * pool_buy + (1 - bought) * grid_buy,
