@@ -107,6 +107,8 @@ class _Core:
         # that copy's network terms)
         self.copy = np.arange(self.n) // (self.n // copies)
         self.per_copy = self.n // copies
+        # the policy each household acts for: household k of every copy is agent k
+        self.agent_of = np.arange(self.n) % self.per_copy
         self.agents_all = [f"household_{k}" for k in range(self.n)]
         self.index = {a: k for k, a in enumerate(self.agents_all)}
         self.action_names = BID_ACTIONS if bidding else ACTIONS
@@ -330,7 +332,8 @@ class MultiAgentEnv(RLlibMultiAgentEnv):
         self.global_state = global_state
         self.possible_agents = list(self._core.agents_all)
         self.agents = list(self.possible_agents)
-        spaces = {"obs": self._core.obs_space, "agent": gym.spaces.Discrete(self._core.n)}
+        spaces = {"obs": self._core.obs_space,
+                  "agent": gym.spaces.Discrete(self._core.per_copy)}
         if global_state:
             spaces["state"] = self._core.state_space
         space = gym.spaces.Dict(spaces)
@@ -339,11 +342,12 @@ class MultiAgentEnv(RLlibMultiAgentEnv):
         self.action_spaces = {a: self._core.action_space for a in self.possible_agents}
 
     def _dict(self, obs: np.ndarray, agents: list[str]) -> dict[str, dict]:
-        index = self._core.index
+        index, of = self._core.index, self._core.agent_of
         if not self.global_state:
-            return {a: {"obs": obs[index[a]].copy(), "agent": index[a]} for a in agents}
+            return {a: {"obs": obs[index[a]].copy(), "agent": int(of[index[a]])}
+                    for a in agents}
         state = self._core.global_state()
-        return {a: {"obs": obs[index[a]].copy(), "agent": index[a], "state": state}
+        return {a: {"obs": obs[index[a]].copy(), "agent": int(of[index[a]]), "state": state}
                 for a in agents}
 
     def reset(self, *, seed: int | None = None, options: dict | None = None
@@ -399,6 +403,12 @@ class MultiAgentEnv(RLlibMultiAgentEnv):
         rewards = core.what_if([core.actions_array(a) for a in
                                 (actions if many else [actions])])
         return rewards if many else rewards[0]
+
+    @property
+    def agent_index(self) -> np.ndarray:
+        """[households]: the "agent" each household's observations carry (its index; with
+        copies, its index within its copy, so every copy trains the same policies)."""
+        return self._core.agent_of
 
     def state(self) -> np.ndarray:
         """The global state of the Dict observations' "state" (module docstring)."""

@@ -640,7 +640,8 @@ class PowerFlow:
             u = _ImplicitFixedPoint.apply(u, s_port, scale, converged, self)
             c = voltages = None  # recomputed from u under autograd
         return PowerFlowResult(self, u, s_port, scale, s_conn, converged, iters, resid, c,
-                               voltages)
+                               voltages, compiled=self._cpu() if voltages is not None
+                               else None)
 
     def _rescue(
         self,

@@ -11,6 +11,7 @@ import torch
 
 if TYPE_CHECKING:
     from grid.powerflow import PowerFlow
+    from grid.single import CpuSolver
 
 CDTYPE = torch.complex128
 
@@ -36,11 +37,14 @@ class PowerFlowResult:
         residual: torch.Tensor,
         currents: torch.Tensor | None = None,
         voltages: torch.Tensor | None = None,
+        compiled: CpuSolver | None = None,
     ) -> None:
         """voltages: the node voltages where the solver computed them already (the
         compiled CPU loop, which gives them only when every scenario converged); otherwise
-        they follow from the currents."""
+        they follow from the currents. compiled: that loop's solver, which then derives
+        vmag_pu, line_loading and network_losses too (none of them needs a gradient)."""
         self.pf, self.feeder = pf, pf.feeder
+        self._compiled = compiled
         self.u, self._s_conn = u, s_conn
         self.converged, self.iterations, self.residual = converged, iterations, residual
         self._all_converged = voltages is not None or bool(converged.all())
@@ -62,8 +66,16 @@ class PowerFlowResult:
         return self.voltages.shape[0]
 
     @cached_property
+    def _derived(self) -> tuple[torch.Tensor, ...] | None:
+        """(vmag_pu, line_loading, network_losses) by the compiled kernel, in one pass
+        (grid.single.derived), where the compiled loop solved; None: torch derives them."""
+        return None if self._compiled is None else self._compiled.derived(self.voltages)
+
+    @cached_property
     def vmag_pu(self) -> torch.Tensor:
         """[B, nodes] voltage magnitude per unit of the node's line-to-neutral base."""
+        if self._derived is not None:
+            return self._derived[0]
         v = self.voltages
         return torch.sqrt(v.real.square() + v.imag.square()) / self.pf.node_base_v
 
@@ -101,6 +113,8 @@ class PowerFlowResult:
     @cached_property
     def line_loading(self) -> torch.Tensor:
         """[B, lines]: largest conductor current over normal ampacity (nan if unrated)."""
+        if self._derived is not None:
+            return self._derived[1]
         i = self.line_currents
         return torch.sqrt(i.real.square() + i.imag.square()).amax(-1) / self.pf.line_amps
 
@@ -151,6 +165,8 @@ class PowerFlowResult:
         - network_losses` is how far a solution is from Kirchhoff's current law (zero to
         solver tolerance). Computed on the CPU; not differentiable.
         """
+        if self._derived is not None:
+            return self._derived[2]
         v = self.voltages.detach().cpu().numpy()
         s = (v * (self.pf.y_net @ v.T).T.conj()).sum(1) / 1e3
         return torch.as_tensor(s, device=self.voltages.device)

@@ -586,6 +586,57 @@ def solve_parallel(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Loa
     return every.all()
 
 
+class Derived(NamedTuple):
+    """What `derived` reads of a power flow: node bases, lines and the network's Y."""
+
+    base_v: np.ndarray  # [N] line-to-neutral base, V (NaN where none)
+    line_idx: np.ndarray  # [L, 2k] the nodes at both ends of each line (N: ground)
+    line_y: np.ndarray  # [L, k, 2k] complex, the line's Yprim rows of its bus1 end
+    inv_amps: np.ndarray  # [L] 1 / normal ampacity (NaN where unrated)
+    y_ptr: np.ndarray  # the network's Y without the sources' own, CSR
+    y_idx: np.ndarray
+    y_val: np.ndarray
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def derived(v: np.ndarray, d: Derived, vmag: np.ndarray, loading: np.ndarray,
+            losses: np.ndarray) -> None:
+    """`PowerFlowResult`'s vmag_pu, line_loading and network_losses from the node
+    voltages v [B, N] (complex, V; every scenario converged), scenarios on all threads:
+    the same formulas as its torch properties, in one pass over the voltages instead of
+    a dozen [B, N] and [B, L, k] temporaries (at batch 32 on the European LV feeder,
+    about 2 ms against 6)."""
+    b, n = v.shape
+    lines, k, k2 = d.line_y.shape
+    for s in numba.prange(b):
+        for i in range(n):
+            x = v[s, i]
+            vmag[s, i] = math.sqrt(x.real * x.real + x.imag * x.imag) / d.base_v[i]
+        for line in range(lines):
+            worst = 0.0  # the largest conductor current at the bus1 end, A
+            for r in range(k):
+                ar = ai = 0.0
+                for j in range(k2):
+                    node = d.line_idx[line, j]
+                    if node < n:
+                        y, x = d.line_y[line, r, j], v[s, node]
+                        ar += y.real * x.real - y.imag * x.imag
+                        ai += y.real * x.imag + y.imag * x.real
+                worst = max(worst, math.sqrt(ar * ar + ai * ai))
+            loading[s, line] = worst * d.inv_amps[line]
+        tr = ti = 0.0  # sum of V conj(Y V)
+        for i in range(n):
+            ar = ai = 0.0
+            for p in range(d.y_ptr[i], d.y_ptr[i + 1]):
+                y, x = d.y_val[p], v[s, d.y_idx[p]]
+                ar += y.real * x.real - y.imag * x.imag
+                ai += y.real * x.imag + y.imag * x.real
+            x = v[s, i]
+            tr += x.real * ar + x.imag * ai
+            ti += x.imag * ar - x.real * ai
+        losses[s] = complex(tr, ti) / 1e3
+
+
 def _network(pf: PowerFlow) -> Network:
     """The `Network` of a power flow, from its own matrices: Y's sparse LU (its sparse
     path's, or made here with the same options), the dense Zbᵀ and Xᵀ where it has them."""
@@ -656,6 +707,13 @@ class CpuSolver:
                    *self._outputs(1))
         self._solve = _entry_point(solve, example)
         self._solve_parallel = _entry_point(solve_parallel, (*example, self.CHUNK))
+        y = pf.y_net
+        self.lines = Derived(_np(pf.node_base_v), _np(pf.line_idx).astype(np.int64),
+                             np.ascontiguousarray(_np(pf.line_y)), 1.0 / _np(pf.line_amps),
+                             y.indptr.astype(np.int64), y.indices.astype(np.int64),
+                             y.data.astype(complex))
+        self._derived = _entry_point(derived, (self.u0[None], self.lines,
+                                               *self._derived_outputs(1)))
         # The last converged answer at batch 1: ((its u's memory address, version),
         # complex u [1, P], u). A time series warm-starts from it, and then needs no
         # conversion back; holding the tensor keeps its address from being reused, and an
@@ -696,8 +754,11 @@ class CpuSolver:
             x = _np(u_init)
             u = x[:, 0] + 1j * x[:, 1]
         out_u, out, out_v, ok, steps, resid = outputs = self._outputs(batch)
+        # chunks of at most CHUNK, and at least one per thread: a batch of 32 in two
+        # chunks of 16 solves in about 0.7 of the time of one chunk of 32 on two cores
+        chunk = min(self.CHUNK, -(-batch // numba.get_num_threads()))
         every = (self._solve(u, s, k, *self._fixed, *outputs) if batch == 1 else
-                 self._solve_parallel(u, s, k, *self._fixed, *outputs, self.CHUNK))
+                 self._solve_parallel(u, s, k, *self._fixed, *outputs, chunk))
         # (from numpy: torch's own constructors cost more per call, which counts here)
         answer = CpuAnswer(torch.from_numpy(out[0]), torch.from_numpy(out[1]),
                               torch.from_numpy(ok), torch.from_numpy(steps),
@@ -706,6 +767,17 @@ class CpuSolver:
         if batch == 1 and every:
             self._last = ((answer.u.data_ptr(), answer.u._version), out_u, answer.u)
         return answer
+
+    def _derived_outputs(self, b: int) -> tuple[np.ndarray, ...]:
+        return (np.empty((b, self.n_nodes)), np.empty((b, len(self.lines.inv_amps))),
+                np.empty(b, dtype=complex))
+
+    def derived(self, voltages: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(vmag_pu [B, N], line_loading [B, L], network_losses [B] complex, kVA) of
+        converged node voltages [B, N] (`derived`)."""
+        out = self._derived_outputs(voltages.shape[0])
+        self._derived(np.ascontiguousarray(voltages.numpy()), self.lines, *out)
+        return tuple(torch.from_numpy(x) for x in out)
 
     def adjoint(self, grad_u: torch.Tensor, blocks: tuple[torch.Tensor, ...]
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -101,45 +101,46 @@ class GridActor(Actor):
         self._warm = (result.u if converged.all() else None if not converged.any() else
                       torch.where(result.converged[:, None, None], result.u, self.pf.u0))
         vpu = result.vmag_pu.cpu().numpy()  # [copies, nodes]
+        # NaN-ignoring reductions (fmin, fmax): a node without a voltage base has no p.u.
+        v_min = np.where(converged, np.fmin.reduce(vpu, 1), np.nan)
+        v_max = np.where(converged, np.fmax.reduce(vpu, 1), np.nan)
         if not converged.all():  # where the solve failed, a first-order estimate
             estimate = self.pf.first_step_vmag_pu(p_t, q_t, load_scale=scale).cpu().numpy()
             estimate = np.where(converged[:, None], vpu, estimate)
+            lowest = np.fmin.reduce(estimate, 1)
         else:
-            estimate = vpu
-        worst = np.array([self.feeder.nodes[int(k)] for k in
-                          np.argmin(np.where(np.isfinite(estimate), estimate, np.inf), axis=1)])
+            estimate, lowest = vpu, v_min
         conn_v = np.abs(result.connection_voltages.cpu().numpy()) / self.conn_base_v
         sub = result.substation_power.cpu().numpy()
         losses = result.losses.cpu().numpy()
-        feeder_kw = result.load_power.cpu().numpy().real
+        load = result.load_power.cpu().numpy()
         # Kirchhoff, independently of the load models: what the network absorbs, from the
         # voltages and Y alone, against what the sources and connections put in.
-        kcl = (sub + result.injection_power.cpu().numpy() - result.load_power.cpu().numpy()
+        kcl = (sub + result.injection_power.cpu().numpy() - load
                - result.network_losses.cpu().numpy()).real
         violations = result.violations.cpu().numpy().astype(np.int64)
-        finite = converged[:, None] & np.isfinite(vpu)
-        v_min = np.where(converged, np.where(finite, vpu, np.inf).min(1), np.nan)
-        v_max = np.where(converged, np.where(finite, vpu, -np.inf).max(1), np.nan)
-        loading = result.line_loading.cpu().numpy()  # [copies, lines]
-        rated = np.isfinite(loading)
-        max_loading = np.where(converged & rated.any(1),
-                               np.where(rated, loading, -np.inf).max(1), np.nan)
-        overloaded = np.where(converged, (np.where(rated, loading, 0.0) > 1.0).sum(1), 0)
-        copy = {"copy": np.arange(c)} if c > 1 else {}
-        self.record("grid", step=step, converged=converged,
-                    iterations=result.iterations.cpu().numpy(), substation_kw=sub.real,
-                    substation_kvar=sub.imag, losses_kw=losses.real, losses_kvar=losses.imag,
-                    injections_kw=p.reshape(c, n_conn).sum(1), feeder_loads_kw=feeder_kw,
-                    kcl_mismatch_kw=kcl, v_min_pu=v_min, v_max_pu=v_max,
-                    violations=violations, worst_bus=worst, **controlled, **copy)
-        nodes, lines = vpu.shape[1], loading.shape[1]
-        self.record("buses", step=step, node=np.tile(np.arange(nodes), c), v_pu=vpu.ravel(),
-                    **{k: np.repeat(v, nodes) for k, v in copy.items()})
-        self.record("lines", step=step, line=np.tile(np.arange(lines), c),
-                    loading=loading.ravel(),
-                    **{k: np.repeat(v, lines) for k, v in copy.items()})
+        loading = result.line_loading.cpu().numpy()  # [copies, lines], NaN where unrated
+        max_loading = np.where(converged, np.fmax.reduce(loading, 1), np.nan)
+        overloaded = np.where(converged, (loading > 1.0).sum(1), 0)
+        if self.recording:
+            worst = np.array([self.feeder.nodes[int(k)] for k in np.nanargmin(estimate, 1)])
+            copy = {"copy": np.arange(c)} if c > 1 else {}
+            self.record("grid", step=step, converged=converged,
+                        iterations=result.iterations.cpu().numpy(), substation_kw=sub.real,
+                        substation_kvar=sub.imag, losses_kw=losses.real,
+                        losses_kvar=losses.imag, injections_kw=p.reshape(c, n_conn).sum(1),
+                        feeder_loads_kw=load.real, kcl_mismatch_kw=kcl, v_min_pu=v_min,
+                        v_max_pu=v_max, violations=violations, worst_bus=worst,
+                        **controlled, **copy)
+            nodes, lines = vpu.shape[1], loading.shape[1]
+            self.record("buses", step=step, node=np.tile(np.arange(nodes), c),
+                        v_pu=vpu.ravel(), **{k: np.repeat(v, nodes) for k, v in copy.items()})
+            self.record("lines", step=step, line=np.tile(np.arange(lines), c),
+                        loading=loading.ravel(),
+                        **{k: np.repeat(v, lines) for k, v in copy.items()})
         # the step's totals over the copies; the worst bus of the copy with the lowest voltage
-        low = int(np.argmin(np.where(np.isfinite(estimate), estimate, np.inf).min(1)))
+        low = int(np.nanargmin(lowest))
+        bus = self.feeder.nodes[int(np.nanargmin(estimate[low]))]
         return [GridState(
             step, self.name, converged=bool(converged.all()),
             iterations=int(result.iterations.max()), substation_kw=float(sub.real.sum()),
@@ -147,7 +148,7 @@ class GridActor(Actor):
             losses_kvar=float(losses.imag.sum()), balance_kw=float(kcl[np.argmax(abs(kcl))]),
             v_min_pu=float(np.min(v_min)), v_max_pu=float(np.max(v_max)),
             violations=int(violations.sum()),
-            worst_bus=str(worst[low]) if c == 1 else f"{worst[low]} (copy {low})",
+            worst_bus=bus if c == 1 else f"{bus} (copy {low})",
             connection_v_pu=conn_v, max_loading=float(np.max(max_loading)),
             overloaded_lines=int(overloaded.sum()), copy_converged=converged,
             copy_violations=violations, copy_v_min_pu=v_min, copy_v_max_pu=v_max,

@@ -10,6 +10,7 @@ BENCHMARKS = (
     ("powerflow", "batched power flow against OpenDSS"),
     ("profiles", "household profile generator against its peers"),
     ("engine", "co-simulation engine against a mosaik 3.6 peer"),
+    ("copies", "small runs for RL: one 6-house microgrid, and N copies of it as one batch"),
     ("households", "households with every device against a naive per-household loop"),
     ("markets", "market clearing (double auction, MAHTM pool) against a per-market numpy loop"),
     ("rl", "RLlib training: one stacked module for every household against one RLlib "

@@ -65,6 +65,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--bidding", action="store_true",
                        help="RLlib algorithms: learn each household's local market bid only, "
                             "its devices on the self-consumption rule")
+    train.add_argument("--copies", type=_positive, default=1,
+                       help="RLlib algorithms: copies of the scenario stepped as one per env "
+                            "runner (--episodes must be a multiple)")
     train.add_argument("--backend", choices=("local", "ray"), default="local")
     train.add_argument("--address", default=None, help="Ray cluster to join (ray backend)")
     train.add_argument("--num-cpus", type=_positive, default=None,
@@ -137,6 +140,9 @@ def train_command(args: argparse.Namespace) -> int:
         if args.bidding:
             return _error(f"--bidding: {args.algo} trains device setpoints; bids are learned "
                           "by the RLlib algorithms")
+        if args.copies > 1:
+            return _error(f"--copies: {args.algo} batches its own days; copies are for the "
+                          "RLlib algorithms")
         return _gradmap(args, config)
     import ray
 
@@ -150,6 +156,7 @@ def train_command(args: argparse.Namespace) -> int:
                                hidden=tuple(args.hidden),
                                seed=config.run.seed if args.seed is None else args.seed,
                                env_runners=runners, bidding=args.bidding,
+                               copies=args.copies,
                                **_given(args, "iterations", "lr"))
     except ValueError as exc:
         return _error(str(exc))

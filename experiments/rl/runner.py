@@ -100,7 +100,7 @@ class StackedEnvRunner(MultiAgentEnvRunner):
         with self.metrics.log_time(ENV_RESET_TIMER):
             obs = env.reset_arrays()
         n = len(obs)
-        agent = torch.arange(n)
+        agent = torch.from_numpy(env.agent_index)
         states = [env.state()] if env.global_state else None
         observations, infos = [obs], [{}]
         inputs, actions, logps, rewards = [], [], [], []
@@ -175,7 +175,7 @@ class StackedEnvRunner(MultiAgentEnvRunner):
             agent_to_module_mapping_fn=self.config.policy_mapping_fn,
             agent_module_ids={a: MODULE_ID for a in agents}, len_lookback_buffer=0)
         for k, aid in enumerate(agents):
-            o = {"obs": obs[k], "agent": np.full(T + 1, k)}
+            o = {"obs": obs[k], "agent": np.full(T + 1, env.agent_index[k])}
             if state is not None:
                 o["state"] = state
             episode.agent_episodes[aid] = SingleAgentEpisode(

@@ -26,7 +26,9 @@ Whatever the algorithm, the result is a policy bank with one policy per househol
 the same module, its optimiser and the sampling state.
 
 Batch sizes count agent steps (one household for one step): an iteration samples
-`episodes` whole episodes of the scenario, households x steps agent steps each. Every
+`episodes` whole episodes of the scenario, households x steps agent steps each (with
+`copies`, `episodes / copies` episodes of the env, each stepping that many copies of the
+scenario as one batch: the same data, sampled in fewer, larger steps). Every
 algorithm samples with `experiments.rl.runner.StackedEnvRunner`, RLlib's multi-agent env
 runner stepping all households at once in arrays (samples from the module's own
 distribution and episodes as RLlib's own runner records them, without its work per
@@ -85,6 +87,10 @@ class TrainConfig:
     # true: the households learn their local market bids only (cosim.envs, bidding=True),
     # their devices on the self-consumption rule; the bank then has one output, the bid
     bidding: bool = False
+    # independent copies of the scenario per env runner, stepped as one
+    # (`Simulation.from_config(copies=)`): an episode of the env is `copies` episodes of
+    # the scenario, household k of each copy acting (and learning) for agent k
+    copies: int = 1
 
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
@@ -94,6 +100,12 @@ class TrainConfig:
                 raise ValueError(f"{name} = {getattr(self, name)} must be at least 1")
         if self.env_runners < 0 or not self.hidden or min(self.hidden) < 1:
             raise ValueError("env_runners must be >= 0 and hidden widths positive")
+        if self.copies < 1 or self.episodes % self.copies:
+            raise ValueError(f"copies = {self.copies}: episodes ({self.episodes}) must be a "
+                             "multiple of copies, each env episode being `copies` of them")
+        if self.copies > 1 and ALGOS[self.algo][1] == "central":
+            raise ValueError(f"copies = {self.copies}: {self.algo}'s central critic sees "
+                             "one scenario's state; train it without copies")
 
 
 @dataclass
@@ -124,11 +136,11 @@ def algorithm_config(config: ScenarioConfig, train: TrainConfig,
 
     def make(_: dict) -> MultiAgentEnv:  # pickled by value, with what it closes over
         return MultiAgentEnv(config, reward, profiles=profiles, global_state=central,
-                             bidding=train.bidding)
+                             bidding=train.bidding, copies=train.copies)
 
     register_env(ENV_NAME, make)
     probe = make({})  # the spaces, and a bad scenario fails here, before any Ray actor
-    n, steps = probe._core.n, probe._core.sim.total
+    n, steps = probe._core.per_copy, probe._core.sim.total  # n: agents of the bank
     obs_space, act_space = probe.observation_spaces[probe.possible_agents[0]], \
         probe._core.action_space
     probe.close()

@@ -259,6 +259,10 @@ def test_bad_training_input_is_exit_code_2(trained, tmp_path, capsys):
     assert "--reward volts=3: expected TERM=PRICE" in capsys.readouterr().err
     assert main(["train", str(config), "--reward", "carbon_price=-1"]) == 2
     assert "carbon_price = -1.0 must be a finite number >= 0" in capsys.readouterr().err
+    assert main(["train", str(config), "--episodes", "3", "--copies", "2"]) == 2
+    assert "episodes (3) must be a multiple of copies" in capsys.readouterr().err
+    assert main(["train", str(config), "--algo", "gradmap", "--copies", "2"]) == 2
+    assert "--copies: gradmap batches its own days" in capsys.readouterr().err
     assert main(["train", str(tmp_path / "none.toml")]) == 2
     assert "none.toml: scenario file not found" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "nowhere"), str(config)]) == 2
@@ -290,3 +294,33 @@ def test_every_algorithm_learns_to_beat_random(algo, ray_cluster, profiles, tmp_
     assert learned > random + 0.25 * abs(random)
     first, last = outcome.training.return_per_household.iloc[[0, -1]]
     assert last > first
+
+
+def test_copies_sample_every_copy_for_the_same_policies(ray_cluster, profiles, tmp_path):
+    """With copies = 2 one env episode is two episodes of the scenario: household k of
+    each copy acts for agent k (acting deterministically from the same start, both copies
+    act alike), the iteration's batch is the same agent steps as without copies, and the
+    bank has one policy per household of the scenario."""
+    settings = TrainConfig(iterations=2, episodes=2, copies=2, seed=11)
+    scenario = small(run={"steps": 4}, households={"count": 10, "shard_size": 10},
+                     markets={"households_per_market": 10},
+                     aggregators={"count": 0})  # (copies refuse aggregators)
+    config = algorithm_config(scenario, settings, profiles=profiles)
+    assert config.train_batch_size_per_learner == 2 * 4 * 10
+    runner = StackedEnvRunner(config=config)
+    (episode,) = runner.sample(explore=False)
+    assert episode.agent_steps() == 80 and len(episode) == 4
+    agents = episode.agent_episodes
+    for k in range(10):
+        first, second = agents[f"household_{k}"], agents[f"household_{10 + k}"]
+        assert set(first.observations.data["agent"]) == {k}
+        assert set(second.observations.data["agent"]) == {k}
+        np.testing.assert_array_equal(first.actions.data, second.actions.data)
+    runner.stop()
+    outcome = train(scenario, settings, tmp_path, profiles=profiles, progress=False)
+    assert np.isfinite(outcome.training[["policy_loss", "vf_loss"]].to_numpy()).all()
+    assert PolicyBank.load(outcome.bank).n_agents == 10
+    with pytest.raises(ValueError, match="multiple of copies"):
+        TrainConfig(episodes=3, copies=2)
+    with pytest.raises(ValueError, match="central critic"):
+        TrainConfig(algo="mappo", episodes=2, copies=2)

@@ -15,6 +15,7 @@ import torch
 from grid import PowerFlow, load_feeder
 from grid.feeder import FEEDER_DIR
 from grid.reference import OpenDSSReference
+from grid.result import PowerFlowResult
 
 TOL_PU = 1e-6
 
@@ -257,3 +258,34 @@ def test_a_scalar_load_scale_is_reused_only_for_the_same_value(feeder_cache):
         assert torch.equal(kept.voltages, PowerFlow(feeder).solve(load_scale=value).voltages)
     with pytest.raises(Exception, match="negative"):
         fresh.solve(load_scale=-1.0)
+
+
+def test_derived_quantities_of_a_compiled_batch(feeder_cache):
+    """Where the compiled loop solved, one compiled pass gives vmag_pu, line_loading and
+    network_losses (grid.single.derived): line loading against OpenDSS's own line
+    currents, network losses against Kirchhoff (the sources' and connections' power less
+    the loads' must be what Y absorbs), voltages against the torch path's."""
+    feeder = feeder_cache("ieee123")
+    fast = PowerFlow(feeder)
+    a = fast.solve(load_scale=torch.tensor([0.6, 1.2, 1.0], dtype=torch.float64))
+    assert a._derived is not None  # the compiled pass, as meant
+    ref = OpenDSSReference(feeder)
+    ref.solve_case(1.2)
+    ctx = ref.ctx
+    amps = np.array([line.norm_amps for line in feeder.lines])
+    dss = np.empty(len(feeder.lines))
+    for li, line in enumerate(feeder.lines):
+        ctx.Circuit.SetActiveElement(f"Line.{line.name}")
+        currents = np.asarray(ctx.CktElement.Currents()).view(complex)[: line.phases]
+        dss[li] = np.abs(currents).max() / amps[li]
+    np.testing.assert_allclose(a.line_loading[1].numpy(), dss, rtol=0, atol=1e-6)
+    # to the solver's tolerance (1e-9 of the voltages): 2.5e-9 of the substation's power
+    kcl = a.substation_power + a.injection_power - a.load_power - a.network_losses
+    assert float(kcl.abs().max()) <= 1e-8 * float(a.substation_power.abs().max())
+    # torch's formulas on the very same voltages
+    same = PowerFlowResult(fast, a.u, None, None, None, a.converged, a.iterations,
+                           a.residual, currents=a._port_currents, voltages=a.voltages)
+    assert same._derived is None
+    for name in ("vmag_pu", "line_loading", "network_losses"):
+        np.testing.assert_allclose(getattr(a, name).numpy(), getattr(same, name).numpy(),
+                                   rtol=1e-12, atol=1e-9, err_msg=name)
