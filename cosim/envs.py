@@ -36,6 +36,11 @@ step's highest line loading, losses and substation energy per household (zero at
 one row per household and no dict per agent (RLlib's runner for the stacked module);
 `what_if_arrays` gives the rewards other actions would give in the same step, without
 moving on (counterfactual rewards).
+
+With `copies=N` the environment steps N independent copies of the scenario as one batch
+(`Simulation.from_config(copies=N)`): N times the agents, household k of copy j being
+`household_{j * count + k}`, whose "agent" observation is k (every copy acts for, and
+trains, the same policies) and whose network shares are its own copy's.
 """
 
 from __future__ import annotations
