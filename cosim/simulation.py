@@ -264,8 +264,16 @@ class Simulation:
         policy = scenario.households["policy"]
         self.external = np.flatnonzero(policy == "external")
         self.bidders = np.flatnonzero(policy == "bidder")
-        self._shard_rows = {spec.name: spec.kwargs["homes"].household for spec in
-                            scenario.actors if spec.name in self.shards}
+        # per shard, the households the driver sets (computed once: `_drive` runs every
+        # step) and which of them bid
+        driven = np.union1d(self.external, self.bidders)
+        self._driven_of = {}
+        for spec in scenario.actors:
+            if spec.name in self.shards:
+                ids = spec.kwargs["homes"].household
+                mine = ids[np.isin(ids, driven)]
+                if len(mine):
+                    self._driven_of[spec.name] = (mine, np.isin(mine, self.bidders))
         self.total = self.config.run.steps
         feed = specs["feed"].kwargs
         self._carbon = np.asarray(feed["carbon_intensity"], dtype=float)
@@ -536,18 +544,14 @@ class Simulation:
             if bad.any():
                 raise ValueError(f"step {t}: household {self.bidders[bad][0]}: bid "
                                  f"{bids[self.bidders][bad][0]} is outside [0, 1]")
-        driven = np.union1d(self.external, self.bidders)
-        for shard, ids in self._shard_rows.items():
-            mine = ids[np.isin(ids, driven)]
-            if len(mine):
-                action = (actions[mine] if actions is not None
-                          else np.zeros((len(mine), len(ACTIONS))))
-                bid = np.where(np.isin(mine, self.bidders),
-                               bids[mine] if bids is not None else 0.0, np.nan)
-                batch = ActionBatch(t, "driver", recipient=shard, household=mine,
-                                    action=action, bid=bid)
-                self._outputs[(f"driver/{shard}", "decide", t)] = self.backend.put(
-                    f"driver/{shard}", PhaseOutput(messages=[batch]))
+        for shard, (mine, bidding) in self._driven_of.items():
+            action = (actions[mine] if actions is not None
+                      else np.zeros((len(mine), len(ACTIONS))))
+            bid = np.where(bidding, bids[mine] if bids is not None else 0.0, np.nan)
+            batch = ActionBatch(t, "driver", recipient=shard, household=mine, action=action,
+                                bid=bid)
+            self._outputs[(f"driver/{shard}", "decide", t)] = self.backend.put(
+                f"driver/{shard}", PhaseOutput(messages=[batch]))
 
     @staticmethod
     def _driven(t: int, values: np.ndarray | None, rows: np.ndarray, want: tuple[int, ...],
