@@ -54,7 +54,10 @@ rate for actor and critic (RLlib's PPO learner has one optimiser), the actor's; 
 standardises advantages over each batch; our profile curves are our own (the paper gives
 words, agents.profiles.mahtm); layer 2 and 3 prices follow markets.mahtm's formula, not
 learned agents (as in the paper's code); training length is `training_steps` updates unless
-`--iterations` or `--budget-s` cut it (the table says how many ran).
+`--iterations` or `--budget-s` cut it (the table says how many ran). A2C and PG sample
+each update's `batch` days as copies of the training day stepped together
+(`Simulation.from_config(copies=)`), the paper's parallel roll-outs; MAPPO-shared's
+centralised critic sees one scenario's state, so it samples them one after another.
 """
 
 from __future__ import annotations
@@ -137,9 +140,13 @@ class Hyperparameters:
         from experiments.rl.train import TrainConfig
 
         lr = {"a2c": self.a2c_actor_lr, "pg": self.pg_lr, "mappo-shared": self.mappo_lr}[algo]
+        # the paper's parallel roll-outs of the one training day, as copies of it stepped
+        # together; the centralised critic sees one scenario, so mappo-shared steps them
+        # one after another
+        copies = 1 if algo == "mappo-shared" else self.batch
         return TrainConfig(algo=algo, iterations=self.training_steps, episodes=self.batch,
                            lr=lr, gamma=self.gamma, hidden=(self.hidden,), seed=seed,
-                           checkpoint_every=max(1, self.training_steps))
+                           checkpoint_every=max(1, self.training_steps), copies=copies)
 
 
 QUICK = Hyperparameters(batch=1, rollout_steps=12, training_steps=2)

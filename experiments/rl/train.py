@@ -200,8 +200,9 @@ def train(config: str | Path | ScenarioConfig, train: TrainConfig, out: str | Pa
                 break
             start, timer.seconds = time.perf_counter(), 0.0
             result = algo.train()
-            rows.append(_row(it, result, households, time.perf_counter() - start,
-                             timer.seconds))
+            # (an env episode's return sums every copy's households)
+            rows.append(_row(it, result, households * train.copies,
+                             time.perf_counter() - start, timer.seconds))
             if on_iteration is not None:
                 rows[-1].update(on_iteration(it, algo.get_module(MODULE_ID).deployable()))
             bar.set_postfix(ret=f"{rows[-1]['return_per_household']:.3f}")

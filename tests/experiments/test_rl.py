@@ -318,7 +318,10 @@ def test_copies_sample_every_copy_for_the_same_policies(ray_cluster, profiles, t
         np.testing.assert_array_equal(first.actions.data, second.actions.data)
     runner.stop()
     outcome = train(scenario, settings, tmp_path, profiles=profiles, progress=False)
-    assert np.isfinite(outcome.training[["policy_loss", "vf_loss"]].to_numpy()).all()
+    table = outcome.training
+    assert np.isfinite(table[["policy_loss", "vf_loss"]].to_numpy()).all()
+    # the env episode's return sums both copies: per household, it is over 20 of them
+    np.testing.assert_allclose(table.return_per_household, table.episode_return / 20)
     assert PolicyBank.load(outcome.bank).n_agents == 10
     with pytest.raises(ValueError, match="multiple of copies"):
         TrainConfig(episodes=3, copies=2)
