@@ -27,7 +27,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from agents.households import ACTIONS, Households, HouseholdState, Setpoints, observe
+from agents.households import (
+    ACTIONS,
+    HouseholdInputs,
+    Households,
+    HouseholdState,
+    Setpoints,
+    observe,
+)
 from agents.households.bill import energy_bill
 from agents.households.dataset import HouseholdSeries
 from agents.households.orders import Reserve, cover, order
@@ -149,6 +156,7 @@ class HouseholdShard(Actor):
         self._decided: tuple[Setpoints, Reserve, torch.Tensor, torch.Tensor] | None = None
         self._dispatched: dict[str, object] | None = None
         self._costs: dict[str, np.ndarray] | None = None
+        self._at: tuple[int, HouseholdInputs] | None = None  # the step's inputs (`_inputs`)
 
     # -- phases -------------------------------------------------------------------
     def observe(self, step: int, inbox: list[Message]) -> list[Message]:
@@ -159,6 +167,12 @@ class HouseholdShard(Actor):
         self._step = step
         return []
 
+    def _inputs(self, step: int) -> HouseholdInputs:
+        """The households' inputs of `step`, sliced once: four phases read them."""
+        if self._at is None or self._at[0] != step:
+            self._at = (step, self.series.at(step))
+        return self._at[1]
+
     def observation(self) -> tuple[np.ndarray, np.ndarray]:
         """(household ids, each one's local observation `[n, len(FIELDS)]`) for the step
         just observed: what its policy sees."""
@@ -167,7 +181,7 @@ class HouseholdShard(Actor):
     def decide(self, step: int, inbox: list[Message]) -> list[Message]:
         if step != self._step:
             raise RuntimeError(f"shard {self.name}: decide at step {step} before observing it")
-        hh, x, dt_h = self.households, self.series.at(step), self.dt_h
+        hh, x, dt_h = self.households, self._inputs(step), self.dt_h
         buy, sell = (torch.from_numpy(p) for p in self._prices)
         # only the rule leaves a reserve to the market; a bidder's devices follow it too
         ruled = _union([self.rows[k] for k in ("rule", "bidder") if k in self.rows])
@@ -204,7 +218,7 @@ class HouseholdShard(Actor):
     def dispatch(self, step: int, inbox: list[Message]) -> list[Message]:
         clearing = self._check_clearing(step, inbox)
         committed, reserve, quantity, _ = self._decided
-        hh, x, dt_h = self.households, self.series.at(step), self.dt_h
+        hh, x, dt_h = self.households, self._inputs(step), self.dt_h
         traded = torch.from_numpy(clearing.traded_kwh.copy())
         sp = cover(committed, reserve, quantity - traded, dt_h)
         net = hh.net_kw(sp, x)
@@ -224,7 +238,7 @@ class HouseholdShard(Actor):
         clearing, sp, grid_kwh = d["clearing"], d["setpoints"], d["grid_kwh"]
         carbon = only(inbox, MarketData)[0].carbon_intensity
         buy, sell, grid_share = self._upstream_prices(step, only(inbox, UpstreamPrices))
-        x, hh, dt_h = self.series.at(step), self.households, self.dt_h
+        x, hh, dt_h = self._inputs(step), self.households, self.dt_h
         bill = clearing.payment + energy_bill(grid_kwh, buy, sell)
         kw = {name: getattr(sp, name).numpy() for name in sp._fields}
         curtailed = (hh.pv.available(x.pv_kw) - sp.pv_kw).numpy()
@@ -289,7 +303,7 @@ class HouseholdShard(Actor):
     # -- helpers ------------------------------------------------------------------
     def _observe(self) -> torch.Tensor:
         buy, sell = (torch.from_numpy(p) for p in self._prices)
-        return observe(self.households, self.state, self.series.at(self._step), buy, sell,
+        return observe(self.households, self.state, self._inputs(self._step), buy, sell,
                        torch.from_numpy(self._voltage), self.dt_h)
 
     def _actions(self, driven: tuple[np.ndarray, np.ndarray] | None
