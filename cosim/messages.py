@@ -288,33 +288,65 @@ class MeterBatch(Message):
 
 @dataclass(frozen=True)
 class GridState(Message):
-    """The power-flow answer for the step: summary, connection voltages, line loadings.
-    With copies of the scenario (`Simulation.from_config(copies=N)`) the scalars are over
-    all copies (sums; the worst voltages and loading; converged only if every copy did)
-    and the `copy_` arrays hold each copy's own; one row per copy."""
+    """The power-flow answer for the step: each copy of the scenario's summary (one copy
+    unless `Simulation.from_config(copies=N)`; one row per copy) and connection voltages.
+    The step's totals over the copies (sums; the worst voltages and loading; converged
+    only if every copy did) are derived from them."""
 
-    converged: bool
-    iterations: int
-    substation_kw: float
-    substation_kvar: float
-    losses_kw: float
-    losses_kvar: float
+    iterations: int  # the most any copy took
     balance_kw: float  # injections + substation - losses - feeder loads (should be ~0)
-    v_min_pu: float
-    v_max_pu: float
-    violations: int  # nodes outside the voltage limits
     worst_bus: str  # lowest voltage; without convergence, that of a first-order estimate
     connection_v_pu: np.ndarray  # [copies, grid connections], nan where not converged
-    copy_converged: np.ndarray  # [copies] each copy's own, as the scalars above
-    copy_violations: np.ndarray
-    copy_v_min_pu: np.ndarray
+    copy_converged: np.ndarray  # [copies]
+    copy_violations: np.ndarray  # nodes outside the voltage limits
+    copy_v_min_pu: np.ndarray  # nan where not converged
     copy_v_max_pu: np.ndarray
     copy_substation_kw: np.ndarray
+    copy_substation_kvar: np.ndarray
     copy_losses_kw: np.ndarray
-    copy_max_loading: np.ndarray
-    copy_overloaded_lines: np.ndarray
-    max_loading: float = float("nan")  # highest line current over its rating (nan: none)
-    overloaded_lines: int = 0  # lines above their rating
+    copy_losses_kvar: np.ndarray
+    copy_max_loading: np.ndarray  # highest line current over its rating (nan: none)
+    copy_overloaded_lines: np.ndarray  # lines above their rating
+
+    @property
+    def converged(self) -> bool:
+        return bool(self.copy_converged.all())
+
+    @property
+    def substation_kw(self) -> float:
+        return float(self.copy_substation_kw.sum())
+
+    @property
+    def substation_kvar(self) -> float:
+        return float(self.copy_substation_kvar.sum())
+
+    @property
+    def losses_kw(self) -> float:
+        return float(self.copy_losses_kw.sum())
+
+    @property
+    def losses_kvar(self) -> float:
+        return float(self.copy_losses_kvar.sum())
+
+    @property
+    def v_min_pu(self) -> float:
+        return float(self.copy_v_min_pu.min())
+
+    @property
+    def v_max_pu(self) -> float:
+        return float(self.copy_v_max_pu.max())
+
+    @property
+    def violations(self) -> int:
+        return int(self.copy_violations.sum())
+
+    @property
+    def max_loading(self) -> float:
+        return float(self.copy_max_loading.max())
+
+    @property
+    def overloaded_lines(self) -> int:
+        return int(self.copy_overloaded_lines.sum())
 
     topic: ClassVar[str] = "grid"
     ARRAYS: ClassVar = {"connection_v_pu": ("float64", False, 2),
@@ -323,9 +355,12 @@ class GridState(Message):
                         "copy_v_min_pu": ("float64", False),
                         "copy_v_max_pu": ("float64", False),
                         "copy_substation_kw": ("float64", False),
+                        "copy_substation_kvar": ("float64", False),
                         "copy_losses_kw": ("float64", False),
+                        "copy_losses_kvar": ("float64", False),
                         "copy_max_loading": ("float64", False),
                         "copy_overloaded_lines": ("int64", False)}
+    # the totals are properties, written to the messages table as the fields are
     SCALARS: ClassVar = {"converged": (pa.bool_(), False), "iterations": (pa.int64(), False),
                          "substation_kw": (pa.float64(), False),
                          "substation_kvar": (pa.float64(), False),

@@ -708,11 +708,11 @@ class CpuSolver:
         self._solve = _entry_point(solve, example)
         self._solve_parallel = _entry_point(solve_parallel, (*example, self.CHUNK))
         y = pf.y_net
-        self.lines = Derived(_np(pf.node_base_v), _np(pf.line_idx).astype(np.int64),
+        self.derive_from = Derived(_np(pf.node_base_v), _np(pf.line_idx).astype(np.int64),
                              np.ascontiguousarray(_np(pf.line_y)), 1.0 / _np(pf.line_amps),
                              y.indptr.astype(np.int64), y.indices.astype(np.int64),
                              y.data.astype(complex))
-        self._derived = _entry_point(derived, (self.u0[None], self.lines,
+        self._derived = _entry_point(derived, (self.u0[None], self.derive_from,
                                                *self._derived_outputs(1)))
         # The last converged answer at batch 1: ((its u's memory address, version),
         # complex u [1, P], u). A time series warm-starts from it, and then needs no
@@ -770,14 +770,14 @@ class CpuSolver:
         return answer
 
     def _derived_outputs(self, b: int) -> tuple[np.ndarray, ...]:
-        return (np.empty((b, self.n_nodes)), np.empty((b, len(self.lines.inv_amps))),
+        return (np.empty((b, self.n_nodes)), np.empty((b, len(self.derive_from.inv_amps))),
                 np.empty(b, dtype=complex))
 
     def derived(self, voltages: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(vmag_pu [B, N], line_loading [B, L], network_losses [B] complex, kVA) of
         converged node voltages [B, N] (`derived`)."""
         out = self._derived_outputs(voltages.shape[0])
-        self._derived(np.ascontiguousarray(voltages.numpy()), self.lines, *out)
+        self._derived(np.ascontiguousarray(voltages.numpy()), self.derive_from, *out)
         return tuple(torch.from_numpy(x) for x in out)
 
     def adjoint(self, grad_u: torch.Tensor, blocks: tuple[torch.Tensor, ...]

@@ -138,21 +138,16 @@ class GridActor(Actor):
             self.record("lines", step=step, line=np.tile(np.arange(lines), c),
                         loading=loading.ravel(),
                         **{k: np.repeat(v, lines) for k, v in copy.items()})
-        # the step's totals over the copies; the worst bus of the copy with the lowest voltage
+        # the worst bus of the copy with the lowest voltage
         low = int(np.nanargmin(lowest))
         bus = self.feeder.nodes[int(np.nanargmin(estimate[low]))]
         return [GridState(
-            step, self.name, converged=bool(converged.all()),
-            iterations=int(result.iterations.max()), substation_kw=float(sub.real.sum()),
-            substation_kvar=float(sub.imag.sum()), losses_kw=float(losses.real.sum()),
-            losses_kvar=float(losses.imag.sum()), balance_kw=float(kcl[np.argmax(abs(kcl))]),
-            v_min_pu=float(np.min(v_min)), v_max_pu=float(np.max(v_max)),
-            violations=int(violations.sum()),
-            worst_bus=bus if c == 1 else f"{bus} (copy {low})",
-            connection_v_pu=conn_v, max_loading=float(np.max(max_loading)),
-            overloaded_lines=int(overloaded.sum()), copy_converged=converged,
-            copy_violations=violations, copy_v_min_pu=v_min, copy_v_max_pu=v_max,
-            copy_substation_kw=sub.real, copy_losses_kw=losses.real,
+            step, self.name, iterations=int(result.iterations.max()),
+            balance_kw=float(kcl[np.argmax(abs(kcl))]),
+            worst_bus=bus if c == 1 else f"{bus} (copy {low})", connection_v_pu=conn_v,
+            copy_converged=converged, copy_violations=violations, copy_v_min_pu=v_min,
+            copy_v_max_pu=v_max, copy_substation_kw=sub.real, copy_substation_kvar=sub.imag,
+            copy_losses_kw=losses.real, copy_losses_kvar=losses.imag,
             copy_max_loading=max_loading, copy_overloaded_lines=overloaded)]
 
     def _load_scale(self, time_s: float) -> float | np.ndarray:

@@ -125,7 +125,7 @@ class Distributor(Retailer):
                  copies: int = 1) -> None:
         super().__init__(name, seed, n_markets, customers, dt_s, len(hours), forecast_steps)
         # copies of a scenario (cosim.scenario.build) pool their own microgrids only
-        self.pool = np.repeat(np.arange(copies), n_markets // copies)
+        self.pool, self.pools = np.repeat(np.arange(copies), n_markets // copies), copies
         self.import_price, self.export_price = import_price, export_price
         self.peak_import_price, self.peak_hours = peak_import_price, peak_hours
         self.hours = np.asarray(hours)  # hour of day of each step
@@ -151,8 +151,7 @@ class Distributor(Retailer):
         if self.layer3 is None:
             return []
         grid_kwh, ids = self._metered(inbox)
-        n, pool = len(self.markets), self.pool
-        pools = int(pool[-1]) + 1
+        n, pool, pools = len(self.markets), self.pool, self.pools
         market = self.market[ids]
         imports = np.bincount(market, np.maximum(grid_kwh, 0.0), n)
         exports = np.bincount(market, np.maximum(-grid_kwh, 0.0), n)
