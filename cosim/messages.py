@@ -58,8 +58,10 @@ class Message:
             value.setflags(write=False)
             object.__setattr__(self, name, value)
         for name, (_, finite) in self.SCALARS.items():
+            if not finite:  # (some scalars are properties: read them only to check them)
+                continue
             value = getattr(self, name)
-            if finite and isinstance(value, float) and not np.isfinite(value):
+            if isinstance(value, float) and not np.isfinite(value):
                 raise self._error(name, f"is not finite ({value})")
 
     def _error(self, field: str, reason: str) -> MessageError:

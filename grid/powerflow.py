@@ -43,7 +43,7 @@ from grid.feeder import GROUND, Feeder
 from grid.loadmodel import LoadModel
 from grid.result import PowerFlowResult
 from grid.runtime import tune_cpu_allocator
-from grid.single import CpuSolver
+from grid.single import CpuSolver, bounded
 from grid.sparse import SparseKron
 
 CDTYPE = torch.complex128
@@ -895,16 +895,16 @@ def _numpy(x: torch.Tensor) -> np.ndarray | torch.Tensor:
 
 
 def _finite_non_negative(x: torch.Tensor) -> bool:
-    """Whether x is finite and >= 0 everywhere (a NaN minimum fails the comparison)."""
+    """Whether x is finite and >= 0 everywhere (NaN fails)."""
     a = _numpy(x)
     if isinstance(a, np.ndarray):
-        return a.size == 0 or bool(a.min() >= 0 and a.max() < np.inf)
+        return bool(bounded(a, 0.0))
     return a.numel() == 0 or bool((a.min() >= 0) & (a.max() < np.inf))
 
 
 def _check_finite(x: torch.Tensor, name: str, labels: Sequence[str]) -> None:
     a = _numpy(x)
-    if bool(np.isfinite(a).all() if isinstance(a, np.ndarray) else torch.isfinite(a).all()):
+    if bool(bounded(a, -np.inf) if isinstance(a, np.ndarray) else torch.isfinite(a).all()):
         return
     bad = ~torch.isfinite(x)
     rows, cols = torch.nonzero(bad, as_tuple=True)
