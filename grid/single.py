@@ -412,15 +412,48 @@ def adjoint_parallel(g: np.ndarray, k: np.ndarray, net: Network, tol: float, max
                 settled[lo:hi])
 
 
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def minus_products(at_re: np.ndarray, at_im: np.ndarray, c: np.ndarray, base: np.ndarray,
+                   out: np.ndarray, acc_re: np.ndarray, acc_im: np.ndarray) -> None:
+    """out = base - A c [M, b] for b scenarios' c [P, b], A as `minus_product` takes it
+    (the real and imaginary parts of its transpose [P, M]): an axpy across the scenarios
+    per entry of A, as `lu_solve` does per entry of L and U (acc_re, acc_im: work space of
+    at least [M, b])."""
+    p, b = c.shape
+    m = at_re.shape[1]
+    acc_re[:m] = 0.0
+    acc_im[:m] = 0.0
+    cr, ci = np.empty(b), np.empty(b)
+    for j in range(p):
+        for s in range(b):
+            cr[s], ci[s] = c[j, s].real, c[j, s].imag
+        for i in range(m):
+            ar, ai = at_re[j, i], at_im[j, i]
+            for s in range(b):
+                acc_re[i, s] += ar * cr[s] - ai * ci[s]
+                acc_im[i, s] += ar * ci[s] + ai * cr[s]
+    for i in range(m):
+        for s in range(b):
+            out[i, s] = base[i] - complex(acc_re[i, s], acc_im[i, s])
+
+
 @numba.njit(cache=True, nogil=True)
 def zbus_map(net: Network, c: np.ndarray, u0: np.ndarray, out: np.ndarray, yr: np.ndarray,
              yi: np.ndarray) -> None:
     """out = u0 - Zb c [P, b] for b scenarios' port currents c [P, b]: the linear half of
-    the Z-bus map (yr, yi [N, b]: work space)."""
+    the Z-bus map (yr, yi [N, b]: work space). Through the dense Zb where the feeder has
+    one and its P² entries are no more than L's and U's (one scenario always: there the
+    dense product vectorises and the triangular solves do not); else through Y's LU. On
+    the European LV feeder, 55 ports on 2,721 nodes, that is 3,025 entries against about
+    25,000; on IEEE 123, 9,025 against 2,600."""
     p, b = c.shape
-    if net.zbt_re.shape[0] > 0 and b == 1:
-        minus_product(net.zbt_re, net.zbt_im, c.reshape(p), u0, out.reshape(p))
-        return
+    if net.zbt_re.shape[0] > 0:
+        if b == 1:
+            minus_product(net.zbt_re, net.zbt_im, c.reshape(p), u0, out.reshape(p))
+            return
+        if p * p <= net.l_re.shape[0] + net.u_re.shape[0]:
+            minus_products(net.zbt_re, net.zbt_im, c, u0, out, yr, yi)
+            return
     lu_solve(net, c, yr, yi)
     pc = net.perm_c
     for q in range(p):

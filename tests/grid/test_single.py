@@ -183,17 +183,31 @@ def test_a_sparse_batch_runs_row_by_row_as_the_dense_batch(feeder_cache):
     assert float((a2.voltages - b2.voltages).abs().max()) <= 1e-9 * float(b2.voltages.abs().max())
 
 
-def test_a_batch_steps_in_lockstep_each_scenario_as_alone(feeder_cache, monkeypatch):
+def _lu_only(pf: PowerFlow) -> None:
+    """Make pf's compiled loop take Y's LU for every product with Zb and X, as on feeders
+    where the dense ones cost more (IEEE 13 is small enough to use them)."""
+    solver = pf._cpu()
+    empty = np.zeros((0, 0))
+    solver.net = solver.net._replace(zbt_re=empty, zbt_im=empty, xt_re=empty, xt_im=empty)
+    solver._fixed = (solver.loads, solver.net, *solver._fixed[2:])
+
+
+@pytest.mark.parametrize("products", ["dense", "lu"])
+def test_a_batch_steps_in_lockstep_each_scenario_as_alone(feeder_cache, monkeypatch,
+                                                          products):
     """A batch on the CPU runs in chunks of scenarios in lockstep (here chunks of 2, so
     that several run on the threads at once), each scenario stopping on its own: an
     ordinary one, a slow one that mixes, one past the nose (to Newton, unconverged) and
     one at no load, in a mixed order. Each agrees with the torch batch (the same flags
-    and voltages) and takes the steps it takes alone, on either path. (The torch batch
-    counts steps differently: its float32 first steps run until every row is close.)"""
+    and voltages) and takes the steps it takes alone, on either path, with the products
+    by Zb through the dense Zb or through Y's LU. (The torch batch counts steps
+    differently: its float32 first steps run until every row is close.)"""
     from grid.single import CpuSolver
 
     monkeypatch.setattr(CpuSolver, "CHUNK", 2)
     fast, slow = _pair(feeder_cache("ieee13"))
+    if products == "lu":
+        _lu_only(fast)
     scale = torch.tensor([1.0, 3.0, 30.0, 0.0, 1.5], dtype=torch.float64)
     a, b = fast.solve(load_scale=scale), slow.solve(load_scale=scale)
     assert a.converged.tolist() == b.converged.tolist() == [True, True, False, True, True]
