@@ -68,6 +68,8 @@ class Reserve:
     @cached_property
     def devices(self) -> frozenset[int]:
         """The devices (Setpoints indices) any household keeps a reserve of."""
+        if self.hi is self.lo:  # `none`: nothing to compare
+            return frozenset()
         return frozenset(k for k in range(len(DRAW))
                          if bool((self.hi[k] > self.lo[k]).any()))
 

@@ -145,6 +145,10 @@ class HouseholdShard(Actor):
                                     MPCConfig(**homes.mpc)), self.series.select(where))
         if "bank" in self.rows:
             self._bank = (np.flatnonzero(policy == "bank"), homes.bank)
+        # the rows acting on a bank's or the driver's actions (None: none), and whether
+        # they are all of them: then a step's setpoints need no merging (the RL case)
+        self._acting = _union([self.rows[k] for k in ("bank", "external") if k in self.rows])
+        self._all_acting = self._acting is not None and bool(self._acting.all())
         # the voltage each household last saw at its connection (1 p.u. before the first
         # power flow; kept through a step whose power flow did not converge)
         self._voltage = np.ones(n)
@@ -187,6 +191,8 @@ class HouseholdShard(Actor):
         ruled = _union([self.rows[k] for k in ("rule", "bidder") if k in self.rows])
         if ruled is not None:
             committed, reserve = self_consumption_reserve(hh, self.state, x, dt_h, buy, sell)
+        elif self._all_acting:  # every row acts on actions below: nothing to merge into
+            committed = None
         else:  # every row is set by another policy below
             committed = Setpoints(*(torch.zeros_like(buy) for _ in ACTIONS))
         if "mpc" in self.rows:
@@ -196,10 +202,10 @@ class HouseholdShard(Actor):
             index = (torch.as_tensor(where),)
             committed = Setpoints(*(c.index_put(index, p) for c, p in zip(committed, planned)))
         driven = self._driven(step, only(inbox, ActionBatch))
-        acting = self._actions(driven)
-        if acting is not None:
-            rows, action = acting
-            committed = _merge(committed, rows, hh.from_action(action, self.state, x, dt_h))
+        action = self._actions(driven)
+        if action is not None:
+            chosen = hh.from_action(action, self.state, x, dt_h)
+            committed = chosen if committed is None else _merge(committed, self._acting, chosen)
         if ruled is None:
             reserve = Reserve.none(committed)
         elif not bool(ruled.all()):
@@ -306,13 +312,14 @@ class HouseholdShard(Actor):
         return observe(self.households, self.state, self._inputs(self._step), buy, sell,
                        torch.from_numpy(self._voltage), self.dt_h)
 
-    def _actions(self, driven: tuple[np.ndarray, np.ndarray] | None
-                 ) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(rows, raw actions `[n, len(ACTIONS)]`) of the households acting on a policy
-        bank's or the driver's actions this step; None if there are none."""
-        rows = [self.rows[k] for k in ("bank", "external") if k in self.rows]
-        if not rows:
+    def _actions(self, driven: tuple[np.ndarray, np.ndarray] | None) -> torch.Tensor | None:
+        """The raw actions `[n, len(ACTIONS)]` of the households acting on a policy bank's
+        or the driver's actions this step (`self._acting`; zeros elsewhere); None if there
+        are none."""
+        if self._acting is None:
             return None
+        if self._bank is None and self._all_acting:  # every row driven: as given
+            return torch.from_numpy(driven[0])
         action = torch.zeros(len(self.homes.household), len(ACTIONS), dtype=torch.float64)
         if self._bank is not None:
             where, bank = self._bank
@@ -321,7 +328,7 @@ class HouseholdShard(Actor):
         if "external" in self.rows:
             where = np.flatnonzero(self.rows["external"].numpy())
             action[where] = torch.from_numpy(driven[0][where])
-        return _union(rows), action
+        return action
 
     def _driven(self, step: int, batches: list[ActionBatch]
                 ) -> tuple[np.ndarray, np.ndarray] | None:
