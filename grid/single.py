@@ -682,8 +682,9 @@ def derived(v: np.ndarray, u: np.ndarray, c: np.ndarray, d: Derived, vmag: np.nd
     [B, N] (complex, V; every scenario converged) and the port voltages and currents u,
     c [B, 2, P], scenarios on all threads: the same formulas as its torch properties, in
     one pass over the voltages instead of a few dozen [B, N] and [B, L, k] temporaries
-    (at batch 32 on the European LV feeder, about 2 ms against 6; at batch 1, where
-    torch's dispatch dominates, about 0.3 ms against 0.6)."""
+    (at batch 32 on the European LV feeder, about 2 ms against 6 for the first four; the
+    substation and port power and the violations add a few microseconds here, where
+    torch's calls for them took about 0.3 ms per batch-1 result on that feeder)."""
     b, n = v.shape
     lines, k, k2 = d.line_y.shape
     n_src = d.src_idx.shape[0]
