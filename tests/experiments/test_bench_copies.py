@@ -16,3 +16,4 @@ def test_copies_and_separate_simulations_agree_on_the_timed_rows():
     table = markdown(result)
     assert table.startswith(MARK) and table.rstrip().endswith(END)
     assert "One copy:" in table and "| 2 | 12 |" in table
+    assert "One copy's shard phases" in table
