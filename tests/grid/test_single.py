@@ -278,13 +278,16 @@ def test_derived_quantities_of_a_compiled_batch(feeder_cache):
     """Where the compiled loop solved, one compiled pass gives the derived quantities
     (grid.single.derived): line loading against OpenDSS's own line currents, network
     losses against Kirchhoff (the sources' and connections' power less the loads' must be
-    what Y absorbs), and every one against torch's formulas on the same answer. Rows at
-    light and heavy load, so that the violation counts differ."""
+    what Y absorbs), and every one against torch's formulas on the same answer, for a
+    batch of 20 (chunks of scenarios in lockstep) and of 3 (one at a time). Rows at light
+    and heavy load, so that the violation counts differ."""
     feeder = feeder_cache("ieee123")
     fast = PowerFlow(feeder, connections=["48.1", "65.2.3"])
-    a = fast.solve(p_kw=[[3.0, -5.0], [0.0, 0.0], [-2.0, 40.0]],  # row 1 as OpenDSS's
-                   q_kvar=[[1.0, 0.0], [0.0, 0.0], [0.5, -4.0]],
-                   load_scale=torch.tensor([0.6, 1.2, 1.0], dtype=torch.float64))
+    rng = np.random.default_rng(7)
+    p, q = rng.uniform(-5.0, 40.0, (20, 2)), rng.uniform(-4.0, 1.0, (20, 2))
+    scale = rng.uniform(0.6, 1.2, 20)
+    p[1], q[1], scale[1] = 0.0, 0.0, 1.2  # row 1 as OpenDSS's
+    a = fast.solve(p, q, load_scale=scale)
     assert a._derived is not None  # the compiled pass, as meant
     ref = OpenDSSReference(feeder)
     ref.solve_case(1.2)
@@ -299,12 +302,15 @@ def test_derived_quantities_of_a_compiled_batch(feeder_cache):
     # to the solver's tolerance (1e-9 of the voltages): 2.5e-9 of the substation's power
     kcl = a.substation_power + a.injection_power - a.load_power - a.network_losses
     assert float(kcl.abs().max()) <= 1e-8 * float(a.substation_power.abs().max())
-    # torch's formulas on the very same voltages
-    same = PowerFlowResult(fast, a.u, None, None, a._s_conn, a.converged, a.iterations,
-                           a.residual, currents=a._port_currents, voltages=a.voltages)
-    assert same._derived is None
     assert len(set(a.violations.tolist())) > 1
-    for name in ("vmag_pu", "line_loading", "network_losses", "substation_power",
-                 "load_power", "losses", "violations", "connection_voltages"):
-        np.testing.assert_allclose(getattr(a, name).numpy(), getattr(same, name).numpy(),
-                                   rtol=1e-12, atol=1e-9, err_msg=name)
+    for answer in (a, fast.solve(p[:3], q[:3], load_scale=scale[:3])):
+        # torch's formulas on the very same voltages
+        same = PowerFlowResult(fast, answer.u, None, None, answer._s_conn, answer.converged,
+                               answer.iterations, answer.residual,
+                               currents=answer._port_currents, voltages=answer.voltages)
+        assert same._derived is None
+        for name in ("vmag_pu", "line_loading", "network_losses", "substation_power",
+                     "load_power", "losses", "violations", "connection_voltages"):
+            np.testing.assert_allclose(getattr(answer, name).numpy(),
+                                       getattr(same, name).numpy(),
+                                       rtol=1e-12, atol=1e-9, err_msg=name)
