@@ -6,7 +6,7 @@ from experiments.bench.copies import END, MARK, markdown, run
 
 
 def test_copies_and_separate_simulations_agree_on_the_timed_rows():
-    result = run([1, 2], separate_max=2, repeats=1, command="test")
+    result = run([1, 2], separate_max=2, repeats=2, command="test")  # both orders
     one, two = result.rows
     assert (one.copies, one.households, two.households) == (1, 6, 12)
     # the same actions give the same bills, household for household
