@@ -136,7 +136,7 @@ def bounded(a: np.ndarray, low: float) -> bool:
     """Whether every entry of a is finite and at least `low` (NaN fails): one pass, where
     numpy's min, max and isfinite cost a few microseconds each on a batch-1 input."""
     for v in a.flat:
-        if not (v >= low and v < math.inf):
+        if not (v >= low and abs(v) < math.inf):  # (-inf, when low is -inf, fails too)
             return False
     return True
 
@@ -789,10 +789,10 @@ def derived(v: np.ndarray, u: np.ndarray, c: np.ndarray, d: Derived, vmag: np.nd
     [B, N] (complex, V; every scenario converged) and the port voltages and currents u,
     c [B, 2, P]: the same formulas as its torch properties, in one pass over the voltages
     instead of a few dozen [B, N] and [B, L, k] temporaries (at batch 32 on the European
-    LV feeder, about 2 ms against 6 for the first four, before the chunks; the substation
-    and port power and the violations add a few microseconds here, where torch's calls
-    for them took about 0.3 ms per batch-1 result on that feeder). Scenarios on all
-    threads: one at a time (chunk 1), or in chunks of `chunk` in lockstep."""
+    LV feeder, about 0.8 ms against torch's 6; at batch 1 the substation and port power
+    and the violations add a few microseconds, where torch's calls for them took about
+    0.3 ms). Scenarios on all threads: one at a time (chunk 1), or in chunks of `chunk`
+    in lockstep (`_derived_chunk`)."""
     b = v.shape[0]
     for s in numba.prange(b):
         _derived_point(v, u, c, d, s, vmag, substation, port_power, violations)

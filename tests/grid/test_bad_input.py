@@ -176,6 +176,8 @@ def test_non_finite_injection_names_connection_and_scenario(ieee13):
     q[0, 0] = math.inf
     with pytest.raises(InjectionError, match="q_kvar.*'675.1'"):
         pf.solve(None, q)
+    with pytest.raises(InjectionError, match="p_kw.*scenario 0, column 1 \\('611.3'\\)"):
+        pf.solve([[0.0, -math.inf]])  # one scenario, as a co-simulation step gives it
 
 
 def test_non_finite_load_scale_names_the_load(ieee13):
