@@ -30,22 +30,35 @@ One iteration of GradMAP:
    held fixed).
 2. Up to `inner_steps` policy steps (Adam) on the proximal surrogate
        S(theta) = <g, a(theta) - a_k> + ||a(theta) - a_k||^2 / (2 eta_k)
-   with the observations of the rollout held fixed, each on a random `inner_fraction` of
-   the batch's (day, step) rows (S is a sum over rows; a policy pass over all of them
-   costs a sizeable share of the environment gradient at 1,000 agents on CPU, so
-   full-batch steps would not be cheap; choice). The inner loop stops at the trust
-   region's edge, rms(a(theta) - a_k) <= delta (the rms over every agent, step, day and
-   action; choice), as seen on the next step's rows (its forward pass serves both); after
-   it the region is enforced on the whole batch by
-   halving the loop's parameter move until the actions are back inside. eta_k is set each
-   iteration so that the surrogate's minimiser a_k - eta_k g lies `eta` trust regions from
-   a_k (the gradient's scale changes by orders of magnitude as the multipliers grow;
-   choice).
+   restricted to the box |a - a_k| <= delta around every action (choice), with the
+   observations of the rollout held fixed. On the box S is separable; its minimiser is
+   clip(a_k - eta_k g, a_k -+ delta), which is also the unconstrained minimiser of S with g
+   clipped to -+ delta / eta_k per action, so the steps take S with that clipped gradient
+   (a regression onto the clipped targets, ../shared/reference/gradmap.md section 8 (B)).
+   eta_k is set each iteration so that the unclipped minimiser a_k - eta_k g lies `eta`
+   trust regions from a_k in rms (the gradient's scale changes by orders of magnitude as
+   the multipliers grow; choice); with eta = 20 most targets sit on the box's faces, so
+   each agent moves about delta along its own gradient's sign.
+   Why a box and not one rms ball (measured on 100 agents, IEEE 123): the environment
+   gradient is concentrated on the few actions that move the violating nodes. In an rms
+   ball they took the whole step (max |a - a_k| 28x the rms), overshot the voltage
+   limit's kink and made L worse on about half the iterations, which shrank the region to
+   its floor, while the cost gradient of every other agent hardly moved its action. The
+   box reached the same costs in 3-6x fewer environment gradients.
+   Each step runs on a random `inner_fraction` of the batch's (day, step) rows (S is a sum
+   over rows; a policy pass over all of them costs a sizeable share of the environment
+   gradient at 1,000 agents on CPU; choice). The loop stops early if the last step left
+   the region in rms, rms(a(theta) - a_k) > delta (over every agent, step, day and action,
+   seen on the next step's rows: its forward pass serves both); after it the region is
+   enforced in rms on the whole batch by halving the loop's parameter move until the
+   actions are back inside. The targets lie in the box, so neither happens often.
 3. Measure the true L at the new policies on the same days, against the decrease the
    linearisation predicted (on the next iteration's rollout when that plays the same days:
-   no extra rollout); grow delta when the ratio is high and the step reached the region's
-   edge (the region, not the step count, ended the inner loop), shrink it when the ratio
-   is low (a step that made L worse halves delta).
+   no extra rollout); grow delta when the ratio is high and the region limited the step
+   (a target was clipped to the box, or the rms region ended the loop), shrink it when the
+   ratio is low (a step that made L worse halves delta), within `delta_bounds`. The
+   voltage terms' kinks keep the ratio low on most iterations (median about 0 at 100
+   agents), so delta mostly sits at its floor: the floor is the step size in practice.
 4. Dual ascent.
 
 Baselines on the same code: `ssl` takes one policy step per environment gradient (the
@@ -88,13 +101,18 @@ class GradMAPConfig:
     # (agents/policies/bank.py), which made the policy passes cost what the environment
     # gradient does
     policy_dtype: str = "float32"
-    lr: float = 1e-3  # Adam, on the surrogate (gradmap) or the Lagrangian (ssl, penalty)
+    # Adam, on the surrogate (gradmap) or the Lagrangian (ssl, penalty); 3e-3 is SSL's best
+    # of 1e-3, 3e-3 and 1e-2 on 100 agents on IEEE 123 (to the same cost: 1e-3 took 2x the
+    # iterations, 1e-2 never got there), and GradMAP's too
+    lr: float = 3e-3
     inner_steps: int = 8  # K: policy steps per environment gradient (gradmap)
     inner_fraction: float = 0.25  # share of the batch's (day, step) rows in each of them
-    eta: float = 2.0  # proximal step, in trust regions: the surrogate's minimiser lies eta x
-    # delta (rms) from a_k along -g, so the early stop at delta bounds every step
-    delta: float = 0.05  # initial trust-region radius, rms action change
-    delta_bounds: tuple[float, float] = (0.005, 0.5)
+    eta: float = 20.0  # proximal step, in trust regions: the unclipped minimiser lies eta x
+    # delta (rms) from a_k along -g; the box clips most targets to its faces
+    delta: float = 0.05  # initial trust-region radius: each action's change, and the rms
+    # on 100 agents a floor of 0.005 or 0.02 let the region shrink on the kinks' noise and
+    # reached 2-4x slower; at 0.05 the cost levelled off about 1% higher than at 0.02
+    delta_bounds: tuple[float, float] = (0.05, 0.5)
     ratio_bounds: tuple[float, float] = (0.25, 0.75)  # actual/predicted: shrink below, grow above
     dual_lr: float = 50.0  # per p.u. of mean violation per iteration
     lambda_max: float = 1e3  # multiplier cap: beyond it a constraint the agents cannot meet
@@ -283,14 +301,16 @@ def train(problem: Problem, cfg: GradMAPConfig, out: str | Path | None = None,
         if cfg.method == "gradmap":
             # the proximal weight in action units: a* = a_k - eta_k g sits eta x delta away
             eta_k = cfg.eta * delta / max(_rms(g), 1e-300)
+            # S on the box: g clipped to -+ delta / eta_k (module docstring, step 2)
+            clip = delta / eta_k
+            bound = bool((g.abs() > clip).any())  # whether the box limited a target
             # each step on a random share of the batch's (day, step) rows: the surrogate is
             # a sum over rows, and a policy pass over all of them costs about what the
             # environment gradient does (choice)
-            flat = [x.flatten(0, 1) for x in (obs, a_k, g)]
+            flat = [x.flatten(0, 1) for x in (obs, a_k, torch.clamp(g, -clip, clip))]
             n_rows = flat[0].shape[0]
             size = max(1, round(cfg.inner_fraction * n_rows))
             origin = [w.detach().clone() for w in bank.parameters()]
-            bound = False  # whether the region, not the step count, ended the loop
             for _ in range(cfg.inner_steps):
                 pick = torch.randperm(n_rows, generator=picker)[:size].to(problem.device)
                 o, a0, gk = (x[pick] for x in flat)
