@@ -18,9 +18,8 @@ the 20-agent IEEE 13 case):
    violation are the exact training objective of the policies at that iteration's start
    (not a random batch).
 2. GradMAP and SSL train with `GradMAPConfig`'s defaults and the same seed (the
-   hyperparameters are those of experiments/gradmap/train.py: lr 1e-3, hidden (64, 64),
-   float32 policies, dual_lr 50, multipliers capped at 1e3, and for GradMAP inner_steps 8
-   on a quarter of the rows each, eta 2, delta 0.05) for a wall-time budget:
+   hyperparameters are those of experiments/gradmap/train.py, given in the table's
+   heading) for a wall-time budget:
    `train(..., budget_s=)` stops before an iteration that, at the mean pace so far, would
    end past the budget (at least 2 iterations).
    IPPO: `experiments.rl.train.train` with `TrainConfig(algo="ippo")` defaults, on
@@ -382,6 +381,15 @@ def marks(device: str) -> tuple[str, str]:
     return f"<!-- bench:gradmap-{device} -->", f"<!-- /bench:gradmap-{device} -->"
 
 
+def _settings(cfg: GradMAPConfig = GradMAPConfig()) -> str:
+    """The shared hyperparameters in words, from the dataclass itself."""
+    return (f"lr {cfg.lr:g}, hidden {'x'.join(map(str, cfg.hidden))}, {cfg.policy_dtype} "
+            f"policies, dual_lr {cfg.dual_lr:g}, multipliers capped at {cfg.lambda_max:g}; "
+            f"GradMAP inner_steps {cfg.inner_steps} on {cfg.inner_fraction:g} of the rows "
+            f"each, eta {cfg.eta:g}, delta {cfg.delta:g} in {cfg.delta_bounds[0]:g}-"
+            f"{cfg.delta_bounds[1]:g}, a box around every action")
+
+
 def markdown(result: Result) -> str:
     m = result.machine
     start, end = marks(result.device)
@@ -404,9 +412,8 @@ def markdown(result: Result) -> str:
            "; load average near the end " + ", ".join(f"{x:.2f}" for x in result.load_average))
         + f"). Problem: {result.days} days, the first "
         f"{result.train_days} for training (every batch is all of them), the rest held out; "
-        "GradMAPConfig defaults for GradMAP and SSL (lr 1e-3, hidden 64x64, float32 "
-        "policies, dual_lr 50, multipliers capped at 1e3; GradMAP inner_steps 8 on a quarter "
-        "of the rows each, eta 2, delta 0.05); IPPO: `cosim train --algo ippo` with its "
+        f"GradMAPConfig defaults for GradMAP and SSL ({_settings()}); "
+        "IPPO: `cosim train --algo ippo` with its "
         "defaults (RLlib PPO, lr 3e-4, 4 epochs of 4 minibatches, one episode per "
         "iteration) on co-simulation episodes covering the training days in a row, with the "
         "rollout's own profiles, rewarded with its own bill, wear, fuel and discomfort "
@@ -520,12 +527,10 @@ def notes(result: Result) -> str:
             parts.append(
                 f"At {case.agents:,} agents GradMAP needed {its['ssl'] / its['gradmap']:.1f}x "
                 f"fewer environment gradients than SSL to the target ({its['gradmap']} "
-                f"against {its['ssl']}), but its iteration costs "
-                f"{g.seconds_per_iteration / q.seconds_per_iteration:.1f}x SSL's: on 2 cores "
-                "the policy steps that reuse a gradient are not cheap (a forward and backward "
-                f"pass of {case.agents:,} MLPs over a quarter of the batch's rows each), and "
-                "its trust region shrinks towards its floor once the linear model of the "
-                "closed-loop rollout stops predicting the improvement.")
+                f"against {its['ssl']}), and its iteration costs "
+                f"{g.seconds_per_iteration / q.seconds_per_iteration:.1f}x SSL's (the policy "
+                "steps that reuse a gradient: each a forward and backward pass of "
+                f"{case.agents:,} MLPs over a quarter of the batch's rows).")
     return " ".join(parts)
 
 
