@@ -110,10 +110,9 @@ class GradMAPConfig:
     eta: float = 20.0  # proximal step, in trust regions: the unclipped minimiser lies eta x
     # delta (rms) from a_k along -g; the box clips most targets to its faces
     delta: float = 0.05  # initial trust-region radius: each action's change, and the rms
-    # on 100 agents a floor of 0.005 or 0.02 let the region shrink on the kinks' noise and
-    # reached 2-4x slower; at 0.05 the cost levelled off about 1% higher than at 0.02
-    delta_bounds: tuple[float, float] = (0.05, 0.5)
+    delta_bounds: tuple[float, float] = (0.005, 0.5)
     ratio_bounds: tuple[float, float] = (0.25, 0.75)  # actual/predicted: shrink below, grow above
+    ratio_window: int = 20  # GradMAP steps whose decreases are summed for that ratio
     dual_lr: float = 50.0  # per p.u. of mean violation per iteration
     lambda_max: float = 1e3  # multiplier cap: beyond it a constraint the agents cannot meet
     # is priced at lambda_max (an exact penalty) instead of a multiplier growing without end
@@ -126,7 +125,8 @@ class GradMAPConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method {self.method!r}: choose one of {list(METHODS)}")
-        for name in ("iterations", "days_per_batch", "inner_steps", "checkpoint_every"):
+        for name in ("iterations", "days_per_batch", "inner_steps", "checkpoint_every",
+                     "ratio_window"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} = {getattr(self, name)} must be at least 1")
         if self.policy_dtype not in ("float32", "float64"):
@@ -311,6 +311,10 @@ def train(problem: Problem, cfg: GradMAPConfig, out: str | Path | None = None,
             n_rows = flat[0].shape[0]
             size = max(1, round(cfg.inner_fraction * n_rows))
             origin = [w.detach().clone() for w in bank.parameters()]
+            # Adam's step is about lr whatever the surrogate's scale, so a smaller region
+            # alone does not make the parameters move less: the step size follows delta
+            for group in opt.param_groups:
+                group["lr"] = lr * delta / cfg.delta
             for _ in range(cfg.inner_steps):
                 pick = torch.randperm(n_rows, generator=picker)[:size].to(problem.device)
                 o, a0, gk = (x[pick] for x in flat)
@@ -421,7 +425,8 @@ def _adapt(problem: Problem, bank: PolicyBank, cfg: GradMAPConfig, pending: dict
     """The trust region after a GradMAP step (`pending`: its loss, predicted decrease,
     whether the region bound it, its days and multipliers), from the Lagrangian after it
     (`after`: the terms of a rollout of the new policies on its days; rolled out here when
-    None). Records the ratio in the step's row."""
+    None). Records the step's actual and predicted decrease and their ratio in its row; at
+    the end of every `ratio_window` rows, adapts delta on the window's summed decreases."""
     with torch.no_grad():
         if after is None:
             days = pending["days"]
@@ -430,14 +435,25 @@ def _adapt(problem: Problem, bank: PolicyBank, cfg: GradMAPConfig, pending: dict
                                cfg.rho))
     predicted = pending["predicted"]
     actual = pending["loss"] - new if after.converged and math.isfinite(new) else -math.inf
-    ratio = actual / predicted if predicted > 0 else 0.0
-    rows[pending["row"]]["ratio"] = ratio
-    low, high = cfg.ratio_bounds
-    if predicted <= 0:  # nothing moved: nothing learned about the model's quality
-        return delta
-    if actual < 0 or ratio < low:
+    row = rows[pending["row"]]
+    row.update(ratio=actual / predicted if predicted > 0 else 0.0, actual=actual,
+               predicted=predicted, bound=pending["bound"])
+    if not math.isfinite(actual):  # a step into non-convergence: back off at once
         return max(delta / 2, cfg.delta_bounds[0])
-    if ratio > high and pending["bound"]:
+    # one step's ratio is mostly the voltage terms' kinks (a few node-steps crossing a limit
+    # one way or the other); summed over a window it measures how well the linear model
+    # predicted the progress at this radius (choice)
+    if (pending["row"] + 1) % cfg.ratio_window:
+        return delta
+    window = rows[pending["row"] + 1 - cfg.ratio_window:pending["row"] + 1]
+    gained = sum(r.get("actual", 0.0) for r in window if math.isfinite(r.get("actual", 0.0)))
+    promised = sum(max(r.get("predicted", 0.0), 0.0) for r in window)
+    if promised <= 0:  # nothing moved: nothing learned about the model's quality
+        return delta
+    low, high = cfg.ratio_bounds
+    if gained / promised < low:
+        return max(delta / 2, cfg.delta_bounds[0])
+    if gained / promised > high and any(r.get("bound") for r in window):
         return min(delta * 2, cfg.delta_bounds[1])
     return delta
 
