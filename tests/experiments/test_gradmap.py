@@ -185,12 +185,47 @@ def test_train_and_evaluate_on_held_out_days_from_the_command_line(tmp_path, cap
     assert "--start March: not an ISO time" in capsys.readouterr().err
 
 
+def test_the_trust_region_adapts_on_a_window_of_steps(problem):
+    """delta changes only at the end of a window, on the window's summed actual against
+    predicted decreases (one bad step inside a good window does not shrink it), and at
+    once after a step into a power flow that did not converge."""
+    from experiments.gradmap.train import GradMAPConfig, Terms, _adapt
+
+    cfg = GradMAPConfig(ratio_window=3, delta_bounds=(0.01, 0.4), ratio_bounds=(0.25, 0.75))
+    lam = torch.zeros(1, 1, dtype=torch.float64)
+
+    def step(rows: list[dict], loss_after: float, predicted: float, bound: bool = True,
+             converged: bool = True, delta: float = 0.1) -> float:
+        after = Terms(torch.tensor(loss_after * 1e3, dtype=torch.float64),
+                      torch.zeros(1, 1, dtype=torch.float64),
+                      torch.zeros(1, 1, dtype=torch.float64), converged)
+        rows.append({})
+        pending = {"row": len(rows) - 1, "days": torch.tensor([0]), "loss": 1.0,
+                   "predicted": predicted, "bound": bound, "lam_node": lam, "lam_line": lam}
+        return _adapt(problem, None, cfg, pending, after, 1e3, delta, rows)
+
+    rows: list[dict] = []
+    # actual decreases 0.09, -0.05 (worse), 0.09 against 0.1 each: 0.43 of the promise
+    assert [step(rows, 1 - d, 0.1) for d in (0.09, -0.05, 0.09)] == [0.1, 0.1, 0.1]
+    assert rows[1]["ratio"] == pytest.approx(-0.5)
+    # 0.02 of 0.1 on every step: shrinks at the window's end only
+    assert [step(rows, 0.98, 0.1) for _ in range(3)] == [0.1, 0.1, 0.05]
+    # 0.09 of 0.1, bound by the region: grows; not bound: stays
+    assert [step(rows, 0.91, 0.1) for _ in range(3)] == [0.1, 0.1, 0.2]
+    assert [step(rows, 0.91, 0.1, bound=False) for _ in range(3)] == [0.1, 0.1, 0.1]
+    assert step(rows, 0.5, 0.1, converged=False) == 0.05  # at once, mid-window
+    assert step(rows, 0.98, 0.1, delta=0.015) == 0.015
+    assert step(rows, 0.98, 0.1, delta=0.015) == 0.01  # never below the floor
+
+
 def test_a_resumed_run_is_the_uninterrupted_one(problem, tmp_path):
     """Stopped after 3 iterations (a checkpoint every 2 and at the end) and resumed to 5,
     GradMAP ends with the bank, multipliers and table of a run of 5 in one go."""
     from experiments.gradmap.train import GradMAPConfig, load_checkpoint, train
 
-    cfg = GradMAPConfig(iterations=5, hidden=(16,), seed=3, checkpoint_every=2)
+    # a trust-region window of 2 steps: its decisions straddle the resumption
+    cfg = GradMAPConfig(iterations=5, hidden=(16,), seed=3, checkpoint_every=2,
+                        ratio_window=2)
     whole = train(problem, cfg, tmp_path / "whole", progress=False)
     train(problem, GradMAPConfig(**{**cfg.__dict__, "iterations": 3}), tmp_path / "part",
           progress=False)
