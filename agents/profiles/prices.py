@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from agents.profiles.timegrid import TimeGrid
 from agents.profiles.config import SeriesConfig
+from agents.profiles.timegrid import TimeGrid
 from agents.profiles.weather import ar1
 
 
