@@ -27,9 +27,9 @@ With the profile data set: T_out is `outdoor_temp_c`, and R = 1 / `heat_loss_kw_
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import torch
 
@@ -39,6 +39,8 @@ from agents.devices.parameters import DeviceError, OnDevice, Parameters, to_inte
 COMFORT_HOURS = ((7.0, 10.0), (17.0, 22.0))
 COP_REFERENCE_C = 7.0  # outdoor temperature at which COP equals `cop`
 PREHEAT_H = 12.0  # how far ahead the low end of the power interval looks for a rising band
+MAX_HOURS_KEPT = 4096  # clock hours whose band and pre-heat schedule are kept (`_per_hour`)
+T = TypeVar("T")
 
 
 class HeatInputs(NamedTuple):
@@ -116,10 +118,34 @@ class HeatPump(OnDevice):
         return occupied
 
     def band(self, hour: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
-        """(low, high) comfort limits in degrees C at local clock `hour`."""
+        """(low, high) comfort limits in degrees C at local clock `hour`. The same tensors
+        for the same clock hour (callers must not change them in place)."""
+        limits = (self.comfort_low_c, self.setback_low_c, self.comfort_high_c,
+                  self.setback_high_c)
+        return self._per_hour("_band_by_hour", hour, 0.0, lambda: self._band(hour),
+                              cacheable=not any(t.requires_grad for t in limits))
+
+    def _band(self, hour: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
         occupied = self._occupied(hour)
         return (torch.where(occupied, self.comfort_low_c, self.setback_low_c),
                 torch.where(occupied, self.comfort_high_c, self.setback_high_c))
+
+    def _per_hour(self, name: str, hour: torch.Tensor | float, dt_h: float,
+                  make: Callable[[], T], cacheable: bool = True) -> T:
+        """make(), kept per clock hour and step length where the hour is one number: a
+        co-simulation step asks for the same hour's band three times (observation,
+        limits, discomfort), and each answer is a dozen small tensor operations. A batch
+        of hours (a learner's rollout, a plan) is computed afresh."""
+        if not cacheable or (isinstance(hour, torch.Tensor) and (
+                hour.dim() or hour.requires_grad)):
+            return make()
+        cache = self.__dict__.setdefault(name, {})  # not a field: `replace` starts afresh
+        key = (float(hour), dt_h)
+        if key not in cache:
+            if len(cache) >= MAX_HOURS_KEPT:
+                cache.clear()
+            cache[key] = make()
+        return cache[key]
 
     def decay(self, dt_h: float) -> torch.Tensor:
         """exp(-dt / RC): the share of the indoor-outdoor difference left after a step.
@@ -154,18 +180,31 @@ class HeatPump(OnDevice):
         a = self.decay(dt_h)
         full_c = inputs.outdoor_c + r * (self.coefficient(inputs.outdoor_c) * self.power_kw
                                          + inputs.gains_kw)
-        steps = max(1, round(PREHEAT_H / dt_h))
-        hour = torch.as_tensor(inputs.hour_end, dtype=torch.float64, device=a.device)
-        k = torch.arange(1, steps + 1, dtype=torch.float64, device=a.device)
-        occupied = self._occupied(hour + k.reshape(-1, *([1] * hour.dim())) * dt_h)
         need = torch.full_like(full_c * a, -math.inf)
-        for inside, low in ((occupied, self.comfort_low_c), (~occupied, self.setback_low_c)):
-            first = inside.to(torch.int8).argmax(0).to(torch.float64) + 1
-            last = steps - inside.flip(0).to(torch.int8).argmax(0).to(torch.float64)
+        schedule = self._per_hour("_ahead_by_hour", inputs.hour_end, dt_h,
+                                  lambda: self._ahead(inputs.hour_end, dt_h, a.device))
+        for (first, last, any_), low in zip(schedule, (self.comfort_low_c,
+                                                       self.setback_low_c)):
             ahead = torch.where(low <= full_c, first, last)
             term = (low - full_c) / a ** ahead + full_c
-            need = torch.maximum(need, torch.where(inside.any(0), term, -math.inf))
+            need = torch.maximum(need, torch.where(any_, term, -math.inf))
         return need
+
+    def _ahead(self, hour_end: torch.Tensor | float, dt_h: float, device: torch.device
+               ) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+        """For the comfort windows, then the set-back hours, of the `PREHEAT_H` hours after
+        `hour_end`: the first and last step ahead (1-based, float) inside them, and whether
+        any is."""
+        steps = max(1, round(PREHEAT_H / dt_h))
+        hour = torch.as_tensor(hour_end, dtype=torch.float64, device=device)
+        k = torch.arange(1, steps + 1, dtype=torch.float64, device=device)
+        occupied = self._occupied(hour + k.reshape(-1, *([1] * hour.dim())) * dt_h)
+        out = []
+        for inside in (occupied, ~occupied):
+            first = inside.to(torch.int8).argmax(0).to(torch.float64) + 1
+            last = steps - inside.flip(0).to(torch.int8).argmax(0).to(torch.float64)
+            out.append((first, last, inside.any(0)))
+        return out[0], out[1]
 
     def limits(self, indoor_c: torch.Tensor, dt_h: float,
                inputs: HeatInputs) -> tuple[torch.Tensor, torch.Tensor]:

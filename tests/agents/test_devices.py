@@ -3,6 +3,7 @@ energy bookkeeping, physics against independent solutions, gradients, bad input.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -235,6 +236,27 @@ def test_preheat_equals_the_maximum_over_every_step_ahead(n, dt, data):
     low, _ = hp.band(inputs.hour_end + k * dt)
     brute = ((low - (1 - a ** k) * full) / a ** k).amax(0)
     assert torch.allclose(hp.preheat_c(dt, inputs), brute, rtol=1e-12, atol=1e-9)
+
+
+def test_a_clock_hours_band_and_preheat_are_kept_and_never_stale():
+    """One clock hour's band and pre-heat schedule are kept (`HeatPump._per_hour`); asked
+    again, in any order, they equal a fresh heat pump's, and a changed heat pump (another
+    comfort band, another step length) does not read the kept ones."""
+    def make() -> HeatPump:
+        return HeatPump.create(range(3), power_kw=t64([2.0, 3.0, 4.0]),
+                               comfort_low_c=t64([18.0, 19.0, 20.0]))
+
+    hp = make()
+    for hour, dt in ((6.0, 0.25), (7.0, 0.25), (6.0, 0.25), (21.75, 1.0), (6.0, 1.0),
+                     (7.0, 0.25)):
+        inputs = HeatInputs(t64(5.0), t64(hour), t64([0.1, 0.2, 0.3]))
+        fresh = make()
+        for a, b in zip(hp.band(t64(hour)), fresh.band(t64(hour))):
+            assert torch.equal(a, b)
+        assert torch.equal(hp.preheat_c(dt, inputs), fresh.preheat_c(dt, inputs))
+    warmer = dataclasses.replace(hp, comfort_low_c=hp.comfort_low_c + 1.0)
+    assert torch.equal(warmer.band(t64(7.0))[0], hp.band(t64(7.0))[0] + 1.0)
+    assert (warmer.preheat_c(0.25, inputs) > hp.preheat_c(0.25, inputs)).all()
 
 
 def test_heat_pump_comfort_band_follows_the_clock():

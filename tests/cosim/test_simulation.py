@@ -280,6 +280,12 @@ def test_message_validation():
     with pytest.raises(MessageError, match="p_kw is not finite at row 1"):
         InjectionBatch(0, "s", household=[0, 1], connection=[0, 0], p_kw=[1.0, np.inf],
                        q_kvar=[0.0, 0.0])
+    # every payload is checked by one sum; one that overflows is checked field by field
+    InjectionBatch(0, "s", household=[0, 1], connection=[0, 0], p_kw=[1e308, 1e308],
+                   q_kvar=[0.0, 0.0])
+    with pytest.raises(MessageError, match="q_kvar is not finite at row 0"):
+        InjectionBatch(0, "s", household=[0, 1], connection=[0, 0], p_kw=[1e308, 1e308],
+                       q_kvar=[-np.inf, 0.0])
     batch = InjectionBatch(0, "s", household=[0, 1], connection=[0, 0], p_kw=[1.0, 2.0],
                            q_kvar=[0.0, 0.0])
     table = batch.to_arrow()
