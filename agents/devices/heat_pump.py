@@ -136,8 +136,9 @@ class HeatPump(OnDevice):
         co-simulation step asks for the same hour's band three times (observation,
         limits, discomfort), and each answer is a dozen small tensor operations. A batch
         of hours (a learner's rollout, a plan) is computed afresh."""
-        if not cacheable or (isinstance(hour, torch.Tensor) and (
-                hour.dim() or hour.requires_grad)):
+        one = isinstance(hour, (int, float)) or (
+            isinstance(hour, torch.Tensor) and hour.dim() == 0 and not hour.requires_grad)
+        if not (cacheable and one):
             return make()
         cache = self.__dict__.setdefault(name, {})  # not a field: `replace` starts afresh
         key = (float(hour), dt_h)
