@@ -459,10 +459,10 @@ def _adapt(problem: Problem, bank: PolicyBank, cfg: GradMAPConfig, pending: dict
     promised = sum(max(r.get("predicted", 0.0), 0.0) for r in window)
     if promised <= 0:  # nothing moved: nothing learned about the model's quality
         return delta
-    low, high = cfg.ratio_bounds
-    if gained / promised < low:
+    ratio, (low, high) = gained / promised, cfg.ratio_bounds
+    if ratio < low:
         return max(delta / 2, cfg.delta_bounds[0])
-    if gained / promised > high and any(r.get("bound") for r in window):
+    if ratio > high and any(r.get("bound") for r in window):
         return min(delta * 2, cfg.delta_bounds[1])
     return delta
 
