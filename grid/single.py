@@ -52,6 +52,11 @@ if TYPE_CHECKING:
 CONVERGED, RUNAWAY, SLOW = 0, 1, 2  # how an iteration ended
 CHORD_MAX_NODES = 1500  # the chord's factorisation uses [N, N] 2x2 blocks of work space
 CHORD_STALL = 0.3  # a chord step that shrinks the residual less hands over to Z-bus steps
+# the load levels (x nominal) with a chord factorisation; a batch takes the nearest to its
+# median scenario's, and Z-bus steps below CHORD_MIN_LEVEL, where loads barely move the
+# voltages and a Z-bus step is nearly exact
+CHORD_LEVELS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+CHORD_MIN_LEVEL = 0.05
 
 
 class CpuAnswer(NamedTuple):
@@ -214,17 +219,18 @@ class Network(NamedTuple):
     port_a: np.ndarray  # [P] node of each port's a end
     port_b: np.ndarray  # [P] node of its b end, -1 for ground
     # The chord iteration's factors (`chord_map`), all empty where a feeder has none:
-    # Y + M K0 Mᵀ in real 2x2 blocks, K0 the ports' dc/du at the nominal solution.
-    # A block [a, b, c, d] maps (re, im) to (a re + b im, c re + d im).
-    ch_k0: np.ndarray  # [P, 4] K0's block per port
+    # Y + M K0 Mᵀ in real 2x2 blocks, K0 the ports' dc/du at the solution with every
+    # load at one of CHORD_LEVELS (V levels, one pattern). A block [a, b, c, d] maps
+    # (re, im) to (a re + b im, c re + d im).
+    ch_k0: np.ndarray  # [V, P, 4] K0's block per port
     ch_pos: np.ndarray  # [N] each node's position in the factors (-1: not in them)
     ch_l_ptr: np.ndarray  # L's blocks below its identity diagonal, CSC over positions
     ch_l_idx: np.ndarray
-    ch_l_val: np.ndarray  # [nnz, 4]
+    ch_l_val: np.ndarray  # [V, nnz, 4]
     ch_u_ptr: np.ndarray  # U's blocks above its diagonal, CSC
     ch_u_idx: np.ndarray
-    ch_u_val: np.ndarray  # [nnz, 4]
-    ch_dinv: np.ndarray  # [N, 4] the inverses of U's diagonal blocks
+    ch_u_val: np.ndarray  # [V, nnz, 4]
+    ch_dinv: np.ndarray  # [V, N, 4] the inverses of U's diagonal blocks
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
@@ -379,7 +385,7 @@ def adjoint_map(net: Network, mu: np.ndarray, out: np.ndarray, yr: np.ndarray,
 
 @numba.njit(cache=True, nogil=True)
 def adjoint(g: np.ndarray, k: np.ndarray, net: Network, tol: float, max_iter: int,
-            out_mu: np.ndarray, out_gc: np.ndarray, settled: np.ndarray) -> None:
+            out_mu: np.ndarray, out_gc: np.ndarray, settled: np.ndarray, lv: int) -> None:
     """`PowerFlow._adjoint`'s fixed-point iteration for b scenarios in lockstep, each
     stopping on its own: mu = g + Kᵀ gc(mu) with gc = -Zbᴴ mu, from mu = g. g [b, P] is
     dL/du (dL/dRe + i dL/dIm per port), k [b, 4, P] the per-port 2x2 blocks of dc/du
@@ -387,13 +393,27 @@ def adjoint(g: np.ndarray, k: np.ndarray, net: Network, tol: float, max_iter: in
     a real or imaginary part is within tol of the largest part, and gives up when mu is
     not finite or grows past 1e12 times g (settled [b] False: the caller solves those
     directly). Writes mu and gc(mu) to out_mu and out_gc [b, 2, P] (real parts, then
-    imaginary)."""
+    imaginary).
+
+    With a chord level lv >= 0 it takes chord steps instead, as the forward iteration
+    does (K0 of level lv): (I + Zb K)ᵀ = (I + Zb' (K - K0))ᵀ (I + Zb K0)ᵀ, so it
+    iterates nu = g + (K - K0)ᵀ gc with gc = -Zb'ᵀ nu (the same rule for stopping, on
+    nu), and answers mu = nu + K0ᵀ gc, for which -Zbᵀ mu is that same gc."""
     b, p = g.shape
-    n = net.dinv_re.shape[0]
+    chord = lv >= 0
+    n = net.ch_dinv.shape[1] if chord else net.dinv_re.shape[0]
     gt = np.ascontiguousarray(g.T)
     kt = np.empty((4, p, b))
     for j in range(4):
         kt[j] = k[:, j].T
+    if chord:  # the blocks of K - K0 (see above)
+        for q in range(p):
+            k0 = net.ch_k0[lv, q]  # (rr, ri, ir, ii); kt's order is (rr, ir, ri, ii)
+            for s in range(b):
+                kt[0, q, s] -= k0[0]
+                kt[1, q, s] -= k0[2]
+                kt[2, q, s] -= k0[1]
+                kt[3, q, s] -= k0[3]
     mu, gc, nxt = gt.copy(), np.empty_like(gt), np.empty_like(gt)
     yr, yi = np.empty((n, b)), np.empty((n, b))
     g_size = np.zeros(b)
@@ -404,7 +424,10 @@ def adjoint(g: np.ndarray, k: np.ndarray, net: Network, tol: float, max_iter: in
     settled[:] = False
     size, change = np.empty(b), np.empty(b)
     for _ in range(max_iter):
-        adjoint_map(net, mu, gc, yr, yi)
+        if chord:
+            chord_adjoint_map(net, lv, mu, gc, yr, yi)
+        else:
+            adjoint_map(net, mu, gc, yr, yi)
         size[:] = 0.0
         change[:] = 0.0
         for q in range(p):
@@ -429,7 +452,15 @@ def adjoint(g: np.ndarray, k: np.ndarray, net: Network, tol: float, max_iter: in
                 left += 1
         if left == 0:
             break
-    adjoint_map(net, mu, gc, yr, yi)
+    if chord:  # from nu to mu = nu + K0ᵀ gc, where gc = -Zb'ᵀ nu is -Zbᵀ mu
+        chord_adjoint_map(net, lv, mu, gc, yr, yi)
+        for q in range(p):
+            k0 = net.ch_k0[lv, q]
+            for s in range(b):
+                gr, gi = gc[q, s].real, gc[q, s].imag
+                mu[q, s] += complex(k0[0] * gr + k0[2] * gi, k0[1] * gr + k0[3] * gi)
+    else:
+        adjoint_map(net, mu, gc, yr, yi)
     for s in range(b):
         for q in range(p):
             out_mu[s, 0, q], out_mu[s, 1, q] = mu[q, s].real, mu[q, s].imag
@@ -439,13 +470,13 @@ def adjoint(g: np.ndarray, k: np.ndarray, net: Network, tol: float, max_iter: in
 @numba.njit(cache=True, nogil=True, parallel=True)
 def adjoint_parallel(g: np.ndarray, k: np.ndarray, net: Network, tol: float, max_iter: int,
                      out_mu: np.ndarray, out_gc: np.ndarray, settled: np.ndarray,
-                     chunk: int) -> None:
+                     chunk: int, lv: int) -> None:
     """`adjoint` for chunks of `chunk` scenarios on all threads, a chunk at a time each."""
     b = g.shape[0]
     for j in numba.prange((b + chunk - 1) // chunk):
         lo, hi = j * chunk, min(b, (j + 1) * chunk)
         adjoint(g[lo:hi], k[lo:hi], net, tol, max_iter, out_mu[lo:hi], out_gc[lo:hi],
-                settled[lo:hi])
+                settled[lo:hi], lv)
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
@@ -530,35 +561,37 @@ def _subtract_block(yr: np.ndarray, yi: np.ndarray, dst: int, src: int, blk: np.
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
-def block_solve(net: Network, yr: np.ndarray, yi: np.ndarray) -> None:
-    """(yr, yi) [N, b] = (Y + M K0 Mᵀ)⁻¹ (yr, yi) in the factors' positions, in place:
-    the chord's block triangular solves, each step an update across the scenarios."""
+def block_solve(net: Network, lv: int, yr: np.ndarray, yi: np.ndarray) -> None:
+    """(yr, yi) [N, b] = (Y + M K0 Mᵀ)⁻¹ (yr, yi) in the factors' positions, in place, K0
+    of level lv: the chord's block triangular solves, each step an update across the
+    scenarios."""
     n = yr.shape[0]
+    l_val, u_val, dinv = net.ch_l_val[lv], net.ch_u_val[lv], net.ch_dinv[lv]
     for j in range(n):  # L y = x (identity diagonal blocks)
         for k in range(net.ch_l_ptr[j], net.ch_l_ptr[j + 1]):
-            _subtract_block(yr, yi, net.ch_l_idx[k], j, net.ch_l_val, k)
+            _subtract_block(yr, yi, net.ch_l_idx[k], j, l_val, k)
     for j in range(n - 1, -1, -1):  # U z = y
-        a, bb, c, d = (net.ch_dinv[j, 0], net.ch_dinv[j, 1], net.ch_dinv[j, 2],
-                       net.ch_dinv[j, 3])
+        a, bb, c, d = dinv[j, 0], dinv[j, 1], dinv[j, 2], dinv[j, 3]
         for s in range(yr.shape[1]):
             xr, xi = yr[j, s], yi[j, s]
             yr[j, s] = a * xr + bb * xi
             yi[j, s] = c * xr + d * xi
         for k in range(net.ch_u_ptr[j], net.ch_u_ptr[j + 1]):
-            _subtract_block(yr, yi, net.ch_u_idx[k], j, net.ch_u_val, k)
+            _subtract_block(yr, yi, net.ch_u_idx[k], j, u_val, k)
 
 
 @numba.njit(cache=True, nogil=True)
-def chord_map(net: Network, c: np.ndarray, u: np.ndarray, u0: np.ndarray, out: np.ndarray,
-              yr: np.ndarray, yi: np.ndarray) -> None:
+def chord_map(net: Network, lv: int, c: np.ndarray, u: np.ndarray, u0: np.ndarray,
+              out: np.ndarray, yr: np.ndarray, yi: np.ndarray) -> None:
     """out = u0 - Zb' (c + K0 (u0 - u)) [P, b], the chord step from u [P, b] with port
-    currents c = c(u), where Zb' = Mᵀ (Y + M K0 Mᵀ)⁻¹ M (yr, yi [N, b]: work space).
+    currents c = c(u), where Zb' = Mᵀ (Y + M K0 Mᵀ)⁻¹ M, K0 of level lv (yr, yi [N, b]:
+    work space).
 
     Its fixed points are the Z-bus map's: u = u0 - Zb' (c + K0 (u0 - u)) rearranges to
     (I + Zb K0) u = (I + Zb K0) u0 - Zb c - Zb K0 u0 + Zb K0 u, that is u = u0 - Zb c.
     Near the nominal solution, where c(u) changes as K0 says, one step is a Newton step."""
     p, b = c.shape
-    pos, k0 = net.ch_pos, net.ch_k0
+    pos, k0 = net.ch_pos, net.ch_k0[lv]
     yr[:] = 0.0
     yi[:] = 0.0
     for q in range(p):
@@ -574,7 +607,7 @@ def chord_map(net: Network, c: np.ndarray, u: np.ndarray, u0: np.ndarray, out: n
             if rb >= 0:
                 yr[rb, s] -= er
                 yi[rb, s] -= ei
-    block_solve(net, yr, yi)
+    block_solve(net, lv, yr, yi)
     for q in range(p):
         ia, ib = pos[net.port_a[q]], net.port_b[q]
         for s in range(b):
@@ -583,6 +616,65 @@ def chord_map(net: Network, c: np.ndarray, u: np.ndarray, u0: np.ndarray, out: n
                 vr -= yr[pos[ib], s]
                 vi -= yi[pos[ib], s]
             out[q, s] = u0[q] - complex(vr, vi)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True, inline="always")
+def _subtract_block_t(yr: np.ndarray, yi: np.ndarray, dst: int, src: int, blk: np.ndarray,
+                      k: int) -> None:
+    """`_subtract_block` with block blk[k] transposed."""
+    a, bb, c, d = blk[k, 0], blk[k, 1], blk[k, 2], blk[k, 3]
+    for s in range(yr.shape[1]):
+        xr, xi = yr[src, s], yi[src, s]
+        yr[dst, s] -= a * xr + c * xi
+        yi[dst, s] -= bb * xr + d * xi
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def block_solve_transposed(net: Network, lv: int, yr: np.ndarray, yi: np.ndarray) -> None:
+    """`block_solve` for the transpose, (Y + M K0 Mᵀ)ᵀ = Uᵀ Lᵀ: Uᵀ and Lᵀ solved row by
+    row, which are U's and L's stored columns."""
+    n = yr.shape[0]
+    l_val, u_val, dinv = net.ch_l_val[lv], net.ch_u_val[lv], net.ch_dinv[lv]
+    for j in range(n):  # Uᵀ y = x: row j of Uᵀ is column j of U (rows above j)
+        for k in range(net.ch_u_ptr[j], net.ch_u_ptr[j + 1]):
+            _subtract_block_t(yr, yi, j, net.ch_u_idx[k], u_val, k)
+        a, bb, c, d = dinv[j, 0], dinv[j, 1], dinv[j, 2], dinv[j, 3]
+        for s in range(yr.shape[1]):
+            xr, xi = yr[j, s], yi[j, s]
+            yr[j, s] = a * xr + c * xi
+            yi[j, s] = bb * xr + d * xi
+    for j in range(n - 1, -1, -1):  # Lᵀ z = y: row j of Lᵀ is column j of L
+        for k in range(net.ch_l_ptr[j], net.ch_l_ptr[j + 1]):
+            _subtract_block_t(yr, yi, j, net.ch_l_idx[k], l_val, k)
+
+
+@numba.njit(cache=True, nogil=True)
+def chord_adjoint_map(net: Network, lv: int, nu: np.ndarray, out: np.ndarray,
+                      yr: np.ndarray, yi: np.ndarray) -> None:
+    """out = -Zb'ᵀ nu [P, b] in the real [re, im] form (nu and out complex, each number
+    a pair): the adjoint of c -> -Zb' c, as `adjoint_map` is of c -> -Zb c."""
+    p, b = nu.shape
+    pos = net.ch_pos
+    yr[:] = 0.0
+    yi[:] = 0.0
+    for q in range(p):
+        ra = pos[net.port_a[q]]
+        rb = pos[net.port_b[q]] if net.port_b[q] >= 0 else -1
+        for s in range(b):
+            yr[ra, s] += nu[q, s].real
+            yi[ra, s] += nu[q, s].imag
+            if rb >= 0:
+                yr[rb, s] -= nu[q, s].real
+                yi[rb, s] -= nu[q, s].imag
+    block_solve_transposed(net, lv, yr, yi)
+    for q in range(p):
+        ia, ib = pos[net.port_a[q]], net.port_b[q]
+        for s in range(b):
+            zr, zi = yr[ia, s], yi[ia, s]
+            if ib >= 0:
+                zr -= yr[pos[ib], s]
+                zi -= yi[pos[ib], s]
+            out[q, s] = complex(-zr, -zi)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -709,8 +801,8 @@ def iterate_chord(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Load
                   net: Network, u0: np.ndarray, w: np.ndarray, inv_base: np.ndarray,
                   tol: float, max_iter: int, out_u: np.ndarray, out_c: np.ndarray,
                   out_v: np.ndarray, end: np.ndarray, steps: np.ndarray,
-                  resid: np.ndarray) -> None:
-    """`iterate` with chord steps (`chord_map`) in place of Z-bus steps, for b scenarios
+                  resid: np.ndarray, lv: int) -> None:
+    """`iterate` with chord steps (`chord_map`, level lv) in place of Z-bus steps, for b scenarios
     in lockstep, each stopping on its own by the same rule; same arguments and outputs,
     less the mixing (a chord step contracts about ten times as much as a Z-bus step).
     The scenarios still running are packed together whenever a quarter of them has
@@ -722,7 +814,7 @@ def iterate_chord(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Load
     shrinks by less than CHORD_STALL in a step from the third on, or runs away, stops
     unconverged (SLOW) for `solve` to hand to the Z-bus steps."""
     p, b = u.shape
-    n, m = net.dinv_re.shape[0], net.ch_dinv.shape[0]  # nodes, the chord's positions
+    n, m = net.dinv_re.shape[0], net.ch_dinv.shape[1]  # nodes, the chord's positions
     u, s_conj, scale = u.copy(), s_conj.copy(), scale.copy()
     g, c = np.empty_like(u), np.empty_like(u)
     yr, yi = np.empty((m, b)), np.empty((m, b))
@@ -735,7 +827,7 @@ def iterate_chord(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Load
     prev_res = np.full(b, np.inf)
     currents(u, s_conj, scale, lm, c)
     for it in range(1, max_iter + 1):
-        chord_map(net, c, u, u0, g, yr, yi)
+        chord_map(net, lv, c, u, u0, g, yr, yi)
         currents(g, s_conj, scale, lm, c)
         residuals(g, u, inv_base, res)
         left = 0
@@ -776,12 +868,12 @@ def iterate_chord_then_z_bus(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarra
                              inv_base: np.ndarray, tol: float, max_iter: int, memory: int,
                              mix_from: int, out_u: np.ndarray, out_c: np.ndarray,
                              out_v: np.ndarray, end: np.ndarray, steps: np.ndarray,
-                             resid: np.ndarray) -> None:
+                             resid: np.ndarray, lv: int) -> None:
     """`iterate_chord`, then `iterate` (Z-bus steps, with mixing) for the scenarios the
     chord steps did not converge, from their start; same arguments and outputs. Their
     steps count both."""
     iterate_chord(u, s_conj, scale, lm, net, u0, w, inv_base, tol, max_iter, out_u, out_c,
-                  out_v, end, steps, resid)
+                  out_v, end, steps, resid, lv)
     rest = np.nonzero(end != CONVERGED)[0]
     if len(rest) == 0:
         return
@@ -805,19 +897,20 @@ def solve(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Loads, net: 
           u0: np.ndarray, w: np.ndarray, inv_base: np.ndarray, tol: float, max_iter: int,
           memory: int, mix_from: int, out_u: np.ndarray, out: np.ndarray,
           out_v: np.ndarray, ok: np.ndarray, steps: np.ndarray, resid: np.ndarray,
-          chord: bool) -> bool:
+          lv: int) -> bool:
     """`iterate` for inputs with one row per scenario (u [b, P], s_conj [b, P] or [b, 0],
     scale [b, T]), answered as the torch iteration answers: a scenario that did not
     converge at no load, with no currents and max_iter steps. Writes the iterates to
     out_u [b, P], u and c to out [2, b, 2, P] (real parts, then imaginary), converged to
-    ok [b]; returns whether all converged."""
+    ok [b]; returns whether all converged. lv >= 0: chord steps of that level first
+    (`iterate_chord_then_z_bus`)."""
     b, p = u.shape
     out_c, end = np.empty((b, p), dtype=np.complex128), np.empty(b, dtype=np.int64)
-    if chord:
+    if lv >= 0:
         iterate_chord_then_z_bus(np.ascontiguousarray(u.T), np.ascontiguousarray(s_conj.T),
                                  np.ascontiguousarray(scale.T), lm, net, u0, w, inv_base,
                                  tol, max_iter, memory, mix_from, out_u, out_c, out_v, end,
-                                 steps, resid)
+                                 steps, resid, lv)
     else:
         iterate(np.ascontiguousarray(u.T), np.ascontiguousarray(s_conj.T),
                 np.ascontiguousarray(scale.T), lm, net, u0, w, inv_base, tol, max_iter,
@@ -839,7 +932,7 @@ def solve_parallel(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Loa
                    net: Network, u0: np.ndarray, w: np.ndarray, inv_base: np.ndarray,
                    tol: float, max_iter: int, memory: int, mix_from: int,
                    out_u: np.ndarray, out: np.ndarray, out_v: np.ndarray, ok: np.ndarray,
-                   steps: np.ndarray, resid: np.ndarray, chunk: int, chord: bool) -> bool:
+                   steps: np.ndarray, resid: np.ndarray, chunk: int, lv: int) -> bool:
     """`solve` for chunks of `chunk` scenarios on all threads, a chunk at a time each."""
     b = u.shape[0]
     n = (b + chunk - 1) // chunk
@@ -848,7 +941,7 @@ def solve_parallel(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Loa
         lo, hi = k * chunk, min(b, (k + 1) * chunk)
         every[k] = solve(u[lo:hi], s_conj[lo:hi], scale[lo:hi], lm, net, u0, w, inv_base,
                          tol, max_iter, memory, mix_from, out_u[lo:hi], out[:, lo:hi],
-                         out_v[lo:hi], ok[lo:hi], steps[lo:hi], resid[lo:hi], chord)
+                         out_v[lo:hi], ok[lo:hi], steps[lo:hi], resid[lo:hi], lv)
     return every.all()
 
 
@@ -1040,14 +1133,15 @@ def _typed(parts: list) -> list[np.ndarray]:
             for x in parts]
 
 
-_ints, _blocks = np.zeros(0, dtype=np.int64), np.zeros((0, 4))
+_ints, _blocks = np.zeros(0, dtype=np.int64), np.zeros((0, 0, 4))
 _NO_CHORD = [_blocks, _ints, _ints, _ints, _blocks, _ints, _ints, _blocks, _blocks]
 
 
 def chord_factors(y: sp.spmatrix, port_a: np.ndarray, port_b: np.ndarray,
                   k0: np.ndarray) -> list[np.ndarray]:
     """The `Network` fields of the chord iteration: Y + M K0 Mᵀ (Y complex [N, N], S;
-    K0 [P, 4] real 2x2 blocks per port, A/V) factored as L U in real 2x2 blocks.
+    K0 [V, P, 4] real 2x2 blocks per port for V levels, A/V) factored as L U in real 2x2
+    blocks, one pattern for all levels.
 
     The order is SuperLU's minimum degree on Y's pattern, and the elimination pivots on
     whole diagonal blocks (each inverted), never across nodes: the factors keep the
@@ -1055,35 +1149,39 @@ def chord_factors(y: sp.spmatrix, port_a: np.ndarray, port_b: np.ndarray,
     against 2,604 entries in the partially pivoted complex LU). Dense work space,
     eliminated only where a column has entries: for feeders up to CHORD_MAX_NODES."""
     y = sp.csc_matrix(y, dtype=complex)
-    n = y.shape[0]
+    n, levels = y.shape[0], k0.shape[0]
     pos = np.asarray(spla.splu(y, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
                                options={"SymmetricMode": True}).perm_c)
-    a = np.zeros((n, n, 2, 2))
     yc = y.tocoo()
     r, c = pos[yc.row], pos[yc.col]
-    a[r, c, 0, 0] += yc.data.real
-    a[r, c, 0, 1] -= yc.data.imag
-    a[r, c, 1, 0] += yc.data.imag
-    a[r, c, 1, 1] += yc.data.real
-    blk = k0.reshape(-1, 2, 2)
+    nz = np.zeros((n, n), dtype=bool)  # the pattern, kept by structure, not by value
+    nz[r, c] = True
+    nz[np.arange(n), np.arange(n)] = True
+    a = np.zeros((levels, n, n, 2, 2))
+    a[:, r, c, 0, 0] += yc.data.real
+    a[:, r, c, 0, 1] -= yc.data.imag
+    a[:, r, c, 1, 0] += yc.data.imag
+    a[:, r, c, 1, 1] += yc.data.real
+    blk = k0.reshape(levels, -1, 2, 2)
     for q in range(len(port_a)):
         i = pos[port_a[q]]
-        a[i, i] += blk[q]
+        a[:, i, i] += blk[:, q]
         if port_b[q] >= 0:
             j = pos[port_b[q]]
-            a[j, j] += blk[q]
-            a[i, j] -= blk[q]
-            a[j, i] -= blk[q]
-    nz = np.any(a != 0, axis=(2, 3))
-    dinv = np.zeros((n, 2, 2))
+            a[:, j, j] += blk[:, q]
+            a[:, i, j] -= blk[:, q]
+            a[:, j, i] -= blk[:, q]
+            nz[i, j] = nz[j, i] = True
+    dinv = np.zeros((levels, n, 2, 2))
     for k in range(n):
-        dinv[k] = np.linalg.inv(a[k, k])
+        dinv[:, k] = np.linalg.inv(a[:, k, k])
         rows = np.nonzero(nz[k + 1:, k])[0] + k + 1
         cols = np.nonzero(nz[k, k + 1:])[0] + k + 1
         if len(rows):
-            a[rows, k] = a[rows, k] @ dinv[k]
+            a[:, rows, k] = a[:, rows, k] @ dinv[:, k, None]
             if len(cols):
-                a[np.ix_(rows, cols)] -= np.einsum("rab,cbd->rcad", a[rows, k], a[k, cols])
+                a[:, rows[:, None], cols] -= np.einsum("vrab,vcbd->vrcad", a[:, rows, k],
+                                                       a[:, k, cols])
                 nz[np.ix_(rows, cols)] = True
     # Only the ports' values are read, and the right-hand sides live at the ports: so
     # only positions on the elimination tree's paths from the ports to its root take
@@ -1097,14 +1195,15 @@ def chord_factors(y: sp.spmatrix, port_a: np.ndarray, port_b: np.ndarray,
             need[q], q = True, parent[q]
     keep = np.nonzero(need)[0]
     m = len(keep)
-    a, nz, dinv = a[np.ix_(keep, keep)], nz[np.ix_(keep, keep)], dinv[keep]
+    a, nz, dinv = a[:, keep[:, None], keep], nz[np.ix_(keep, keep)], dinv[:, keep]
     renumber = np.full(n, -1)
     renumber[keep] = np.arange(m)
     l_col, l_row = np.nonzero(np.tril(nz, -1).T)  # CSC: by column, rows ascending
     u_col, u_row = np.nonzero(np.triu(nz, 1).T)
     return _typed([k0, renumber[pos], np.searchsorted(l_col, np.arange(m + 1)), l_row,
-                   a[l_row, l_col].reshape(-1, 4), np.searchsorted(u_col, np.arange(m + 1)),
-                   u_row, a[u_row, u_col].reshape(-1, 4), dinv.reshape(m, 4)])
+                   a[:, l_row, l_col].reshape(levels, -1, 4),
+                   np.searchsorted(u_col, np.arange(m + 1)), u_row,
+                   a[:, u_row, u_col].reshape(levels, -1, 4), dinv.reshape(levels, m, 4)])
 
 
 class CpuSolver:
@@ -1152,15 +1251,21 @@ class CpuSolver:
         self._none = np.zeros((1, 0), dtype=complex)  # no injections, one scenario
         example = (self.u0[None].copy(), self._none, np.ones((1, n_terms)), *self._fixed,
                    *self._outputs(1))
-        self._solve = _entry_point(solve, (*example, False))
-        self._solve_parallel = _entry_point(solve_parallel, (*example, self.CHUNK, False))
-        # Batches iterate by chord steps where the feeder has the factors for them
-        # (`iterate_chord`), from the nominal solution (no injections, every load at 1)
-        self.chord, self.u_nominal = False, self.u0
+        self._solve = _entry_point(solve, (*example, -1))
+        self._solve_parallel = _entry_point(solve_parallel, (*example, self.CHUNK, -1))
+        # Batches take chord steps (`iterate_chord`) where products with Zb go through
+        # Y's LU; the factors are made on first use (`_chord_ready`)
         p = self.n_ports
-        if pf.chord and self.n_nodes <= CHORD_MAX_NODES and not (
-                self.net.zbt_re.shape[0] and p * p <= len(self.net.l_re) + len(self.net.u_re)):
-            self._chord_from(pf)
+        self.chord = pf.chord and self.n_nodes <= CHORD_MAX_NODES and not (
+            self.net.zbt_re.shape[0] and p * p <= len(self.net.l_re) + len(self.net.u_re))
+        self._pf = pf if self.chord else None
+        self.levels: np.ndarray | None = None  # the CHORD_LEVELS factored
+        self.starts: np.ndarray | None = None  # [V, P] their solutions, a batch's start
+        # each load term's nominal |S| (VA), weighing the terms' scales into a level
+        vn = 1.0 / self.loads.inv_vn
+        q = self.loads.q[:, :, 0]  # the normal region's quadratic
+        self.term_va = np.abs((q[:, 0] + 1j * q[:, 1]) * vn ** 2
+                              + (q[:, 2] + 1j * q[:, 3]) * vn + q[:, 4] + 1j * q[:, 5])
         y = pf.y_net
         self.derive_from = Derived(
             _np(pf.node_base_v), np.array([pf.feeder.vmin_pu, pf.feeder.vmax_pu], dtype=float),
@@ -1176,23 +1281,61 @@ class CpuSolver:
         # in-place change of it (or of a view of it) moves the version on.
         self._last: tuple[tuple[int, int], np.ndarray, torch.Tensor] | None = None
 
-    def _chord_from(self, pf: PowerFlow) -> None:
-        """Factor the chord iteration's Y + M K0 Mᵀ, K0 the ports' dc/du at the
-        nominal solution (solved here, by Z-bus steps); none if that does not converge."""
-        out = self._outputs(1)
-        if not self._solve(self.u0[None].copy(), self._none, np.ones((1, self.n_terms)),
-                           *self._fixed, *out, False):
-            return
-        u = out[0]  # [1, P] complex
-        blocks, _ = pf._port_jacobian(torch.from_numpy(np.stack([u.real, u.imag], 1)), None,
-                                      torch.ones(1, self.n_terms, dtype=torch.float64))
-        rr, ir, ri, ii = (_np(b)[0] for b in blocks)
-        net = self.net
-        factors = chord_factors(pf.feeder.y, net.port_a, net.port_b,
-                                np.stack([rr, ri, ir, ii], 1))
+    def _chord_ready(self) -> bool:
+        """Whether batches take chord steps; makes their factors on first call: for each
+        of CHORD_LEVELS, the solution with every load at that level (Z-bus steps, no
+        injections), and K0 = dc/du there. A level whose solution does not converge is
+        left out."""
+        if not self.chord or self.levels is not None:
+            return self.chord
+        pf, net = self._pf, self.net
+        levels, starts, k0 = [], [], []
+        for level in CHORD_LEVELS:
+            out = self._outputs(1)
+            scale = np.full((1, self.n_terms), level)
+            if not self._solve(self.u0[None].copy(), self._none, scale, *self._fixed, *out,
+                               -1):
+                continue
+            u = out[0]  # [1, P] complex
+            blocks, _ = pf._port_jacobian(torch.from_numpy(np.stack([u.real, u.imag], 1)),
+                                          None, torch.from_numpy(scale))
+            rr, ir, ri, ii = (_np(b)[0] for b in blocks)
+            levels.append(level)
+            starts.append(u[0])
+            k0.append(np.stack([rr, ri, ir, ii], 1))
+        self._pf = None
+        if not levels:
+            self.chord = False
+            return False
+        factors = chord_factors(pf.feeder.y, net.port_a, net.port_b, np.stack(k0))
         self.net = net._replace(**dict(zip(Network._fields[-len(_NO_CHORD):], factors)))
         self._fixed = (self._fixed[0], self.net, *self._fixed[2:])
-        self.chord, self.u_nominal = True, u[0].copy()
+        self.levels, self.starts = np.array(levels), np.stack(starts)
+        return True
+
+    def _nearest_level(self, x: float) -> int:
+        """The factored level nearest x (by ratio), or -1 (Z-bus steps) below
+        CHORD_MIN_LEVEL."""
+        if not x >= CHORD_MIN_LEVEL:
+            return -1
+        return int(np.argmin(np.abs(np.log(self.levels / x))))
+
+    def _level(self, scale: np.ndarray) -> int:
+        """The chord level for a batch of load scales [B, T]: its median scenario's
+        scales weighed by the terms' nominal |S| (injections not counted)."""
+        total = self.term_va.sum()
+        if total <= 0:
+            return -1
+        return self._nearest_level(float(np.median(scale @ self.term_va)) / total)
+
+    def _adjoint_level(self, k: np.ndarray) -> int:
+        """The chord level for the adjoint of a batch with dc/du's blocks k [B, 4, P]:
+        the level whose K0 is nearest its median scenario's in size (sum of |entries|)."""
+        size = float(np.median(np.abs(k).sum((1, 2))))
+        sizes = np.abs(self.net.ch_k0).sum((1, 2))  # per level
+        if not size > 0:
+            return -1
+        return int(np.argmin(np.abs(np.log(sizes / size))))
 
     def _outputs(self, b: int) -> tuple[np.ndarray, ...]:
         """The kernel's outputs for b scenarios: out_u, out, out_v, ok, steps and resid
@@ -1219,9 +1362,9 @@ class CpuSolver:
             s = x[:, 0] - 1j * x[:, 1]  # conj(s)
         k = (np.ones((batch, self.n_terms)) if scale is None
              else np.ascontiguousarray(scale.numpy(), dtype=np.float64))
-        chord = self.chord and batch > 1
+        lv = self._level(k) if batch > 1 and self._chord_ready() else -1
         if u_init is None:
-            u = np.repeat((self.u_nominal if chord else self.u0)[None], batch, 0)
+            u = np.repeat((self.u0 if lv < 0 else self.starts[lv])[None], batch, 0)
         elif batch == 1 and self._last is not None and self._last[0] == (
                 u_init.data_ptr(), u_init._version):
             u = self._last[1]  # our last answer (or a view of it), unchanged since
@@ -1230,11 +1373,11 @@ class CpuSolver:
             u = x[:, 0] + 1j * x[:, 1]
         out_u, out, out_v, ok, steps, resid = outputs = self._outputs(batch)
         if batch == 1:
-            every = self._solve(u, s, k, *self._fixed, *outputs, False)
+            every = self._solve(u, s, k, *self._fixed, *outputs, -1)
         else:  # chunks of at most CHUNK, and at least one per thread (batch 64 on two
             # cores: two chunks of 32 solve in about 0.8 of the time of one of 64)
             chunk = min(self.CHUNK, -(-batch // numba.get_num_threads()))
-            every = self._solve_parallel(u, s, k, *self._fixed, *outputs, chunk, chord)
+            every = self._solve_parallel(u, s, k, *self._fixed, *outputs, chunk, lv)
         # (from numpy: torch's own constructors cost more per call, which counts here)
         answer = CpuAnswer(torch.from_numpy(out[0]), torch.from_numpy(out[1]),
                               torch.from_numpy(ok), torch.from_numpy(steps),
@@ -1273,11 +1416,12 @@ class CpuSolver:
         batch = g.shape[0]
         mu, gc = np.empty((batch, 2, self.n_ports)), np.empty((batch, 2, self.n_ports))
         settled = np.empty(batch, dtype=np.bool_)
+        lv = self._adjoint_level(k) if self._chord_ready() else -1
         args = (g, k, self.net, float(self.tol), int(self.max_iter), mu, gc, settled)
         if batch <= self.CHUNK:
-            adjoint(*args)
+            adjoint(*args, lv)
         else:
-            adjoint_parallel(*args, self.CHUNK)
+            adjoint_parallel(*args, self.CHUNK, lv)
         return torch.from_numpy(mu), torch.from_numpy(gc), torch.from_numpy(settled)
 
 

@@ -319,31 +319,33 @@ def test_derived_quantities_of_a_compiled_batch(feeder_cache):
 def test_the_chord_factors_give_the_dense_chord_map(feeder_cache):
     """The chord step's products, through the 2x2 block LU of Y + M K0 Mᵀ (reordered,
     pruned to the ports' paths), against the dense reference built from torch's Zb:
-    Zb' = (I + Zb K0)⁻¹ Zb in real form, by numpy. Random currents and iterates, so the
-    K0 (u0 - u) term is exercised too."""
-    from grid.single import chord_map
+    Zb' = (I + Zb K0)⁻¹ Zb in real form, by numpy, at every load level factored. Random
+    currents and iterates, so the K0 (u0 - u) term is exercised too."""
+    from grid.single import CHORD_LEVELS, chord_map
 
     pf = PowerFlow(feeder_cache("ieee123"))
     solver = pf._cpu()
-    assert solver.chord
+    assert solver._chord_ready() and tuple(solver.levels) == CHORD_LEVELS
     net, p = solver.net, pf.n_ports
-    k = net.ch_k0  # [P, (rr, ri, ir, ii)]
-    k0 = np.block([[np.diag(k[:, 0]), np.diag(k[:, 1])], [np.diag(k[:, 2]), np.diag(k[:, 3])]])
     z = pf.zr.numpy().T  # the real form of Zb, acting on [re; im]
-    zb_chord = np.linalg.solve(np.eye(2 * p) + z @ k0, z)
     rng = np.random.default_rng(3)
     b = 5
     c = rng.normal(size=(p, b)) + 1j * rng.normal(size=(p, b))
     u = solver.u0[:, None] * (1 + 0.05 * (rng.normal(size=(p, b)) + 1j * rng.normal(size=(p, b))))
-    out = np.empty_like(c)
-    n = len(net.ch_dinv)
-    chord_map(net, c, u, solver.u0, out, np.empty((n, b)), np.empty((n, b)))
     d = solver.u0[:, None] - u
-    x = c + (k[:, 0, None] * d.real + k[:, 1, None] * d.imag
-             + 1j * (k[:, 2, None] * d.real + k[:, 3, None] * d.imag))
-    y = zb_chord @ np.concatenate([x.real, x.imag])
-    want = solver.u0[:, None] - (y[:p] + 1j * y[p:])
-    assert np.abs(out - want).max() <= 1e-9 * np.abs(want).max()
+    n = net.ch_dinv.shape[1]
+    for lv in range(len(solver.levels)):
+        k = net.ch_k0[lv]  # [P, (rr, ri, ir, ii)]
+        k0 = np.block([[np.diag(k[:, 0]), np.diag(k[:, 1])],
+                       [np.diag(k[:, 2]), np.diag(k[:, 3])]])
+        zb_chord = np.linalg.solve(np.eye(2 * p) + z @ k0, z)
+        out = np.empty_like(c)
+        chord_map(net, lv, c, u, solver.u0, out, np.empty((n, b)), np.empty((n, b)))
+        x = c + (k[:, 0, None] * d.real + k[:, 1, None] * d.imag
+                 + 1j * (k[:, 2, None] * d.real + k[:, 3, None] * d.imag))
+        y = zb_chord @ np.concatenate([x.real, x.imag])
+        want = solver.u0[:, None] - (y[:p] + 1j * y[p:])
+        assert np.abs(out - want).max() <= 1e-9 * np.abs(want).max()
 
 
 def test_a_chord_batch_agrees_with_the_z_bus_batch_and_opendss(feeder_cache, monkeypatch):
@@ -383,3 +385,42 @@ def test_a_chord_batch_agrees_with_the_z_bus_batch_and_opendss(feeder_cache, mon
     for row in range(5):
         v_ref = ref.solve_case(scale[row])[0]
         assert _error_pu(feeder, a.voltages[row].numpy(), v_ref) <= TOL_PU
+
+
+def test_the_chord_adjoint_gives_torchs_gradients(feeder_cache):
+    """Where a power flow has the chord's factors its adjoint iteration takes chord steps
+    too (`grid.single.adjoint`): gradients of a loss of the voltages with respect to the
+    loads' scales and the injections, on IEEE 123 at batch 6 and at batch 1, against
+    torch's adjoint (compiled_cpu=False), to 1e-8 of the largest."""
+    feeder = feeder_cache("ieee123")
+    conns = ["48.1", "65.2.3"]
+    chord, plain = PowerFlow(feeder, conns), PowerFlow(feeder, conns, compiled_cpu=False)
+    rng = np.random.default_rng(5)
+    for rows in (6, 1):
+        scale_np = rng.uniform(0.5, 1.5, (rows, len(feeder.loads)))
+        p_np = rng.uniform(-5.0, 40.0, (rows, 2))
+        grads = []
+        for pf in (chord, plain):
+            scale = torch.tensor(scale_np, requires_grad=True)
+            p = torch.tensor(p_np, requires_grad=True)
+            result = pf.solve(p, torch.zeros(rows, 2, dtype=torch.float64), load_scale=scale)
+            (result.vmag_pu ** 2).sum().backward()
+            grads.append((scale.grad, p.grad))
+        for a, b in zip(*grads):
+            assert float((a - b).abs().max()) <= 1e-8 * float(b.abs().max())
+    assert chord._cpu().chord
+
+
+@pytest.mark.parametrize("level", [0.3, 2.0])
+def test_a_batch_takes_the_chord_of_its_load_level(feeder_cache, level):
+    """A batch away from nominal load takes the chord factored nearest its level (here
+    0.25 and 2), from that level's solution: fewer steps than Z-bus steps, to the same
+    voltages."""
+    feeder = feeder_cache("ieee123")
+    chord, plain = PowerFlow(feeder), PowerFlow(feeder, chord=False)
+    scale = level * np.random.default_rng(2).uniform(0.7, 1.3, (16, len(feeder.loads)))
+    a, b = chord.solve(load_scale=scale), plain.solve(load_scale=scale)
+    assert bool(a.converged.all()) and bool(b.converged.all())
+    base = float(b.voltages.abs().max())
+    assert float((a.voltages - b.voltages).abs().max()) <= 1e-9 * base
+    assert float(a.iterations.double().mean()) < 0.75 * float(b.iterations.double().mean())
