@@ -21,10 +21,11 @@ on IEEE 123 that is a third of the dense Zb's flops, and it vectorises. One scen
 dense feeder uses the dense Zb instead (`Network`).
 
 Where a batch goes through the LU, it takes chord steps instead (`iterate_chord`): the
-load currents' change with voltage, linearised once at the nominal solution (K0), moves
-into the matrix, factored once per power flow in real 2x2 blocks (`chord_factors`). The
-Z-bus step's error shrinks by about 0.1 per step on IEEE 123; the chord step's by
-0.01-0.09, for the same work per step. The fixed points are the same.
+load currents' change with voltage, linearised at the solution for a load level near the
+batch's (K0), moves into the matrix, factored once per power flow and level in real 2x2
+blocks (`chord_factors`). The Z-bus step's error shrinks by about 0.1 per step on IEEE
+123; the chord step's by 0.01-0.09, for the same work per step. The fixed points are the
+same. The adjoint iteration of the implicit gradient takes chord steps too (`adjoint`).
 
 The compiled functions are cached on disk (numba's `cache=True`, next to this file), so
 only the first use on a machine pays their compilation (about 1.5 min; `make setup` does it).
@@ -50,7 +51,8 @@ if TYPE_CHECKING:
     from grid.powerflow import PowerFlow
 
 CONVERGED, RUNAWAY, SLOW = 0, 1, 2  # how an iteration ended
-CHORD_MAX_NODES = 1500  # the chord's factorisation uses [N, N] 2x2 blocks of work space
+CHORD_MAX_NODES = 600  # the chord's factorisation takes [levels, N, N] 2x2 blocks of
+#                       work space (92 MB at 600 nodes; 20 MB on IEEE 123)
 CHORD_STALL = 0.3  # a chord step that shrinks the residual less hands over to Z-bus steps
 # the load levels (x nominal) with a chord factorisation; a batch takes the nearest to its
 # median scenario's, and Z-bus steps below CHORD_MIN_LEVEL, where loads barely move the
@@ -589,7 +591,7 @@ def chord_map(net: Network, lv: int, c: np.ndarray, u: np.ndarray, u0: np.ndarra
 
     Its fixed points are the Z-bus map's: u = u0 - Zb' (c + K0 (u0 - u)) rearranges to
     (I + Zb K0) u = (I + Zb K0) u0 - Zb c - Zb K0 u0 + Zb K0 u, that is u = u0 - Zb c.
-    Near the nominal solution, where c(u) changes as K0 says, one step is a Newton step."""
+    Near the level's solution, where c(u) changes as K0 says, a step is nearly Newton's."""
     p, b = c.shape
     pos, k0 = net.ch_pos, net.ch_k0[lv]
     yr[:] = 0.0
@@ -802,17 +804,18 @@ def iterate_chord(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Load
                   tol: float, max_iter: int, out_u: np.ndarray, out_c: np.ndarray,
                   out_v: np.ndarray, end: np.ndarray, steps: np.ndarray,
                   resid: np.ndarray, lv: int) -> None:
-    """`iterate` with chord steps (`chord_map`, level lv) in place of Z-bus steps, for b scenarios
-    in lockstep, each stopping on its own by the same rule; same arguments and outputs,
-    less the mixing (a chord step contracts about ten times as much as a Z-bus step).
+    """`iterate` with chord steps (`chord_map`, level lv) in place of Z-bus steps, for b
+    scenarios in lockstep, each stopping on its own by the same rule; same arguments and
+    outputs, less the mixing (a chord step contracts several times as much as a Z-bus
+    step).
     The scenarios still running are packed together whenever a quarter of them has
     stopped, so the chunk's work follows the average scenario, not the slowest.
 
-    Far from the nominal loading (on IEEE 123 from about 2.5 times it, where the loads
-    fall into their constant-impedance region) K0 no longer describes the loads and the
-    chord contracts less than the Z-bus map, or not at all. A scenario whose residual
-    shrinks by less than CHORD_STALL in a step from the third on, or runs away, stops
-    unconverged (SLOW) for `solve` to hand to the Z-bus steps."""
+    Far from its level's loading (with K0 at nominal, on IEEE 123 from about 2.5 times
+    it, where the loads fall into their constant-impedance region) K0 no longer
+    describes the loads and the chord contracts less than the Z-bus map, or not at all.
+    A scenario whose residual shrinks by less than CHORD_STALL in a step from the third
+    on, or runs away, stops unconverged (SLOW) for `solve` to hand to the Z-bus steps."""
     p, b = u.shape
     n, m = net.dinv_re.shape[0], net.ch_dinv.shape[1]  # nodes, the chord's positions
     u, s_conj, scale = u.copy(), s_conj.copy(), scale.copy()
@@ -1149,6 +1152,7 @@ def chord_factors(y: sp.spmatrix, port_a: np.ndarray, port_b: np.ndarray,
     against 2,604 entries in the partially pivoted complex LU). Dense work space,
     eliminated only where a column has entries: for feeders up to CHORD_MAX_NODES."""
     y = sp.csc_matrix(y, dtype=complex)
+    y.sum_duplicates()  # (the fancy-indexed sums below would drop repeated entries)
     n, levels = y.shape[0], k0.shape[0]
     pos = np.asarray(spla.splu(y, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
                                options={"SymmetricMode": True}).perm_c)
