@@ -551,15 +551,25 @@ def node_voltages(net: Network, c: np.ndarray, w: np.ndarray, out: np.ndarray,
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True, inline="always")
-def _subtract_block(yr: np.ndarray, yi: np.ndarray, dst: int, src: int, blk: np.ndarray,
-                    k: int) -> None:
-    """Row dst of (yr, yi) [N, b] minus block blk[k] (a real 2x2 map of (re, im)) times
-    row src, for every scenario: `_subtract_product` for a real-linear entry."""
-    a, bb, c, d = blk[k, 0], blk[k, 1], blk[k, 2], blk[k, 3]
+def _subtract_block(yr: np.ndarray, yi: np.ndarray, dst: int, src: int, a: float,
+                    b: float, c: float, d: float) -> None:
+    """Row dst of (yr, yi) [N, b] minus the real 2x2 block [[a, b], [c, d]] (acting on
+    (re, im)) times row src, for every scenario: `_subtract_product` for a real-linear
+    entry."""
     for s in range(yr.shape[1]):
         xr, xi = yr[src, s], yi[src, s]
-        yr[dst, s] -= a * xr + bb * xi
+        yr[dst, s] -= a * xr + b * xi
         yi[dst, s] -= c * xr + d * xi
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True, inline="always")
+def _apply_block(yr: np.ndarray, yi: np.ndarray, j: int, a: float, b: float, c: float,
+                 d: float) -> None:
+    """Row j of (yr, yi) [N, b] times the real 2x2 block [[a, b], [c, d]]."""
+    for s in range(yr.shape[1]):
+        xr, xi = yr[j, s], yi[j, s]
+        yr[j, s] = a * xr + b * xi
+        yi[j, s] = c * xr + d * xi
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
@@ -571,15 +581,14 @@ def block_solve(net: Network, lv: int, yr: np.ndarray, yi: np.ndarray) -> None:
     l_val, u_val, dinv = net.ch_l_val[lv], net.ch_u_val[lv], net.ch_dinv[lv]
     for j in range(n):  # L y = x (identity diagonal blocks)
         for k in range(net.ch_l_ptr[j], net.ch_l_ptr[j + 1]):
-            _subtract_block(yr, yi, net.ch_l_idx[k], j, l_val, k)
+            e = l_val[k]
+            _subtract_block(yr, yi, net.ch_l_idx[k], j, e[0], e[1], e[2], e[3])
     for j in range(n - 1, -1, -1):  # U z = y
-        a, bb, c, d = dinv[j, 0], dinv[j, 1], dinv[j, 2], dinv[j, 3]
-        for s in range(yr.shape[1]):
-            xr, xi = yr[j, s], yi[j, s]
-            yr[j, s] = a * xr + bb * xi
-            yi[j, s] = c * xr + d * xi
+        e = dinv[j]
+        _apply_block(yr, yi, j, e[0], e[1], e[2], e[3])
         for k in range(net.ch_u_ptr[j], net.ch_u_ptr[j + 1]):
-            _subtract_block(yr, yi, net.ch_u_idx[k], j, u_val, k)
+            e = u_val[k]
+            _subtract_block(yr, yi, net.ch_u_idx[k], j, e[0], e[1], e[2], e[3])
 
 
 @numba.njit(cache=True, nogil=True)
@@ -620,17 +629,6 @@ def chord_map(net: Network, lv: int, c: np.ndarray, u: np.ndarray, u0: np.ndarra
             out[q, s] = u0[q] - complex(vr, vi)
 
 
-@numba.njit(cache=True, nogil=True, fastmath=True, inline="always")
-def _subtract_block_t(yr: np.ndarray, yi: np.ndarray, dst: int, src: int, blk: np.ndarray,
-                      k: int) -> None:
-    """`_subtract_block` with block blk[k] transposed."""
-    a, bb, c, d = blk[k, 0], blk[k, 1], blk[k, 2], blk[k, 3]
-    for s in range(yr.shape[1]):
-        xr, xi = yr[src, s], yi[src, s]
-        yr[dst, s] -= a * xr + c * xi
-        yi[dst, s] -= bb * xr + d * xi
-
-
 @numba.njit(cache=True, nogil=True, fastmath=True)
 def block_solve_transposed(net: Network, lv: int, yr: np.ndarray, yi: np.ndarray) -> None:
     """`block_solve` for the transpose, (Y + M K0 Mᵀ)ᵀ = Uᵀ Lᵀ: Uᵀ and Lᵀ solved row by
@@ -639,15 +637,14 @@ def block_solve_transposed(net: Network, lv: int, yr: np.ndarray, yi: np.ndarray
     l_val, u_val, dinv = net.ch_l_val[lv], net.ch_u_val[lv], net.ch_dinv[lv]
     for j in range(n):  # Uᵀ y = x: row j of Uᵀ is column j of U (rows above j)
         for k in range(net.ch_u_ptr[j], net.ch_u_ptr[j + 1]):
-            _subtract_block_t(yr, yi, j, net.ch_u_idx[k], u_val, k)
-        a, bb, c, d = dinv[j, 0], dinv[j, 1], dinv[j, 2], dinv[j, 3]
-        for s in range(yr.shape[1]):
-            xr, xi = yr[j, s], yi[j, s]
-            yr[j, s] = a * xr + c * xi
-            yi[j, s] = bb * xr + d * xi
+            e = u_val[k]  # (each block transposed)
+            _subtract_block(yr, yi, j, net.ch_u_idx[k], e[0], e[2], e[1], e[3])
+        e = dinv[j]
+        _apply_block(yr, yi, j, e[0], e[2], e[1], e[3])
     for j in range(n - 1, -1, -1):  # Lᵀ z = y: row j of Lᵀ is column j of L
         for k in range(net.ch_l_ptr[j], net.ch_l_ptr[j + 1]):
-            _subtract_block_t(yr, yi, j, net.ch_l_idx[k], l_val, k)
+            e = l_val[k]
+            _subtract_block(yr, yi, j, net.ch_l_idx[k], e[0], e[2], e[1], e[3])
 
 
 @numba.njit(cache=True, nogil=True)
