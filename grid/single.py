@@ -418,6 +418,7 @@ def adjoint(g: np.ndarray, k: np.ndarray, net: Network, tol: float, max_iter: in
                 kt[3, q, s] -= k0[3]
     mu, gc, nxt = gt.copy(), np.empty_like(gt), np.empty_like(gt)
     yr, yi = np.empty((n, b)), np.empty((n, b))
+    zero = np.zeros(p, dtype=np.complex128)
     g_size = np.zeros(b)
     for q in range(p):
         for s in range(b):
@@ -426,8 +427,8 @@ def adjoint(g: np.ndarray, k: np.ndarray, net: Network, tol: float, max_iter: in
     settled[:] = False
     size, change = np.empty(b), np.empty(b)
     for _ in range(max_iter):
-        if chord:
-            chord_adjoint_map(net, lv, mu, gc, yr, yi)
+        if chord:  # gc = -Zb'ᵀ nu
+            chord_products(net, lv, mu, zero, gc, yr, yi, True)
         else:
             adjoint_map(net, mu, gc, yr, yi)
         size[:] = 0.0
@@ -455,7 +456,7 @@ def adjoint(g: np.ndarray, k: np.ndarray, net: Network, tol: float, max_iter: in
         if left == 0:
             break
     if chord:  # from nu to mu = nu + K0ᵀ gc, where gc = -Zb'ᵀ nu is -Zbᵀ mu
-        chord_adjoint_map(net, lv, mu, gc, yr, yi)
+        chord_products(net, lv, mu, zero, gc, yr, yi, True)
         for q in range(p):
             k0 = net.ch_k0[lv, q]
             for s in range(b):
@@ -602,31 +603,45 @@ def chord_map(net: Network, lv: int, c: np.ndarray, u: np.ndarray, u0: np.ndarra
     (I + Zb K0) u = (I + Zb K0) u0 - Zb c - Zb K0 u0 + Zb K0 u, that is u = u0 - Zb c.
     Near the level's solution, where c(u) changes as K0 says, a step is nearly Newton's."""
     p, b = c.shape
-    pos, k0 = net.ch_pos, net.ch_k0[lv]
+    k0 = net.ch_k0[lv]
+    for q in range(p):  # c + K0 (u0 - u), into out until the product overwrites it
+        a, bb, cc, d = k0[q, 0], k0[q, 1], k0[q, 2], k0[q, 3]
+        for s in range(b):
+            dr, di = u0[q].real - u[q, s].real, u0[q].imag - u[q, s].imag
+            out[q, s] = c[q, s] + complex(a * dr + bb * di, cc * dr + d * di)
+    chord_products(net, lv, out, u0, out, yr, yi, False)
+
+
+@numba.njit(cache=True, nogil=True)
+def chord_products(net: Network, lv: int, x: np.ndarray, base: np.ndarray, out: np.ndarray,
+                   yr: np.ndarray, yi: np.ndarray, transposed: bool) -> None:
+    """out = base - Zb' x [P, b] (Zb'ᵀ x if transposed) in the real [re, im] form, for
+    port values x [P, b] (complex, each number a pair; out may be x) and base [P]."""
+    p, b = x.shape
+    pos = net.ch_pos
     yr[:] = 0.0
     yi[:] = 0.0
     for q in range(p):
-        a, bb, cc, d = k0[q, 0], k0[q, 1], k0[q, 2], k0[q, 3]
         ra = pos[net.port_a[q]]
         rb = pos[net.port_b[q]] if net.port_b[q] >= 0 else -1
         for s in range(b):
-            dr, di = u0[q].real - u[q, s].real, u0[q].imag - u[q, s].imag
-            er = c[q, s].real + a * dr + bb * di
-            ei = c[q, s].imag + cc * dr + d * di
-            yr[ra, s] += er
-            yi[ra, s] += ei
+            yr[ra, s] += x[q, s].real
+            yi[ra, s] += x[q, s].imag
             if rb >= 0:
-                yr[rb, s] -= er
-                yi[rb, s] -= ei
-    block_solve(net, lv, yr, yi)
+                yr[rb, s] -= x[q, s].real
+                yi[rb, s] -= x[q, s].imag
+    if transposed:
+        block_solve_transposed(net, lv, yr, yi)
+    else:
+        block_solve(net, lv, yr, yi)
     for q in range(p):
         ia, ib = pos[net.port_a[q]], net.port_b[q]
         for s in range(b):
-            vr, vi = yr[ia, s], yi[ia, s]
+            zr, zi = yr[ia, s], yi[ia, s]
             if ib >= 0:
-                vr -= yr[pos[ib], s]
-                vi -= yi[pos[ib], s]
-            out[q, s] = u0[q] - complex(vr, vi)
+                zr -= yr[pos[ib], s]
+                zi -= yi[pos[ib], s]
+            out[q, s] = base[q] - complex(zr, zi)
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
@@ -645,35 +660,6 @@ def block_solve_transposed(net: Network, lv: int, yr: np.ndarray, yi: np.ndarray
         for k in range(net.ch_l_ptr[j], net.ch_l_ptr[j + 1]):
             e = l_val[k]
             _subtract_block(yr, yi, j, net.ch_l_idx[k], e[0], e[2], e[1], e[3])
-
-
-@numba.njit(cache=True, nogil=True)
-def chord_adjoint_map(net: Network, lv: int, nu: np.ndarray, out: np.ndarray,
-                      yr: np.ndarray, yi: np.ndarray) -> None:
-    """out = -Zb'ᵀ nu [P, b] in the real [re, im] form (nu and out complex, each number
-    a pair): the adjoint of c -> -Zb' c, as `adjoint_map` is of c -> -Zb c."""
-    p, b = nu.shape
-    pos = net.ch_pos
-    yr[:] = 0.0
-    yi[:] = 0.0
-    for q in range(p):
-        ra = pos[net.port_a[q]]
-        rb = pos[net.port_b[q]] if net.port_b[q] >= 0 else -1
-        for s in range(b):
-            yr[ra, s] += nu[q, s].real
-            yi[ra, s] += nu[q, s].imag
-            if rb >= 0:
-                yr[rb, s] -= nu[q, s].real
-                yi[rb, s] -= nu[q, s].imag
-    block_solve_transposed(net, lv, yr, yi)
-    for q in range(p):
-        ia, ib = pos[net.port_a[q]], net.port_b[q]
-        for s in range(b):
-            zr, zi = yr[ia, s], yi[ia, s]
-            if ib >= 0:
-                zr -= yr[pos[ib], s]
-                zi -= yi[pos[ib], s]
-            out[q, s] = complex(-zr, -zi)
 
 
 @numba.njit(cache=True, nogil=True)
