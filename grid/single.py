@@ -290,6 +290,20 @@ def _scatter(net: Network, perm: np.ndarray, x: np.ndarray, yr: np.ndarray,
                 yi[rb, s] -= v.imag
 
 
+@numba.njit(cache=True, nogil=True)
+def _gather(net: Network, perm: np.ndarray, yr: np.ndarray, yi: np.ndarray,
+            base: np.ndarray, out: np.ndarray) -> None:
+    """out [P, b] = base [P] - M z for node values z = yr + i yi [N, b], node i's at row
+    perm[i]: each port's a end less its b end (none for ground). `_scatter` reversed."""
+    for q in range(out.shape[0]):
+        ia, ib = perm[net.port_a[q]], net.port_b[q]
+        for s in range(out.shape[1]):
+            v = complex(yr[ia, s], yi[ia, s])
+            if ib >= 0:
+                v -= complex(yr[perm[ib], s], yi[perm[ib], s])
+            out[q, s] = base[q] - v
+
+
 @numba.njit(cache=True, nogil=True, fastmath=True, inline="always")
 def _subtract_product(yr: np.ndarray, yi: np.ndarray, dst: int, src: int, vr: float,
                       vi: float) -> None:
@@ -525,14 +539,7 @@ def zbus_map(net: Network, c: np.ndarray, u0: np.ndarray, out: np.ndarray, yr: n
             minus_products(net.zbt_re, net.zbt_im, c, u0, out, yr, yi)
             return
     lu_solve(net, c, yr, yi)
-    pc = net.perm_c
-    for q in range(p):
-        ia, ib = pc[net.port_a[q]], net.port_b[q]
-        for s in range(b):
-            v = complex(yr[ia, s], yi[ia, s])
-            if ib >= 0:
-                v -= complex(yr[pc[ib], s], yi[pc[ib], s])
-            out[q, s] = u0[q] - v
+    _gather(net, net.perm_c, yr, yi, u0, out)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -617,31 +624,12 @@ def chord_products(net: Network, lv: int, x: np.ndarray, base: np.ndarray, out: 
                    yr: np.ndarray, yi: np.ndarray, transposed: bool) -> None:
     """out = base - Zb' x [P, b] (Zb'ᵀ x if transposed) in the real [re, im] form, for
     port values x [P, b] (complex, each number a pair; out may be x) and base [P]."""
-    p, b = x.shape
-    pos = net.ch_pos
-    yr[:] = 0.0
-    yi[:] = 0.0
-    for q in range(p):
-        ra = pos[net.port_a[q]]
-        rb = pos[net.port_b[q]] if net.port_b[q] >= 0 else -1
-        for s in range(b):
-            yr[ra, s] += x[q, s].real
-            yi[ra, s] += x[q, s].imag
-            if rb >= 0:
-                yr[rb, s] -= x[q, s].real
-                yi[rb, s] -= x[q, s].imag
+    _scatter(net, net.ch_pos, x, yr, yi)
     if transposed:
         block_solve_transposed(net, lv, yr, yi)
     else:
         block_solve(net, lv, yr, yi)
-    for q in range(p):
-        ia, ib = pos[net.port_a[q]], net.port_b[q]
-        for s in range(b):
-            zr, zi = yr[ia, s], yi[ia, s]
-            if ib >= 0:
-                zr -= yr[pos[ib], s]
-                zi -= yi[pos[ib], s]
-            out[q, s] = base[q] - complex(zr, zi)
+    _gather(net, net.ch_pos, yr, yi, base, out)
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
@@ -863,9 +851,8 @@ def iterate_chord_then_z_bus(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarra
     rest = np.nonzero(end != CONVERGED)[0]
     if len(rest) == 0:
         return
-    k = len(rest)
-    sub_u, sub_c = np.empty((k, u.shape[0]), np.complex128), np.empty((k, u.shape[0]),
-                                                                    np.complex128)
+    k, p = len(rest), u.shape[0]
+    sub_u, sub_c = np.empty((k, p), np.complex128), np.empty((k, p), np.complex128)
     sub_v = np.empty((k, out_v.shape[1]), np.complex128)
     sub_end, sub_steps, sub_res = np.empty(k, np.int64), np.empty(k, np.int64), np.empty(k)
     iterate(np.ascontiguousarray(u[:, rest]), np.ascontiguousarray(s_conj[:, rest]),
