@@ -7,6 +7,7 @@ import functools
 
 import pytest
 
+import cosim  # noqa: F401 - first: MKL's reproducible mode (cosim/__init__.py)
 from grid import Feeder, load_feeder
 
 
