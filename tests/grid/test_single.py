@@ -113,7 +113,7 @@ def test_the_sparse_path_matches_the_dense_one(feeder_cache):
     """Forced onto the sparse LU, the batch-1 path gives the dense answer."""
     feeder = feeder_cache("ieee123")
     scale = np.random.default_rng(2).uniform(0.5, 1.5, (4, len(feeder.loads)))
-    sparse = PowerFlow(feeder, sparse=True, chord=False)  # (chord steps: steps differ)
+    sparse = PowerFlow(feeder, sparse=True)
     dense = PowerFlow(feeder, compiled_cpu=False)
     prev_s = prev_d = None
     for k in range(len(scale)):
@@ -172,7 +172,7 @@ def test_a_sparse_batch_runs_row_by_row_as_the_dense_batch(feeder_cache):
     included; its answer is the dense torch batch's, row for row."""
     feeder = feeder_cache("ieee123")
     scale = np.random.default_rng(4).uniform(0.5, 1.5, (2, 3, len(feeder.loads)))
-    sparse = PowerFlow(feeder, sparse=True, chord=False)  # (chord steps: steps differ)
+    sparse = PowerFlow(feeder, sparse=True, chord=False)  # (chord steps take fewer)
     dense = PowerFlow(feeder, compiled_cpu=False)
     a, b = sparse.solve(load_scale=scale[0]), dense.solve(load_scale=scale[0])
     assert a.batch == 3 and bool(a.converged.all())
