@@ -225,7 +225,8 @@ class Network(NamedTuple):
     # load at one of CHORD_LEVELS (V levels, one pattern). A block [a, b, c, d] maps
     # (re, im) to (a re + b im, c re + d im).
     ch_k0: np.ndarray  # [V, P, 4] K0's block per port
-    ch_pos: np.ndarray  # [N] each node's position in the factors (-1: not in them)
+    ch_pos: np.ndarray  # [N] each node's position: the factors' (the ports' paths), then
+    # those after them (the rest)
     ch_l_ptr: np.ndarray  # L's blocks below its identity diagonal, CSC over positions
     ch_l_idx: np.ndarray
     ch_l_val: np.ndarray  # [V, nnz, 4]
@@ -233,6 +234,10 @@ class Network(NamedTuple):
     ch_u_idx: np.ndarray
     ch_u_val: np.ndarray  # [V, nnz, 4]
     ch_dinv: np.ndarray  # [V, N, 4] the inverses of U's diagonal blocks
+    ch_x_ptr: np.ndarray  # U's blocks in the rows of the rest, CSR in their order
+    ch_x_idx: np.ndarray  # (positions)
+    ch_x_val: np.ndarray  # [V, nnz, 4]
+    ch_x_dinv: np.ndarray  # [V, N - m, 4] the inverses of their diagonal blocks
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
@@ -619,6 +624,33 @@ def chord_map(net: Network, lv: int, c: np.ndarray, u: np.ndarray, u0: np.ndarra
     chord_products(net, lv, out, u0, out, yr, yi, False)
 
 
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def chord_node_voltages(net: Network, lv: int, yr: np.ndarray, yi: np.ndarray, j: int,
+                        w: np.ndarray, out: np.ndarray, zr: np.ndarray,
+                        zi: np.ndarray) -> None:
+    """out [N] = w - z, the node voltages of scenario j's chord step whose block solve
+    left z at the ports' paths in (yr, yi)[:, j] (zr, zi [N]: work space). They are the
+    network's voltages for port currents c(u) + K0 (g - u) (g = M (w - z), the step's
+    port voltages): at convergence c(g) to first order in the step, so no further solve
+    with Y is needed. The rest of the positions, whose forward values are zero, take U's
+    rows alone."""
+    m = yr.shape[0]
+    for i in range(m):
+        zr[i], zi[i] = yr[i, j], yi[i, j]
+    x_val, x_dinv = net.ch_x_val[lv], net.ch_x_dinv[lv]
+    for t in range(x_dinv.shape[0]):
+        ar = ai = 0.0
+        for k in range(net.ch_x_ptr[t], net.ch_x_ptr[t + 1]):
+            e, src = x_val[k], net.ch_x_idx[k]
+            ar += e[0] * zr[src] + e[1] * zi[src]
+            ai += e[2] * zr[src] + e[3] * zi[src]
+        d = x_dinv[t]
+        zr[m + t], zi[m + t] = -(d[0] * ar + d[1] * ai), -(d[2] * ar + d[3] * ai)
+    for i in range(w.shape[0]):
+        q = net.ch_pos[i]
+        out[i] = w[i] - complex(zr[q], zi[q])
+
+
 @numba.njit(cache=True, nogil=True)
 def chord_products(net: Network, lv: int, x: np.ndarray, base: np.ndarray, out: np.ndarray,
                    yr: np.ndarray, yi: np.ndarray, transposed: bool) -> None:
@@ -778,7 +810,8 @@ def iterate_chord(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Load
     """`iterate` with chord steps (`chord_map`, level lv) in place of Z-bus steps, for b
     scenarios in lockstep, each stopping on its own by the same rule; same arguments and
     outputs, less the mixing (a chord step contracts several times as much as a Z-bus
-    step).
+    step), and node voltages out_v only for the scenarios that converged, from their last
+    step (`chord_node_voltages`).
     The scenarios still running are packed together whenever a quarter of them has
     stopped, so the chunk's work follows the average scenario, not the slowest.
 
@@ -792,6 +825,7 @@ def iterate_chord(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Load
     u, s_conj, scale = u.copy(), s_conj.copy(), scale.copy()
     g, c = np.empty_like(u), np.empty_like(u)
     yr, yi = np.empty((m, b)), np.empty((m, b))
+    zr, zi = np.empty(n), np.empty(n)
     idx = np.arange(b)  # column j holds scenario idx[j]
     res = np.empty(b)
     live = np.empty(b, dtype=np.int64)
@@ -811,6 +845,7 @@ def iterate_chord(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Load
             if res[j] <= tol:
                 end[s] = CONVERGED
                 out_u[s], out_c[s] = g[:, j], c[:, j]
+                chord_node_voltages(net, lv, yr, yi, j, w, out_v[s], zr, zi)
             elif not res[j] <= 10.0 or (it >= 3 and res[j] > CHORD_STALL * prev_res[s]):
                 out_u[s], out_c[s] = g[:, j], c[:, j]  # (SLOW: for the Z-bus steps)
             else:
@@ -832,8 +867,6 @@ def iterate_chord(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Load
         s = idx[j]
         if end[s] == SLOW:  # out of steps
             out_u[s], out_c[s] = u[:, j], c[:, j]
-    node_voltages(net, np.ascontiguousarray(out_c.T), w, out_v, np.empty((n, b)),
-                  np.empty((n, b)))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -1107,7 +1140,8 @@ def _typed(parts: list) -> list[np.ndarray]:
 
 
 _ints, _blocks = np.zeros(0, dtype=np.int64), np.zeros((0, 0, 4))
-_NO_CHORD = [_blocks, _ints, _ints, _ints, _blocks, _ints, _ints, _blocks, _blocks]
+_NO_CHORD = [_blocks, _ints, _ints, _ints, _blocks, _ints, _ints, _blocks, _blocks, _ints,
+             _ints, _blocks, _blocks]
 
 
 def chord_factors(y: sp.spmatrix, port_a: np.ndarray, port_b: np.ndarray,
@@ -1167,17 +1201,25 @@ def chord_factors(y: sp.spmatrix, port_a: np.ndarray, port_b: np.ndarray,
     for q in np.unique(pos[np.concatenate([port_a, port_b[port_b >= 0]])]):
         while q >= 0 and not need[q]:
             need[q], q = True, parent[q]
-    keep = np.nonzero(need)[0]
+    # The other positions take no part in a step; their node voltages, once a scenario
+    # converged, follow from U's rows alone (their forward values are zero), ancestors
+    # first (`chord_node_voltages`). They come after the ports' paths, highest first.
+    keep, rest = np.nonzero(need)[0], np.nonzero(~need)[0][::-1]
     m = len(keep)
+    renumber = np.empty(n, dtype=np.int64)
+    renumber[np.concatenate([keep, rest])] = np.arange(n)
+    x_rows, x_cols = np.nonzero(np.triu(nz, 1)[rest])  # U's rows of the rest, by row
+    x_val = a[:, rest[x_rows], x_cols].reshape(levels, -1, 4)
+    x_dinv = dinv[:, rest].reshape(levels, -1, 4)
     a, nz, dinv = a[:, keep[:, None], keep], nz[np.ix_(keep, keep)], dinv[:, keep]
-    renumber = np.full(n, -1)
-    renumber[keep] = np.arange(m)
     l_col, l_row = np.nonzero(np.tril(nz, -1).T)  # CSC: by column, rows ascending
     u_col, u_row = np.nonzero(np.triu(nz, 1).T)
     return _typed([k0, renumber[pos], np.searchsorted(l_col, np.arange(m + 1)), l_row,
                    a[:, l_row, l_col].reshape(levels, -1, 4),
                    np.searchsorted(u_col, np.arange(m + 1)), u_row,
-                   a[:, u_row, u_col].reshape(levels, -1, 4), dinv.reshape(levels, m, 4)])
+                   a[:, u_row, u_col].reshape(levels, -1, 4), dinv.reshape(levels, m, 4),
+                   np.searchsorted(x_rows, np.arange(len(rest) + 1)), renumber[x_cols],
+                   x_val, x_dinv])
 
 
 class CpuSolver:
