@@ -223,21 +223,27 @@ class Network(NamedTuple):
     # The chord iteration's factors (`chord_map`), all empty where a feeder has none:
     # Y + M K0 Mᵀ in real 2x2 blocks, K0 the ports' dc/du at the solution with every
     # load at one of CHORD_LEVELS (V levels, one pattern). A block [a, b, c, d] maps
-    # (re, im) to (a re + b im, c re + d im).
+    # (re, im) to (a re + b im, c re + d im); the factors' blocks lie four numbers each
+    # in flat arrays.
     ch_k0: np.ndarray  # [V, P, 4] K0's block per port
     ch_pos: np.ndarray  # [N] each node's position: the factors' (the ports' paths), then
     # those after them (the rest)
     ch_l_ptr: np.ndarray  # L's blocks below its identity diagonal, CSC over positions
     ch_l_idx: np.ndarray
-    ch_l_val: np.ndarray  # [V, nnz, 4]
+    ch_l_val: np.ndarray  # [V, 4 nnz]
     ch_u_ptr: np.ndarray  # U's blocks above its diagonal, CSC
     ch_u_idx: np.ndarray
-    ch_u_val: np.ndarray  # [V, nnz, 4]
-    ch_dinv: np.ndarray  # [V, N, 4] the inverses of U's diagonal blocks
+    ch_u_val: np.ndarray  # [V, 4 nnz]
+    ch_dinv: np.ndarray  # [V, 4 m] the inverses of U's diagonal blocks (m positions)
     ch_x_ptr: np.ndarray  # U's blocks in the rows of the rest, CSR in their order
     ch_x_idx: np.ndarray  # (positions)
-    ch_x_val: np.ndarray  # [V, nnz, 4]
-    ch_x_dinv: np.ndarray  # [V, N - m, 4] the inverses of their diagonal blocks
+    ch_x_val: np.ndarray  # [V, 4 nnz]
+    ch_x_dinv: np.ndarray  # [V, 4 (N - m)] the inverses of their diagonal blocks
+    # Mᵀ by positions, for `block_solve` to add a right-hand side as it reaches each row:
+    ch_port_ptr: np.ndarray  # [m + 1] CSR over positions
+    ch_port_idx: np.ndarray  # the ports with their a end there (q), or b end (-1 - q)
+    ch_l_first: np.ndarray  # [nnz of L] 1 where the block is the first to reach its row
+    ch_fresh: np.ndarray  # [m] 1 where no block of L reaches the row
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
@@ -276,131 +282,127 @@ def minus_product(at_re: np.ndarray, at_im: np.ndarray, c: np.ndarray, base: np.
 
 
 @numba.njit(cache=True, nogil=True)
-def _scatter(net: Network, perm: np.ndarray, x: np.ndarray, yr: np.ndarray,
-             yi: np.ndarray) -> None:
-    """yr + i yi [N, b] = the node values of Mᵀ x for port values x [P, b], node i's at row
+def _scatter(net: Network, perm: np.ndarray, x: np.ndarray, y: np.ndarray) -> None:
+    """y [N, 2, b] = the node values of Mᵀ x for port values x [P, b], node i's at row
     perm[i]: each port's value added at its a end and taken away at its b end (none for
     ground)."""
-    yr[:] = 0.0
-    yi[:] = 0.0
+    y[:] = 0.0
     for p in range(x.shape[0]):
         ra = perm[net.port_a[p]]
         rb = perm[net.port_b[p]] if net.port_b[p] >= 0 else -1
         for s in range(x.shape[1]):
             v = x[p, s]
-            yr[ra, s] += v.real
-            yi[ra, s] += v.imag
+            y[ra, 0, s] += v.real
+            y[ra, 1, s] += v.imag
             if rb >= 0:
-                yr[rb, s] -= v.real
-                yi[rb, s] -= v.imag
+                y[rb, 0, s] -= v.real
+                y[rb, 1, s] -= v.imag
 
 
 @numba.njit(cache=True, nogil=True)
-def _gather(net: Network, perm: np.ndarray, yr: np.ndarray, yi: np.ndarray,
-            base: np.ndarray, out: np.ndarray) -> None:
-    """out [P, b] = base [P] - M z for node values z = yr + i yi [N, b], node i's at row
+def _gather(net: Network, perm: np.ndarray, y: np.ndarray, base: np.ndarray,
+            out: np.ndarray) -> None:
+    """out [P, b] = base [P] - M z for node values z = y [N, 2, b], node i's at row
     perm[i]: each port's a end less its b end (none for ground). `_scatter` reversed."""
     for q in range(out.shape[0]):
         ia, ib = perm[net.port_a[q]], net.port_b[q]
         for s in range(out.shape[1]):
-            v = complex(yr[ia, s], yi[ia, s])
+            v = complex(y[ia, 0, s], y[ia, 1, s])
             if ib >= 0:
-                v -= complex(yr[perm[ib], s], yi[perm[ib], s])
+                v -= complex(y[perm[ib], 0, s], y[perm[ib], 1, s])
             out[q, s] = base[q] - v
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True, inline="always")
-def _subtract_product(yr: np.ndarray, yi: np.ndarray, dst: int, src: int, vr: float,
-                      vi: float) -> None:
-    """Row dst of yr + i yi [N, b] minus (vr + i vi) times its row src (dst != src), for
-    every scenario: one elimination step of the triangular solves, an axpy across the
+def _subtract_product(y: np.ndarray, dst: int, src: int, vr: float, vi: float) -> None:
+    """Row dst of y [N, 2, b] minus (vr + i vi) times its row src (dst != src), for every
+    scenario: one elimination step of the triangular solves, an axpy across the
     scenarios."""
-    for s in range(yr.shape[1]):
-        ar, ai = yr[src, s], yi[src, s]
-        yr[dst, s] -= vr * ar - vi * ai
-        yi[dst, s] -= vr * ai + vi * ar
+    for s in range(y.shape[2]):
+        ar, ai = y[src, 0, s], y[src, 1, s]
+        y[dst, 0, s] -= vr * ar - vi * ai
+        y[dst, 1, s] -= vr * ai + vi * ar
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True, inline="always")
-def _scale_row(yr: np.ndarray, yi: np.ndarray, j: int, er: float, ei: float) -> None:
-    """Row j of yr + i yi [N, b] times er + i ei, for every scenario."""
-    for s in range(yr.shape[1]):
-        ar, ai = yr[j, s], yi[j, s]
-        yr[j, s] = er * ar - ei * ai
-        yi[j, s] = er * ai + ei * ar
+def _scale_row(y: np.ndarray, j: int, er: float, ei: float) -> None:
+    """Row j of y [N, 2, b] times er + i ei, for every scenario."""
+    for s in range(y.shape[2]):
+        ar, ai = y[j, 0, s], y[j, 1, s]
+        y[j, 0, s] = er * ar - ei * ai
+        y[j, 1, s] = er * ai + ei * ar
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
-def lu_solve(net: Network, c: np.ndarray, yr: np.ndarray, yi: np.ndarray) -> None:
-    """z = U⁻¹ L⁻¹ Pr Mᵀ c for port currents c [P, b] of b scenarios, into yr and yi
-    [N, b] (real and imaginary parts, scenarios fastest); node i's value of Y⁻¹ Mᵀ c is
-    z[perm_c[i]]."""
-    b, n = c.shape[1], yr.shape[0]
-    _scatter(net, net.perm_r, c, yr, yi)  # Pr Mᵀ c: row i of Y goes to row perm_r[i]
+def lu_solve(net: Network, c: np.ndarray, y: np.ndarray) -> None:
+    """z = U⁻¹ L⁻¹ Pr Mᵀ c for port currents c [P, b] of b scenarios, into y [N, 2, b]
+    (each row's real parts, then its imaginary parts, scenarios fastest: one row's values
+    side by side, which the axpys stream faster than two arrays); node i's value of
+    Y⁻¹ Mᵀ c is z[perm_c[i]]."""
+    b, n = c.shape[1], y.shape[0]
+    _scatter(net, net.perm_r, c, y)  # Pr Mᵀ c: row i of Y goes to row perm_r[i]
     if b == 1:  # one scenario: the same elimination without the loop over scenarios
-        _lu_solve_one(net, yr[:, 0], yi[:, 0])
+        _lu_solve_one(net, y.reshape(n, 2))
         return
     for j in range(n):  # L y = ..., column by column (unit diagonal)
         for k in range(net.l_ptr[j], net.l_ptr[j + 1]):
-            _subtract_product(yr, yi, net.l_idx[k], j, net.l_re[k], net.l_im[k])
+            _subtract_product(y, net.l_idx[k], j, net.l_re[k], net.l_im[k])
     for j in range(n - 1, -1, -1):  # U z = y
-        _scale_row(yr, yi, j, net.dinv_re[j], net.dinv_im[j])
+        _scale_row(y, j, net.dinv_re[j], net.dinv_im[j])
         for k in range(net.u_ptr[j], net.u_ptr[j + 1]):
-            _subtract_product(yr, yi, net.u_idx[k], j, net.u_re[k], net.u_im[k])
+            _subtract_product(y, net.u_idx[k], j, net.u_re[k], net.u_im[k])
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
-def _lu_solve_one(net: Network, yr: np.ndarray, yi: np.ndarray) -> None:
-    """`lu_solve`'s two triangular solves for one scenario, in place on yr, yi [N]."""
-    for j in range(yr.shape[0]):
-        ar, ai = yr[j], yi[j]
+def _lu_solve_one(net: Network, y: np.ndarray) -> None:
+    """`lu_solve`'s two triangular solves for one scenario, in place on y [N, 2]."""
+    for j in range(y.shape[0]):
+        ar, ai = y[j, 0], y[j, 1]
         for k in range(net.l_ptr[j], net.l_ptr[j + 1]):
             i, vr, vi = net.l_idx[k], net.l_re[k], net.l_im[k]
-            yr[i] -= vr * ar - vi * ai
-            yi[i] -= vr * ai + vi * ar
-    for j in range(yr.shape[0] - 1, -1, -1):
+            y[i, 0] -= vr * ar - vi * ai
+            y[i, 1] -= vr * ai + vi * ar
+    for j in range(y.shape[0] - 1, -1, -1):
         er, ei = net.dinv_re[j], net.dinv_im[j]
-        ar, ai = er * yr[j] - ei * yi[j], er * yi[j] + ei * yr[j]
-        yr[j], yi[j] = ar, ai
+        ar, ai = er * y[j, 0] - ei * y[j, 1], er * y[j, 1] + ei * y[j, 0]
+        y[j, 0], y[j, 1] = ar, ai
         for k in range(net.u_ptr[j], net.u_ptr[j + 1]):
             i, vr, vi = net.u_idx[k], net.u_re[k], net.u_im[k]
-            yr[i] -= vr * ar - vi * ai
-            yi[i] -= vr * ai + vi * ar
+            y[i, 0] -= vr * ar - vi * ai
+            y[i, 1] -= vr * ai + vi * ar
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
-def lu_solve_transposed(net: Network, x: np.ndarray, yr: np.ndarray,
-                        yi: np.ndarray) -> None:
-    """z = Pr⁻¹ L⁻ᵀ U⁻ᵀ Pc⁻¹ Mᵀ x for port values x [P, b] into yr and yi [N, b], scenarios
-    fastest: `lu_solve` for Yᵀ (Yᵀ = Pc Uᵀ Lᵀ Pr, from Pr Y Pc = L U); node i's value of
+def lu_solve_transposed(net: Network, x: np.ndarray, y: np.ndarray) -> None:
+    """z = Pr⁻¹ L⁻ᵀ U⁻ᵀ Pc⁻¹ Mᵀ x for port values x [P, b] into y [N, 2, b], as `lu_solve`
+    lays it out: `lu_solve` for Yᵀ (Yᵀ = Pc Uᵀ Lᵀ Pr, from Pr Y Pc = L U); node i's value of
     Y⁻ᵀ Mᵀ x is z[perm_r[i]]. Uᵀ and Lᵀ are solved row by row, which are U's and L's
     stored columns."""
-    n = yr.shape[0]
-    _scatter(net, net.perm_c, x, yr, yi)  # Pc⁻¹ Mᵀ x: node i goes to row perm_c[i]
+    n = y.shape[0]
+    _scatter(net, net.perm_c, x, y)  # Pc⁻¹ Mᵀ x: node i goes to row perm_c[i]
     for j in range(n):  # Uᵀ w = y: row j of Uᵀ is column j of U (rows above j)
         for k in range(net.u_ptr[j], net.u_ptr[j + 1]):
-            _subtract_product(yr, yi, j, net.u_idx[k], net.u_re[k], net.u_im[k])
-        _scale_row(yr, yi, j, net.dinv_re[j], net.dinv_im[j])
+            _subtract_product(y, j, net.u_idx[k], net.u_re[k], net.u_im[k])
+        _scale_row(y, j, net.dinv_re[j], net.dinv_im[j])
     for j in range(n - 1, -1, -1):  # Lᵀ z = w: row j of Lᵀ is column j of L (unit diagonal)
         for k in range(net.l_ptr[j], net.l_ptr[j + 1]):
-            _subtract_product(yr, yi, j, net.l_idx[k], net.l_re[k], net.l_im[k])
+            _subtract_product(y, j, net.l_idx[k], net.l_re[k], net.l_im[k])
 
 
 @numba.njit(cache=True, nogil=True)
-def adjoint_map(net: Network, mu: np.ndarray, out: np.ndarray, yr: np.ndarray,
-                yi: np.ndarray) -> None:
+def adjoint_map(net: Network, mu: np.ndarray, out: np.ndarray, y: np.ndarray) -> None:
     """out = -Zbᴴ mu [P, b] for b scenarios' mu [P, b]: the adjoint of c -> -Zb c (in the
     real [re, im] form, the transposed product; Zbᴴ mu = conj(Zbᵀ conj(mu)))."""
     p, b = mu.shape
-    lu_solve_transposed(net, np.conj(mu), yr, yi)
+    lu_solve_transposed(net, np.conj(mu), y)
     pr = net.perm_r
     for q in range(p):
         ia, ib = pr[net.port_a[q]], net.port_b[q]
         for s in range(b):
-            zr, zi = yr[ia, s], yi[ia, s]
+            zr, zi = y[ia, 0, s], y[ia, 1, s]
             if ib >= 0:
-                zr -= yr[pr[ib], s]
-                zi -= yi[pr[ib], s]
+                zr -= y[pr[ib], 0, s]
+                zi -= y[pr[ib], 1, s]
             out[q, s] = complex(-zr, zi)
 
 
@@ -422,7 +424,7 @@ def adjoint(g: np.ndarray, k: np.ndarray, net: Network, tol: float, max_iter: in
     nu), and answers mu = nu + K0ᵀ gc, for which -Zbᵀ mu is that same gc."""
     b, p = g.shape
     chord = lv >= 0
-    n = net.ch_dinv.shape[1] if chord else net.dinv_re.shape[0]
+    n = net.ch_l_ptr.shape[0] - 1 if chord else net.dinv_re.shape[0]
     gt = np.ascontiguousarray(g.T)
     kt = np.empty((4, p, b))
     for j in range(4):
@@ -436,7 +438,7 @@ def adjoint(g: np.ndarray, k: np.ndarray, net: Network, tol: float, max_iter: in
                 kt[2, q, s] -= k0[1]
                 kt[3, q, s] -= k0[3]
     mu, gc, nxt = gt.copy(), np.empty_like(gt), np.empty_like(gt)
-    yr, yi = np.empty((n, b)), np.empty((n, b))
+    y = np.empty((n, 2, b))
     zero = np.zeros(p, dtype=np.complex128)
     g_size = np.zeros(b)
     for q in range(p):
@@ -447,9 +449,9 @@ def adjoint(g: np.ndarray, k: np.ndarray, net: Network, tol: float, max_iter: in
     size, change = np.empty(b), np.empty(b)
     for _ in range(max_iter):
         if chord:  # gc = -Zb'ᵀ nu
-            chord_products(net, lv, mu, zero, gc, yr, yi, True)
+            chord_products(net, lv, mu, zero, gc, y, True)
         else:
-            adjoint_map(net, mu, gc, yr, yi)
+            adjoint_map(net, mu, gc, y)
         size[:] = 0.0
         change[:] = 0.0
         for q in range(p):
@@ -475,14 +477,14 @@ def adjoint(g: np.ndarray, k: np.ndarray, net: Network, tol: float, max_iter: in
         if left == 0:
             break
     if chord:  # from nu to mu = nu + K0ᵀ gc, where gc = -Zb'ᵀ nu is -Zbᵀ mu
-        chord_products(net, lv, mu, zero, gc, yr, yi, True)
+        chord_products(net, lv, mu, zero, gc, y, True)
         for q in range(p):
             k0 = net.ch_k0[lv, q]
             for s in range(b):
                 gr, gi = gc[q, s].real, gc[q, s].imag
                 mu[q, s] += complex(k0[0] * gr + k0[2] * gi, k0[1] * gr + k0[3] * gi)
     else:
-        adjoint_map(net, mu, gc, yr, yi)
+        adjoint_map(net, mu, gc, y)
     for s in range(b):
         for q in range(p):
             out_mu[s, 0, q], out_mu[s, 1, q] = mu[q, s].real, mu[q, s].imag
@@ -503,15 +505,14 @@ def adjoint_parallel(g: np.ndarray, k: np.ndarray, net: Network, tol: float, max
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
 def minus_products(at_re: np.ndarray, at_im: np.ndarray, c: np.ndarray, base: np.ndarray,
-                   out: np.ndarray, acc_re: np.ndarray, acc_im: np.ndarray) -> None:
+                   out: np.ndarray, acc: np.ndarray) -> None:
     """out = base - A c [M, b] for b scenarios' c [P, b], A as `minus_product` takes it
     (the real and imaginary parts of its transpose [P, M]): an axpy across the scenarios
-    per entry of A, as `lu_solve` does per entry of L and U (acc_re, acc_im: work space of
-    at least [M, b])."""
+    per entry of A, as `lu_solve` does per entry of L and U (acc: work space of at least
+    [M, 2, b])."""
     p, b = c.shape
     m = at_re.shape[1]
-    acc_re[:m] = 0.0
-    acc_im[:m] = 0.0
+    acc[:m] = 0.0
     cr, ci = np.empty(b), np.empty(b)
     for j in range(p):
         for s in range(b):
@@ -519,18 +520,18 @@ def minus_products(at_re: np.ndarray, at_im: np.ndarray, c: np.ndarray, base: np
         for i in range(m):
             ar, ai = at_re[j, i], at_im[j, i]
             for s in range(b):
-                acc_re[i, s] += ar * cr[s] - ai * ci[s]
-                acc_im[i, s] += ar * ci[s] + ai * cr[s]
+                acc[i, 0, s] += ar * cr[s] - ai * ci[s]
+                acc[i, 1, s] += ar * ci[s] + ai * cr[s]
     for i in range(m):
         for s in range(b):
-            out[i, s] = base[i] - complex(acc_re[i, s], acc_im[i, s])
+            out[i, s] = base[i] - complex(acc[i, 0, s], acc[i, 1, s])
 
 
 @numba.njit(cache=True, nogil=True)
-def zbus_map(net: Network, c: np.ndarray, u0: np.ndarray, out: np.ndarray, yr: np.ndarray,
-             yi: np.ndarray) -> None:
+def zbus_map(net: Network, c: np.ndarray, u0: np.ndarray, out: np.ndarray,
+             y: np.ndarray) -> None:
     """out = u0 - Zb c [P, b] for b scenarios' port currents c [P, b]: the linear half of
-    the Z-bus map (yr, yi [N, b]: work space). Through the dense Zb where the feeder has
+    the Z-bus map (y [N, 2, b]: work space). Through the dense Zb where the feeder has
     one and its P² entries are no more than L's and U's (one scenario always: there the
     dense product vectorises and the triangular solves do not); else through Y's LU. On
     the European LV feeder, 55 ports on 2,721 nodes, that is 3,025 entries against about
@@ -541,74 +542,101 @@ def zbus_map(net: Network, c: np.ndarray, u0: np.ndarray, out: np.ndarray, yr: n
             minus_product(net.zbt_re, net.zbt_im, c.reshape(p), u0, out.reshape(p))
             return
         if p * p <= net.l_re.shape[0] + net.u_re.shape[0]:
-            minus_products(net.zbt_re, net.zbt_im, c, u0, out, yr, yi)
+            minus_products(net.zbt_re, net.zbt_im, c, u0, out, y)
             return
-    lu_solve(net, c, yr, yi)
-    _gather(net, net.perm_c, yr, yi, u0, out)
+    lu_solve(net, c, y)
+    _gather(net, net.perm_c, y, u0, out)
 
 
 @numba.njit(cache=True, nogil=True)
 def node_voltages(net: Network, c: np.ndarray, w: np.ndarray, out: np.ndarray,
-                  yr: np.ndarray, yi: np.ndarray) -> None:
+                  y: np.ndarray) -> None:
     """out = w - X c [b, N]: node voltages from port currents c [P, b] and no-load
-    voltages w [N]."""
+    voltages w [N] (y [N, 2, b]: work space)."""
     p, b = c.shape
     if net.xt_re.shape[0] > 0 and b == 1:
         minus_product(net.xt_re, net.xt_im, c.reshape(p), w, out[0])
         return
-    lu_solve(net, c, yr, yi)
+    lu_solve(net, c, y)
     for i in range(w.shape[0]):
         j = net.perm_c[i]
         for s in range(b):
-            out[s, i] = w[i] - complex(yr[j, s], yi[j, s])
+            out[s, i] = w[i] - complex(y[j, 0, s], y[j, 1, s])
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True, inline="always")
-def _subtract_block(yr: np.ndarray, yi: np.ndarray, dst: int, src: int, a: float,
-                    b: float, c: float, d: float) -> None:
-    """Row dst of (yr, yi) [N, b] minus the real 2x2 block [[a, b], [c, d]] (acting on
+def _subtract_block(y: np.ndarray, dst: int, src: int, a: float, b: float, c: float,
+                    d: float) -> None:
+    """Row dst of y [N, 2, b] minus the real 2x2 block [[a, b], [c, d]] (acting on
     (re, im)) times row src, for every scenario: `_subtract_product` for a real-linear
     entry."""
-    for s in range(yr.shape[1]):
-        xr, xi = yr[src, s], yi[src, s]
-        yr[dst, s] -= a * xr + b * xi
-        yi[dst, s] -= c * xr + d * xi
+    for s in range(y.shape[2]):
+        xr, xi = y[src, 0, s], y[src, 1, s]
+        y[dst, 0, s] -= a * xr + b * xi
+        y[dst, 1, s] -= c * xr + d * xi
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True, inline="always")
-def _apply_block(yr: np.ndarray, yi: np.ndarray, j: int, a: float, b: float, c: float,
-                 d: float) -> None:
-    """Row j of (yr, yi) [N, b] times the real 2x2 block [[a, b], [c, d]]."""
-    for s in range(yr.shape[1]):
-        xr, xi = yr[j, s], yi[j, s]
-        yr[j, s] = a * xr + b * xi
-        yi[j, s] = c * xr + d * xi
+def _set_block(y: np.ndarray, dst: int, src: int, a: float, b: float, c: float,
+               d: float) -> None:
+    """Row dst of y [N, 2, b] = minus the real 2x2 block [[a, b], [c, d]] times row src:
+    `_subtract_block` from zero."""
+    for s in range(y.shape[2]):
+        xr, xi = y[src, 0, s], y[src, 1, s]
+        y[dst, 0, s] = -(a * xr + b * xi)
+        y[dst, 1, s] = -(c * xr + d * xi)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True, inline="always")
+def _apply_block(y: np.ndarray, j: int, a: float, b: float, c: float, d: float) -> None:
+    """Row j of y [N, 2, b] times the real 2x2 block [[a, b], [c, d]]."""
+    for s in range(y.shape[2]):
+        xr, xi = y[j, 0, s], y[j, 1, s]
+        y[j, 0, s] = a * xr + b * xi
+        y[j, 1, s] = c * xr + d * xi
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
-def block_solve(net: Network, lv: int, yr: np.ndarray, yi: np.ndarray) -> None:
-    """(yr, yi) [N, b] = (Y + M K0 Mᵀ)⁻¹ (yr, yi) in the factors' positions, in place, K0
-    of level lv: the chord's block triangular solves, each step an update across the
-    scenarios."""
-    n = yr.shape[0]
+def block_solve(net: Network, lv: int, x: np.ndarray, y: np.ndarray) -> None:
+    """y [m, 2, b] = (Y + M K0 Mᵀ)⁻¹ Mᵀ x in the factors' positions, K0 of level lv, for
+    port values x [P, b]: the chord's block triangular solves, each step an update across
+    the scenarios. Mᵀ x enters each row as the forward solve reaches it, and the first
+    update of a row sets it: y's old values are never read, so it needs no zeroing pass.
+    (The blocks are read from flat arrays, four numbers at a time: with a view per block,
+    and with real and imaginary parts in two arrays, the solves took 1.5 times as long.)"""
+    n, b = y.shape[0], y.shape[2]
     l_val, u_val, dinv = net.ch_l_val[lv], net.ch_u_val[lv], net.ch_dinv[lv]
-    for j in range(n):  # L y = x (identity diagonal blocks)
+    for j in range(n):  # L y = Mᵀ x (identity diagonal blocks)
+        if net.ch_fresh[j]:
+            y[j] = 0.0
+        for t in range(net.ch_port_ptr[j], net.ch_port_ptr[j + 1]):
+            q = net.ch_port_idx[t]
+            if q >= 0:
+                for s in range(b):
+                    y[j, 0, s] += x[q, s].real
+                    y[j, 1, s] += x[q, s].imag
+            else:
+                for s in range(b):
+                    y[j, 0, s] -= x[-1 - q, s].real
+                    y[j, 1, s] -= x[-1 - q, s].imag
         for k in range(net.ch_l_ptr[j], net.ch_l_ptr[j + 1]):
-            e = l_val[k]
-            _subtract_block(yr, yi, net.ch_l_idx[k], j, e[0], e[1], e[2], e[3])
+            a, bb, c, d = l_val[4 * k], l_val[4 * k + 1], l_val[4 * k + 2], l_val[4 * k + 3]
+            if net.ch_l_first[k]:
+                _set_block(y, net.ch_l_idx[k], j, a, bb, c, d)
+            else:
+                _subtract_block(y, net.ch_l_idx[k], j, a, bb, c, d)
     for j in range(n - 1, -1, -1):  # U z = y
-        e = dinv[j]
-        _apply_block(yr, yi, j, e[0], e[1], e[2], e[3])
+        _apply_block(y, j, dinv[4 * j], dinv[4 * j + 1], dinv[4 * j + 2], dinv[4 * j + 3])
         for k in range(net.ch_u_ptr[j], net.ch_u_ptr[j + 1]):
-            e = u_val[k]
-            _subtract_block(yr, yi, net.ch_u_idx[k], j, e[0], e[1], e[2], e[3])
+            _subtract_block(y, net.ch_u_idx[k], j, u_val[4 * k], u_val[4 * k + 1],
+                            u_val[4 * k + 2], u_val[4 * k + 3])
 
 
 @numba.njit(cache=True, nogil=True)
 def chord_map(net: Network, lv: int, c: np.ndarray, u: np.ndarray, u0: np.ndarray,
-              out: np.ndarray, yr: np.ndarray, yi: np.ndarray) -> None:
+              out: np.ndarray, y: np.ndarray) -> None:
     """out = u0 - Zb' (c + K0 (u0 - u)) [P, b], the chord step from u [P, b] with port
-    currents c = c(u), where Zb' = Mᵀ (Y + M K0 Mᵀ)⁻¹ M, K0 of level lv (yr, yi [N, b]:
+    currents c = c(u), where Zb' = Mᵀ (Y + M K0 Mᵀ)⁻¹ M, K0 of level lv (y [N, 2, b]:
     work space).
 
     Its fixed points are the Z-bus map's: u = u0 - Zb' (c + K0 (u0 - u)) rearranges to
@@ -621,31 +649,30 @@ def chord_map(net: Network, lv: int, c: np.ndarray, u: np.ndarray, u0: np.ndarra
         for s in range(b):
             dr, di = u0[q].real - u[q, s].real, u0[q].imag - u[q, s].imag
             out[q, s] = c[q, s] + complex(a * dr + bb * di, cc * dr + d * di)
-    chord_products(net, lv, out, u0, out, yr, yi, False)
+    chord_products(net, lv, out, u0, out, y, False)
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
-def chord_node_voltages(net: Network, lv: int, yr: np.ndarray, yi: np.ndarray, j: int,
-                        w: np.ndarray, out: np.ndarray, zr: np.ndarray,
-                        zi: np.ndarray) -> None:
+def chord_node_voltages(net: Network, lv: int, y: np.ndarray, j: int, w: np.ndarray,
+                        out: np.ndarray, zr: np.ndarray, zi: np.ndarray) -> None:
     """out [N] = w - z, the node voltages of scenario j's chord step whose block solve
-    left z at the ports' paths in (yr, yi)[:, j] (zr, zi [N]: work space). They are the
+    left z at the ports' paths in y[:, :, j] (zr, zi [N]: work space). They are the
     network's voltages for port currents c(u) + K0 (g - u) (g = M (w - z), the step's
     port voltages): at convergence c(g) to first order in the step, so no further solve
     with Y is needed. The rest of the positions, whose forward values are zero, take U's
     rows alone."""
-    m = yr.shape[0]
+    m = y.shape[0]
     for i in range(m):
-        zr[i], zi[i] = yr[i, j], yi[i, j]
+        zr[i], zi[i] = y[i, 0, j], y[i, 1, j]
     x_val, x_dinv = net.ch_x_val[lv], net.ch_x_dinv[lv]
-    for t in range(x_dinv.shape[0]):
+    for t in range(net.ch_x_ptr.shape[0] - 1):
         ar = ai = 0.0
         for k in range(net.ch_x_ptr[t], net.ch_x_ptr[t + 1]):
-            e, src = x_val[k], net.ch_x_idx[k]
-            ar += e[0] * zr[src] + e[1] * zi[src]
-            ai += e[2] * zr[src] + e[3] * zi[src]
-        d = x_dinv[t]
-        zr[m + t], zi[m + t] = -(d[0] * ar + d[1] * ai), -(d[2] * ar + d[3] * ai)
+            src = net.ch_x_idx[k]
+            ar += x_val[4 * k] * zr[src] + x_val[4 * k + 1] * zi[src]
+            ai += x_val[4 * k + 2] * zr[src] + x_val[4 * k + 3] * zi[src]
+        a, b, c, d = x_dinv[4 * t], x_dinv[4 * t + 1], x_dinv[4 * t + 2], x_dinv[4 * t + 3]
+        zr[m + t], zi[m + t] = -(a * ar + b * ai), -(c * ar + d * ai)
     for i in range(w.shape[0]):
         q = net.ch_pos[i]
         out[i] = w[i] - complex(zr[q], zi[q])
@@ -653,33 +680,32 @@ def chord_node_voltages(net: Network, lv: int, yr: np.ndarray, yi: np.ndarray, j
 
 @numba.njit(cache=True, nogil=True)
 def chord_products(net: Network, lv: int, x: np.ndarray, base: np.ndarray, out: np.ndarray,
-                   yr: np.ndarray, yi: np.ndarray, transposed: bool) -> None:
+                   y: np.ndarray, transposed: bool) -> None:
     """out = base - Zb' x [P, b] (Zb'ᵀ x if transposed) in the real [re, im] form, for
     port values x [P, b] (complex, each number a pair; out may be x) and base [P]."""
-    _scatter(net, net.ch_pos, x, yr, yi)
     if transposed:
-        block_solve_transposed(net, lv, yr, yi)
+        _scatter(net, net.ch_pos, x, y)
+        block_solve_transposed(net, lv, y)
     else:
-        block_solve(net, lv, yr, yi)
-    _gather(net, net.ch_pos, yr, yi, base, out)
+        block_solve(net, lv, x, y)
+    _gather(net, net.ch_pos, y, base, out)
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
-def block_solve_transposed(net: Network, lv: int, yr: np.ndarray, yi: np.ndarray) -> None:
+def block_solve_transposed(net: Network, lv: int, y: np.ndarray) -> None:
     """`block_solve` for the transpose, (Y + M K0 Mᵀ)ᵀ = Uᵀ Lᵀ: Uᵀ and Lᵀ solved row by
-    row, which are U's and L's stored columns."""
-    n = yr.shape[0]
+    row, which are U's and L's stored columns (each block transposed)."""
+    n = y.shape[0]
     l_val, u_val, dinv = net.ch_l_val[lv], net.ch_u_val[lv], net.ch_dinv[lv]
     for j in range(n):  # Uᵀ y = x: row j of Uᵀ is column j of U (rows above j)
         for k in range(net.ch_u_ptr[j], net.ch_u_ptr[j + 1]):
-            e = u_val[k]  # (each block transposed)
-            _subtract_block(yr, yi, j, net.ch_u_idx[k], e[0], e[2], e[1], e[3])
-        e = dinv[j]
-        _apply_block(yr, yi, j, e[0], e[2], e[1], e[3])
+            _subtract_block(y, j, net.ch_u_idx[k], u_val[4 * k], u_val[4 * k + 2],
+                            u_val[4 * k + 1], u_val[4 * k + 3])
+        _apply_block(y, j, dinv[4 * j], dinv[4 * j + 2], dinv[4 * j + 1], dinv[4 * j + 3])
     for j in range(n - 1, -1, -1):  # Lᵀ z = y: row j of Lᵀ is column j of L
         for k in range(net.ch_l_ptr[j], net.ch_l_ptr[j + 1]):
-            e = l_val[k]
-            _subtract_block(yr, yi, j, net.ch_l_idx[k], e[0], e[2], e[1], e[3])
+            _subtract_block(y, j, net.ch_l_idx[k], l_val[4 * k], l_val[4 * k + 2],
+                            l_val[4 * k + 1], l_val[4 * k + 3])
 
 
 @numba.njit(cache=True, nogil=True)
@@ -743,7 +769,7 @@ def iterate(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Loads,
     n = net.dinv_re.shape[0]
     u = u.copy()
     g, c = np.empty_like(u), np.empty_like(u)
-    yr, yi = np.empty((n, b)), np.empty((n, b))
+    y = np.empty((n, 2, b))
     currents(u, s_conj, scale, lm, c)
     # Anderson's history per scenario: newest differences of f = g - u and of g
     hist_f = np.empty((b, max(memory, 1), p), dtype=np.complex128)
@@ -759,7 +785,7 @@ def iterate(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Loads,
     end[:] = SLOW
     out_c[:] = 0.0
     for it in range(1, max_iter + 1):
-        zbus_map(net, c, u0, g, yr, yi)
+        zbus_map(net, c, u0, g, y)
         currents(g, s_conj, scale, lm, c)  # (stopped scenarios too: cheaper than asking)
         residuals(g, u, inv_base, res)
         for s in range(b):
@@ -798,7 +824,7 @@ def iterate(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Loads,
     for s in range(b):
         if running[s]:  # out of steps
             out_u[s], out_c[s] = u[:, s], c[:, s]
-    node_voltages(net, np.ascontiguousarray(out_c.T), w, out_v, yr, yi)
+    node_voltages(net, np.ascontiguousarray(out_c.T), w, out_v, y)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -821,10 +847,10 @@ def iterate_chord(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Load
     A scenario whose residual shrinks by less than CHORD_STALL in a step from the third
     on, or runs away, stops unconverged (SLOW) for `solve` to hand to the Z-bus steps."""
     p, b = u.shape
-    n, m = net.dinv_re.shape[0], net.ch_dinv.shape[1]  # nodes, the chord's positions
+    n, m = net.dinv_re.shape[0], net.ch_l_ptr.shape[0] - 1  # nodes, the chord's positions
     u, s_conj, scale = u.copy(), s_conj.copy(), scale.copy()
     g, c = np.empty_like(u), np.empty_like(u)
-    yr, yi = np.empty((m, b)), np.empty((m, b))
+    y = np.empty((m, 2, b))
     zr, zi = np.empty(n), np.empty(n)
     idx = np.arange(b)  # column j holds scenario idx[j]
     res = np.empty(b)
@@ -835,7 +861,7 @@ def iterate_chord(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Load
     prev_res = np.full(b, np.inf)
     currents(u, s_conj, scale, lm, c)
     for it in range(1, max_iter + 1):
-        chord_map(net, lv, c, u, u0, g, yr, yi)
+        chord_map(net, lv, c, u, u0, g, y)
         currents(g, s_conj, scale, lm, c)
         residuals(g, u, inv_base, res)
         left = 0
@@ -845,7 +871,7 @@ def iterate_chord(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Load
             if res[j] <= tol:
                 end[s] = CONVERGED
                 out_u[s], out_c[s] = g[:, j], c[:, j]
-                chord_node_voltages(net, lv, yr, yi, j, w, out_v[s], zr, zi)
+                chord_node_voltages(net, lv, y, j, w, out_v[s], zr, zi)
             elif not res[j] <= 10.0 or (it >= 3 and res[j] > CHORD_STALL * prev_res[s]):
                 out_u[s], out_c[s] = g[:, j], c[:, j]  # (SLOW: for the Z-bus steps)
             else:
@@ -861,7 +887,7 @@ def iterate_chord(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Load
             s_conj = s_conj[:, keep]
             idx = idx[keep]
             g = np.empty_like(u)
-            yr, yi = np.empty((m, left)), np.empty((m, left))
+            y = np.empty((m, 2, left))
             nb = left
     for j in range(nb):
         s = idx[j]
@@ -1139,9 +1165,9 @@ def _typed(parts: list) -> list[np.ndarray]:
             for x in parts]
 
 
-_ints, _blocks = np.zeros(0, dtype=np.int64), np.zeros((0, 0, 4))
-_NO_CHORD = [_blocks, _ints, _ints, _ints, _blocks, _ints, _ints, _blocks, _blocks, _ints,
-             _ints, _blocks, _blocks]
+_ints, _blocks, _flat = np.zeros(0, dtype=np.int64), np.zeros((0, 0, 4)), np.zeros((0, 0))
+_NO_CHORD = [_blocks, _ints, _ints, _ints, _flat, _ints, _ints, _flat, _flat, _ints, _ints,
+             _flat, _flat, _ints, _ints, _ints, _ints]
 
 
 def chord_factors(y: sp.spmatrix, port_a: np.ndarray, port_b: np.ndarray,
@@ -1209,17 +1235,23 @@ def chord_factors(y: sp.spmatrix, port_a: np.ndarray, port_b: np.ndarray,
     renumber = np.empty(n, dtype=np.int64)
     renumber[np.concatenate([keep, rest])] = np.arange(n)
     x_rows, x_cols = np.nonzero(np.triu(nz, 1)[rest])  # U's rows of the rest, by row
-    x_val = a[:, rest[x_rows], x_cols].reshape(levels, -1, 4)
-    x_dinv = dinv[:, rest].reshape(levels, -1, 4)
+    x_val = a[:, rest[x_rows], x_cols].reshape(levels, -1)
+    x_dinv = dinv[:, rest].reshape(levels, -1)
     a, nz, dinv = a[:, keep[:, None], keep], nz[np.ix_(keep, keep)], dinv[:, keep]
     l_col, l_row = np.nonzero(np.tril(nz, -1).T)  # CSC: by column, rows ascending
     u_col, u_row = np.nonzero(np.triu(nz, 1).T)
+    first = np.zeros(len(l_row), dtype=np.int64)
+    first[np.unique(l_row, return_index=True)[1]] = 1  # (columns ascending: the earliest)
+    ends = np.concatenate([renumber[pos[port_a]], renumber[pos[port_b[port_b >= 0]]]])
+    tags = np.concatenate([np.arange(len(port_a)), -1 - np.nonzero(port_b >= 0)[0]])
+    order = np.argsort(ends, kind="stable")
     return _typed([k0, renumber[pos], np.searchsorted(l_col, np.arange(m + 1)), l_row,
-                   a[:, l_row, l_col].reshape(levels, -1, 4),
+                   a[:, l_row, l_col].reshape(levels, -1),
                    np.searchsorted(u_col, np.arange(m + 1)), u_row,
-                   a[:, u_row, u_col].reshape(levels, -1, 4), dinv.reshape(levels, m, 4),
+                   a[:, u_row, u_col].reshape(levels, -1), dinv.reshape(levels, -1),
                    np.searchsorted(x_rows, np.arange(len(rest) + 1)), renumber[x_cols],
-                   x_val, x_dinv])
+                   x_val, x_dinv, np.searchsorted(ends[order], np.arange(m + 1)), tags[order],
+                   first, (np.bincount(l_row, minlength=m) == 0).astype(np.int64)])
 
 
 class CpuSolver:

@@ -333,14 +333,14 @@ def test_the_chord_factors_give_the_dense_chord_map(feeder_cache):
     c = rng.normal(size=(p, b)) + 1j * rng.normal(size=(p, b))
     u = solver.u0[:, None] * (1 + 0.05 * (rng.normal(size=(p, b)) + 1j * rng.normal(size=(p, b))))
     d = solver.u0[:, None] - u
-    n = net.ch_dinv.shape[1]
+    n = len(net.ch_l_ptr) - 1  # the factors' positions
     for lv in range(len(solver.levels)):
         k = net.ch_k0[lv]  # [P, (rr, ri, ir, ii)]
         k0 = np.block([[np.diag(k[:, 0]), np.diag(k[:, 1])],
                        [np.diag(k[:, 2]), np.diag(k[:, 3])]])
         zb_chord = np.linalg.solve(np.eye(2 * p) + z @ k0, z)
         out = np.empty_like(c)
-        chord_map(net, lv, c, u, solver.u0, out, np.empty((n, b)), np.empty((n, b)))
+        chord_map(net, lv, c, u, solver.u0, out, np.empty((n, 2, b)))
         x = c + (k[:, 0, None] * d.real + k[:, 1, None] * d.imag
                  + 1j * (k[:, 2, None] * d.real + k[:, 3, None] * d.imag))
         y = zb_chord @ np.concatenate([x.real, x.imag])
