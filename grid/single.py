@@ -25,7 +25,9 @@ load currents' change with voltage, linearised at the solution for a load level 
 batch's (K0), moves into the matrix, factored once per power flow and level in real 2x2
 blocks (`chord_factors`). The Z-bus step's error shrinks by about 0.1 per step on IEEE
 123; the chord step's by 0.01-0.09, for the same work per step. The fixed points are the
-same. The adjoint iteration of the implicit gradient takes chord steps too (`adjoint`).
+same. A converged scenario's node voltages come from its last chord step's solve
+(`chord_node_voltages`). The adjoint iteration of the implicit gradient takes chord steps
+too (`adjoint`).
 
 The compiled functions are cached on disk (numba's `cache=True`, next to this file), so
 only the first use on a machine pays their compilation (about 1.5 min; `make setup` does it).
