@@ -598,6 +598,19 @@ def _apply_block(y: np.ndarray, j: int, a: float, b: float, c: float, d: float) 
         y[j, 1, s] = c * xr + d * xi
 
 
+@numba.njit(cache=True, nogil=True, fastmath=True, inline="always")
+def _add_ports(net: Network, x: np.ndarray, y: np.ndarray, j: int) -> None:
+    """Row j of y [m, 2, b] plus row j of Mᵀ x in the chord's positions, for port values
+    x [P, b]: the ports with their a end there added, those with their b end taken away."""
+    for t in range(net.ch_port_ptr[j], net.ch_port_ptr[j + 1]):
+        q = net.ch_port_idx[t]
+        sign = 1.0 if q >= 0 else -1.0
+        q = q if q >= 0 else -1 - q
+        for s in range(y.shape[2]):
+            y[j, 0, s] += sign * x[q, s].real
+            y[j, 1, s] += sign * x[q, s].imag
+
+
 @numba.njit(cache=True, nogil=True, fastmath=True)
 def block_solve(net: Network, lv: int, x: np.ndarray, y: np.ndarray) -> None:
     """y [m, 2, b] = (Y + M K0 Mᵀ)⁻¹ Mᵀ x in the factors' positions, K0 of level lv, for
@@ -606,21 +619,12 @@ def block_solve(net: Network, lv: int, x: np.ndarray, y: np.ndarray) -> None:
     update of a row sets it: y's old values are never read, so it needs no zeroing pass.
     (The blocks are read from flat arrays, four numbers at a time: with a view per block,
     and with real and imaginary parts in two arrays, the solves took 1.5 times as long.)"""
-    n, b = y.shape[0], y.shape[2]
+    n = y.shape[0]
     l_val, u_val, dinv = net.ch_l_val[lv], net.ch_u_val[lv], net.ch_dinv[lv]
     for j in range(n):  # L y = Mᵀ x (identity diagonal blocks)
         if net.ch_fresh[j]:
             y[j] = 0.0
-        for t in range(net.ch_port_ptr[j], net.ch_port_ptr[j + 1]):
-            q = net.ch_port_idx[t]
-            if q >= 0:
-                for s in range(b):
-                    y[j, 0, s] += x[q, s].real
-                    y[j, 1, s] += x[q, s].imag
-            else:
-                for s in range(b):
-                    y[j, 0, s] -= x[-1 - q, s].real
-                    y[j, 1, s] -= x[-1 - q, s].imag
+        _add_ports(net, x, y, j)
         for k in range(net.ch_l_ptr[j], net.ch_l_ptr[j + 1]):
             a, bb, c, d = l_val[4 * k], l_val[4 * k + 1], l_val[4 * k + 2], l_val[4 * k + 3]
             if net.ch_l_first[k]:
@@ -686,20 +690,23 @@ def chord_products(net: Network, lv: int, x: np.ndarray, base: np.ndarray, out: 
     """out = base - Zb' x [P, b] (Zb'ᵀ x if transposed) in the real [re, im] form, for
     port values x [P, b] (complex, each number a pair; out may be x) and base [P]."""
     if transposed:
-        _scatter(net, net.ch_pos, x, y)
-        block_solve_transposed(net, lv, y)
+        block_solve_transposed(net, lv, x, y)
     else:
         block_solve(net, lv, x, y)
     _gather(net, net.ch_pos, y, base, out)
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
-def block_solve_transposed(net: Network, lv: int, y: np.ndarray) -> None:
+def block_solve_transposed(net: Network, lv: int, x: np.ndarray, y: np.ndarray) -> None:
     """`block_solve` for the transpose, (Y + M K0 Mᵀ)ᵀ = Uᵀ Lᵀ: Uᵀ and Lᵀ solved row by
-    row, which are U's and L's stored columns (each block transposed)."""
+    row, which are U's and L's stored columns (each block transposed). Row j of Mᵀ x
+    sets row j as the Uᵀ solve reaches it, so y's old values are never read here
+    either."""
     n = y.shape[0]
     l_val, u_val, dinv = net.ch_l_val[lv], net.ch_u_val[lv], net.ch_dinv[lv]
-    for j in range(n):  # Uᵀ y = x: row j of Uᵀ is column j of U (rows above j)
+    for j in range(n):  # Uᵀ y = Mᵀ x: row j of Uᵀ is column j of U (rows above j)
+        y[j] = 0.0
+        _add_ports(net, x, y, j)
         for k in range(net.ch_u_ptr[j], net.ch_u_ptr[j + 1]):
             _subtract_block(y, j, net.ch_u_idx[k], u_val[4 * k], u_val[4 * k + 2],
                             u_val[4 * k + 1], u_val[4 * k + 3])
