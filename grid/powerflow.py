@@ -122,9 +122,11 @@ class PowerFlow:
         steps: u = u0 - Zb' (c(u) + K0 (u0 - u)), Zb' = Mᵀ (Y + M K0 Mᵀ)⁻¹ M, with K0
         the ports' dc/du at the solution with every load at one of
         `grid.single.CHORD_LEVELS` (the nearest to the batch's median scenario), from
-        which a cold batch starts. The same fixed points as the Z-bus map, reached in
-        0.5-0.6 of the steps at the same cost per step: on IEEE 123 at batch 1,024 (loads
-        at 0.5-1.5 of nominal) 5.8 steps against 9.3 at tol 1e-9. Scenarios then take
+        which a cold batch starts, and each scenario's iterate extrapolated once along
+        its slowest direction (`grid.single.CHORD_EXTRAPOLATE_AT`). The same fixed points
+        as the Z-bus map, reached in 0.55-0.6 of the steps at the same cost per step: on
+        IEEE 123 at batch 1,024 (loads at 0.5-1.5 of nominal) 5.25 steps against 9.3 at
+        tol 1e-9. Scenarios then take
         fewer steps than alone or in torch, to the same answer within the tolerance. The
         implicit gradient's adjoint iteration takes chord steps too. False keeps the
         Z-bus steps everywhere.

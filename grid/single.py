@@ -25,9 +25,10 @@ load currents' change with voltage, linearised at the solution for a load level 
 batch's (K0), moves into the matrix, factored once per power flow and level in real 2x2
 blocks (`chord_factors`). The Z-bus step's error shrinks by about 0.1 per step on IEEE
 123; the chord step's by 0.01-0.09, for the same work per step. The fixed points are the
-same. A converged scenario's node voltages come from its last chord step's solve
-(`chord_node_voltages`). The adjoint iteration of the implicit gradient takes chord steps
-too (`adjoint`).
+same. Once, after a few steps, each scenario's iterate is extrapolated along its slowest
+direction, by the ratio of its last two changes (mean steps 5.7 -> 5.25). A converged
+scenario's node voltages come from its last chord step's solve (`chord_node_voltages`).
+The adjoint iteration of the implicit gradient takes chord steps too (`adjoint`).
 
 The compiled functions are cached on disk (numba's `cache=True`, next to this file), so
 only the first use on a machine pays their compilation (about 1.5 min; `make setup` does it).
@@ -56,6 +57,9 @@ CONVERGED, RUNAWAY, SLOW = 0, 1, 2  # how an iteration ended
 CHORD_MAX_NODES = 600  # the chord's factorisation takes [levels, N, N] 2x2 blocks of
 #                       work space (92 MB at 600 nodes; 20 MB on IEEE 123)
 CHORD_STALL = 0.3  # a chord step that shrinks the residual less hands over to Z-bus steps
+# the chord step after which each running scenario's iterate is extrapolated, once, by the
+# ratio of its last two changes (`iterate_chord`)
+CHORD_EXTRAPOLATE_AT = 4
 # the load levels (x nominal) with a chord factorisation; a batch takes the nearest to its
 # median scenario's, and Z-bus steps below CHORD_MIN_LEVEL, where loads barely move the
 # voltages and a Z-bus step is nearly exact
@@ -187,6 +191,28 @@ def residuals(g: np.ndarray, u: np.ndarray, inv_base: np.ndarray, out: np.ndarra
             m = max(abs(d.real), abs(d.imag)) * w
             if m > out[s] or m != m:  # (a NaN stays: nothing compares above it)
                 out[s] = m
+
+
+@numba.njit(cache=True, nogil=True)
+def largest_changes(g: np.ndarray, u: np.ndarray, inv_base: np.ndarray, res: np.ndarray,
+                    out: np.ndarray) -> None:
+    """Per scenario into out [b]: a port whose change from u to g [P, b] is the
+    scenario's residual res [b] (`residuals`)."""
+    out[:] = 0
+    for p in range(g.shape[0]):
+        w = inv_base[p]
+        for s in range(g.shape[1]):
+            d = g[p, s] - u[p, s]
+            if max(abs(d.real), abs(d.imag)) * w == res[s]:
+                out[s] = p
+
+
+@numba.njit(cache=True, nogil=True)
+def extrapolate(g: np.ndarray, u: np.ndarray, beta: np.ndarray) -> None:
+    """g [P, b] moved on along its change from u by beta [b]: g + beta (g - u)."""
+    for p in range(g.shape[0]):
+        for s in range(g.shape[1]):
+            g[p, s] += beta[s] * (g[p, s] - u[p, s])
 
 
 class Network(NamedTuple):
@@ -868,11 +894,34 @@ def iterate_chord(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Load
     out_c[:] = 0.0
     nb = b
     prev_res = np.full(b, np.inf)
+    # per column: the port of its largest change in the step two before the
+    # extrapolation, and its change there in the step before
+    worst, last, beta = np.zeros(b, np.int64), np.zeros(b, np.complex128), np.zeros(b)
     currents(u, s_conj, scale, lm, c)
     for it in range(1, max_iter + 1):
         chord_map(net, lv, c, u, u0, g, y)
-        currents(g, s_conj, scale, lm, c)
         residuals(g, u, inv_base, res)
+        if it == CHORD_EXTRAPOLATE_AT - 2:
+            largest_changes(g, u, inv_base, res, worst)
+        elif it == CHORD_EXTRAPOLATE_AT - 1:
+            for j in range(nb):
+                last[j] = g[worst[j], j] - u[worst[j], j]
+        elif it == CHORD_EXTRAPOLATE_AT:
+            # Past the first steps the error of most scenarios shrinks by about the
+            # same factor lam each step along one direction (a regional mode), so
+            # g + lam / (1 - lam) (g - u) removes most of it; lam is the ratio of the
+            # last two changes at one port. On IEEE 123 at 0.5-1.5 times its loads a
+            # tenth of the scenarios contract by only 0.1 per step: 5.7 -> 5.25 mean
+            # steps at tol 1e-9, for one pass over the iterates.
+            for j in range(nb):
+                d, d0 = g[worst[j], j] - u[worst[j], j], last[j]
+                size = d0.real * d0.real + d0.imag * d0.imag
+                lam = (d.real * d0.real + d.imag * d0.imag) / size if size > 0.0 else 0.0
+                lam = min(max(lam, -0.5), 0.5)
+                going = tol < res[j] <= CHORD_STALL * prev_res[idx[j]]  # (as below)
+                beta[j] = lam / (1.0 - lam) if going else 0.0
+            extrapolate(g, u, beta)
+        currents(g, s_conj, scale, lm, c)
         left = 0
         for j in range(nb):
             s = idx[j]
@@ -894,7 +943,7 @@ def iterate_chord(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Load
             keep = live[:left].copy()
             u, c, scale = u[:, keep], c[:, keep], scale[:, keep]
             s_conj = s_conj[:, keep]
-            idx = idx[keep]
+            idx, worst, last = idx[keep], worst[keep], last[keep]
             g = np.empty_like(u)
             y = np.empty((m, 2, left))
             nb = left
