@@ -411,6 +411,21 @@ def test_the_chord_adjoint_gives_torchs_gradients(feeder_cache):
     assert chord._cpu().chord
 
 
+def test_the_chord_extrapolation_saves_steps(feeder_cache):
+    """Each scenario's iterate is extrapolated once along its slowest direction
+    (`grid.single.CHORD_EXTRAPOLATE_AT`): on IEEE 123 at 0.5-1.5 times its loads, 512
+    rows, the chord took 5.7 steps on average without it and 5.25 with; here at most 5.45,
+    to the Z-bus steps' voltages within 1e-9 of the largest."""
+    feeder = feeder_cache("ieee123")
+    chord, plain = PowerFlow(feeder), PowerFlow(feeder, chord=False)
+    scale = np.random.default_rng(3).uniform(0.5, 1.5, (512, len(feeder.loads)))
+    a, b = chord.solve(load_scale=scale), plain.solve(load_scale=scale)
+    assert bool(a.converged.all())
+    assert float(a.iterations.double().mean()) <= 5.45
+    base = float(b.voltages.abs().max())
+    assert float((a.voltages - b.voltages).abs().max()) <= 1e-9 * base
+
+
 @pytest.mark.parametrize("level", [0.3, 2.0])
 def test_a_batch_takes_the_chord_of_its_load_level(feeder_cache, level):
     """A batch away from nominal load takes the chord factored nearest its level (here
