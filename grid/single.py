@@ -197,7 +197,8 @@ def residuals(g: np.ndarray, u: np.ndarray, inv_base: np.ndarray, out: np.ndarra
 def largest_changes(g: np.ndarray, u: np.ndarray, inv_base: np.ndarray, res: np.ndarray,
                     out: np.ndarray) -> None:
     """Per scenario into out [b]: a port whose change from u to g [P, b] is the
-    scenario's residual res [b] (`residuals`)."""
+    scenario's residual res [b] (`residuals`, the same arithmetic, so equal bit for bit);
+    port 0 where none is (a NaN residual)."""
     out[:] = 0
     for p in range(g.shape[0]):
         w = inv_base[p]
@@ -862,6 +863,13 @@ def iterate(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Loads,
     node_voltages(net, np.ascontiguousarray(out_c.T), w, out_v, y)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _chord_stalls(res: float, prev: float, it: int) -> bool:
+    """Whether a scenario's chord step it, residual res after prev, ran away (above 10,
+    or not finite) or shrank it by less than CHORD_STALL (from the third step on)."""
+    return not res <= 10.0 or (it >= 3 and res > CHORD_STALL * prev)
+
+
 @numba.njit(cache=True, nogil=True)
 def iterate_chord(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Loads,
                   net: Network, u0: np.ndarray, w: np.ndarray, inv_base: np.ndarray,
@@ -918,7 +926,7 @@ def iterate_chord(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Load
                 size = d0.real * d0.real + d0.imag * d0.imag
                 lam = (d.real * d0.real + d.imag * d0.imag) / size if size > 0.0 else 0.0
                 lam = min(max(lam, -0.5), 0.5)
-                going = tol < res[j] <= CHORD_STALL * prev_res[idx[j]]  # (as below)
+                going = tol < res[j] and not _chord_stalls(res[j], prev_res[idx[j]], it)
                 beta[j] = lam / (1.0 - lam) if going else 0.0
             extrapolate(g, u, beta)
         currents(g, s_conj, scale, lm, c)
@@ -930,7 +938,7 @@ def iterate_chord(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Load
                 end[s] = CONVERGED
                 out_u[s], out_c[s] = g[:, j], c[:, j]
                 chord_node_voltages(net, lv, y, j, w, out_v[s], zr, zi)
-            elif not res[j] <= 10.0 or (it >= 3 and res[j] > CHORD_STALL * prev_res[s]):
+            elif _chord_stalls(res[j], prev_res[s], it):
                 out_u[s], out_c[s] = g[:, j], c[:, j]  # (SLOW: for the Z-bus steps)
             else:
                 prev_res[s] = res[j]
