@@ -162,6 +162,13 @@ def currents(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Loads,
             vr, vi = up[s].real, up[s].imag
             f = sk[s] / (vr * vr + vi * vi)
             op[s] += complex((xr[s] * vr - xi[s] * vi) * f, (xr[s] * vi + xi[s] * vr) * f)
+    _injection_currents(u, s_conj, out)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _injection_currents(u: np.ndarray, s_conj: np.ndarray, out: np.ndarray) -> None:
+    """out [P, b] less what injections s_conj [P, b] (or [0, b]) draw at u [P, b]:
+    -conj(s) u / |u|^2."""
     for p in range(s_conj.shape[0]):
         for s in range(u.shape[1]):
             v = u[p, s]
@@ -169,13 +176,39 @@ def currents(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Loads,
 
 
 @numba.njit(cache=True, nogil=True)
+def start_currents(net: Network, lv: int, u: np.ndarray, s_conj: np.ndarray,
+                   scale: np.ndarray, port: np.ndarray, out: np.ndarray) -> bool:
+    """`currents` into out [P, b] where every column of u [P, b] is level lv's start
+    (`Network.ch_start`): there each load term draws its scale times the current it draws
+    at scale 1 (`Network.ch_c0`), so the load model need not be evaluated. Returns False,
+    writing nothing, where a column is not at the start (a warm start)."""
+    start, c0 = net.ch_start[lv], net.ch_c0[lv]
+    for q in range(u.shape[0]):
+        sr, si = start[0, q], start[1, q]
+        for s in range(u.shape[1]):
+            if u[q, s].real != sr or u[q, s].imag != si:
+                return False
+    out[:] = 0.0
+    for k in range(port.shape[0]):
+        sk, op, x = scale[k], out[port[k]], complex(c0[0, k], c0[1, k])
+        for s in range(u.shape[1]):
+            op[s] += sk[s] * x
+    _injection_currents(u, s_conj, out)
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
 def bounded(a: np.ndarray, low: float) -> bool:
     """Whether every entry of a is finite and at least `low` (NaN fails): one pass, where
-    numpy's min, max and isfinite cost a few microseconds each on a batch-1 input."""
-    for v in a.flat:
-        if not (v >= low and abs(v) < math.inf):  # (-inf, when low is -inf, fails too)
-            return False
-    return True
+    numpy's min, max and isfinite cost a few microseconds each on a batch-1 input. It
+    counts the failures rather than stopping at the first, so that the loop vectorises
+    (8x faster on a [1024, 91] input)."""
+    flat = a.ravel()  # (a view where a is C-contiguous, else a copy)
+    bad = 0
+    for i in range(flat.size):
+        v = flat[i]  # (-inf, when low is -inf, fails too)
+        bad += not ((v >= low) & (abs(v) < math.inf))
+    return bad == 0
 
 
 @numba.njit(cache=True, nogil=True)
@@ -273,6 +306,10 @@ class Network(NamedTuple):
     ch_port_idx: np.ndarray  # the ports with their a end there (q), or b end (-1 - q)
     ch_l_first: np.ndarray  # [nnz of L] 1 where the block is the first to reach its row
     ch_fresh: np.ndarray  # [m] 1 where no block of L reaches the row
+    # each level's solution, the start of a batch's chord steps, and the current each load
+    # term draws there at scale 1 (`start_currents`):
+    ch_start: np.ndarray  # [V, 2, P] (real parts, then imaginary), V
+    ch_c0: np.ndarray  # [V, 2, T] A
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
@@ -686,29 +723,41 @@ def chord_map(net: Network, lv: int, c: np.ndarray, u: np.ndarray, u0: np.ndarra
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
-def chord_node_voltages(net: Network, lv: int, y: np.ndarray, j: int, w: np.ndarray,
-                        out: np.ndarray, zr: np.ndarray, zi: np.ndarray) -> None:
-    """out [N] = w - z, the node voltages of scenario j's chord step whose block solve
-    left z at the ports' paths in y[:, :, j] (zr, zi [N]: work space). They are the
-    network's voltages for port currents c(u) + K0 (g - u) (g = M (w - z), the step's
-    port voltages): at convergence c(g) to first order in the step, so no further solve
-    with Y is needed. The rest of the positions, whose forward values are zero, take U's
-    rows alone."""
-    m = y.shape[0]
+def chord_node_voltages(net: Network, lv: int, y: np.ndarray, cols: np.ndarray,
+                        w: np.ndarray, out: np.ndarray, rows: np.ndarray,
+                        z: np.ndarray) -> None:
+    """out[rows[i]] [N] = w - z, the node voltages of the chord step of column cols[i],
+    for every i, from the block solve that left z at the ports' paths in y[:, :, cols[i]]
+    (z [N, 2, >= len(cols)]: work space). They are the network's voltages for port
+    currents c(u) + K0 (g - u) (g = M (w - z), the step's port voltages): at convergence
+    c(g) to first order in the step, so no further solve with Y is needed. The rest of
+    the positions, whose forward values are zero, take U's rows alone.
+    All the columns that converged in a step at once, scenarios fastest, and written out
+    eight scenarios at a time (a cache line of each position): 1.0 against 1.6 us per
+    scenario on IEEE 123, one at a time."""
+    m, k = y.shape[0], cols.shape[0]
     for i in range(m):
-        zr[i], zi[i] = y[i, 0, j], y[i, 1, j]
+        for s in range(k):
+            z[i, 0, s], z[i, 1, s] = y[i, 0, cols[s]], y[i, 1, cols[s]]
     x_val, x_dinv = net.ch_x_val[lv], net.ch_x_dinv[lv]
     for t in range(net.ch_x_ptr.shape[0] - 1):
-        ar = ai = 0.0
-        for k in range(net.ch_x_ptr[t], net.ch_x_ptr[t + 1]):
-            src = net.ch_x_idx[k]
-            ar += x_val[4 * k] * zr[src] + x_val[4 * k + 1] * zi[src]
-            ai += x_val[4 * k + 2] * zr[src] + x_val[4 * k + 3] * zi[src]
+        zt = z[m + t]
+        zt[:, :k] = 0.0
+        for e in range(net.ch_x_ptr[t], net.ch_x_ptr[t + 1]):
+            a, b, c, d = x_val[4 * e], x_val[4 * e + 1], x_val[4 * e + 2], x_val[4 * e + 3]
+            zs = z[net.ch_x_idx[e]]
+            for s in range(k):
+                zt[0, s] += a * zs[0, s] + b * zs[1, s]
+                zt[1, s] += c * zs[0, s] + d * zs[1, s]
         a, b, c, d = x_dinv[4 * t], x_dinv[4 * t + 1], x_dinv[4 * t + 2], x_dinv[4 * t + 3]
-        zr[m + t], zi[m + t] = -(a * ar + b * ai), -(c * ar + d * ai)
-    for i in range(w.shape[0]):
-        q = net.ch_pos[i]
-        out[i] = w[i] - complex(zr[q], zi[q])
+        for s in range(k):
+            re, im = zt[0, s], zt[1, s]
+            zt[0, s], zt[1, s] = -(a * re + b * im), -(c * re + d * im)
+    for s0 in range(0, k, 8):
+        for i in range(w.shape[0]):
+            zq = z[net.ch_pos[i]]
+            for s in range(s0, min(k, s0 + 8)):
+                out[rows[s], i] = w[i] - complex(zq[0, s], zq[1, s])
 
 
 @numba.njit(cache=True, nogil=True)
@@ -894,10 +943,11 @@ def iterate_chord(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Load
     u, s_conj, scale = u.copy(), s_conj.copy(), scale.copy()
     g, c = np.empty_like(u), np.empty_like(u)
     y = np.empty((m, 2, b))
-    zr, zi = np.empty(n), np.empty(n)
+    z = np.empty((n, 2, b))  # the node voltages' work space
     idx = np.arange(b)  # column j holds scenario idx[j]
     res = np.empty(b)
-    live = np.empty(b, dtype=np.int64)
+    # the columns still running, and those converged in the step (and their scenarios)
+    live, done, done_rows = np.empty((3, b), dtype=np.int64)
     end[:] = SLOW
     out_c[:] = 0.0
     nb = b
@@ -905,7 +955,8 @@ def iterate_chord(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Load
     # per column: the port of its largest change in the step two before the
     # extrapolation, and its change there in the step before
     worst, last, beta = np.zeros(b, np.int64), np.zeros(b, np.complex128), np.zeros(b)
-    currents(u, s_conj, scale, lm, c)
+    if not start_currents(net, lv, u, s_conj, scale, lm.port, c):
+        currents(u, s_conj, scale, lm, c)
     for it in range(1, max_iter + 1):
         chord_map(net, lv, c, u, u0, g, y)
         residuals(g, u, inv_base, res)
@@ -930,20 +981,23 @@ def iterate_chord(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Load
                 beta[j] = lam / (1.0 - lam) if going else 0.0
             extrapolate(g, u, beta)
         currents(g, s_conj, scale, lm, c)
-        left = 0
+        left = n_done = 0
         for j in range(nb):
             s = idx[j]
             resid[s], steps[s] = res[j], it
             if res[j] <= tol:
                 end[s] = CONVERGED
                 out_u[s], out_c[s] = g[:, j], c[:, j]
-                chord_node_voltages(net, lv, y, j, w, out_v[s], zr, zi)
+                done[n_done], done_rows[n_done] = j, s
+                n_done += 1
             elif _chord_stalls(res[j], prev_res[s], it):
                 out_u[s], out_c[s] = g[:, j], c[:, j]  # (SLOW: for the Z-bus steps)
             else:
                 prev_res[s] = res[j]
                 live[left] = j
                 left += 1
+        if n_done:
+            chord_node_voltages(net, lv, y, done[:n_done], w, out_v, done_rows[:n_done], z)
         if left == 0:
             break
         u, g = g, u
@@ -1233,7 +1287,7 @@ def _typed(parts: list) -> list[np.ndarray]:
 
 _ints, _blocks, _flat = np.zeros(0, dtype=np.int64), np.zeros((0, 0, 4)), np.zeros((0, 0))
 _NO_CHORD = [_blocks, _ints, _ints, _ints, _flat, _ints, _ints, _flat, _flat, _ints, _ints,
-             _flat, _flat, _ints, _ints, _ints, _ints]
+             _flat, _flat, _ints, _ints, _ints, _ints, _blocks, _blocks]
 
 
 def chord_factors(y: sp.spmatrix, port_a: np.ndarray, port_b: np.ndarray,
@@ -1398,12 +1452,12 @@ class CpuSolver:
     def _chord_ready(self) -> bool:
         """Whether batches take chord steps; makes their factors on first call: for each
         of CHORD_LEVELS, the solution with every load at that level (Z-bus steps, no
-        injections), and K0 = dc/du there. A level whose solution does not converge is
-        left out."""
+        injections), K0 = dc/du there and each load term's current there at scale 1. A
+        level whose solution does not converge is left out."""
         if not self.chord or self.levels is not None:
             return self.chord
-        pf, net = self._pf, self.net
-        levels, starts, k0 = [], [], []
+        pf, net, t = self._pf, self.net, self.n_terms
+        levels, starts, k0, c0 = [], [], [], []
         for level in CHORD_LEVELS:
             out = self._outputs(1)
             scale = np.full((1, self.n_terms), level)
@@ -1417,12 +1471,20 @@ class CpuSolver:
             levels.append(level)
             starts.append(u[0])
             k0.append(np.stack([rr, ri, ir, ii], 1))
+            # one column per term, each alone at scale 1, all at the start
+            each = np.empty((self.n_ports, t), dtype=complex)
+            currents(np.repeat(u.T, t, 1), np.zeros((0, t), dtype=complex), np.eye(t),
+                     self.loads, each)
+            c0.append(each[self.loads.port, np.arange(t)])
         self._pf = None
         if not levels:
             self.chord = False
             return False
         factors = chord_factors(pf.feeder.y, net.port_a, net.port_b, np.stack(k0))
-        self.net = net._replace(**dict(zip(Network._fields[-len(_NO_CHORD):], factors)))
+        starts_ri, c0_ri = (np.stack([np.stack([x.real, x.imag]) for x in a])
+                            for a in (starts, c0))
+        self.net = net._replace(**dict(zip(Network._fields[-len(_NO_CHORD):],
+                                           [*factors, *_typed([starts_ri, c0_ri])])))
         self._fixed = (self._fixed[0], self.net, *self._fixed[2:])
         self.levels, self.starts = np.array(levels), np.stack(starts)
         return True
@@ -1440,7 +1502,10 @@ class CpuSolver:
         total = self.term_va.sum()
         if total <= 0:
             return -1
-        return self._nearest_level(float(np.median(scale @ self.term_va)) / total)
+        # of at most 64 rows spread over the batch: its median to a few percent, where
+        # all 1,024 rows of a batch took 0.07 ms (about 1% of its solve on IEEE 123)
+        rows = scale[::max(1, scale.shape[0] // 64)]
+        return self._nearest_level(float(np.median(rows @ self.term_va)) / total)
 
     def _adjoint_level(self, k: np.ndarray) -> int:
         """The chord level for the adjoint of a batch with dc/du's blocks k [B, 4, P]:
