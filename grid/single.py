@@ -183,11 +183,13 @@ def start_currents(net: Network, lv: int, u: np.ndarray, s_conj: np.ndarray,
     at scale 1 (`Network.ch_c0`), so the load model need not be evaluated. Returns False,
     writing nothing, where a column is not at the start (a warm start)."""
     start, c0 = net.ch_start[lv], net.ch_c0[lv]
+    off = 0  # (counted, not stopped at: the loop vectorises)
     for q in range(u.shape[0]):
         sr, si = start[0, q], start[1, q]
         for s in range(u.shape[1]):
-            if u[q, s].real != sr or u[q, s].imag != si:
-                return False
+            off += (u[q, s].real != sr) | (u[q, s].imag != si)
+    if off:
+        return False
     out[:] = 0.0
     for k in range(port.shape[0]):
         sk, op, x = scale[k], out[port[k]], complex(c0[0, k], c0[1, k])
