@@ -177,7 +177,7 @@ def _injection_currents(u: np.ndarray, s_conj: np.ndarray, out: np.ndarray) -> N
 
 @numba.njit(cache=True, nogil=True)
 def start_currents(net: Network, lv: int, u: np.ndarray, s_conj: np.ndarray,
-                   scale: np.ndarray, port: np.ndarray, out: np.ndarray) -> bool:
+                   scale: np.ndarray, lm: Loads, out: np.ndarray) -> bool:
     """`currents` into out [P, b] where every column of u [P, b] is level lv's start
     (`Network.ch_start`): there each load term draws its scale times the current it draws
     at scale 1 (`Network.ch_c0`), so the load model need not be evaluated. Returns False,
@@ -191,8 +191,8 @@ def start_currents(net: Network, lv: int, u: np.ndarray, s_conj: np.ndarray,
     if off:
         return False
     out[:] = 0.0
-    for k in range(port.shape[0]):
-        sk, op, x = scale[k], out[port[k]], complex(c0[0, k], c0[1, k])
+    for k in range(lm.port.shape[0]):
+        sk, op, x = scale[k], out[lm.port[k]], complex(c0[0, k], c0[1, k])
         for s in range(u.shape[1]):
             op[s] += sk[s] * x
     _injection_currents(u, s_conj, out)
@@ -957,7 +957,7 @@ def iterate_chord(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Load
     # per column: the port of its largest change in the step two before the
     # extrapolation, and its change there in the step before
     worst, last, beta = np.zeros(b, np.int64), np.zeros(b, np.complex128), np.zeros(b)
-    if not start_currents(net, lv, u, s_conj, scale, lm.port, c):
+    if not start_currents(net, lv, u, s_conj, scale, lm, c):
         currents(u, s_conj, scale, lm, c)
     for it in range(1, max_iter + 1):
         chord_map(net, lv, c, u, u0, g, y)
@@ -1430,7 +1430,6 @@ class CpuSolver:
             self.net.zbt_re.shape[0] and p * p <= len(self.net.l_re) + len(self.net.u_re))
         self._pf = pf if self.chord else None
         self.levels: np.ndarray | None = None  # the CHORD_LEVELS factored
-        self.starts: np.ndarray | None = None  # [V, P] their solutions, a batch's start
         # each load term's nominal |S| (VA), weighing the terms' scales into a level
         vn = 1.0 / self.loads.inv_vn
         q = self.loads.q[:, :, 0]  # the normal region's quadratic
@@ -1488,8 +1487,13 @@ class CpuSolver:
         self.net = net._replace(**dict(zip(Network._fields[-len(_NO_CHORD):],
                                            [*factors, *_typed([starts_ri, c0_ri])])))
         self._fixed = (self._fixed[0], self.net, *self._fixed[2:])
-        self.levels, self.starts = np.array(levels), np.stack(starts)
+        self.levels = np.array(levels)
         return True
+
+    def start(self, lv: int) -> np.ndarray:
+        """Level lv's solution [P] (complex, V), where a cold batch's chord steps start."""
+        x = self.net.ch_start[lv]
+        return x[0] + 1j * x[1]
 
     def _nearest_level(self, x: float) -> int:
         """The factored level nearest x (by ratio), or -1 (Z-bus steps) below
@@ -1547,7 +1551,7 @@ class CpuSolver:
              else np.ascontiguousarray(scale.numpy(), dtype=np.float64))
         lv = self._level(k) if batch > 1 and self._chord_ready() else -1
         if u_init is None:
-            u = np.repeat((self.u0 if lv < 0 else self.starts[lv])[None], batch, 0)
+            u = np.repeat((self.u0 if lv < 0 else self.start(lv))[None], batch, 0)
         elif batch == 1 and self._last is not None and self._last[0] == (
                 u_init.data_ptr(), u_init._version):
             u = self._last[1]  # our last answer (or a view of it), unchanged since

@@ -445,14 +445,14 @@ def test_the_chords_first_currents_are_the_load_models(tmp_path, variant):
     scale = rng.uniform(0.0, 2.0, (t, b))
     s_conj = 1e3 * (rng.normal(size=(p, b)) + 1j * rng.normal(size=(p, b)))
     for lv in range(len(solver.levels)):
-        u = np.repeat(solver.starts[lv][:, None], b, 1)
+        u = np.repeat(solver.start(lv)[:, None], b, 1)
         want, got = np.empty((p, b), dtype=complex), np.empty((p, b), dtype=complex)
         currents(u, s_conj, scale, solver.loads, want)
-        assert start_currents(solver.net, lv, u, s_conj, scale, solver.loads.port, got)
+        assert start_currents(solver.net, lv, u, s_conj, scale, solver.loads, got)
         assert np.abs(got - want).max() <= 1e-12 * np.abs(want).max()
         u[3, 4] *= 1 + 1e-12
         got[:] = 0.0
-        assert not start_currents(solver.net, lv, u, s_conj, scale, solver.loads.port, got)
+        assert not start_currents(solver.net, lv, u, s_conj, scale, solver.loads, got)
         assert not got.any()
 
 
