@@ -20,7 +20,7 @@ import queue
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
@@ -93,8 +93,9 @@ class LocalBackend:
         self._worker = _Worker()
 
     def run(self, plan: Plan, outputs: dict[Key, object], timeout: float,
-            wall: dict[str, float]) -> None:
-        """Run the plan's phases in order, adding each output to `outputs`."""
+            wall: dict[str, float], fetched: Collection[str] | None = None) -> None:
+        """Run the plan's phases in order, adding each output to `outputs`. (`fetched`,
+        the phases whose outputs the driver reads, matters to Ray only.)"""
         if self._broken:
             raise RuntimeError(f"the local backend is unusable: {self._broken}")
         future = self._worker.submit(self._run, plan, outputs, wall)
@@ -120,7 +121,6 @@ class LocalBackend:
                 self._doing = (step, phase, name, time.monotonic())
                 status, result = checked(self.actors[name], phase, step,
                                          *(outputs[key] for key in sources))
-                self._doing = None
                 if status is not None:
                     raise PhaseError(step, phase, [name], *status)
                 outputs[(name, phase, step)] = result
@@ -135,6 +135,9 @@ class LocalBackend:
         return {name: getattr(self.actors[name], method)(*args) for name in names}
 
     def fetch(self, outputs: Sequence[object]) -> list[object]:
+        return list(outputs)
+
+    def detach(self, outputs: Sequence[object]) -> list[object]:
         return list(outputs)
 
     def shutdown(self) -> None:
@@ -171,19 +174,29 @@ class _Worker:
 class RayBackend:
     """The same actor classes, on Ray: actors live in a few host processes spread over the
     cluster. Groups of shards, each with the market operator serving it, are dealt
-    round-robin over one host per CPU; the other actors share one host. A host runs a
-    phase for all its actors in one task (in name order), so a step costs a few tasks per
-    host rather than one per actor.
+    round-robin over the hosts (one per CPU of a cluster, one per four of a single
+    machine); the other actors share one host (or the only one). A host runs its
+    actors' calls of consecutive phases in one task (in plan order), up to the first
+    call that reads what another host makes later (`_tasks`), so a step costs about
+    three tasks per host rather than one per actor and phase.
 
     A whole plan is submitted at once: every task takes the object references of its
     sources, so Ray starts it as soon as they exist and the driver never sits between two
-    phases. The driver then waits phase by phase, each within the timeout of the phase
-    before it finishing, and checks every actor's status. A timeout names the actors of the
-    late host (which of them hangs, Ray cannot tell).
+    tasks. The driver then waits until every task has finished, failing when none has
+    for the timeout, and checks every actor's status. A timeout names the late task's
+    first phase and its actors (which of them hangs, Ray cannot tell).
+
+    A host keeps what its actors make; a phase's outputs go to Ray's object store only
+    when another host or the driver reads them (`fetched`), or when the driver asks
+    (`fetch`, `detach`).
     """
 
     name = "ray"
-    encodes_records = True  # each host encodes its actors' records where they live
+    # on a cluster, each host encodes its actors' records where they live (they cross the
+    # network compressed, and the hosts encode in parallel); on one machine the driver's
+    # writer thread encodes, beside the stepping, as on the local backend: a host that
+    # encodes holds up its next step
+    encodes_records = True
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None,
                  shard_hosts: int | None = None) -> None:
@@ -204,7 +217,17 @@ class RayBackend:
                 self.ray.init(address=self.address, **kwargs)
             else:
                 self.ray.init(address="local", num_cpus=self.num_cpus, **kwargs)
-        n_hosts = self.shard_hosts or max(1, int(self.ray.cluster_resources().get("CPU", 1)))
+        cpus = max(1, int(self.ray.cluster_resources().get("CPU", 1)))
+        one_node = sum(node["Alive"] for node in self.ray.nodes()) == 1
+        self.encodes_records = not one_node
+        # Every process boundary a step crosses costs a hop through the driver (several
+        # ms on a busy machine, more than most phases), and every host a process that
+        # the cores share with the driver and Ray's own. On one machine the hosts are
+        # therefore few: one per four CPUs, and a single host takes every actor (on 2
+        # cores, 10,000 households: 1.3x the local backend's time with one host, 2.2x
+        # with two and 2.4x with three). A cluster gets one host per CPU, spread over
+        # its nodes, with the other actors on a host of their own.
+        n_hosts = self.shard_hosts or (max(1, cpus // 4) if one_node else cpus)
         # a group (shards and the market operator serving them) stays in one host, so its
         # bids and clearing results never leave the process
         grouped: dict[str, list[ActorSpec]] = {}
@@ -213,8 +236,11 @@ class RayBackend:
                 grouped.setdefault(spec.group or spec.name, []).append(spec)
         groups: dict[str, list[ActorSpec]] = {"host-services": [
             s for s in specs if s.group is None and not s.name.startswith("shard")]}
-        for k, members in enumerate(grouped.values()):
-            groups.setdefault(f"host-shards-{k % n_hosts}", []).extend(members)
+        if n_hosts == 1:
+            groups = {"host-all": list(specs)}
+        else:
+            for k, members in enumerate(grouped.values()):
+                groups.setdefault(f"host-shards-{k % n_hosts}", []).extend(members)
         remote = self.ray.remote(_Host)
         for host, members in groups.items():
             if not members:
@@ -228,43 +254,81 @@ class RayBackend:
         self._wait_all(pings, -1, "start", timeout)
 
     def run(self, plan: Plan, outputs: dict[Key, object], timeout: float,
-            wall: dict[str, float]) -> None:
-        statuses: list[tuple[int, str, dict[object, list[str]]]] = []
-        for step, phase, calls in plan:
-            by_host: dict[str, list] = {}
-            for name, sources in calls:
-                by_host.setdefault(self.host_of[name], []).append((name, sources))
-            refs_of_phase: dict[object, list[str]] = {}
-            for host, members in by_host.items():
-                refs: list[object] = []
-                recipe = []
-                for name, sources in members:
-                    picks = []
-                    for key in sources:
-                        slot = outputs[key]
-                        if slot.ref not in refs:
-                            refs.append(slot.ref)
-                        picks.append((refs.index(slot.ref), slot.name))
-                    recipe.append((name, picks))
-                status, output = self.hosts[host].run.options(num_returns=2).remote(
-                    phase, step, recipe, *refs)
-                names = [name for name, _ in members]
-                refs_of_phase[status] = names
-                outputs |= {(name, phase, step): _Slot(output, name) for name in names}
-            statuses.append((step, phase, refs_of_phase))
-        # The driver's round trips, not the actors, are what a small step costs on Ray, so
-        # a phase's statuses are fetched together; each phase has its own deadline.
+            wall: dict[str, float], fetched: Collection[str] | None = None) -> None:
+        tasks = _tasks(plan, self.host_of)
+        read_by: dict[Key, set[str]] = {}  # output -> the hosts that read it
+        for task in tasks:
+            for *_, sources in task.calls:
+                for key in sources:
+                    read_by.setdefault(key, set()).add(task.host)
+        submitted: list[tuple[_Task, object]] = []
+        for task in tasks:
+            refs: list[object] = []
+            recipe = []
+            for step, phase, name, sources in task.calls:
+                picks = []
+                for key in sources:
+                    slot = None if key in task.made else outputs[key]
+                    if slot is None or (isinstance(slot, _Kept) and slot.host == task.host):
+                        picks.append((-1, key))  # in the host's own outputs
+                        continue
+                    if isinstance(slot, _Kept):  # made by another host in an earlier plan
+                        slot = outputs[key] = self._export([slot])[0]
+                    if slot.ref not in refs:
+                        refs.append(slot.ref)
+                    picks.append((refs.index(slot.ref), slot.name))
+                recipe.append((step, phase, name, picks))
+            # a phase's outputs leave the host only when another host, or the driver,
+            # reads them: the others stay in the host, where later calls read them
+            phases = task.phases()
+            sent = [(step, phase) for step, phase in phases
+                    if fetched is None or phase in fetched or any(
+                        read_by.get((name, phase, step), set()) - {task.host}
+                        for name in task.names[(step, phase)])]
+            status, *made = self.hosts[task.host].run.options(
+                num_returns=1 + len(sent)).remote(
+                recipe, [(step, phase, task.names[(step, phase)]) for step, phase in sent],
+                *refs) if sent else (self.hosts[task.host].run.remote(recipe, [], *refs),)
+            for step, phase in phases:
+                outputs |= {(name, phase, step): _Kept(task.host, (name, phase, step))
+                            for name in task.names[(step, phase)]}
+            for ref, (step, phase) in zip(made, sent):  # one object per phase, so that
+                # reading one output deserialises only its phase's
+                outputs |= {(name, phase, step): _Slot(ref, name) for name in
+                            task.names[(step, phase)]}
+            submitted.append((task, status))
+        # A task's clock starts when the tasks before it (those it reads from, and its
+        # host's previous one) have finished: it is late when it has not finished a
+        # timeout after that
         t = time.perf_counter()
-        for step, phase, refs in statuses:
-            _, pending = self.ray.wait(list(refs), num_returns=len(refs), timeout=timeout)
-            if pending:
-                late = [n for ref in pending for n in refs[ref]]
-                raise PhaseTimeout(step, phase, late, f"no answer within {timeout:g} s")
-            for status in self._get(refs, step, phase):
-                if status is not None:
-                    name, reason, detail = status
-                    raise PhaseError(step, phase, [name], reason, detail)
+        start, finished = time.monotonic(), {}
+        waiting = {status: k for k, (_, status) in enumerate(submitted)}
+        while waiting:
+            ready = {k: max([start] + [finished[j] for j in tasks[k].after])
+                     for k in waiting.values() if tasks[k].after <= finished.keys()}
+            first = min(ready, key=ready.get)
+            done, _ = self.ray.wait(list(waiting), num_returns=1,
+                                    timeout=max(0.0, ready[first] + timeout - time.monotonic()))
+            if not done:
+                self._late(tasks[first], timeout)
+            finished[waiting.pop(done[0])] = time.monotonic()
+        statuses = self._get([status for _, status in submitted],
+                             [task for task, _ in submitted])
+        for status in statuses:  # the first failure in plan order is the cause
+            if status is not None:
+                step, phase, name, reason, detail = status
+                raise PhaseError(step, phase, [name], reason, detail)
         wall["step_wait"] += time.perf_counter() - t
+
+    @staticmethod
+    def _late(task: _Task, timeout: float) -> None:
+        """Raise the PhaseTimeout of a task that did not finish. It names the task's first
+        step and phase and its actors, in call order (which of them hangs, Ray cannot
+        tell), and the phases the task runs."""
+        step, phase = task.calls[0][:2]
+        phases = list(dict.fromkeys(p for _, p, _, _ in task.calls))
+        raise PhaseTimeout(step, phase, task.actors(), f"no answer within {timeout:g} s "
+                           f"(the host's task runs {', '.join(phases)})")
 
     def put(self, name: str, output: PhaseOutput) -> object:
         """A driver's output, readable by actors as a source."""
@@ -283,8 +347,24 @@ class RayBackend:
         return out
 
     def fetch(self, outputs: Sequence[object]) -> list[object]:
+        outputs = self.detach(outputs)
         values = self.ray.get([slot.ref for slot in outputs])
         return [value[slot.name] for value, slot in zip(values, outputs)]
+
+    def detach(self, outputs: Sequence[object]) -> list[object]:
+        """The outputs, those still kept in their hosts copied out to the object store
+        (a host keeps its outputs only for the steps around the one it runs)."""
+        kept = [slot for slot in outputs if isinstance(slot, _Kept)]
+        exported = dict(zip(map(id, kept), self._export(kept)))
+        return [exported.get(id(slot), slot) for slot in outputs]
+
+    def _export(self, kept: Sequence[_Kept]) -> list[_Slot]:
+        """Outputs kept in their hosts, copied to the object store (one call per host)."""
+        by_host: dict[str, list[Key]] = {}
+        for slot in kept:
+            by_host.setdefault(slot.host, []).append(slot.key)
+        refs = {host: self.hosts[host].export.remote(keys) for host, keys in by_host.items()}
+        return [_Slot(refs[slot.host], slot.key) for slot in kept]
 
     def kill(self, name: str) -> None:
         """Kill the host of an actor (tests use it to check a run survives by resuming)."""
@@ -299,12 +379,13 @@ class RayBackend:
     def _members(self, host: str) -> list[str]:
         return sorted(n for n, h in self.host_of.items() if h == host)
 
-    def _get(self, refs: dict[object, list[str]], step: int, phase: str) -> list:
+    def _get(self, refs: list[object], tasks: list[_Task]) -> list:
         try:
-            return self.ray.get(list(refs))
+            return self.ray.get(refs)
         except self.ray.exceptions.RayActorError as exc:
-            dead = next(names for ref, names in refs.items() if _died(self.ray, ref))
-            raise ActorDied(step, phase, dead, f"the actor died ({type(exc).__name__}); "
+            task = next(task for ref, task in zip(refs, tasks) if _died(self.ray, ref))
+            step, phase = task.calls[0][:2]
+            raise ActorDied(step, phase, task.actors(), f"the actor died ({type(exc).__name__}); "
                             "resume the run from its last checkpoint") from None
 
     def _wait_all(self, refs: dict[str, object], step: int, what: str,
@@ -331,7 +412,8 @@ def _died(ray: object, ref: object) -> bool:
 
 
 class _Slot:
-    """One actor's output inside its host's phase output (a dict keyed by actor name)."""
+    """One actor's output inside its host's output of a phase (a dict keyed by actor
+    name)."""
 
     __slots__ = ("ref", "name")
 
@@ -339,27 +421,105 @@ class _Slot:
         self.ref, self.name = ref, name
 
 
+class _Kept:
+    """An output that stays in the host that made it (`_Host.export` copies it out)."""
+
+    __slots__ = ("host", "key")
+
+    def __init__(self, host: str, key: Key) -> None:
+        self.host, self.key = host, key
+
+
+class _Task:
+    """Calls that one host runs in one Ray task: consecutive phases of its actors."""
+
+    __slots__ = ("host", "calls", "made", "names", "after")
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        self.calls: list[tuple[int, str, str, Sequence[Key]]] = []  # step, phase, actor, sources
+        self.made: set[Key] = set()
+        self.names: dict[tuple[int, str], list[str]] = {}  # (step, phase) -> its actors
+        self.after: set[int] = set()  # the tasks of the plan it waits for
+
+    def add(self, step: int, phase: str, name: str, sources: Sequence[Key]) -> None:
+        self.calls.append((step, phase, name, sources))
+        self.made.add((name, phase, step))
+        self.names.setdefault((step, phase), []).append(name)
+
+    def phases(self) -> list[tuple[int, str]]:
+        return list(self.names)
+
+    def actors(self) -> list[str]:
+        return list(dict.fromkeys(name for _, _, name, _ in self.calls))
+
+
+def _tasks(plan: Plan, host_of: dict[str, str]) -> list[_Task]:
+    """The plan's calls as host tasks, in submission order. A call joins its host's latest
+    task unless it reads an output of a task begun after that one, so a run of phases
+    whose inputs stay in one host is one task: a hop between processes (Ray resolves
+    each through the driver) costs milliseconds on a busy machine, more than most
+    phases. Tasks then read only from tasks before them, so they cannot wait on each
+    other in a circle, and each actor's calls keep the plan's order."""
+    tasks: list[_Task] = []
+    latest: dict[str, int] = {}  # host -> its latest task
+    made_by: dict[Key, int] = {}  # output -> its task
+    for step, phase, calls in plan:
+        for name, sources in calls:
+            host = host_of[name]
+            k = latest.get(host)
+            if k is None or any(made_by.get(key, -1) > k for key in sources):
+                tasks.append(_Task(host))
+                if k is not None:
+                    tasks[-1].after.add(k)
+                k = latest[host] = len(tasks) - 1
+            tasks[k].add(step, phase, name, sources)
+            tasks[k].after |= {made_by[key] for key in sources if key in made_by} - {k}
+            made_by[(name, phase, step)] = k
+    return tasks
+
+
 class _Host:
     """A Ray actor process hosting several co-simulation actors."""
 
     def __init__(self, members: list[tuple[type, str, dict]]) -> None:
         self.actors = {name: cls(name, **kwargs) for cls, name, kwargs in members}
+        self.made: dict[Key, PhaseOutput] = {}  # outputs of the last steps run here
 
     def ping(self) -> list[str]:
         return [actor.ping() for actor in self.actors.values()]
 
-    def run(self, phase: str, step: int, recipe: list, *outputs: dict
-            ) -> tuple[tuple[str, str, str] | None, dict[str, PhaseOutput]]:
-        """Run a phase for the hosted actors in `recipe` order, each on its sources picked
-        out of the source hosts' outputs; stops at the first failure and reports it."""
-        results: dict[str, PhaseOutput] = {}
-        for name, picks in recipe:
-            sources = [outputs[i][src] for i, src in picks]
-            status, out = checked(self.actors[name], phase, step, *sources)
-            if status is not None:
-                return (name, *status), results
-            results[name] = out
-        return None, results
+    def run(self, recipe: list, sent: list[tuple[int, str, list[str]]], *outputs: dict
+            ) -> tuple:
+        """Run a task's calls (step, phase, actor, picks) in order, each on its sources:
+        picked out of the source hosts' outputs, or (-1) out of this host's own. Returns
+        a status, None or the first failure as (step, phase, actor, reason, traceback),
+        and then for each (step, phase, actors) of `sent` their outputs, actor name ->
+        output."""
+        status = None
+        for step, phase, name, picks in recipe:
+            try:
+                sources = [self.made[k] if i < 0 else outputs[i][k] for i, k in picks]
+            except KeyError as exc:  # an earlier actor's failure left it out
+                status = (step, phase, name, f"KeyError: no output {exc}", "")
+                break
+            error, out = checked(self.actors[name], phase, step, *sources)
+            if error is not None:
+                status = (step, phase, name, *error)
+                break
+            self.made[(name, phase, step)] = out
+        # the steps around this one are all a later task, or the driver, can ask for
+        oldest = recipe[0][0] - 2
+        self.made = {k: v for k, v in self.made.items() if k[2] >= oldest}
+        if not sent:  # (one return value: Ray's, not a tuple of one)
+            return status
+        return status, *({name: self.made[(name, phase, step)] for name in names
+                           if (name, phase, step) in self.made}
+                          for step, phase, names in sent)
+
+    def export(self, keys: list[Key]) -> dict[Key, PhaseOutput]:
+        """Outputs this host made, for the driver or another host."""
+        return {key: self.made[key] for key in keys}
 
     def call(self, method: str, names: list[str], *args: object) -> dict[str, object]:
         return {name: getattr(self.actors[name], method)(*args) for name in names}

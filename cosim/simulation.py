@@ -64,6 +64,7 @@ from cosim.scenario import ProfileData, Scenario, build
 
 FIRST = ("signal", "observe")  # of a step, before its actions are known
 REST = ("decide", "clear", "dispatch", "upstream", "physics", "settle")
+FETCHED = ("settle", "physics")  # the phases whose outputs the driver reads every step
 
 
 class NotConverged(RuntimeError):
@@ -376,8 +377,9 @@ class Simulation:
             raise RuntimeError("call reset() before snapshot()")
         states = self.backend.call_all(self.names, "state_dict")
         # deep copies: a local actor's state may share memory with what it goes on using
-        return Snapshot(self._t, copy.deepcopy(states), dict(self._outputs),
-                        list(self._nonconverged))
+        return Snapshot(self._t, copy.deepcopy(states),
+                        dict(zip(self._outputs, self.backend.detach(list(
+                            self._outputs.values())))), list(self._nonconverged))
 
     def restore(self, snapshot: Snapshot) -> None:
         """Back to a `snapshot` of this run: the next `step` is its step again and gives
@@ -525,8 +527,10 @@ class Simulation:
                         k[2] == step and not k[0].startswith("driver/"))]))
                 plan.append((step, phase, calls))
                 made |= {(name, phase, step) for name in self.participants[phase]}
-        self.backend.run(plan, self._outputs, self.config.run.phase_timeout_s, self.wall)
-        if self.recorder is not None and self.config.run.record_messages:
+        logged = self.recorder is not None and self.config.run.record_messages
+        self.backend.run(plan, self._outputs, self.config.run.phase_timeout_s, self.wall,
+                         None if logged else FETCHED)
+        if logged:
             keys = sorted(k for k in self._outputs if not k[0].startswith("driver/")
                           and any(k[2] == s and k[1] in p for s, p in steps))
             outputs = self.backend.fetch([self._outputs[k] for k in keys])
