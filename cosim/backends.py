@@ -30,6 +30,10 @@ if TYPE_CHECKING:  # Ray workers import this module: keep it light
     from cosim.scenario import ActorSpec
 
 
+ONE_HOST_PER_CPU = 30_000
+"""On one machine, up to this many households per CPU run in a single Ray host."""
+
+
 class PhaseError(RuntimeError):
     """An actor failed in a phase; the message names the step, phase and actor."""
 
@@ -87,7 +91,7 @@ class LocalBackend:
         self._doing: tuple[int, str, str, float] | None = None  # step, phase, actor, start
         self._broken: str | None = None
 
-    def start(self, specs: Sequence[ActorSpec]) -> None:
+    def start(self, specs: Sequence[ActorSpec], households: int = 0) -> None:
         for spec in specs:
             self.actors[spec.name] = spec.cls(spec.name, **spec.kwargs)
         self._worker = _Worker()
@@ -208,8 +212,10 @@ class RayBackend:
         self.hosts: dict[str, object] = {}  # host name -> Ray actor handle
         self.host_of: dict[str, str] = {}  # actor name -> host name
 
-    def start(self, specs: Sequence[ActorSpec], timeout: float = 300.0) -> None:
-        """Join (or start) Ray on first use, then create the actor hosts."""
+    def start(self, specs: Sequence[ActorSpec], households: int = 0,
+              timeout: float = 300.0) -> None:
+        """Join (or start) Ray on first use, then create the actor hosts (how many
+        depends on the machine and the number of households)."""
         if not self.ray.is_initialized():
             kwargs = dict(include_dashboard=False, ignore_reinit_error=True,
                           log_to_driver=True, configure_logging=False)
@@ -219,15 +225,21 @@ class RayBackend:
                 self.ray.init(address="local", num_cpus=self.num_cpus, **kwargs)
         cpus = max(1, int(self.ray.cluster_resources().get("CPU", 1)))
         one_node = sum(node["Alive"] for node in self.ray.nodes()) == 1
-        self.encodes_records = not one_node
         # Every process boundary a step crosses costs a hop through the driver (several
-        # ms on a busy machine, more than most phases), and every host a process that
-        # the cores share with the driver and Ray's own. On one machine the hosts are
-        # therefore few: one per four CPUs, and a single host takes every actor (on 2
-        # cores, 10,000 households: 1.3x the local backend's time with one host, 2.2x
-        # with two and 2.4x with three). A cluster gets one host per CPU, spread over
-        # its nodes, with the other actors on a host of their own.
-        n_hosts = self.shard_hosts or (max(1, cpus // 4) if one_node else cpus)
+        # ms on a busy machine), and every host is a process that shares the cores with
+        # the driver and Ray's own. So one machine runs every actor in one host while
+        # the households come to at most ONE_HOST_PER_CPU per CPU, and one host per CPU
+        # beyond that (2 cores, one run each, one host against three: 1.3x against 2.1x
+        # the local backend's time at 30,000 households, 1.3x against 1.7x at 60,000,
+        # but 2.8x against 1.5x at 100,000). A cluster gets one host per CPU, spread
+        # over its nodes. With several hosts the other actors share one of their own.
+        n_hosts = self.shard_hosts or (
+            1 if one_node and households <= ONE_HOST_PER_CPU * cpus else cpus)
+        # With one host the driver's writer thread encodes the records beside the
+        # stepping, as on the local backend (the host would hold up its next step);
+        # with several, each encodes its actors' records where they live, in parallel,
+        # and they cross the network compressed.
+        self.encodes_records = n_hosts > 1
         # a group (shards and the market operator serving them) stays in one host, so its
         # bids and clearing results never leave the process
         grouped: dict[str, list[ActorSpec]] = {}
@@ -255,48 +267,15 @@ class RayBackend:
 
     def run(self, plan: Plan, outputs: dict[Key, object], timeout: float,
             wall: dict[str, float], fetched: Collection[str] | None = None) -> None:
+        """Run the plan's phases, adding each output to `outputs`; `fetched`: the phases
+        whose outputs the driver reads (None: all)."""
         tasks = _tasks(plan, self.host_of)
         read_by: dict[Key, set[str]] = {}  # output -> the hosts that read it
         for task in tasks:
             for *_, sources in task.calls:
                 for key in sources:
                     read_by.setdefault(key, set()).add(task.host)
-        submitted: list[tuple[_Task, object]] = []
-        for task in tasks:
-            refs: list[object] = []
-            recipe = []
-            for step, phase, name, sources in task.calls:
-                picks = []
-                for key in sources:
-                    slot = None if key in task.made else outputs[key]
-                    if slot is None or (isinstance(slot, _Kept) and slot.host == task.host):
-                        picks.append((-1, key))  # in the host's own outputs
-                        continue
-                    if isinstance(slot, _Kept):  # made by another host in an earlier plan
-                        slot = outputs[key] = self._export([slot])[0]
-                    if slot.ref not in refs:
-                        refs.append(slot.ref)
-                    picks.append((refs.index(slot.ref), slot.name))
-                recipe.append((step, phase, name, picks))
-            # a phase's outputs leave the host only when another host, or the driver,
-            # reads them: the others stay in the host, where later calls read them
-            phases = task.phases()
-            sent = [(step, phase) for step, phase in phases
-                    if fetched is None or phase in fetched or any(
-                        read_by.get((name, phase, step), set()) - {task.host}
-                        for name in task.names[(step, phase)])]
-            status, *made = self.hosts[task.host].run.options(
-                num_returns=1 + len(sent)).remote(
-                recipe, [(step, phase, task.names[(step, phase)]) for step, phase in sent],
-                *refs) if sent else (self.hosts[task.host].run.remote(recipe, [], *refs),)
-            for step, phase in phases:
-                outputs |= {(name, phase, step): _Kept(task.host, (name, phase, step))
-                            for name in task.names[(step, phase)]}
-            for ref, (step, phase) in zip(made, sent):  # one object per phase, so that
-                # reading one output deserialises only its phase's
-                outputs |= {(name, phase, step): _Slot(ref, name) for name in
-                            task.names[(step, phase)]}
-            submitted.append((task, status))
+        submitted = [(task, self._submit(task, outputs, read_by, fetched)) for task in tasks]
         # A task's clock starts when the tasks before it (those it reads from, and its
         # host's previous one) have finished: it is late when it has not finished a
         # timeout after that
@@ -319,6 +298,42 @@ class RayBackend:
                 step, phase, name, reason, detail = status
                 raise PhaseError(step, phase, [name], reason, detail)
         wall["step_wait"] += time.perf_counter() - t
+
+    def _submit(self, task: _Task, outputs: dict[Key, object],
+                read_by: dict[Key, set[str]], fetched: Collection[str] | None) -> object:
+        """Submit a host task; its outputs join `outputs`. Returns its status's ref."""
+        refs: list[object] = []
+        recipe = []
+        for step, phase, name, sources in task.calls:
+            picks = []
+            for key in sources:
+                slot = None if key in task.made else outputs[key]
+                if slot is None or (isinstance(slot, _Kept) and slot.host == task.host):
+                    picks.append((-1, key))  # in the host's own outputs
+                    continue
+                if isinstance(slot, _Kept):  # made by another host in an earlier plan
+                    slot = outputs[key] = self._export([slot])[0]
+                if slot.ref not in refs:
+                    refs.append(slot.ref)
+                picks.append((refs.index(slot.ref), slot.name))
+            recipe.append((step, phase, name, picks))
+        # a phase's outputs leave the host only when another host, or the driver, reads
+        # them: the others stay in the host, where later calls read them
+        sent = [(step, phase, names) for (step, phase), names in task.names.items()
+                if fetched is None or phase in fetched or any(
+                    read_by.get((name, phase, step), set()) - {task.host} for name in names)]
+        host = self.hosts[task.host]
+        if sent:
+            status, *made = host.run.options(num_returns=1 + len(sent)).remote(
+                recipe, sent, *refs)
+        else:
+            status, made = host.run.remote(recipe, [], *refs), []
+        for key in task.made:
+            outputs[key] = _Kept(task.host, key)
+        for ref, (step, phase, names) in zip(made, sent):  # one object per phase, so that
+            # reading one output deserialises only its phase's
+            outputs |= {(name, phase, step): _Slot(ref, name) for name in names}
+        return status
 
     @staticmethod
     def _late(task: _Task, timeout: float) -> None:
@@ -446,9 +461,6 @@ class _Task:
         self.calls.append((step, phase, name, sources))
         self.made.add((name, phase, step))
         self.names.setdefault((step, phase), []).append(name)
-
-    def phases(self) -> list[tuple[int, str]]:
-        return list(self.names)
 
     def actors(self) -> list[str]:
         return list(dict.fromkeys(name for _, _, name, _ in self.calls))

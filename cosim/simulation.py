@@ -320,7 +320,7 @@ class Simulation:
                 self.recorder.scenario = self.scenario
         t0 = time.perf_counter()
         if not self._started:
-            self.backend.start(self.scenario.actors)
+            self.backend.start(self.scenario.actors, self.n_households)
             self._started = True
             if self.recorder is None:
                 self.backend.call_all(self.names, "set_recording", False)
@@ -341,7 +341,7 @@ class Simulation:
             self._reset()
             return
         step, states, carried = saved
-        self.backend.start(self.scenario.actors)
+        self.backend.start(self.scenario.actors, self.n_households)
         self._started = True
         self._initial = self.backend.call_all(self.names, "state_dict")
         for name in self.names:
