@@ -125,6 +125,7 @@ class LocalBackend:
                 self._doing = (step, phase, name, time.monotonic())
                 status, result = checked(self.actors[name], phase, step,
                                          *(outputs[key] for key in sources))
+                self._doing = None
                 if status is not None:
                     raise PhaseError(step, phase, [name], *status)
                 outputs[(name, phase, step)] = result
@@ -178,8 +179,9 @@ class _Worker:
 class RayBackend:
     """The same actor classes, on Ray: actors live in a few host processes spread over the
     cluster. Groups of shards, each with the market operator serving it, are dealt
-    round-robin over the hosts (one per CPU of a cluster, one per four of a single
-    machine); the other actors share one host (or the only one). A host runs its
+    round-robin over the hosts (one per CPU; on a single machine one host in all while
+    the households are few, `start`); the other actors share one host (or the only
+    one). A host runs its
     actors' calls of consecutive phases in one task (in plan order), up to the first
     call that reads what another host makes later (`_tasks`), so a step costs about
     three tasks per host rather than one per actor and phase.
@@ -196,11 +198,7 @@ class RayBackend:
     """
 
     name = "ray"
-    # on a cluster, each host encodes its actors' records where they live (they cross the
-    # network compressed, and the hosts encode in parallel); on one machine the driver's
-    # writer thread encodes, beside the stepping, as on the local backend: a host that
-    # encodes holds up its next step
-    encodes_records = True
+    encodes_records = True  # where the records are encoded: set by `start`
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None,
                  shard_hosts: int | None = None) -> None:
