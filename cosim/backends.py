@@ -20,7 +20,7 @@ import queue
 import threading
 import time
 import traceback
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
@@ -138,6 +138,13 @@ class LocalBackend:
     def call_all(self, names: Sequence[str], method: str, *args: object) -> dict[str, object]:
         """Call a method on several actors; returns name -> value."""
         return {name: getattr(self.actors[name], method)(*args) for name in names}
+
+    def call_all_later(self, names: Sequence[str], method: str, *args: object
+                       ) -> Callable[[], dict[str, object]]:
+        """`call_all` whose answer the returned function gives. Here the call runs now:
+        the actors must not run beside the next step."""
+        values = self.call_all(names, method, *args)
+        return lambda: values
 
     def fetch(self, outputs: Sequence[object]) -> list[object]:
         return list(outputs)
@@ -349,15 +356,25 @@ class RayBackend:
 
     def call_all(self, names: Sequence[str], method: str, *args: object) -> dict[str, object]:
         """Call a method on several actors at once (hosts run in parallel)."""
+        return self.call_all_later(names, method, *args)()
+
+    def call_all_later(self, names: Sequence[str], method: str, *args: object
+                       ) -> Callable[[], dict[str, object]]:
+        """`call_all`, submitted now: every host runs it after what was submitted before
+        and before what comes after (the next step), and the returned function, called
+        on any thread, waits for the answer. The driver goes on meanwhile."""
         by_host: dict[str, list[str]] = {}
         for name in names:
             by_host.setdefault(self.host_of[name], []).append(name)
         refs = {host: self.hosts[host].call.remote(method, members, *args)
                 for host, members in by_host.items()}
-        out: dict[str, object] = {}
-        for values in self._wait_all(refs, -1, method, 300.0):
-            out |= values
-        return out
+
+        def answer() -> dict[str, object]:
+            out: dict[str, object] = {}
+            for values in self._wait_all(refs, -1, method, 300.0):
+                out |= values
+            return out
+        return answer
 
     def fetch(self, outputs: Sequence[object]) -> list[object]:
         outputs = self.detach(outputs)

@@ -32,7 +32,7 @@ import re
 import subprocess
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
@@ -206,10 +206,11 @@ class Recorder:
         if last < first:
             return
         t = time.perf_counter()
-        drained = backend.call_all(names, "drain_records", first, last, self.scenario.time,
-                                   backend.encodes_records)
-        parts = {(table, name): data for name, tables in drained.items()
-                 for table, data in tables.items()}
+        # asked now, answered on the writer thread: on Ray the driver goes on stepping
+        # while the hosts hand over their records (the hosts do it before the next step)
+        drained = backend.call_all_later(names, "drain_records", first, last,
+                                         self.scenario.time, backend.encodes_records)
+        parts: dict = {}
         rows = [r for r in self._system if r["step"] <= last]
         self._system = [r for r in self._system if r["step"] > last]
         if rows:
@@ -223,15 +224,18 @@ class Recorder:
                                                                            zip(*logged))}
         states = None
         if checkpoint is not None:
-            states = backend.call_all(names, "state_dict")
+            states = backend.call_all_later(names, "state_dict")
         self.flushed = last
         self.wall["records"] += time.perf_counter() - t
-        self._pending.append(self._pool.submit(self._write, parts, first, last, states,
-                                               checkpoint))
+        self._pending.append(self._pool.submit(self._write, drained, parts, first, last,
+                                               states, checkpoint))
 
-    def _write(self, parts: dict, first: int, last: int, states: dict | None,
-               carried: dict | None) -> None:
+    def _write(self, drained: Callable[[], dict], parts: dict, first: int, last: int,
+               states: Callable[[], dict] | None, carried: dict | None) -> None:
         t = time.perf_counter()
+        parts = {(table, name): data for name, tables in drained().items()
+                 for table, data in tables.items()} | parts
+        states = None if states is None else states()
         encoded = {key: data if isinstance(data, bytes)
                    else encode_table(data, first, last, self.scenario.time)
                    for key, data in parts.items()}
