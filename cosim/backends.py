@@ -92,6 +92,7 @@ class LocalBackend:
         self._broken: str | None = None
 
     def start(self, specs: Sequence[ActorSpec], households: int = 0) -> None:
+        """Build the actors in this process (`households` sizes Ray's layout only)."""
         for spec in specs:
             self.actors[spec.name] = spec.cls(spec.name, **spec.kwargs)
         self._worker = _Worker()
