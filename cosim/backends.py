@@ -150,8 +150,7 @@ class LocalBackend:
     def fetch(self, outputs: Sequence[object]) -> list[object]:
         return list(outputs)
 
-    def detach(self, outputs: Sequence[object]) -> list[object]:
-        return list(outputs)
+    detach = fetch  # (outputs are the objects themselves: nothing is kept elsewhere)
 
     def shutdown(self) -> None:
         if self._worker is not None:
@@ -385,9 +384,8 @@ class RayBackend:
     def detach(self, outputs: Sequence[object]) -> list[object]:
         """The outputs, those still kept in their hosts copied out to the object store
         (a host keeps its outputs only for the steps around the one it runs)."""
-        kept = [slot for slot in outputs if isinstance(slot, _Kept)]
-        exported = dict(zip(map(id, kept), self._export(kept)))
-        return [exported.get(id(slot), slot) for slot in outputs]
+        exported = iter(self._export([slot for slot in outputs if isinstance(slot, _Kept)]))
+        return [next(exported) if isinstance(slot, _Kept) else slot for slot in outputs]
 
     def _export(self, kept: Sequence[_Kept]) -> list[_Slot]:
         """Outputs kept in their hosts, copied to the object store (one call per host)."""
