@@ -29,6 +29,10 @@ same. Once, after a few steps, each scenario's iterate is extrapolated along its
 direction, by the ratio of its last two changes (mean steps 5.7 -> 5.25). A converged
 scenario's node voltages come from its last chord step's solve (`chord_node_voltages`).
 The adjoint iteration of the implicit gradient takes chord steps too (`adjoint`).
+One scenario on a feeder with both (IEEE 123) takes chord steps through each level's
+dense Zb' instead (`Network.ch_zbt`, twice Zb's bytes, since K0 is real-linear): on a
+warm-started series of random loads 5.3 steps instead of the Z-bus steps' 8.3, the kernel
+1.15x faster, the level picked in the kernel (`scenario_level`).
 
 The compiled functions are cached on disk (numba's `cache=True`, next to this file), so
 only the first use on a machine pays their compilation (about 1.5 min; `make setup` does it).
@@ -65,6 +69,8 @@ CHORD_EXTRAPOLATE_AT = 4
 # voltages and a Z-bus step is nearly exact
 CHORD_LEVELS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 CHORD_MIN_LEVEL = 0.05
+SCENARIO_LEVEL = -2  # `solve`'s lv: the kernel picks one scenario's level
+CHORD_DENSE_BYTES = 32 * 2**20  # the most the dense Zb' of every level may take
 
 
 class CpuAnswer(NamedTuple):
@@ -312,6 +318,12 @@ class Network(NamedTuple):
     # term draws there at scale 1 (`start_currents`):
     ch_start: np.ndarray  # [V, 2, P] (real parts, then imaginary), V
     ch_c0: np.ndarray  # [V, 2, T] A
+    # One scenario's chord steps on a dense feeder (`chord_map`) take Zb' dense, in the
+    # real [re, im] form (K0 is real-linear, not complex-linear), transposed; empty where
+    # there is none. And what picks its level in the kernel (`scenario_level`):
+    ch_zbt: np.ndarray  # [V, 2P, 2P]
+    ch_levels: np.ndarray  # [V] the levels' load, x nominal
+    ch_weight: np.ndarray  # [T] each load term's share of the nominal |S|
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
@@ -706,10 +718,11 @@ def block_solve(net: Network, lv: int, x: np.ndarray, y: np.ndarray) -> None:
 
 @numba.njit(cache=True, nogil=True)
 def chord_map(net: Network, lv: int, c: np.ndarray, u: np.ndarray, u0: np.ndarray,
-              out: np.ndarray, y: np.ndarray) -> None:
+              out: np.ndarray, y: np.ndarray, dense: bool) -> None:
     """out = u0 - Zb' (c + K0 (u0 - u)) [P, b], the chord step from u [P, b] with port
     currents c = c(u), where Zb' = Mᵀ (Y + M K0 Mᵀ)⁻¹ M, K0 of level lv (y [N, 2, b]:
-    work space).
+    work space). dense: for one scenario, the product by the level's dense Zb'
+    (`Network.ch_zbt`), y untouched.
 
     Its fixed points are the Z-bus map's: u = u0 - Zb' (c + K0 (u0 - u)) rearranges to
     (I + Zb K0) u = (I + Zb K0) u0 - Zb c - Zb K0 u0 + Zb K0 u, that is u = u0 - Zb c.
@@ -721,7 +734,57 @@ def chord_map(net: Network, lv: int, c: np.ndarray, u: np.ndarray, u0: np.ndarra
         for s in range(b):
             dr, di = u0[q].real - u[q, s].real, u0[q].imag - u[q, s].imag
             out[q, s] = c[q, s] + complex(a * dr + bb * di, cc * dr + d * di)
+    if dense:  # one scenario (b = 1) through the dense Zb' (`Network.ch_zbt`)
+        x = out.reshape(p).view(np.float64)  # (re, im) pairs, as ch_zbt's rows lie
+        minus_product_real(net.ch_zbt[lv], x, u0.view(np.float64), x)
+        return
     chord_products(net, lv, out, u0, out, y, False)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def minus_product_real(at: np.ndarray, x: np.ndarray, base: np.ndarray,
+                       out: np.ndarray) -> None:
+    """out = base - A x for a real matrix given as its transpose at [M, M] (out may be x):
+    `minus_product`'s four columns a pass, for one real vector."""
+    m = at.shape[0]
+    acc = np.zeros(m)
+    j = 0
+    while j + 4 <= m:
+        x0, x1, x2, x3 = x[j], x[j + 1], x[j + 2], x[j + 3]
+        for i in range(m):
+            acc[i] += (at[j, i] * x0 + at[j + 1, i] * x1) + (at[j + 2, i] * x2
+                                                               + at[j + 3, i] * x3)
+        j += 4
+    for j in range(j, m):
+        xj = x[j]
+        for i in range(m):
+            acc[i] += at[j, i] * xj
+    for i in range(m):
+        out[i] = base[i] - acc[i]
+
+
+@numba.njit(cache=True, nogil=True)
+def scenario_level(net: Network, scale: np.ndarray) -> int:
+    """The chord level for one scenario's load scales [T]: the factored level nearest its
+    scales weighed by the terms' nominal |S| (`CpuSolver._level`), or -1."""
+    x = 0.0
+    for t in range(scale.shape[0]):
+        x += scale[t] * net.ch_weight[t]
+    return nearest_level(net.ch_levels, x)
+
+
+@numba.njit(cache=True, nogil=True)
+def nearest_level(levels: np.ndarray, x: float) -> int:
+    """The index of the level nearest x (by ratio), or -1 (Z-bus steps) below
+    CHORD_MIN_LEVEL."""
+    if not x >= CHORD_MIN_LEVEL:
+        return -1
+    best, lv = math.inf, -1
+    for v in range(levels.shape[0]):
+        d = abs(math.log(levels[v] / x))
+        if d < best:
+            best, lv = d, v
+    return lv
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
@@ -942,6 +1005,7 @@ def iterate_chord(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Load
     on, or runs away, stops unconverged (SLOW) for `solve` to hand to the Z-bus steps."""
     p, b = u.shape
     n, m = net.dinv_re.shape[0], net.ch_l_ptr.shape[0] - 1  # nodes, the chord's positions
+    dense = b == 1 and net.ch_zbt.shape[0] > 0  # one scenario through the dense Zb'
     u, s_conj, scale = u.copy(), s_conj.copy(), scale.copy()
     g, c = np.empty_like(u), np.empty_like(u)
     y = np.empty((m, 2, b))
@@ -960,7 +1024,7 @@ def iterate_chord(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Load
     if not start_currents(net, lv, u, s_conj, scale, lm, c):
         currents(u, s_conj, scale, lm, c)
     for it in range(1, max_iter + 1):
-        chord_map(net, lv, c, u, u0, g, y)
+        chord_map(net, lv, c, u, u0, g, y, dense)
         residuals(g, u, inv_base, res)
         if it == CHORD_EXTRAPOLATE_AT - 2:
             largest_changes(g, u, inv_base, res, worst)
@@ -998,7 +1062,9 @@ def iterate_chord(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Load
                 prev_res[s] = res[j]
                 live[left] = j
                 left += 1
-        if n_done:
+        if n_done and dense:  # from the currents at g, through the dense X
+            node_voltages(net, c, w, out_v, z)
+        elif n_done:
             chord_node_voltages(net, lv, y, done[:n_done], w, out_v, done_rows[:n_done], z)
         if left == 0:
             break
@@ -1057,9 +1123,12 @@ def solve(u: np.ndarray, s_conj: np.ndarray, scale: np.ndarray, lm: Loads, net: 
     converge at no load, with no currents and max_iter steps. Writes the iterates to
     out_u [b, P], u and c to out [2, b, 2, P] (real parts, then imaginary), converged to
     ok [b]; returns whether all converged. lv >= 0: chord steps of that level first
-    (`iterate_chord_then_z_bus`)."""
+    (`iterate_chord_then_z_bus`); SCENARIO_LEVEL: of the level `scenario_level` picks for
+    the first scenario."""
     b, p = u.shape
     out_c, end = np.empty((b, p), dtype=np.complex128), np.empty(b, dtype=np.int64)
+    if lv == SCENARIO_LEVEL:
+        lv = scenario_level(net, scale[0])
     if lv >= 0:
         iterate_chord_then_z_bus(np.ascontiguousarray(u.T), np.ascontiguousarray(s_conj.T),
                                  np.ascontiguousarray(scale.T), lm, net, u0, w, inv_base,
@@ -1288,8 +1357,10 @@ def _typed(parts: list) -> list[np.ndarray]:
 
 
 _ints, _blocks, _flat = np.zeros(0, dtype=np.int64), np.zeros((0, 0, 4)), np.zeros((0, 0))
+_empty = np.zeros(0)
 _NO_CHORD = [_blocks, _ints, _ints, _ints, _flat, _ints, _ints, _flat, _flat, _ints, _ints,
-             _flat, _flat, _ints, _ints, _ints, _ints, _blocks, _blocks]
+             _flat, _flat, _ints, _ints, _ints, _ints, _blocks, _blocks, _blocks, _empty,
+             _empty]
 
 
 def chord_factors(y: sp.spmatrix, port_a: np.ndarray, port_b: np.ndarray,
@@ -1484,23 +1555,38 @@ class CpuSolver:
         factors = chord_factors(pf.feeder.y, net.port_a, net.port_b, np.stack(k0))
         starts_ri, c0_ri = (np.stack([np.stack([x.real, x.imag]) for x in a])
                             for a in (starts, c0))
-        self.net = net._replace(**dict(zip(Network._fields[-len(_NO_CHORD):],
-                                           [*factors, *_typed([starts_ri, c0_ri])])))
+        total = self.term_va.sum()
+        self.net = net._replace(**dict(zip(
+            Network._fields[-len(_NO_CHORD):],
+            [*factors, *_typed([starts_ri, c0_ri]), _NO_CHORD[-3], *_typed([
+                np.array(levels), self.term_va / total if total > 0 else self.term_va])])))
+        p = self.n_ports
+        if net.zbt_re.shape[0] and len(levels) * (2 * p) ** 2 * 8 <= CHORD_DENSE_BYTES:
+            self.net = self.net._replace(ch_zbt=self._dense_chord(len(levels)))
         self._fixed = (self._fixed[0], self.net, *self._fixed[2:])
         self.levels = np.array(levels)
         return True
+
+    def _dense_chord(self, n_levels: int) -> np.ndarray:
+        """Each level's Zb' = Mᵀ (Y + M K0 Mᵀ)⁻¹ M [V, 2P, 2P] as one scenario's chord
+        step takes it (`chord_map`): real, on (re, im) pairs port by port, transposed;
+        by the block solves, a column per unit port current, real and imaginary."""
+        p, m = self.n_ports, self.net.ch_l_ptr.shape[0] - 1
+        unit = np.zeros((p, 2 * p), dtype=complex)
+        unit[np.arange(p), 2 * np.arange(p)] = 1.0
+        unit[np.arange(p), 2 * np.arange(p) + 1] = 1j
+        zbt = np.empty((n_levels, 2 * p, 2 * p))
+        out, y = np.empty((p, 2 * p), dtype=complex), np.empty((m, 2, 2 * p))
+        for lv in range(n_levels):
+            chord_products(self.net, lv, unit, np.zeros(p, dtype=complex), out, y, False)
+            # row j: Zb' times unit input j, in (re, im) pairs
+            zbt[lv] = -np.ascontiguousarray(out.T).view(np.float64)
+        return zbt
 
     def start(self, lv: int) -> np.ndarray:
         """Level lv's solution [P] (complex, V), where a cold batch's chord steps start."""
         x = self.net.ch_start[lv]
         return x[0] + 1j * x[1]
-
-    def _nearest_level(self, x: float) -> int:
-        """The factored level nearest x (by ratio), or -1 (Z-bus steps) below
-        CHORD_MIN_LEVEL."""
-        if not x >= CHORD_MIN_LEVEL:
-            return -1
-        return int(np.argmin(np.abs(np.log(self.levels / x))))
 
     def _level(self, scale: np.ndarray) -> int:
         """The chord level for a batch of load scales [B, T]: its median scenario's
@@ -1513,7 +1599,7 @@ class CpuSolver:
         # a partition, without np.median's own overhead (about 20 us)
         x = scale[::max(1, scale.shape[0] // 64)] @ self.term_va
         mid = len(x) // 2  # (the upper of two middles)
-        return self._nearest_level(float(np.partition(x, mid)[mid]) / total)
+        return nearest_level(self.levels, float(np.partition(x, mid)[mid]) / total)
 
     def _adjoint_level(self, k: np.ndarray) -> int:
         """The chord level for the adjoint of a batch with dc/du's blocks k [B, 4, P]:
@@ -1549,7 +1635,16 @@ class CpuSolver:
             s = x[:, 0] - 1j * x[:, 1]  # conj(s)
         k = (np.ones((batch, self.n_terms)) if scale is None
              else np.ascontiguousarray(scale.numpy(), dtype=np.float64))
-        lv = self._level(k) if batch > 1 and self._chord_ready() else -1
+        # Chord steps for a batch; for one scenario only through a dense Zb' (through
+        # the block solves a step costs one scenario more than a Z-bus step saves). A
+        # warm-started scenario has the kernel pick its level; from cold, the level's
+        # solution is the start.
+        if not self._chord_ready() or (batch == 1 and not self.net.ch_zbt.shape[0]):
+            lv = -1
+        elif batch > 1 or u_init is None:
+            lv = self._level(k)
+        else:
+            lv = SCENARIO_LEVEL
         if u_init is None:
             u = np.repeat((self.u0 if lv < 0 else self.start(lv))[None], batch, 0)
         elif batch == 1 and self._last is not None and self._last[0] == (
@@ -1560,7 +1655,7 @@ class CpuSolver:
             u = x[:, 0] + 1j * x[:, 1]
         out_u, out, out_v, ok, steps, resid = outputs = self._outputs(batch)
         if batch == 1:
-            every = self._solve(u, s, k, *self._fixed, *outputs, -1)
+            every = self._solve(u, s, k, *self._fixed, *outputs, lv)
         else:  # chunks of at most CHUNK, and at least one per thread (batch 64 on two
             # cores: two chunks of 32 solve in about 0.8 of the time of one of 64)
             chunk = min(self.CHUNK, -(-batch // numba.get_num_threads()))
@@ -1625,8 +1720,9 @@ def _entry_point(kernel: numba.core.registry.CPUDispatcher, args: tuple) -> obje
 
 def compile_kernels() -> None:
     """Compile (and cache on disk) the kernels by solving IEEE 13 and taking a gradient,
-    alone and in more than one chunk: `make setup` runs this so that no run's first
-    solve or gradient waits for the compiler."""
+    alone and in more than one chunk, and a warm-started IEEE 123 scenario (whose chord
+    factors and dense Zb' are made by kernels called from here): `make setup` runs this
+    so that no run's first solve or gradient waits for the compiler."""
     from grid.feeder import load_feeder
     from grid.powerflow import PowerFlow
 
@@ -1636,3 +1732,5 @@ def compile_kernels() -> None:
     for batch in (1, CpuSolver.CHUNK + 1):
         scale = torch.ones(batch, dtype=torch.float64, requires_grad=True)
         pf.solve(load_scale=scale).u.sum().backward()
+    pf = PowerFlow(load_feeder("ieee123"))
+    pf.solve(load_scale=1.1, initial=pf.solve(load_scale=1.0))

@@ -88,24 +88,32 @@ def test_a_time_series_matches_torch_and_opendss(tmp_path, variant):
 
 def test_injections_at_connections_and_cold_starts(feeder_cache):
     """IEEE 123 with households at six connections (one delta), injecting and drawing:
-    cold and warm starts agree with the torch path and with OpenDSS."""
+    cold and warm starts by Z-bus steps (chord=False) take the torch path's steps to its
+    answer; by the default chord steps through the dense Zb' they reach the same answer
+    in fewer steps; both agree with OpenDSS."""
     feeder = feeder_cache("ieee123")
     conns = [feeder.nodes[ld.nodes[0]] for ld in feeder.loads[:5]] + ["67.1.2"]
-    fast, slow = _pair(feeder, conns)
+    fast, slow = _pair(feeder, conns, chord=False)
+    chord = PowerFlow(feeder, conns)
     rng = np.random.default_rng(8)
     p, q = rng.uniform(-40, 40, (3, len(conns))), rng.uniform(-15, 15, (3, len(conns)))
     ref = OpenDSSReference(feeder, conns, tolerance=1e-12)
-    prev = None
+    prev = prev_chord = None
     for k in range(3):
         # from no load the torch path takes its first steps in float32: another path to
         # the same point, within the tolerance (1e-9 of a step)
         cold = fast.solve(p[k], q[k], load_scale=0.9)
         _same(cold, slow.solve(p[k], q[k], load_scale=0.9), rtol=1e-8, steps=1)
+        _same(chord.solve(p[k], q[k], load_scale=0.9), cold, rtol=1e-8, steps=99)
         warm = fast.solve(p[k], q[k], load_scale=0.9, initial=prev)
         _same(warm, slow.solve(p[k], q[k], load_scale=0.9, initial=prev))
+        prev_chord = chord.solve(p[k], q[k], load_scale=0.9, initial=prev_chord)
+        _same(prev_chord, warm, rtol=1e-8, steps=99)
+        assert int(prev_chord.iterations[0]) < int(warm.iterations[0])
         v_ref, ok = ref.solve_case(0.9, p[k], q[k])
-        assert ok and _error_pu(feeder, warm.voltages[0].numpy(), v_ref) <= TOL_PU
-        assert float(warm.injection_power[0].real) == pytest.approx(p[k].sum())
+        for result in (warm, prev_chord):
+            assert ok and _error_pu(feeder, result.voltages[0].numpy(), v_ref) <= TOL_PU
+            assert float(result.injection_power[0].real) == pytest.approx(p[k].sum())
         prev = warm
 
 
@@ -126,7 +134,7 @@ def test_a_warm_start_changed_in_place_is_read_again(feeder_cache):
     """The solver keeps its last answer to skip converting it back; a start that was
     changed in place since must be read afresh."""
     feeder = feeder_cache("ieee123")
-    fast, slow = _pair(feeder)
+    fast, slow = _pair(feeder, chord=False)  # (Z-bus steps: the torch path's steps)
     first = fast.solve(load_scale=1.0)
     first.u.mul_(0.97)  # a different start: the iteration takes another path
     again = fast.solve(load_scale=1.1, initial=first)
@@ -318,9 +326,10 @@ def test_derived_quantities_of_a_compiled_batch(feeder_cache):
 
 def test_the_chord_factors_give_the_dense_chord_map(feeder_cache):
     """The chord step's products, through the 2x2 block LU of Y + M K0 Mᵀ (reordered,
-    pruned to the ports' paths), against the dense reference built from torch's Zb:
-    Zb' = (I + Zb K0)⁻¹ Zb in real form, by numpy, at every load level factored. Random
-    currents and iterates, so the K0 (u0 - u) term is exercised too."""
+    pruned to the ports' paths), and for one scenario through the dense Zb' made from
+    them, against the dense reference built from torch's Zb: Zb' = (I + Zb K0)⁻¹ Zb in
+    real form, by numpy, at every load level factored. Random currents and iterates, so
+    the K0 (u0 - u) term is exercised too."""
     from grid.single import CHORD_LEVELS, chord_map
 
     pf = PowerFlow(feeder_cache("ieee123"))
@@ -340,12 +349,17 @@ def test_the_chord_factors_give_the_dense_chord_map(feeder_cache):
                        [np.diag(k[:, 2]), np.diag(k[:, 3])]])
         zb_chord = np.linalg.solve(np.eye(2 * p) + z @ k0, z)
         out = np.empty_like(c)
-        chord_map(net, lv, c, u, solver.u0, out, np.empty((n, 2, b)))
+        chord_map(net, lv, c, u, solver.u0, out, np.empty((n, 2, b)), False)
         x = c + (k[:, 0, None] * d.real + k[:, 1, None] * d.imag
                  + 1j * (k[:, 2, None] * d.real + k[:, 3, None] * d.imag))
         y = zb_chord @ np.concatenate([x.real, x.imag])
         want = solver.u0[:, None] - (y[:p] + 1j * y[p:])
         assert np.abs(out - want).max() <= 1e-9 * np.abs(want).max()
+        for s in range(b):  # one scenario at a time, through the dense Zb'
+            one = np.empty((p, 1), dtype=complex)
+            chord_map(net, lv, c[:, s:s + 1].copy(), u[:, s:s + 1].copy(), solver.u0, one,
+                      np.empty((n, 2, 1)), True)
+            assert np.abs(one[:, 0] - want[:, s]).max() <= 1e-9 * np.abs(want).max()
 
 
 def test_a_chord_batch_agrees_with_the_z_bus_batch_and_opendss(feeder_cache, monkeypatch):
@@ -469,3 +483,13 @@ def test_a_batch_takes_the_chord_of_its_load_level(feeder_cache, level):
     base = float(b.voltages.abs().max())
     assert float((a.voltages - b.voltages).abs().max()) <= 1e-9 * base
     assert float(a.iterations.double().mean()) < 0.75 * float(b.iterations.double().mean())
+    # one scenario warm-started: the level the kernel picks, the batch's pick for it alone
+    from grid.single import scenario_level
+
+    solver = chord._cpu()
+    k = scale.take(chord._t_load_np, axis=1)
+    want = solver.levels.tolist().index({0.3: 0.25, 2.0: 2.0}[level])
+    assert [scenario_level(solver.net, row) for row in k] == [
+        solver._level(row[None]) for row in k] == [want] * len(k)
+    warm = chord.solve(load_scale=scale[:1], initial=a.u[:1])
+    assert int(warm.iterations[0]) <= 2  # (started at its answer)
