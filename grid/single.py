@@ -1558,8 +1558,9 @@ class CpuSolver:
         total = self.term_va.sum()
         self.net = net._replace(**dict(zip(
             Network._fields[-len(_NO_CHORD):],
-            [*factors, *_typed([starts_ri, c0_ri]), _NO_CHORD[-3], *_typed([
-                np.array(levels), self.term_va / total if total > 0 else self.term_va])])))
+            [*factors, *_typed([starts_ri, c0_ri]), _blocks,  # (ch_zbt: below)
+             *_typed([np.array(levels),
+                      self.term_va / total if total > 0 else self.term_va])])))
         p = self.n_ports
         if net.zbt_re.shape[0] and len(levels) * (2 * p) ** 2 * 8 <= CHORD_DENSE_BYTES:
             self.net = self.net._replace(ch_zbt=self._dense_chord(len(levels)))
@@ -1636,9 +1637,9 @@ class CpuSolver:
         k = (np.ones((batch, self.n_terms)) if scale is None
              else np.ascontiguousarray(scale.numpy(), dtype=np.float64))
         # Chord steps for a batch; for one scenario only through a dense Zb' (through
-        # the block solves a step costs one scenario more than a Z-bus step saves). A
-        # warm-started scenario has the kernel pick its level; from cold, the level's
-        # solution is the start.
+        # the block solves one scenario's chord step costs more than the Z-bus steps it
+        # saves). A warm-started scenario has the kernel pick its level; from cold, the
+        # level's solution is the start.
         if not self._chord_ready() or (batch == 1 and not self.net.ch_zbt.shape[0]):
             lv = -1
         elif batch > 1 or u_init is None:
