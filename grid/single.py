@@ -1501,11 +1501,6 @@ class CpuSolver:
             self.net.zbt_re.shape[0] and p * p <= len(self.net.l_re) + len(self.net.u_re))
         self._pf = pf if self.chord else None
         self.levels: np.ndarray | None = None  # the CHORD_LEVELS factored
-        # each load term's nominal |S| (VA), weighing the terms' scales into a level
-        vn = 1.0 / self.loads.inv_vn
-        q = self.loads.q[:, :, 0]  # the normal region's quadratic
-        self.term_va = np.abs((q[:, 0] + 1j * q[:, 1]) * vn ** 2
-                              + (q[:, 2] + 1j * q[:, 3]) * vn + q[:, 4] + 1j * q[:, 5])
         y = pf.y_net
         self.derive_from = Derived(
             _np(pf.node_base_v), np.array([pf.feeder.vmin_pu, pf.feeder.vmax_pu], dtype=float),
@@ -1555,17 +1550,22 @@ class CpuSolver:
         factors = chord_factors(pf.feeder.y, net.port_a, net.port_b, np.stack(k0))
         starts_ri, c0_ri = (np.stack([np.stack([x.real, x.imag]) for x in a])
                             for a in (starts, c0))
-        total = self.term_va.sum()
-        self.net = net._replace(**dict(zip(
-            Network._fields[-len(_NO_CHORD):],
-            [*factors, *_typed([starts_ri, c0_ri]), _blocks,  # (ch_zbt: below)
-             *_typed([np.array(levels),
-                      self.term_va / total if total > 0 else self.term_va])])))
+        # each load term's share of the nominal |S|, weighing the terms' scales into a
+        # level (all zero where no load draws any: every scenario then takes Z-bus steps)
+        vn = 1.0 / self.loads.inv_vn
+        q = self.loads.q[:, :, 0]  # the normal region's quadratic
+        va = np.abs((q[:, 0] + 1j * q[:, 1]) * vn ** 2 + (q[:, 2] + 1j * q[:, 3]) * vn
+                    + q[:, 4] + 1j * q[:, 5])
+        self.levels = np.array(levels, dtype=float)
+        # (zip stops at ch_c0: ch_zbt stays empty until made below)
+        self.net = net._replace(**dict(zip(Network._fields[-len(_NO_CHORD):],
+                                           [*factors, *_typed([starts_ri, c0_ri])])),
+                                ch_levels=self.levels,
+                                ch_weight=va / va.sum() if va.sum() > 0 else va)
         p = self.n_ports
         if net.zbt_re.shape[0] and len(levels) * (2 * p) ** 2 * 8 <= CHORD_DENSE_BYTES:
             self.net = self.net._replace(ch_zbt=self._dense_chord(len(levels)))
         self._fixed = (self._fixed[0], self.net, *self._fixed[2:])
-        self.levels = np.array(levels)
         return True
 
     def _dense_chord(self, n_levels: int) -> np.ndarray:
@@ -1591,16 +1591,14 @@ class CpuSolver:
 
     def _level(self, scale: np.ndarray) -> int:
         """The chord level for a batch of load scales [B, T]: its median scenario's
-        scales weighed by the terms' nominal |S| (injections not counted)."""
-        total = self.term_va.sum()
-        if total <= 0:
-            return -1
+        scales weighed by the terms' nominal |S| (`Network.ch_weight`; injections not
+        counted), as `scenario_level` weighs one."""
         # of at most 64 rows spread over the batch: its median to a few percent, where
         # all 1,024 rows of a batch took 0.07 ms (about 1% of its solve on IEEE 123); by
         # a partition, without np.median's own overhead (about 20 us)
-        x = scale[::max(1, scale.shape[0] // 64)] @ self.term_va
+        x = scale[::max(1, scale.shape[0] // 64)] @ self.net.ch_weight
         mid = len(x) // 2  # (the upper of two middles)
-        return nearest_level(self.levels, float(np.partition(x, mid)[mid]) / total)
+        return nearest_level(self.levels, float(np.partition(x, mid)[mid]))
 
     def _adjoint_level(self, k: np.ndarray) -> int:
         """The chord level for the adjoint of a batch with dc/du's blocks k [B, 4, P]:
