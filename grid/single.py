@@ -70,6 +70,13 @@ CHORD_EXTRAPOLATE_AT = 4
 CHORD_LEVELS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 CHORD_MIN_LEVEL = 0.05
 SCENARIO_LEVEL = -2  # `solve`'s lv: the kernel picks one scenario's level
+# The fast math the kernels allow: products fused into the sums they feed, and nothing
+# else. Reordered sums (fastmath=FMA's reassoc) round differently depending on the code
+# LLVM inlines a kernel into, so the same kernel compiled in a process and loaded from
+# numba's cache in another gave answers differing in the last bits, and the local and
+# Ray backends' records differed. The sums are written as chains, one product per
+# addition, so that each fuses into one multiply-add, the same wherever it lands.
+FMA = {"contract"}
 CHORD_DENSE_BYTES = 32 * 2**20  # the most the dense Zb' of every level may take
 
 
@@ -326,13 +333,13 @@ class Network(NamedTuple):
     ch_weight: np.ndarray  # [T] each load term's share of the nominal |S|
 
 
-@numba.njit(cache=True, nogil=True, fastmath=True)
+@numba.njit(cache=True, nogil=True, fastmath=FMA)
 def minus_product(at_re: np.ndarray, at_im: np.ndarray, c: np.ndarray, base: np.ndarray,
                   out: np.ndarray) -> None:
     """out = base - A c for a complex matrix A given as the real and imaginary parts of
     its transpose [P, M]: four columns at a time, each pass an update of the sums over
-    contiguous memory, which vectorises (fastmath reorders the sums, changing roundoff
-    only). Four columns per pass read and write the sums a quarter as often: on IEEE 123
+    contiguous memory, which vectorises, eight multiply-adds per entry (`FMA`). Four
+    columns per pass read and write the sums a quarter as often: on IEEE 123
     that is 4.3 against 6.2 us for Zb, 10 against 16 for X, whose 144 and 422 kB stream
     from L2. A loop rather than BLAS: a threaded BLAS wakes its threads for a product
     this small, which on a busy two-core machine took milliseconds instead of
@@ -347,16 +354,16 @@ def minus_product(at_re: np.ndarray, at_im: np.ndarray, c: np.ndarray, base: np.
             a0r, a0i, a1r, a1i = at_re[j, i], at_im[j, i], at_re[j + 1, i], at_im[j + 1, i]
             a2r, a2i = at_re[j + 2, i], at_im[j + 2, i]
             a3r, a3i = at_re[j + 3, i], at_im[j + 3, i]
-            acc_re[i] += ((a0r * c0r - a0i * c0i) + (a1r * c1r - a1i * c1i)
-                          + (a2r * c2r - a2i * c2i) + (a3r * c3r - a3i * c3i))
-            acc_im[i] += ((a0r * c0i + a0i * c0r) + (a1r * c1i + a1i * c1r)
-                          + (a2r * c2i + a2i * c2r) + (a3r * c3i + a3i * c3r))
+            acc_re[i] = (acc_re[i] + a0r * c0r - a0i * c0i + a1r * c1r - a1i * c1i
+                         + a2r * c2r - a2i * c2i + a3r * c3r - a3i * c3i)
+            acc_im[i] = (acc_im[i] + a0r * c0i + a0i * c0r + a1r * c1i + a1i * c1r
+                         + a2r * c2i + a2i * c2r + a3r * c3i + a3i * c3r)
         j += 4
     for j in range(j, p):
         cr, ci = c[j].real, c[j].imag
         for i in range(m):
-            acc_re[i] += at_re[j, i] * cr - at_im[j, i] * ci
-            acc_im[i] += at_re[j, i] * ci + at_im[j, i] * cr
+            acc_re[i] = acc_re[i] + at_re[j, i] * cr - at_im[j, i] * ci
+            acc_im[i] = acc_im[i] + at_re[j, i] * ci + at_im[j, i] * cr
     for i in range(m):
         out[i] = base[i] - complex(acc_re[i], acc_im[i])
 
@@ -393,18 +400,18 @@ def _gather(net: Network, perm: np.ndarray, y: np.ndarray, base: np.ndarray,
             out[q, s] = base[q] - v
 
 
-@numba.njit(cache=True, nogil=True, fastmath=True, inline="always")
+@numba.njit(cache=True, nogil=True, fastmath=FMA, inline="always")
 def _subtract_product(y: np.ndarray, dst: int, src: int, vr: float, vi: float) -> None:
     """Row dst of y [N, 2, b] minus (vr + i vi) times its row src (dst != src), for every
     scenario: one elimination step of the triangular solves, an axpy across the
     scenarios."""
     for s in range(y.shape[2]):
         ar, ai = y[src, 0, s], y[src, 1, s]
-        y[dst, 0, s] -= vr * ar - vi * ai
-        y[dst, 1, s] -= vr * ai + vi * ar
+        y[dst, 0, s] = y[dst, 0, s] - vr * ar + vi * ai
+        y[dst, 1, s] = y[dst, 1, s] - vr * ai - vi * ar
 
 
-@numba.njit(cache=True, nogil=True, fastmath=True, inline="always")
+@numba.njit(cache=True, nogil=True, fastmath=FMA, inline="always")
 def _scale_row(y: np.ndarray, j: int, er: float, ei: float) -> None:
     """Row j of y [N, 2, b] times er + i ei, for every scenario."""
     for s in range(y.shape[2]):
@@ -413,7 +420,7 @@ def _scale_row(y: np.ndarray, j: int, er: float, ei: float) -> None:
         y[j, 1, s] = er * ai + ei * ar
 
 
-@numba.njit(cache=True, nogil=True, fastmath=True)
+@numba.njit(cache=True, nogil=True, fastmath=FMA)
 def lu_solve(net: Network, c: np.ndarray, y: np.ndarray) -> None:
     """z = U⁻¹ L⁻¹ Pr Mᵀ c for port currents c [P, b] of b scenarios, into y [N, 2, b]
     (each row's real parts, then its imaginary parts, scenarios fastest: one row's values
@@ -433,26 +440,26 @@ def lu_solve(net: Network, c: np.ndarray, y: np.ndarray) -> None:
             _subtract_product(y, net.u_idx[k], j, net.u_re[k], net.u_im[k])
 
 
-@numba.njit(cache=True, nogil=True, fastmath=True)
+@numba.njit(cache=True, nogil=True, fastmath=FMA)
 def _lu_solve_one(net: Network, y: np.ndarray) -> None:
     """`lu_solve`'s two triangular solves for one scenario, in place on y [N, 2]."""
     for j in range(y.shape[0]):
         ar, ai = y[j, 0], y[j, 1]
         for k in range(net.l_ptr[j], net.l_ptr[j + 1]):
             i, vr, vi = net.l_idx[k], net.l_re[k], net.l_im[k]
-            y[i, 0] -= vr * ar - vi * ai
-            y[i, 1] -= vr * ai + vi * ar
+            y[i, 0] = y[i, 0] - vr * ar + vi * ai
+            y[i, 1] = y[i, 1] - vr * ai - vi * ar
     for j in range(y.shape[0] - 1, -1, -1):
         er, ei = net.dinv_re[j], net.dinv_im[j]
         ar, ai = er * y[j, 0] - ei * y[j, 1], er * y[j, 1] + ei * y[j, 0]
         y[j, 0], y[j, 1] = ar, ai
         for k in range(net.u_ptr[j], net.u_ptr[j + 1]):
             i, vr, vi = net.u_idx[k], net.u_re[k], net.u_im[k]
-            y[i, 0] -= vr * ar - vi * ai
-            y[i, 1] -= vr * ai + vi * ar
+            y[i, 0] = y[i, 0] - vr * ar + vi * ai
+            y[i, 1] = y[i, 1] - vr * ai - vi * ar
 
 
-@numba.njit(cache=True, nogil=True, fastmath=True)
+@numba.njit(cache=True, nogil=True, fastmath=FMA)
 def lu_solve_transposed(net: Network, x: np.ndarray, y: np.ndarray) -> None:
     """z = Pr⁻¹ L⁻ᵀ U⁻ᵀ Pc⁻¹ Mᵀ x for port values x [P, b] into y [N, 2, b], as `lu_solve`
     lays it out: `lu_solve` for Yᵀ (Yᵀ = Pc Uᵀ Lᵀ Pr, from Pr Y Pc = L U); node i's value of
@@ -583,7 +590,7 @@ def adjoint_parallel(g: np.ndarray, k: np.ndarray, net: Network, tol: float, max
                 settled[lo:hi], lv)
 
 
-@numba.njit(cache=True, nogil=True, fastmath=True)
+@numba.njit(cache=True, nogil=True, fastmath=FMA)
 def minus_products(at_re: np.ndarray, at_im: np.ndarray, c: np.ndarray, base: np.ndarray,
                    out: np.ndarray, acc: np.ndarray) -> None:
     """out = base - A c [M, b] for b scenarios' c [P, b], A as `minus_product` takes it
@@ -600,8 +607,8 @@ def minus_products(at_re: np.ndarray, at_im: np.ndarray, c: np.ndarray, base: np
         for i in range(m):
             ar, ai = at_re[j, i], at_im[j, i]
             for s in range(b):
-                acc[i, 0, s] += ar * cr[s] - ai * ci[s]
-                acc[i, 1, s] += ar * ci[s] + ai * cr[s]
+                acc[i, 0, s] = acc[i, 0, s] + ar * cr[s] - ai * ci[s]
+                acc[i, 1, s] = acc[i, 1, s] + ar * ci[s] + ai * cr[s]
     for i in range(m):
         for s in range(b):
             out[i, s] = base[i] - complex(acc[i, 0, s], acc[i, 1, s])
@@ -644,7 +651,7 @@ def node_voltages(net: Network, c: np.ndarray, w: np.ndarray, out: np.ndarray,
             out[s, i] = w[i] - complex(y[j, 0, s], y[j, 1, s])
 
 
-@numba.njit(cache=True, nogil=True, fastmath=True, inline="always")
+@numba.njit(cache=True, nogil=True, fastmath=FMA, inline="always")
 def _subtract_block(y: np.ndarray, dst: int, src: int, a: float, b: float, c: float,
                     d: float) -> None:
     """Row dst of y [N, 2, b] minus the real 2x2 block [[a, b], [c, d]] (acting on
@@ -652,11 +659,11 @@ def _subtract_block(y: np.ndarray, dst: int, src: int, a: float, b: float, c: fl
     entry."""
     for s in range(y.shape[2]):
         xr, xi = y[src, 0, s], y[src, 1, s]
-        y[dst, 0, s] -= a * xr + b * xi
-        y[dst, 1, s] -= c * xr + d * xi
+        y[dst, 0, s] = y[dst, 0, s] - a * xr - b * xi
+        y[dst, 1, s] = y[dst, 1, s] - c * xr - d * xi
 
 
-@numba.njit(cache=True, nogil=True, fastmath=True, inline="always")
+@numba.njit(cache=True, nogil=True, fastmath=FMA, inline="always")
 def _set_block(y: np.ndarray, dst: int, src: int, a: float, b: float, c: float,
                d: float) -> None:
     """Row dst of y [N, 2, b] = minus the real 2x2 block [[a, b], [c, d]] times row src:
@@ -667,7 +674,7 @@ def _set_block(y: np.ndarray, dst: int, src: int, a: float, b: float, c: float,
         y[dst, 1, s] = -(c * xr + d * xi)
 
 
-@numba.njit(cache=True, nogil=True, fastmath=True, inline="always")
+@numba.njit(cache=True, nogil=True, fastmath=FMA, inline="always")
 def _apply_block(y: np.ndarray, j: int, a: float, b: float, c: float, d: float) -> None:
     """Row j of y [N, 2, b] times the real 2x2 block [[a, b], [c, d]]."""
     for s in range(y.shape[2]):
@@ -676,7 +683,7 @@ def _apply_block(y: np.ndarray, j: int, a: float, b: float, c: float, d: float) 
         y[j, 1, s] = c * xr + d * xi
 
 
-@numba.njit(cache=True, nogil=True, fastmath=True, inline="always")
+@numba.njit(cache=True, nogil=True, fastmath=FMA, inline="always")
 def _add_ports(net: Network, x: np.ndarray, y: np.ndarray, j: int) -> None:
     """Row j of y [m, 2, b] plus row j of Mᵀ x in the chord's positions, for port values
     x [P, b]: the ports with their a end there added, those with their b end taken away."""
@@ -689,7 +696,7 @@ def _add_ports(net: Network, x: np.ndarray, y: np.ndarray, j: int) -> None:
             y[j, 1, s] += sign * x[q, s].imag
 
 
-@numba.njit(cache=True, nogil=True, fastmath=True)
+@numba.njit(cache=True, nogil=True, fastmath=FMA)
 def block_solve(net: Network, lv: int, x: np.ndarray, y: np.ndarray) -> None:
     """y [m, 2, b] = (Y + M K0 Mᵀ)⁻¹ Mᵀ x in the factors' positions, K0 of level lv, for
     port values x [P, b]: the chord's block triangular solves, each step an update across
@@ -741,7 +748,7 @@ def chord_map(net: Network, lv: int, c: np.ndarray, u: np.ndarray, u0: np.ndarra
     chord_products(net, lv, out, u0, out, y, False)
 
 
-@numba.njit(cache=True, nogil=True, fastmath=True)
+@numba.njit(cache=True, nogil=True, fastmath=FMA)
 def minus_product_real(at: np.ndarray, x: np.ndarray, base: np.ndarray,
                        out: np.ndarray) -> None:
     """out = base - A x for a real matrix given as its transpose at [M, M] (out may be x):
@@ -752,13 +759,13 @@ def minus_product_real(at: np.ndarray, x: np.ndarray, base: np.ndarray,
     while j + 4 <= m:
         x0, x1, x2, x3 = x[j], x[j + 1], x[j + 2], x[j + 3]
         for i in range(m):
-            acc[i] += (at[j, i] * x0 + at[j + 1, i] * x1) + (at[j + 2, i] * x2
-                                                               + at[j + 3, i] * x3)
+            acc[i] = (acc[i] + at[j, i] * x0 + at[j + 1, i] * x1 + at[j + 2, i] * x2
+                      + at[j + 3, i] * x3)
         j += 4
     for j in range(j, m):
         xj = x[j]
         for i in range(m):
-            acc[i] += at[j, i] * xj
+            acc[i] = acc[i] + at[j, i] * xj
     for i in range(m):
         out[i] = base[i] - acc[i]
 
@@ -787,7 +794,7 @@ def nearest_level(levels: np.ndarray, x: float) -> int:
     return lv
 
 
-@numba.njit(cache=True, nogil=True, fastmath=True)
+@numba.njit(cache=True, nogil=True, fastmath=FMA)
 def chord_node_voltages(net: Network, lv: int, y: np.ndarray, cols: np.ndarray,
                         w: np.ndarray, out: np.ndarray, rows: np.ndarray,
                         z: np.ndarray) -> None:
@@ -812,8 +819,8 @@ def chord_node_voltages(net: Network, lv: int, y: np.ndarray, cols: np.ndarray,
             a, b, c, d = x_val[4 * e], x_val[4 * e + 1], x_val[4 * e + 2], x_val[4 * e + 3]
             zs = z[net.ch_x_idx[e]]
             for s in range(k):
-                zt[0, s] += a * zs[0, s] + b * zs[1, s]
-                zt[1, s] += c * zs[0, s] + d * zs[1, s]
+                zt[0, s] = zt[0, s] + a * zs[0, s] + b * zs[1, s]
+                zt[1, s] = zt[1, s] + c * zs[0, s] + d * zs[1, s]
         a, b, c, d = x_dinv[4 * t], x_dinv[4 * t + 1], x_dinv[4 * t + 2], x_dinv[4 * t + 3]
         for s in range(k):
             re, im = zt[0, s], zt[1, s]
@@ -837,7 +844,7 @@ def chord_products(net: Network, lv: int, x: np.ndarray, base: np.ndarray, out: 
     _gather(net, net.ch_pos, y, base, out)
 
 
-@numba.njit(cache=True, nogil=True, fastmath=True)
+@numba.njit(cache=True, nogil=True, fastmath=FMA)
 def block_solve_transposed(net: Network, lv: int, x: np.ndarray, y: np.ndarray) -> None:
     """`block_solve` for the transpose, (Y + M K0 Mᵀ)ᵀ = Uᵀ Lᵀ: Uᵀ and Lᵀ solved row by
     row, which are U's and L's stored columns (each block transposed). Row j of Mᵀ x
