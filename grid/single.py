@@ -71,7 +71,7 @@ CHORD_LEVELS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 CHORD_MIN_LEVEL = 0.05
 SCENARIO_LEVEL = -2  # `solve`'s lv: the kernel picks one scenario's level
 # The fast math the kernels allow: products fused into the sums they feed, and nothing
-# else. Reordered sums (fastmath=FMA's reassoc) round differently depending on the code
+# else. Reordered sums (fastmath=True's reassoc) round differently depending on the code
 # LLVM inlines a kernel into, so the same kernel compiled in a process and loaded from
 # numba's cache in another gave answers differing in the last bits, and the local and
 # Ray backends' records differed. The sums are written as chains, one product per
