@@ -74,8 +74,9 @@ SCENARIO_LEVEL = -2  # `solve`'s lv: the kernel picks one scenario's level
 # else. Reordered sums (fastmath=True's reassoc) round differently depending on the code
 # LLVM inlines a kernel into, so the same kernel compiled in a process and loaded from
 # numba's cache in another gave answers differing in the last bits, and the local and
-# Ray backends' records differed. The sums are written as chains, one product per
-# addition, so that each fuses into one multiply-add, the same wherever it lands.
+# Ray backends' records differed. The accumulations are written as chains, each
+# addition taking one new product, so that each fuses into one multiply-add, the same
+# wherever the code lands (`test_kernels_compiled_in_the_process_answer_as_the_cached_ones`).
 FMA = {"contract"}
 CHORD_DENSE_BYTES = 32 * 2**20  # the most the dense Zb' of every level may take
 
