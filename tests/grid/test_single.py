@@ -8,6 +8,11 @@ slow case (Anderson mixing) and a case with no solution (handed to Newton)."""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -499,8 +504,6 @@ def _answers() -> str:
     """A digest of the kernels' answers: warm-started series of one and of 40 scenarios
     on IEEE 13 (Z-bus steps), IEEE 123 (chord steps) and the European LV feeder (Y's LU),
     their network losses and a gradient."""
-    import hashlib
-
     out = []
     for name in ("ieee13", "ieee123", "eulv"):
         feeder = load_feeder(name)
@@ -528,10 +531,6 @@ def test_kernels_compiled_in_the_process_answer_as_the_cached_ones(tmp_path):
     Ray's workers). Until the kernels' fast math was limited to multiply-adds (`FMA`),
     the compiled and the cached code of four of these six series differed in the last
     bits: reordered sums round as the surrounding inlined code has them."""
-    import os
-    import subprocess
-    import sys
-
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
     code = "import tests.grid.test_single as t; print(t._answers())"
 
