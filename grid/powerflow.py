@@ -229,6 +229,7 @@ class PowerFlow:
         self.conn_port = t(conn_port, torch.long)
         self._conn_port_np = np.asarray(conn_port, dtype=np.int64)
         self._t_load_np = self.t_load.cpu().numpy()
+        self._t_generating_np = ~np.asarray(feeder.consuming, dtype=bool)[self._t_load_np]
         # the load scale of the last scalar load_scale: (value, batch, [batch, terms])
         self._scalar_scale: tuple[float, int, torch.Tensor | None] = (np.nan, 0, None)
         base_v = feeder.node_base_kv * 1e3
@@ -619,6 +620,10 @@ class PowerFlow:
             voltages `result.u` (a warm start for time series, where the next step's
             voltages are close to the last).
         """
+        if self.compiled_cpu and self.n_ports:
+            one = self._solve_one(p_kw, q_kvar, load_scale, initial)
+            if one is not None:
+                return one
         s_port, scale, s_conn, batch = self._inputs(p_kw, q_kvar, load_scale)
         u_init = None
         if isinstance(initial, PowerFlowResult) and initial.u.shape[0] == batch:
@@ -658,6 +663,58 @@ class PowerFlow:
         return PowerFlowResult(self, u, s_port, scale, s_conn, converged, iters, resid, c,
                                voltages, compiled=self._cpu() if voltages is not None
                                else None)
+
+    def _solve_one(
+        self, p_kw: object, q_kvar: object, load_scale: object, initial: object
+    ) -> PowerFlowResult | None:
+        """`solve` for the co-simulation's call, one scenario on the compiled CPU loop
+        with nothing that needs a gradient, its inputs kept in numpy: where they went
+        through torch, its conversions took about a fifth of a warm-started solve on IEEE
+        123. None, for `solve` to answer (or refuse) by its general path, unless p_kw and
+        q_kvar are both None or both one row, load_scale is None, a number or one row,
+        each row a CPU float64 tensor that needs no gradient or a float64
+        array, all of them in range; initial is None, a converged one-scenario result or
+        its port voltages; and the solve converged. The same numbers go into the same
+        kernel as by the general path, so the answer is the same to the bit."""
+        if isinstance(load_scale, (int, float)):
+            if not 0.0 <= load_scale < np.inf:
+                return None
+            # (the loads proper scaled, the file's generation at 1, as `_inputs` has it)
+            scale = np.where(self._t_generating_np, 1.0, float(load_scale))[None]
+        elif load_scale is None:
+            scale = None
+        else:
+            scale = _plain_row(load_scale, self.n_loads)
+            if scale is None or not bounded(scale, 0.0):
+                return None
+            scale = scale.take(self._t_load_np, axis=1)
+        s_conj = s_conn = None
+        if p_kw is not None or q_kvar is not None:
+            nc = self.n_connections
+            p, q = _plain_row(p_kw, nc), _plain_row(q_kvar, nc)
+            if p is None or q is None or not (bounded(p, -np.inf) and bounded(q, -np.inf)):
+                return None
+            # (as `_port_injections` and `CpuSolver.solve` make them)
+            s_conj = (np.bincount(self._conn_port_np, p[0], self.n_ports) * 1e3
+                      - 1j * (np.bincount(self._conn_port_np, q[0], self.n_ports) * 1e3))
+            s_conj = s_conj[None]
+            s_conn = torch.complex(*(torch.as_tensor(x) for x in (p, q)))
+        if isinstance(initial, PowerFlowResult):
+            if initial.u.shape[0] != 1 or not initial._all_converged:
+                return None
+            initial = initial.u
+        if initial is not None:
+            if not (isinstance(initial, torch.Tensor) and initial.shape[0] == 1
+                    and initial.dtype == RDTYPE and initial.is_cpu):
+                return None
+            initial = initial.detach() if initial.requires_grad else initial
+        cpu = self._cpu()
+        answer = cpu.solve_arrays(s_conj, scale, initial, 1)
+        if answer.voltages is None:  # not converged: the general path tries Newton
+            return None
+        u, c, converged, iters, resid, voltages = answer
+        return PowerFlowResult(self, u, None, None, s_conn, converged, iters, resid, c,
+                               voltages, compiled=cpu)
 
     def _rescue(
         self,
@@ -908,6 +965,18 @@ def _numpy(x: torch.Tensor) -> np.ndarray | torch.Tensor:
     if x.device.type == "cpu":
         return (x.detach() if x.requires_grad else x).numpy()
     return x
+
+
+def _plain_row(x: object, width: int) -> np.ndarray | None:
+    """x as a numpy row [1, width], without a copy, where x is one already: a CPU float64
+    tensor that needs no gradient, or a float64 array; else None."""
+    if isinstance(x, torch.Tensor):
+        if x.requires_grad or x.dtype != RDTYPE or not x.is_cpu:
+            return None
+        x = x.numpy()
+    elif not isinstance(x, np.ndarray) or x.dtype != np.float64:
+        return None
+    return x if x.shape == (1, width) else None
 
 
 def _finite_non_negative(x: torch.Tensor) -> bool:

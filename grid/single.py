@@ -1633,15 +1633,24 @@ class CpuSolver:
         magnitude, is within tol; not converged (answered at no load with max_iter
         steps, for Newton to try) after a runaway (above 10, or not finite) or max_iter
         steps. The node voltages come only if every scenario converged."""
-        # C-contiguous float64 and complex128 always: the kernel is called for these
-        # types without numba's checks (`_entry_point`)
-        if s_port is None:
-            s = self._none if batch == 1 else np.zeros((batch, 0), dtype=complex)
-        else:
+        s = None
+        if s_port is not None:
             x = s_port.numpy()
             s = x[:, 0] - 1j * x[:, 1]  # conj(s)
+        return self.solve_arrays(s, None if scale is None else scale.numpy(), u_init, batch)
+
+    def solve_arrays(self, s_conj: np.ndarray | None, scale: np.ndarray | None,
+                     u_init: torch.Tensor | None, batch: int) -> CpuAnswer:
+        """`solve` for inputs as numpy: s_conj [B, P] (conj(s), W and var) and scale
+        [B, T], or None."""
+        # C-contiguous float64 and complex128 always: the kernel is called for these
+        # types without numba's checks (`_entry_point`)
+        if s_conj is None:
+            s = self._none if batch == 1 else np.zeros((batch, 0), dtype=complex)
+        else:
+            s = np.ascontiguousarray(s_conj, dtype=complex)
         k = (np.ones((batch, self.n_terms)) if scale is None
-             else np.ascontiguousarray(scale.numpy(), dtype=np.float64))
+             else np.ascontiguousarray(scale, dtype=np.float64))
         # Chord steps for a batch; for one scenario only through a dense Zb' (through
         # the block solves one scenario's chord step costs more than the Z-bus steps it
         # saves). A warm-started scenario has the kernel pick its level; from cold, the

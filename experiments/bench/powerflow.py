@@ -13,8 +13,10 @@ OpenDSS runs through OpenDSSDirect.py in two ways and the faster one is the peer
 Ours is timed per batch size, and once more the way the co-simulation calls it: batch 1,
 each case warm-started from the previous one's answer, against OpenDSS's time-series
 path on the same cases. The accuracy reported for a row is that of the very solves it
-timed, against OpenDSS at tolerance 1e-12 (up to `check_rows` of them). The build time
-is PowerFlow's construction (the Kron reduction, or the sparse LU on large feeders).
+timed, against OpenDSS at tolerance 1e-12 (up to `check_rows` of them); the rest of each
+result is dropped before the next solve, as a caller streaming through scenarios drops it
+(`_Kept`). The build time is PowerFlow's construction (the Kron reduction, or the sparse
+LU on large feeders).
 
     cosim bench powerflow [--feeder ieee123] [--batches 1 64 1024] [--device cuda]
 """
@@ -81,14 +83,14 @@ Solved = dict[int, torch.Tensor]  # scenario index -> its node voltages from a t
 MIN_WINDOW_S = 0.04
 
 
-def _time_ours(pf: PowerFlow, scale: torch.Tensor, batch: int, device: str
+def _time_ours(pf: PowerFlow, scale: torch.Tensor, batch: int, device: str, rows: int
                ) -> tuple[float, Solved]:
     """Solves per second for one batch size (at least 64 solves, and batches back to back
     for at least MIN_WINDOW_S, as OpenDSS's cases take about as long), and the node
-    voltages those solves produced."""
+    voltages of the first `rows` scenarios those solves produced."""
     rounds = max(1, 64 // batch)
     cases = scale.shape[0]
-    results = []
+    kept = _Kept(rows)
     _sync(device)
     start = time.perf_counter()
     k = 0
@@ -96,38 +98,54 @@ def _time_ours(pf: PowerFlow, scale: torch.Tensor, batch: int, device: str
         lo = (k * batch) % max(cases - batch + 1, 1)
         result = pf.solve(load_scale=scale[lo: lo + batch])
         result.voltages  # noqa: B018 - all node voltages are part of a solve
-        results.append((lo, result))
+        kept.add(lo, result)
         k += 1
     _sync(device)
     elapsed = time.perf_counter() - start
-    return k * batch / elapsed, _collect(results)
+    return k * batch / elapsed, kept.solved()
 
 
-def _time_warm(pf: PowerFlow, scale: torch.Tensor, cases: int, device: str
+def _time_warm(pf: PowerFlow, scale: torch.Tensor, cases: int, device: str, rows: int
                ) -> tuple[float, Solved]:
     """Solves per second at batch 1 with each case warm-started from the previous
     case's answer, as a co-simulation steps through time."""
-    results, previous = [], None
+    kept, previous = _Kept(rows), None
     _sync(device)
     start = time.perf_counter()
     for k in range(cases):
         previous = pf.solve(load_scale=scale[k: k + 1], initial=previous)
         previous.voltages  # noqa: B018
-        results.append((k, previous))
+        kept.add(k, previous)
     _sync(device)
     elapsed = time.perf_counter() - start
-    return cases / elapsed, _collect(results)
+    return cases / elapsed, kept.solved()
 
 
-def _collect(results: list[tuple[int, object]]) -> Solved:
-    """Node voltages per scenario index; a scenario that did not converge is an error."""
-    out: Solved = {}
-    for lo, result in results:
-        if not bool(result.converged.all()):
+class _Kept:
+    """What a timing loop keeps of each solve: whether it converged, and copies of the
+    node voltages of scenarios 0 to rows - 1. Each result is dropped before the next
+    solve, as a caller streaming through scenarios (a co-simulation, a Monte Carlo run
+    reducing each batch) drops it: a result kept whole holds fresh memory (at batch
+    1,024 on IEEE 123 about 7.6 MB, whose first touch on this VM costs about 0.6 ms per
+    MB in page faults, as long as the solve itself), which times the operating system's
+    page allocation, not the power flow."""
+
+    def __init__(self, rows: int) -> None:
+        self.rows, self.converged, self.voltages = rows, [], {}
+
+    def add(self, lo: int, result: object) -> None:
+        self.converged.append(result.converged)
+        hi = min(lo + result.batch, self.rows)
+        if lo < hi and any(k not in self.voltages for k in range(lo, hi)):
+            v = result.voltages[: hi - lo].detach().clone()
+            for j in range(hi - lo):
+                self.voltages.setdefault(lo + j, v[j])
+
+    def solved(self) -> Solved:
+        """The kept voltages; a timed scenario that did not converge is an error."""
+        if not all(bool(c.all()) for c in self.converged):
             raise RuntimeError("benchmark scenarios did not all converge")
-        for j in range(result.batch):
-            out.setdefault(lo + j, result.voltages[j].detach())
-    return out
+        return self.voltages
 
 
 def _time_snapshot(ref: OpenDSSReference, scale: np.ndarray) -> float:
@@ -221,12 +239,12 @@ def run(cfg: Config, progress: bool = True) -> Result:
         bar.update()
         for key, pf in variants.items():
             for b in cfg.batches:
-                timed((*key, b), _time_ours(pf, scale, b, cfg.device))
+                timed((*key, b), _time_ours(pf, scale, b, cfg.device, cfg.check_rows))
         for key in warm_keys:
             times.setdefault(("series", key), []).append(_time_series(series, warm_cases))
             bar.update()
             timed(key, _time_warm(variants[("default", key[1])], scale, cfg.warm_cases,
-                                  cfg.device))
+                                  cfg.device, cfg.check_rows))
     bar.close()
 
     result = Result(config=cfg, machine=machine_info(cfg.device), build_s=build_s,

@@ -19,6 +19,7 @@ import torch
 
 from grid import PowerFlow, load_feeder
 from grid.feeder import FEEDER_DIR
+from grid.errors import InjectionError
 from grid.reference import OpenDSSReference
 from grid.result import PowerFlowResult
 
@@ -285,6 +286,64 @@ def test_a_scalar_load_scale_is_reused_only_for_the_same_value(feeder_cache):
         assert torch.equal(kept.voltages, PowerFlow(feeder).solve(load_scale=value).voltages)
     with pytest.raises(Exception, match="negative"):
         fresh.solve(load_scale=-1.0)
+
+
+def test_one_scenario_in_numpy_answers_as_the_general_path(feeder_cache):
+    """`solve`'s one-scenario path (`PowerFlow._solve_one`, its inputs kept in numpy)
+    takes the co-simulation's calls, tensors or arrays, warm-started from a result or its
+    port voltages, and answers each bit for bit as the general path does, derived
+    quantities included. What it does not take (a list, float32, a row that needs a
+    gradient, a warm start from a batch) the general path answers; what is out of range
+    the general path refuses, naming it."""
+    feeder = feeder_cache("ieee123")
+    conns = ["48.1", "65.2.3", "76.3"]
+    pf, general = PowerFlow(feeder, conns), PowerFlow(feeder, conns)
+    general._solve_one = lambda *args: None
+    one, taken = pf._solve_one, []
+    pf._solve_one = lambda *args: taken.append(one(*args)) or taken[-1]
+    rng = np.random.default_rng(11)
+    p, q = rng.uniform(-40, 40, (4, 1, 3)), rng.uniform(-15, 15, (4, 1, 3))
+    rows = rng.uniform(0.5, 1.5, (4, 1, len(feeder.loads)))
+    taken_cases = [
+        dict(load_scale=torch.as_tensor(rows[0])),
+        dict(load_scale=rows[1]),
+        dict(p_kw=torch.as_tensor(p[0]), q_kvar=torch.as_tensor(q[0]), load_scale=0.8),
+        dict(p_kw=p[1], q_kvar=q[1], load_scale=torch.as_tensor(rows[2])),
+        dict(p_kw=p[2], q_kvar=q[2], load_scale=1),
+        dict(p_kw=p[3], q_kvar=q[3]),
+    ]
+    batch = general.solve(load_scale=torch.as_tensor(rows[:2, 0]))
+    other_cases = [
+        dict(load_scale=rows[3].tolist()),
+        dict(load_scale=torch.as_tensor(rows[3], dtype=torch.float32)),
+        dict(load_scale=torch.as_tensor(rows[3]).requires_grad_(True)),
+        dict(p_kw=p[0], q_kvar=q[0], initial=batch),
+    ]
+    prev_a = prev_b = None
+    for k, case in enumerate(taken_cases + other_cases):
+        start_a, start_b = (prev_a, prev_b) if k % 2 else (
+            prev_a and prev_a.u, prev_b and prev_b.u)  # a result, or its port voltages
+        case = {"initial": start_a, **case}
+        a = pf.solve(**case)
+        b = general.solve(**{**case, "initial": start_b if case["initial"] is start_a
+                             else case["initial"]})
+        assert (taken[-1] is not None) == (k < len(taken_cases)), case
+        for name in ("voltages", "u", "converged", "iterations", "residual", "vmag_pu",
+                     "substation_power", "injection_power", "load_power", "losses",
+                     "network_losses", "line_loading", "violations",
+                     "connection_voltages"):
+            assert torch.equal(getattr(a, name).detach(), getattr(b, name).detach()), name
+        prev_a, prev_b = a, b
+    assert len(taken) == len(taken_cases + other_cases)
+    bad = torch.as_tensor(rows[0]).clone()
+    bad[0, 5] = np.nan
+    with pytest.raises(InjectionError, match=f"'{feeder.loads[5].name}'"):
+        pf.solve(load_scale=bad)
+    with pytest.raises(InjectionError, match="negative"):
+        pf.solve(load_scale=-0.5)
+    with pytest.raises(InjectionError, match="q_kvar.*'65.2.3'"):
+        pf.solve(p[0], np.array([[0.0, np.inf, 0.0]]))
+    assert taken[-3:] == [None] * 3
 
 
 def test_derived_quantities_of_a_compiled_batch(feeder_cache):
