@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from grid import PowerFlow, load_feeder
-from grid.feeder import FEEDER_DIR
 from grid.errors import InjectionError
+from grid.feeder import FEEDER_DIR
 from grid.reference import OpenDSSReference
 from grid.result import PowerFlowResult
 
