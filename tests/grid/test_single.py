@@ -277,15 +277,19 @@ def test_the_compiled_adjoint_gives_torchs_gradients(feeder_cache, monkeypatch):
 
 
 def test_a_scalar_load_scale_is_reused_only_for_the_same_value(feeder_cache):
-    """The scale tensor of a scalar load_scale is kept for the next solve with the same
-    value (a co-simulation's constant feeder scale); another value builds its own."""
+    """The scale tensor of a scalar load_scale is kept for the next solve of a batch with
+    the same value (copies of a co-simulation with a constant feeder scale); another
+    value, or another batch size, builds its own."""
     feeder = feeder_cache("ieee123")
-    pf, fresh = PowerFlow(feeder), PowerFlow(feeder)
-    for value in (0.9, 0.9, 1.2, 0.9, 1):
-        kept = pf.solve(load_scale=value)
-        assert torch.equal(kept.voltages, PowerFlow(feeder).solve(load_scale=value).voltages)
+    pf, fresh = PowerFlow(feeder, ["48.1"]), PowerFlow(feeder, ["48.1"])
+    for value, batch in ((0.9, 2), (0.9, 2), (1.2, 2), (0.9, 3), (0.9, 2), (1, 2)):
+        p = torch.zeros(batch, 1, dtype=torch.float64)
+        kept = pf.solve(p, load_scale=value)
+        assert pf._scalar_scale[:2] == (value, batch)
+        assert torch.equal(kept.voltages,
+                           PowerFlow(feeder, ["48.1"]).solve(p, load_scale=value).voltages)
     with pytest.raises(Exception, match="negative"):
-        fresh.solve(load_scale=-1.0)
+        fresh.solve(torch.zeros(2, 1, dtype=torch.float64), load_scale=-1.0)
 
 
 def test_one_scenario_in_numpy_answers_as_the_general_path(feeder_cache):
