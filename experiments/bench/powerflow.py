@@ -123,12 +123,12 @@ def _time_warm(pf: PowerFlow, scale: torch.Tensor, cases: int, device: str, rows
 
 class _Kept:
     """What a timing loop keeps of each solve: whether it converged, and copies of the
-    node voltages of scenarios 0 to rows - 1. Each result is dropped before the next
-    solve, as a caller streaming through scenarios (a co-simulation, a Monte Carlo run
-    reducing each batch) drops it: a result kept whole holds fresh memory (at batch
-    1,024 on IEEE 123 about 7.6 MB, whose first touch on this VM costs about 0.6 ms per
-    MB in page faults, as long as the solve itself), which times the operating system's
-    page allocation, not the power flow."""
+    node voltages of scenarios 0 to rows - 1; the result itself is dropped, as a caller
+    streaming through scenarios (a co-simulation, a Monte Carlo run reducing each batch)
+    drops it. (Until 2026-12-02 the checked voltages were views of the results, which
+    kept every timed result's buffers alive to the end of the run: at batch 1,024 on
+    IEEE 123 each solve's 7.6 MB of outputs then landed on fresh pages, whose first touch
+    on a 2-core VM cost about 0.6 ms per MB, as long as the solve itself.)"""
 
     def __init__(self, rows: int) -> None:
         self.rows, self.converged, self.voltages = rows, [], {}
