@@ -36,6 +36,7 @@ from tqdm import tqdm
 from experiments.bench.common import add_output_arguments, machine_info, save
 from grid import PowerFlow, load_feeder
 from grid.reference import OpenDSSReference
+from grid.result import PowerFlowResult
 from grid.runtime import tune_cpu_allocator
 
 MARK = "<!-- bench:powerflow:{key} -->"
@@ -126,14 +127,14 @@ class _Kept:
     node voltages of scenarios 0 to rows - 1; the result itself is dropped, as a caller
     streaming through scenarios (a co-simulation, a Monte Carlo run reducing each batch)
     drops it. (Until 2026-12-02 the checked voltages were views of the results, which
-    kept every timed result's buffers alive to the end of the run: at batch 1,024 on
-    IEEE 123 each solve's 7.6 MB of outputs then landed on fresh pages, whose first touch
-    on a 2-core VM cost about 0.6 ms per MB, as long as the solve itself.)"""
+    kept each row's timed results alive until its next repeat: at batch 1,024 on IEEE
+    123 a solve's 7.6 MB of outputs then landed partly on fresh pages, whose first touch
+    on a 2-core VM cost about 0.6 ms per MB, about as long as the solve itself.)"""
 
     def __init__(self, rows: int) -> None:
         self.rows, self.converged, self.voltages = rows, [], {}
 
-    def add(self, lo: int, result: object) -> None:
+    def add(self, lo: int, result: PowerFlowResult) -> None:
         self.converged.append(result.converged)
         hi = min(lo + result.batch, self.rows)
         if lo < hi and any(k not in self.voltages for k in range(lo, hi)):
