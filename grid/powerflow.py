@@ -340,11 +340,14 @@ class PowerFlow:
         if p.shape[0] == 1 and p.device.type == "cpu" and not (
                 p.requires_grad or q.requires_grad):
             out = np.empty((1, 2, self.n_ports))
-            out[0, 0] = np.bincount(self._conn_port_np, p.numpy()[0], self.n_ports) * 1e3
-            out[0, 1] = np.bincount(self._conn_port_np, q.numpy()[0], self.n_ports) * 1e3
+            out[0, 0], out[0, 1] = self._port_sums(p.numpy()[0]), self._port_sums(q.numpy()[0])
             return torch.from_numpy(out)
         s_port = torch.zeros(p.shape[0], 2, self.n_ports, dtype=RDTYPE, device=self.device)
         return s_port.index_add(2, self.conn_port, torch.stack([p, q], 1) * 1e3)
+
+    def _port_sums(self, x: np.ndarray) -> np.ndarray:
+        """[P] W (or var) per port from one scenario's kW (or kvar) per connection [C]."""
+        return np.bincount(self._conn_port_np, x, self.n_ports) * 1e3
 
     def _matrix(
         self, x: object, name: str, width: int, labels: Sequence[str]
@@ -696,10 +699,8 @@ class PowerFlow:
             p, q = _plain_row(p_kw, nc), _plain_row(q_kvar, nc)
             if p is None or q is None or not (bounded(p, -np.inf) and bounded(q, -np.inf)):
                 return None
-            # (as `_port_injections` and `CpuSolver.solve` make them)
-            s_conj = (np.bincount(self._conn_port_np, p[0], self.n_ports) * 1e3
-                      - 1j * (np.bincount(self._conn_port_np, q[0], self.n_ports) * 1e3))
-            s_conj = s_conj[None]
+            # conj(s) per port, as `_port_injections` and `CpuSolver.solve` make it
+            s_conj = (self._port_sums(p[0]) - 1j * self._port_sums(q[0]))[None]
             s_conn = torch.complex(*(torch.as_tensor(x) for x in (p, q)))
         if isinstance(initial, PowerFlowResult):
             if initial.u.shape[0] != 1 or not initial._all_converged:
