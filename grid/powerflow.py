@@ -672,8 +672,8 @@ class PowerFlow:
     ) -> PowerFlowResult | None:
         """`solve` for the co-simulation's call, one scenario on the compiled CPU loop
         with nothing that needs a gradient, its inputs kept in numpy (through torch's
-        conversions a warm-started solve on IEEE 123 took 1.2 times as long, the grid
-        actor's step with its derived quantities 1.4 times).
+        conversions a warm-started solve on IEEE 123 took 1.2 times as long, a
+        co-simulation's call there with the derived quantities read 1.4 times).
 
         None, for `solve` to answer (or refuse, naming what is wrong) by its general
         path, unless: p_kw and q_kvar are both None or both one row; load_scale is None,

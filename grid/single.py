@@ -1213,7 +1213,7 @@ def _derived_point(v: np.ndarray, u: np.ndarray, c: np.ndarray, d: Derived, s: i
                    violations: np.ndarray) -> None:
     """`derived`'s node magnitudes, violations, substation and port power of scenario s.
     (The magnitudes' loop vectorises: numpy's error model, since Python's checks each
-    division for zero, and the violations counted without a branch; 19 -> 10 us per
+    division for zero, and the violations counted without a branch; 19 -> 7-10 us per
     scenario on the European LV feeder's 2,721 nodes. No base is zero: NaN where none.)"""
     n, n_src = v.shape[1], d.src_idx.shape[0]
     vmin, vmax = d.limits[0], d.limits[1]
