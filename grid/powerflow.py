@@ -229,7 +229,7 @@ class PowerFlow:
         self.conn_port = t(conn_port, torch.long)
         self._conn_port_np = np.asarray(conn_port, dtype=np.int64)
         self._t_load_np = self.t_load.cpu().numpy()
-        self._t_generating_np = ~np.asarray(feeder.consuming, dtype=bool)[self._t_load_np]
+        self._generating_np = self.generating.cpu().numpy()
         # the load scale of the last scalar load_scale: (value, batch, [batch, terms])
         self._scalar_scale: tuple[float, int, torch.Tensor | None] = (np.nan, 0, None)
         base_v = feeder.node_base_kv * 1e3
@@ -681,20 +681,8 @@ class PowerFlow:
         a float64 array; all are in range; initial is None, a converged one-scenario
         result or its port voltages; and the solve converged. The same numbers go into
         the same kernel as by the general path: the answer is the same to the bit."""
-        if isinstance(load_scale, (int, float)):
-            if not 0.0 <= load_scale < np.inf:
-                return None
-            # (the loads proper scaled, the file's generation at 1, as `_inputs` has it)
-            scale = np.where(self._t_generating_np, 1.0, float(load_scale))[None]
-        elif load_scale is None:
-            scale = None
-        else:
-            scale = _plain_row(load_scale, self.n_loads)
-            if scale is None or not bounded(scale, 0.0):
-                return None
-            scale = scale.take(self._t_load_np, axis=1)
         s_conj = s_conn = None
-        if p_kw is not None or q_kvar is not None:
+        if p_kw is not None or q_kvar is not None:  # (first: a batch leaves at once)
             nc = self.n_connections
             p, q = _plain_row(p_kw, nc), _plain_row(q_kvar, nc)
             if p is None or q is None or not (bounded(p, -np.inf) and bounded(q, -np.inf)):
@@ -702,6 +690,16 @@ class PowerFlow:
             # conj(s) per port, as `_port_injections` and `CpuSolver.solve` make it
             s_conj = (self._port_sums(p[0]) - 1j * self._port_sums(q[0]))[None]
             s_conn = torch.complex(*(torch.as_tensor(x) for x in (p, q)))
+        if isinstance(load_scale, (int, float)):
+            # a number scales the loads proper, the file's generation keeps its output,
+            # as in `_inputs`; then it is a row like any other
+            load_scale = np.where(self._generating_np, 1.0, float(load_scale))[None]
+        scale = None
+        if load_scale is not None:
+            scale = _plain_row(load_scale, self.n_loads)
+            if scale is None or not bounded(scale, 0.0):
+                return None
+            scale = scale.take(self._t_load_np, axis=1)
         if isinstance(initial, PowerFlowResult):
             if initial.u.shape[0] != 1 or not initial._all_converged:
                 return None
