@@ -118,11 +118,11 @@ class GradMAPConfig:
     inner_fraction: float = 0.25  # share of the batch's (day, step) rows in each of them
     eta: float = 20.0  # proximal step, in trust regions: the unclipped minimiser lies eta x
     # delta (rms) from a_k along -g; the box clips most targets to its faces
-    delta: float = 0.05  # initial trust-region radius: each action's change, and the rms
+    delta: float = 0.1  # initial trust-region radius: each action's change, and the rms
     delta_bounds: tuple[float, float] = (0.005, 0.5)
     ratio_bounds: tuple[float, float] = (0.25, 0.75)  # actual/predicted: shrink below, grow above
     ratio_window: int = 20  # GradMAP steps whose decreases are summed for that ratio
-    dual_lr: float = 50.0  # per p.u. of mean violation per iteration
+    dual_lr: float = 5.0  # per p.u. of mean violation per iteration
     lambda_max: float = 1e3  # multiplier cap: beyond it a constraint the agents cannot meet
     # is priced at lambda_max (an exact penalty) instead of a multiplier growing without end
     rho: float = 0.0  # augmented-Lagrangian weight
@@ -233,7 +233,10 @@ def train(problem: Problem, cfg: GradMAPConfig, out: str | Path | None = None,
     bank = PolicyBank(problem.n_agents, len(FIELDS), len(ACTIONS), cfg.hidden,
                       SIGNED_ACTIONS, seed=cfg.seed,
                       dtype=getattr(torch, cfg.policy_dtype)).to(problem.device)
-    opt = torch.optim.Adam(bank.parameters(), lr=cfg.lr)
+    # fused: one pass over the parameters per step instead of a dozen (at 1,000 agents,
+    # 5.6 million parameters: 3.1 ms against 8.6 ms for the multi-tensor form on 2 CPU
+    # cores), which matters for the GradMAP inner steps
+    opt = torch.optim.Adam(bank.parameters(), lr=cfg.lr, fused=True)
     steps, nodes, lines = problem.steps, len(problem.pf.feeder.nodes), len(problem.pf.feeder.lines)
     fixed = cfg.method == "penalty"
     lam_node, lam_line = (torch.full((steps, n), cfg.penalty if fixed else 0.0,
