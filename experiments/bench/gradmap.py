@@ -530,7 +530,8 @@ def notes(result: Result) -> str:
                 f"against {its['ssl']}), and its iteration costs "
                 f"{g.seconds_per_iteration / q.seconds_per_iteration:.1f}x SSL's (the policy "
                 "steps that reuse a gradient: each a forward and backward pass of "
-                f"{case.agents:,} MLPs over a quarter of the batch's rows).")
+                f"{case.agents:,} MLPs over {GradMAPConfig().inner_fraction:g} of the batch's "
+                "rows).")
     return " ".join(parts)
 
 
@@ -618,7 +619,11 @@ def main(args: argparse.Namespace) -> int:
     if args.ssl_scale != 1:
         command += f" --ssl-scale {args.ssl_scale:g}"
     if args.device != "cpu":
-        command += f" --device {args.device}" + (" --no-cosim" if args.no_cosim else "")
+        command += f" --device {args.device}"
+    if args.seed != 0:
+        command += f" --seed {args.seed}"
+    if args.no_cosim:
+        command += " --no-cosim"
     result = Result(machine=machine_info(args.device), command=command, window=args.window,
                     seed=args.seed, days=args.days, train_days=args.train_days,
                     device=args.device, ssl_scale=args.ssl_scale)
