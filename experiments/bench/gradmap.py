@@ -482,8 +482,11 @@ def markdown(result: Result) -> str:
               "| skipped |", "|---:|---|---:|---:|---:|---:|"]
     for case in result.cases:
         for r in case.runs:
-            lines.append(f"| {case.agents:,} | {r.method} | {r.final_delta:.3g} | "
-                         f"{r.mean_policy_steps:.1f} | {r.lambda_max:.3g} | {r.skipped} |")
+            # delta is GradMAP's alone, multipliers the primal-dual methods' (IPPO has none)
+            delta = f"{r.final_delta:.3g}" if r.method == "gradmap" else "-"
+            lam = f"{r.lambda_max:.3g}" if math.isfinite(r.lambda_max) else "-"
+            lines.append(f"| {case.agents:,} | {r.method} | {delta} | "
+                         f"{r.mean_policy_steps:.1f} | {lam} | {r.skipped} |")
     lines += ["", verdict(result)] + (["", notes(result)] if notes(result) else []) + [end]
     return "\n".join(lines) + "\n"
 

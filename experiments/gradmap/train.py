@@ -25,13 +25,13 @@ the constraint is an exact penalty at lambda_max.
 The violations nu are never negative, so a multiplier never falls: dual_lr sets how fast
 the price of a violation ratchets up, and with it where on the cost-violation trade-off
 training settles (choice, measured on 100 agents, IEEE 123, both methods, 2026-12-02):
-at dual_lr 50 the multipliers overshot - training costs levelled off near 4,270 with a
-mean violation of 1e-6 p.u., a hundred times below the benchmark's target - while at 5
-they reached 4,100 (GradMAP) with 4e-6 p.u. after 120 iterations, and SSL too reached
-every cost level sooner (4,277 after 41 iterations against 283). At 2, costs fell to
-4,020 with 1e-5 p.u. Signed constraints (|v| - vmax, a multiplier per day that falls
-where the limit is slack) were tried and not kept: the violations and the multipliers
-oscillated and neither method got below 4,300 in 120 iterations.
+at dual_lr 50 the multipliers overshot - GradMAP's training cost levelled off near 4,270
+with a mean violation of 1e-6 p.u., a hundred times below the benchmark's target - while
+at 5 it reached 4,100 with 4e-6 p.u. after 120 iterations (delta_0 0.05), and SSL too
+reached every cost level sooner (4,277 after 41 iterations against 283). At 2, costs fell
+to 4,020 with 1e-5 p.u. Signed constraints (|v| - vmax, a multiplier per day that falls
+where the limit is slack) were tried with GradMAP and not kept: the violations and the
+multipliers oscillated and the cost stayed above 4,300 in 120 iterations.
 
 One iteration of GradMAP:
 1. Roll the policies out on the batch (the co-simulation's own device and power-flow code),
