@@ -78,14 +78,14 @@ class Actor:
              for k, v in columns.items()})
 
     def drain_records(self, first: int, last: int, time: np.ndarray,
-                      encode: bool = True) -> dict[str, bytes | dict[str, np.ndarray]]:
+                      encode: bool = True) -> dict[str, object]:
         """Rows buffered since the last drain, per records table: Parquet-encoded steps
-        first..last (see cosim.records), or the raw columns when the caller encodes."""
-        out: dict[str, bytes | dict[str, np.ndarray]] = {}
+        first..last (see cosim.records), or the chunks as buffered when the caller
+        encodes (on the driver's writer thread: nothing is copied here)."""
+        out: dict[str, object] = {}
         for table, chunks in self._records.items():
             if chunks:
-                columns = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
-                data = encode_table(columns, first, last, time) if encode else columns
+                data = encode_table(chunks, first, last, time) if encode else chunks
                 if data is not None:
                     out[table] = data
         self._records.clear()

@@ -65,6 +65,7 @@ class MarketOperator(Actor):
         self._checks: dict[str, float] = {}
         self._money = 0.0
         self._last: MarketResult | None = None
+        self._positions: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # `_local`'s last
         # the cooperative game: each market's members share one meter step by step, and
         # at the end of each day split what they saved by the day's game
         self.coalition = None if coalition is None else Coalitions(
@@ -74,8 +75,8 @@ class MarketOperator(Actor):
         bids = only(inbox, BidBatch)
         household = np.concatenate([b.household for b in bids])
         market = np.concatenate([b.market for b in bids])
-        orders = Orders(self._local(household, self.households),
-                        self._local(market, self.markets),
+        orders = Orders(self._local("household", household, self.households),
+                        self._local("market", market, self.markets),
                         np.concatenate([b.quantity_kwh for b in bids]),
                         np.concatenate([b.limit_price for b in bids]), len(self.markets))
         upstream = self._upstream(step, inbox)
@@ -190,13 +191,24 @@ class MarketOperator(Actor):
         raise RuntimeError(f"{self.name} at step {step}: no prices from {self.upstream!r} "
                            "for its markets")
 
-    @staticmethod
-    def _local(ids: np.ndarray, known: np.ndarray) -> np.ndarray:
-        """Positions of `ids` in the sorted `known`, -1 for ids not there."""
+    def _local(self, column: str, ids: np.ndarray, known: np.ndarray) -> np.ndarray:
+        """Positions of `ids` in the sorted `known`, -1 for ids not there. The bids'
+        columns rarely change from step to step: the last answer per column is kept, and
+        comparing against it (about 30 us for 50,000 households) saves the search (1.5 ms
+        of the 100,000-household benchmark's step, per operator)."""
+        last = self._positions.get(column)
+        if last is not None and np.array_equal(ids, last[0]):
+            return last[1]
         if np.array_equal(ids, known):  # the usual case: every household, in order
-            return np.arange(len(ids))
-        pos = np.searchsorted(known, ids).clip(0, max(len(known) - 1, 0))
-        return np.where(known[pos] == ids, pos, -1) if len(known) else np.full(len(ids), -1)
+            pos = np.arange(len(ids))
+        elif len(known):
+            pos = np.searchsorted(known, ids).clip(0, len(known) - 1)
+            pos = np.where(known[pos] == ids, pos, -1)
+        else:
+            pos = np.full(len(ids), -1)
+        pos.setflags(write=False)  # shared by the steps that reuse it
+        self._positions[column] = (ids.copy(), pos)
+        return pos
 
 
 class Coalitions:

@@ -11,7 +11,7 @@ loads the feeder alike. Contenders, all on the same households and the same libr
 - **limit**: the pure compute of the same steps in one process without the engine: all
   households as one batch (device step, rule, orders, cover), one clearing call for every
   market, the power flow at batch 1 warm-started from the last step, and the same record
-  tables encoded to Parquet (cosim.records.encode_table) and written every 24 steps, one
+  tables written to Parquet (cosim.records.RunFolder.write) every 24 steps, one
   thread;
 - **mosaik** (experiments/bench/mosaik_peer.py): the per-household layout with OpenDSS as
   grid, and the array layout (one entity per group of microgrids) with OpenDSS and with our
@@ -44,7 +44,7 @@ import torch
 from cosim.backends import LocalBackend, RayBackend
 from cosim.config import parse_config
 from cosim.profiles import synthetic
-from cosim.records import encode_table
+from cosim.records import RunFolder
 from cosim.scenario import Scenario, build
 from cosim.simulation import Simulation
 from experiments.bench.common import add_output_arguments, machine_info, save
@@ -165,7 +165,7 @@ def limit(scenario: Scenario, homes: object, feeder: object, folder: Path,
     conn_base_v = np.array([feeder.connection_base_v(c) for c in scenario.connections])
     household = np.arange(n)
     lines = np.arange(len(feeder.lines))
-    folder.mkdir(parents=True, exist_ok=True)
+    written = RunFolder(folder)  # the same Parquet parts as ours writes
     record = Trace(np.empty((steps, n)), np.empty((steps, n_markets)), np.empty(steps),
                    np.empty((steps, n))) if trace else None
     tables: dict[str, list[dict[str, np.ndarray]]] = {}
@@ -244,11 +244,8 @@ def limit(scenario: Scenario, homes: object, feeder: object, folder: Path,
             record.net_kw[t], record.bill[t] = fleet.net_kw, fleet.bill
             record.price[t], record.substation_kw[t] = result.market_price, sub.real
         if (t + 1) % FLUSH_EVERY == 0 or t == steps - 1:
-            for name, chunks in tables.items():
-                columns = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
-                data = encode_table(columns, first, t, scenario.time)
-                if data is not None:
-                    (folder / f"{name}-{first:08d}-{t:08d}.parquet").write_bytes(data)
+            written.write({(name, "limit"): chunks for name, chunks in tables.items()},
+                          first, t, scenario.time)
             tables.clear()
             first = t + 1
         parts["records"] += time.perf_counter() - e
