@@ -225,7 +225,12 @@ class PolicyGroup(_Section):
     share: Fraction
 
 
-AUTO_MIN_SHARD = 5000  # households per shard at least, under shard_size = "auto"
+# households per shard at least, under shard_size = "auto". The same as the Ray backend's
+# ONE_HOST_PER_CPU: on one machine Ray keeps every actor in one process up to that many
+# households per CPU, so smaller shards never run side by side there (nor ever on the
+# local backend), and each one more only adds its fixed cost per step: at 10,000
+# households one shard stepped 1.26x as fast as two of 5,000 (2026-12-02, 2 cores)
+AUTO_MIN_SHARD = 30_000
 
 
 def auto_shard_size(count: int, cpus: int | None = None) -> int:
@@ -242,8 +247,9 @@ class HouseholdConfig(_Section):
     count: PositiveInt = 1000
     # households per shard actor: as many shards as this asks for, each holding whole
     # markets when a shard is larger than a market. "auto" (the default) sizes them by the
-    # machine: one shard per CPU, but at least AUTO_MIN_SHARD households each, so a small
-    # run has one shard (each shard-step has a fixed cost of a few milliseconds). It is
+    # machine: one shard per CPU, but at least AUTO_MIN_SHARD households each, so a run
+    # of fewer than 60,000 households on two CPUs has one shard (each shard-step has a fixed
+    # cost of a few milliseconds; a cluster's runs may want smaller shards, set here). It is
     # resolved when the config is read, the same for the local and the Ray backend (so
     # both give the same records), and the run's manifest keeps the number.
     shard_size: PositiveInt = 500
