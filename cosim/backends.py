@@ -9,17 +9,21 @@ and the phase output. The driver waits for the statuses only; outputs stay where
 they are, so the driver never relays household data.
 
 Every phase has a timeout, and it holds even when an actor blocks (sleeps, or waits in a
-solver): on the local backend the actors run in a worker thread while the driver watches
-the clock; on Ray the driver waits phase by phase. When it expires, or an actor fails or
-dies, the error names the step, the phase and the actors.
+solver): on the local backend a watchdog thread interrupts the actor (driven from the main
+thread, the actors run there and the watchdog signals it; driven from another thread, they
+run in a worker thread while the driver watches the clock); on Ray the driver waits phase
+by phase. When it expires, or an actor fails or dies, the error names the step, the phase
+and the actors.
 """
 
 from __future__ import annotations
 
 import queue
+import signal
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING
@@ -74,29 +78,67 @@ def checked(actor: object, phase: str, step: int, *sources: PhaseOutput
         return (f"{type(exc).__name__}: {exc}", traceback.format_exc()), None
 
 
+# the signal the watchdog interrupts the main thread with (a real-time one where there are
+# any: nothing else is likely to use it)
+_SIGNAL = getattr(signal, "SIGRTMAX", getattr(signal, "SIGUSR2", None))
+
+
+class _Overrun(BaseException):
+    """Raised in the main thread by the watchdog's signal when the actor call running there
+    overran its phase's timeout (a BaseException, so that `checked` lets it through)."""
+
+
+_watched: weakref.WeakSet = weakref.WeakSet()  # local backends with a watchdog
+_previous_handler: object = None  # the signal's handler before ours
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """The signal's handler, in the main thread: interrupt the actor call that overran
+    (nothing, if it has ended since the watchdog looked)."""
+    for backend in list(_watched):
+        if backend._late is not None and backend._late is backend._doing:
+            raise _Overrun
+
+
 class LocalBackend:
     """Actors as plain objects in this process, called one after another in name order.
 
-    The calls run in one worker thread; the driver waits on them with a deadline, so an
-    actor that blocks fails its phase on time. (Code that holds the interpreter lock and
-    never lets go cannot be interrupted in-process: use the Ray backend to isolate it.) A
-    worker that overran is abandoned, still blocked, and the backend refuses further steps.
+    Driven from the main thread, the calls run there, and a watchdog thread that wakes four
+    times a second interrupts an actor that overran the timeout, with a signal: the
+    handler raises in the actor's code, also while it sleeps or waits on a lock. (Handing
+    each step to a worker thread instead cost 10-30% of a six-house step on the 2-core
+    VMs: the threads' wake-ups, 2026-12-02.) Driven from another thread (signals reach the
+    main thread only), the calls run in one worker thread and the driver waits on them
+    with a deadline. Either way an actor that overran leaves the backend refusing further
+    steps. (Code that never returns to the interpreter, holding its lock or not checking
+    for signals, cannot be interrupted in-process: use the Ray backend to isolate it.)
     """
 
     name = "local"
     encodes_records = False  # the driver's writer thread encodes, beside the stepping
+    WATCH_S = 0.25  # how often the watchdog (or the waiting driver) looks at the clock
 
     def __init__(self) -> None:
         self.actors: dict[str, object] = {}
         self._worker: _Worker | None = None
         self._doing: tuple[int, str, str, float] | None = None  # step, phase, actor, start
         self._broken: str | None = None
+        self._timeout = float("inf")
+        self._late: tuple[int, str, str, float] | None = None  # the call being interrupted
+        self._watching: threading.Event | None = None  # set: the watchdog stops
 
     def start(self, specs: Sequence[ActorSpec], households: int = 0) -> None:
         """Build the actors in this process (`households` sizes Ray's layout only)."""
         for spec in specs:
             self.actors[spec.name] = spec.cls(spec.name, **spec.kwargs)
-        self._worker = _Worker()
+        if (_SIGNAL is not None and hasattr(signal, "pthread_kill")
+                and threading.current_thread() is threading.main_thread()):
+            global _previous_handler
+            if not _watched:
+                _previous_handler = signal.signal(_SIGNAL, _interrupt)
+            _watched.add(self)
+            self._watching = threading.Event()
+            threading.Thread(target=self._watch, name="cosim-watchdog", daemon=True).start()
 
     def run(self, plan: Plan, outputs: dict[Key, object], timeout: float,
             wall: dict[str, float], fetched: Collection[str] | None = None) -> None:
@@ -104,8 +146,22 @@ class LocalBackend:
         the phases whose outputs the driver reads, matters to Ray only.)"""
         if self._broken:
             raise RuntimeError(f"the local backend is unusable: {self._broken}")
+        if self._watching is not None and threading.current_thread() is threading.main_thread():
+            self._timeout = timeout
+            try:
+                self._run(plan, outputs, wall)
+            except _Overrun:
+                step, phase, name, _ = self._late
+                self._broken = f"{name} was interrupted at step {step}, phase {phase}"
+                raise PhaseTimeout(step, phase, [name],
+                                   f"no answer within {timeout:g} s") from None
+            finally:
+                self._doing = None
+            return
+        if self._worker is None:
+            self._worker = _Worker()
         future = self._worker.submit(self._run, plan, outputs, wall)
-        wait = 0.25  # the driver wakes rarely: its checks would compete with the actors
+        wait = self.WATCH_S  # the driver wakes rarely: its checks would compete with the actors
         while True:
             try:
                 future.result(timeout=wait)
@@ -118,7 +174,7 @@ class LocalBackend:
                     self._broken = f"{name} still blocks step {step}, phase {phase}"
                     raise PhaseTimeout(step, phase, [name],
                                        f"no answer within {timeout:g} s") from None
-                wait = min(left, 0.25)
+                wait = min(left, self.WATCH_S)
 
     def _run(self, plan: Plan, outputs: dict[Key, object], wall: dict[str, float]) -> None:
         for step, phase, calls in plan:
@@ -132,6 +188,15 @@ class LocalBackend:
                     raise PhaseError(step, phase, [name], *status)
                 outputs[(name, phase, step)] = result
             wall[phase] += time.perf_counter() - t
+
+    def _watch(self) -> None:
+        """The watchdog: signal the main thread when the call it runs overran."""
+        while not self._watching.wait(self.WATCH_S):
+            doing = self._doing
+            if (doing is not None and doing is not self._late
+                    and time.monotonic() > doing[3] + self._timeout):
+                self._late = doing
+                signal.pthread_kill(threading.main_thread().ident, _SIGNAL)
 
     def put(self, name: str, output: PhaseOutput) -> object:
         """A driver's output, readable by actors as a source."""
@@ -157,6 +222,12 @@ class LocalBackend:
         if self._worker is not None:
             self._worker.stop()  # a blocked worker is a daemon: it cannot hold the exit
         self._worker = None
+        if self._watching is not None:
+            self._watching.set()
+            self._watching = None
+            _watched.discard(self)
+            if not _watched and threading.current_thread() is threading.main_thread():
+                signal.signal(_SIGNAL, _previous_handler)
 
 
 class _Worker:
