@@ -89,15 +89,18 @@ class _Overrun(BaseException):
 
 
 _watched: weakref.WeakSet = weakref.WeakSet()  # local backends with a watchdog
-_previous_handler: object = None  # the signal's handler before ours
+_previous_handler: object = None  # the signal's handler before ours (called on)
 
 
 def _interrupt(signum: int, frame: object) -> None:
     """The signal's handler, in the main thread: interrupt the actor call that overran
-    (nothing, if it has ended since the watchdog looked)."""
+    (nothing, if it has ended since the watchdog looked). It stays installed once set: a
+    watchdog's last signal must never meet the default action, which ends the process."""
     for backend in list(_watched):
         if backend._late is not None and backend._late is backend._doing:
             raise _Overrun
+    if callable(_previous_handler):
+        _previous_handler(signum, frame)
 
 
 class LocalBackend:
@@ -126,6 +129,7 @@ class LocalBackend:
         self._timeout = float("inf")
         self._late: tuple[int, str, str, float] | None = None  # the call being interrupted
         self._watching: threading.Event | None = None  # set: the watchdog stops
+        self._on_main = False  # the main thread runs a plan (the watchdog watches it)
 
     def start(self, specs: Sequence[ActorSpec], households: int = 0) -> None:
         """Build the actors in this process (`households` sizes Ray's layout only)."""
@@ -134,11 +138,12 @@ class LocalBackend:
         if (_SIGNAL is not None and hasattr(signal, "pthread_kill")
                 and threading.current_thread() is threading.main_thread()):
             global _previous_handler
-            if not _watched:
+            if signal.getsignal(_SIGNAL) is not _interrupt:
                 _previous_handler = signal.signal(_SIGNAL, _interrupt)
             _watched.add(self)
             self._watching = threading.Event()
-            threading.Thread(target=self._watch, name="cosim-watchdog", daemon=True).start()
+            threading.Thread(target=self._watch, args=(self._watching,), name="cosim-watchdog",
+                             daemon=True).start()
 
     def run(self, plan: Plan, outputs: dict[Key, object], timeout: float,
             wall: dict[str, float], fetched: Collection[str] | None = None) -> None:
@@ -147,7 +152,7 @@ class LocalBackend:
         if self._broken:
             raise RuntimeError(f"the local backend is unusable: {self._broken}")
         if self._watching is not None and threading.current_thread() is threading.main_thread():
-            self._timeout = timeout
+            self._timeout, self._on_main = timeout, True
             try:
                 self._run(plan, outputs, wall)
             except _Overrun:
@@ -156,7 +161,7 @@ class LocalBackend:
                 raise PhaseTimeout(step, phase, [name],
                                    f"no answer within {timeout:g} s") from None
             finally:
-                self._doing = None
+                self._doing, self._on_main = None, False
             return
         if self._worker is None:
             self._worker = _Worker()
@@ -189,11 +194,11 @@ class LocalBackend:
                 outputs[(name, phase, step)] = result
             wall[phase] += time.perf_counter() - t
 
-    def _watch(self) -> None:
+    def _watch(self, stop: threading.Event) -> None:
         """The watchdog: signal the main thread when the call it runs overran."""
-        while not self._watching.wait(self.WATCH_S):
+        while not stop.wait(self.WATCH_S):
             doing = self._doing
-            if (doing is not None and doing is not self._late
+            if (self._on_main and doing is not None and doing is not self._late
                     and time.monotonic() > doing[3] + self._timeout):
                 self._late = doing
                 signal.pthread_kill(threading.main_thread().ident, _SIGNAL)
@@ -226,8 +231,6 @@ class LocalBackend:
             self._watching.set()
             self._watching = None
             _watched.discard(self)
-            if not _watched and threading.current_thread() is threading.main_thread():
-                signal.signal(_SIGNAL, _previous_handler)
 
 
 class _Worker:
