@@ -126,10 +126,9 @@ class LocalBackend:
         self._worker: _Worker | None = None
         self._doing: tuple[int, str, str, float] | None = None  # step, phase, actor, start
         self._broken: str | None = None
-        self._timeout = float("inf")
+        self._timeout = float("inf")  # of the plan the main thread runs (inf: none)
         self._late: tuple[int, str, str, float] | None = None  # the call being interrupted
         self._watching: threading.Event | None = None  # set: the watchdog stops
-        self._on_main = False  # the main thread runs a plan (the watchdog watches it)
 
     def start(self, specs: Sequence[ActorSpec], households: int = 0) -> None:
         """Build the actors in this process (`households` sizes Ray's layout only)."""
@@ -152,7 +151,7 @@ class LocalBackend:
         if self._broken:
             raise RuntimeError(f"the local backend is unusable: {self._broken}")
         if self._watching is not None and threading.current_thread() is threading.main_thread():
-            self._timeout, self._on_main = timeout, True
+            self._timeout = timeout
             try:
                 self._run(plan, outputs, wall)
             except _Overrun:
@@ -161,7 +160,7 @@ class LocalBackend:
                 raise PhaseTimeout(step, phase, [name],
                                    f"no answer within {timeout:g} s") from None
             finally:
-                self._doing, self._on_main = None, False
+                self._doing, self._timeout = None, float("inf")
             return
         if self._worker is None:
             self._worker = _Worker()
@@ -198,7 +197,7 @@ class LocalBackend:
         """The watchdog: signal the main thread when the call it runs overran."""
         while not stop.wait(self.WATCH_S):
             doing = self._doing
-            if (self._on_main and doing is not None and doing is not self._late
+            if (doing is not None and doing is not self._late
                     and time.monotonic() > doing[3] + self._timeout):
                 self._late = doing
                 signal.pthread_kill(threading.main_thread().ident, _SIGNAL)

@@ -101,14 +101,12 @@ class RunFolder:
             folder = self.path / table
             target = folder / f"part-{first:08d}-{last:08d}-{owner}.parquet"
             tmp = target.with_suffix(".tmp")
-            if isinstance(data, list):
-                arrow = arrow_table(data, first, last, time)
-                if arrow is None:
-                    continue
-                folder.mkdir(parents=True, exist_ok=True)
-                pq.write_table(arrow, tmp, **PARQUET)
+            if isinstance(data, list) and (data := arrow_table(data, first, last, time)) is None:
+                continue
+            folder.mkdir(parents=True, exist_ok=True)
+            if isinstance(data, pa.Table):
+                pq.write_table(data, tmp, **PARQUET)
             else:
-                folder.mkdir(parents=True, exist_ok=True)
                 tmp.write_bytes(data)
             os.replace(tmp, target)  # a crash never leaves half a part behind
 

@@ -271,9 +271,12 @@ def test_slow_actor_times_out_in_time_naming_itself(small_config, tmp_path, monk
 
     if driven == "main thread":
         drive()
-    else:  # started on the main thread (its watchdog must leave it alone), stepped on another
+    else:  # started (and reset) on the main thread, stepped on another
         sim.reset()
         in_thread(drive)
+        # the worker still blocks past its timeout: the main thread's watchdog must not
+        # take it for a plan of the main thread's and interrupt this one
+        time.sleep(3 * LocalBackend.WATCH_S)
     release.set()
     sim.close()
     manifest = json.loads((tmp_path / "manifest.json").read_text())
