@@ -37,7 +37,7 @@ import copy
 import datetime as dt
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -394,72 +394,99 @@ class Simulation:
         self._nonconverged = list(snapshot.nonconverged)
 
     def _step(self, actions: tuple[np.ndarray | None, np.ndarray | None] | None,
-              details: bool, stop: bool = False) -> StepResult:
+              details: bool, stop: bool = False, through: int | None = None) -> StepResult:
+        """Run the next step, or (`through`, with no driver inputs) the steps up to
+        `through` as one plan: on Ray that is one round trip to the hosts instead of one per
+        step. Returns the last one's result."""
         if self._t is None:
             raise RuntimeError("call reset() before step()")
         if self._t >= self.total:
             raise RuntimeError(f"the scenario has {self.total} steps and all have run; call "
                                "reset() to start again")
         t, t0 = self._t, time.perf_counter()
+        u = t if through is None else through  # the plan's last step
         run = self.config.run
-        last = t == self.total - 1
+        last = u == self.total - 1
         # `stop`: the caller stops after this step; a checkpoint lets `--resume` go on
-        checkpoint = (t + 1) % run.checkpoint_every == 0 or last or stop
+        checkpoint = (u + 1) % run.checkpoint_every == 0 or last or stop
         try:
             self._drive(t, *(actions or (None, None)))
-            plan = [(t, REST)] + ([] if checkpoint else [(t + 1, FIRST)])
-            self._phases(plan)
-            row, state = self._system_row(t)
-            if self.recorder is not None:
-                self.recorder.add(row)
-            if not state.converged:
-                self._nonconverged.append(t)
-                if run.on_nonconvergence == "stop":
-                    raise NotConverged(t, state.worst_bus, run.name)
+            plan = [(t, REST)] + [(s, p) for s in range(t + 1, u + 1) for p in (FIRST, REST)]
+            try:  # (each step's phases get the timeout)
+                self._phases(plan + ([] if checkpoint else [(u + 1, FIRST)]), u - t + 1)
+            except PhaseError as exc:
+                if not isinstance(exc, (ActorDied, PhaseTimeout)) and exc.step > t:
+                    self._conclude_steps(t, exc.step - 1)  # the plan's steps that ran
+                raise
+            row, state = self._conclude_steps(t, u)
             if checkpoint:
                 if self.recorder is not None:
-                    self.recorder.flush(t, self.backend, self.names, self._carry(t))
+                    self.recorder.flush(u, self.backend, self.names, self._carry(u))
                 if not last:
-                    self._phases([(t + 1, FIRST)])
+                    self._phases([(u + 1, FIRST)])
         except (ActorDied, PhaseTimeout) as exc:
             # the dead (or still blocked) actor's buffered records cannot be had: keep what
             # the last checkpoint holds; a resume recomputes the rest
-            self._fail(exc, t, flush=False)
+            self._fail(exc, self._t, flush=False)
             raise
         except NotConverged as exc:
-            self._fail(exc, t, flush=True, through=t)
+            self._fail(exc, exc.step, flush=True, through=exc.step)
             raise
         except Exception as exc:
-            self._fail(exc, t, flush=True, through=t - 1)
+            self._fail(exc, self._t, flush=True, through=self._t - 1)
             raise
-        self._t = t + 1
-        for key in [k for k in self._outputs if k[2] < t]:
+        self._t = u + 1
+        for key in [k for k in self._outputs if k[2] < u]:
             del self._outputs[key]
         done = self._t == self.total
         self.wall["total"] += time.perf_counter() - t0
         if done:
             self._finish()
         return StepResult(
-            step=t, time=self.scenario.time[t], done=done, grid=_grid_summary(state, row),
+            step=u, time=self.scenario.time[u], done=done, grid=_grid_summary(state, row),
             system=row, observations=None if done or not details else self.observations(),
             costs=self.costs() if details else None,
-            markets=self._markets(t) if details else None,
+            markets=self._markets(u) if details else None,
             copies=_copy_summaries(state, dt_h=run.dt_s / 3600.0) if details else None)
+
+    def _conclude_steps(self, first: int, last: int) -> tuple[dict[str, float], GridState]:
+        """Record the `system` rows of steps `first` to `last`, which have run; the step
+        after the last that concluded is the next (`self._t`). Raises NotConverged for a
+        step whose power flow did not converge, when the run stops on that. Returns the
+        last step's row and grid state."""
+        for t, (row, state) in enumerate(self._system_rows(first, last), first):
+            if self.recorder is not None:
+                self.recorder.add(row)
+            if not state.converged:
+                self._nonconverged.append(t)
+                if self.config.run.on_nonconvergence == "stop":
+                    raise NotConverged(t, state.worst_bus, self.config.run.name)
+            self._t = t + 1
+        return row, state
 
     def run(self, steps: int | None = None, progress: bool = True,
             after_step: Callable[[Simulation, int], None] | None = None) -> dict:
         """Step through the scenario (from its start, or on from where a resumed run
         stands) on the households' own policies, up to `steps` steps in all; returns the
         summary. `after_step(sim, step)` is called after each step (tests use it to kill an
-        actor). The run is recorded as "partial" when it stops before the last step."""
+        actor). The run is recorded as "partial" when it stops before the last step.
+
+        A backend that runs plans away from the driver (Ray) gets the steps up to each
+        checkpoint as one plan, unless `after_step` is given or households are driven."""
         if self._t is None:
             self._reset()
         total = self.total if steps is None else min(steps, self.total)
-        bar = tqdm(range(self._t, total), desc=self.config.run.name, unit="step",
-                   disable=not progress, initial=self._t, total=total)
+        every = self.config.run.checkpoint_every
+        batch = getattr(self.backend, "batches_steps", False) and after_step is None and \
+            not self._driven_of
+        bar = tqdm(total=total, desc=self.config.run.name, unit="step", disable=not progress,
+                   initial=self._t)
         try:
-            for step in bar:
-                self._step(None, details=False, stop=step == total - 1)
+            while self._t < total:
+                step = self._t
+                through = min((step // every + 1) * every, total) - 1 if batch else step
+                self._step(None, details=False, stop=through == total - 1, through=through)
+                bar.update(through + 1 - step)
                 if after_step is not None:
                     after_step(self, step)
         finally:
@@ -512,7 +539,9 @@ class Simulation:
                              "unmatched_demand_kwh", "unmatched_supply_kwh")}
 
     # -- internals ---------------------------------------------------------------------------
-    def _phases(self, steps: list[tuple[int, tuple[str, ...]]]) -> None:
+    def _phases(self, steps: list[tuple[int, tuple[str, ...]]], spans: int = 1) -> None:
+        """Run the phases of `steps` ((step, phases) in order) as one plan, which `spans`
+        steps: a Ray task gives each step's share of its calls the phase timeout."""
         plan: Plan = []
         made = set(self._outputs)  # outputs that exist when the plan gets to them
         for step, phases in steps:
@@ -528,7 +557,7 @@ class Simulation:
                 plan.append((step, phase, calls))
                 made |= {(name, phase, step) for name in self.participants[phase]}
         logged = self.recorder is not None and self.config.run.record_messages
-        self.backend.run(plan, self._outputs, self.config.run.phase_timeout_s, self.wall,
+        self.backend.run(plan, self._outputs, self.config.run.phase_timeout_s * spans, self.wall,
                          None if logged else FETCHED)
         if logged:
             keys = sorted(k for k in self._outputs if not k[0].startswith("driver/")
@@ -575,12 +604,21 @@ class Simulation:
             raise ValueError(f"step {t}: household {rows[bad][0]}: {what} are not finite")
         return values
 
-    def _system_row(self, t: int) -> tuple[dict[str, float], GridState]:
-        """One row of the `system` table: balances, totals and the grid's summary."""
+    def _system_rows(self, first: int, last: int
+                     ) -> Iterator[tuple[dict[str, float], GridState]]:
+        """The `system` table's rows of steps `first` to `last` (balances, totals and the
+        grid's summary), with each step's grid state; their outputs fetched at once."""
         names = self.participants["settle"]
-        *settled, grid = self.backend.fetch(
-            [self._outputs[(n, "settle", t)] for n in names] + [self._outputs[
-                ("grid", "physics", t)]])
+        keys = [(n, "settle", t) for t in range(first, last + 1) for n in names]
+        keys += [("grid", "physics", t) for t in range(first, last + 1)]
+        outputs = self.backend.fetch([self._outputs[k] for k in keys])
+        for k, t in enumerate(range(first, last + 1)):
+            yield self._system_row(t, outputs[k * len(names):(k + 1) * len(names)],
+                                   outputs[len(outputs) - (last - first + 1) + k])
+
+    def _system_row(self, t: int, settled: list[PhaseOutput], grid: PhaseOutput
+                    ) -> tuple[dict[str, float], GridState]:
+        """One row of the `system` table: balances, totals and the grid's summary."""
         state = grid.messages[0]
         ledger: dict[str, float] = defaultdict(float)
         totals: dict[str, float] = defaultdict(float)

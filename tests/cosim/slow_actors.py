@@ -14,3 +14,12 @@ class HangingShard(HouseholdShard):
         if step == 2:
             time.sleep(30)
         return super().decide(step, inbox)
+
+
+class FaultyShard(HouseholdShard):
+    """A shard whose dispatch fails at step 6 (an inverter fault)."""
+
+    def dispatch(self, step, inbox):
+        if step == 6:
+            raise RuntimeError("inverter fault")
+        return super().dispatch(step, inbox)

@@ -8,7 +8,7 @@ import pytest
 
 from cosim.backends import ActorDied, LocalBackend, RayBackend
 from cosim.scenario import build
-from cosim.simulation import Simulation
+from cosim.simulation import NotConverged, Simulation
 
 from .conftest import small, synthetic_profiles
 from .test_simulation import _assert_same_records, _tables, assert_times_out
@@ -71,6 +71,63 @@ def test_killed_actor_then_resume_equals_uninterrupted_run(ray_cluster, bank_con
     Simulation.resume(tmp_path / "killed", RayBackend(),
                       profiles=synthetic_profiles(homes=30)).run(progress=False)
     _assert_same_records(_tables(tmp_path / "full"), _tables(tmp_path / "killed"))
+
+
+class _CountingRay(RayBackend):
+    """The Ray backend, noting how many steps each plan spans."""
+
+    def run(self, plan, outputs, timeout, wall, fetched=None):
+        self.spans = getattr(self, "spans", []) + [len({step for step, *_ in plan})]
+        return super().run(plan, outputs, timeout, wall, fetched)
+
+
+def test_a_failure_inside_a_plan_of_several_steps_keeps_the_steps_before_it(
+        ray_cluster, small_config, tmp_path):
+    """`run` hands Ray the steps up to each checkpoint (4 here) as one plan. A shard that
+    fails at step 6, inside the plan of steps 4-7, leaves steps 0-5 on disk as the local
+    backend's records, and the run failed at step 6."""
+    import json
+
+    import ray
+
+    from cosim.backends import PhaseError
+
+    from . import slow_actors
+
+    ray.cloudpickle.register_pickle_by_value(slow_actors)
+    scenario = _scenario(small_config)
+    Simulation(scenario, LocalBackend(), tmp_path / "local").run(progress=False)
+    for spec in scenario.actors:
+        if spec.name == "shard-0001":
+            spec.cls = slow_actors.FaultyShard
+    backend = _CountingRay()
+    with pytest.raises(PhaseError, match=r"step 6, phase dispatch: shard-0001:.*inverter fault"):
+        Simulation(scenario, backend, tmp_path / "ray").run(progress=False)
+    # step 0's first phases, steps 0-3, step 4's first phases (after the checkpoint), 4-7
+    assert backend.spans == [1, 4, 1, 4]
+    manifest = json.loads((tmp_path / "ray" / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and manifest["failed_step"] == 6
+    local, ray_ = _tables(tmp_path / "local"), _tables(tmp_path / "ray")
+    assert sorted(ray_["system"]["step"]) == list(range(6))
+    _assert_same_records({k: v[v["step"] < 6].reset_index(drop=True)
+                          for k, v in local.items()}, ray_)
+
+
+def test_ray_stops_at_the_step_that_did_not_converge_inside_a_plan(ray_cluster, tmp_path):
+    """The nonconvergence of step 2 (of the plan of steps 2 and 3) stops the run there, as
+    on the local backend: steps 0-2 are on disk, step 2 marked."""
+    import json
+
+    from .test_run_status import _heavy
+
+    sim = Simulation(_scenario(_heavy("stop")), _CountingRay(), tmp_path)
+    with pytest.raises(NotConverged, match=r"step 2: the power flow of scenario 'heavy'"):
+        sim.run(progress=False)
+    assert sim.backend.spans == [1, 2, 1, 2]
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and manifest["failed_step"] == 2
+    system = pd.read_parquet(tmp_path / "system")
+    assert list(system["step"]) == [0, 1, 2] and list(system["converged"]) == [1, 1, 0]
 
 
 def test_ray_timeout_holds_and_names_the_late_actor_and_phase(ray_cluster, small_config,
