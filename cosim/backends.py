@@ -367,7 +367,8 @@ class RayBackend:
         submitted = [(task, self._submit(task, outputs, read_by, fetched)) for task in tasks]
         # A task's clock starts when the tasks before it (those it reads from, and its
         # host's previous one) have finished: it is late when it has not finished a
-        # timeout after that
+        # timeout after that (`Simulation.run` plans no more steps than take a quarter of
+        # it, so a late task is one whose call hangs)
         t = time.perf_counter()
         start, finished = time.monotonic(), {}
         waiting = {status: k for k, (_, status) in enumerate(submitted)}
@@ -428,11 +429,13 @@ class RayBackend:
     def _late(task: _Task, timeout: float) -> None:
         """Raise the PhaseTimeout of a task that did not finish. It names the task's first
         step and phase and its actors, in call order (which of them hangs, Ray cannot
-        tell), and the phases the task runs."""
+        tell), and the steps and phases the task runs."""
         step, phase = task.calls[0][:2]
+        last = task.calls[-1][0]
+        steps = f"step {step}" if last == step else f"steps {step}-{last}"
         phases = list(dict.fromkeys(p for _, p, _, _ in task.calls))
         raise PhaseTimeout(step, phase, task.actors(), f"no answer within {timeout:g} s "
-                           f"(the host's task runs {', '.join(phases)})")
+                           f"(the host's task runs {steps}: {', '.join(phases)})")
 
     def put(self, name: str, output: PhaseOutput) -> object:
         """A driver's output, readable by actors as a source."""

@@ -65,6 +65,7 @@ from cosim.scenario import ProfileData, Scenario, build
 FIRST = ("signal", "observe")  # of a step, before its actions are known
 REST = ("decide", "clear", "dispatch", "upstream", "physics", "settle")
 FETCHED = ("settle", "physics")  # the phases whose outputs the driver reads every step
+PLAN_SHARE = 0.25  # of the phase timeout: the steps `run` may hand Ray as one plan
 
 
 class NotConverged(RuntimeError):
@@ -412,8 +413,8 @@ class Simulation:
         try:
             self._drive(t, *(actions or (None, None)))
             plan = [(t, REST)] + [(s, p) for s in range(t + 1, u + 1) for p in (FIRST, REST)]
-            try:  # (each step's phases get the timeout)
-                self._phases(plan + ([] if checkpoint else [(u + 1, FIRST)]), u - t + 1)
+            try:
+                self._phases(plan + ([] if checkpoint else [(u + 1, FIRST)]))
             except PhaseError as exc:
                 if not isinstance(exc, (ActorDied, PhaseTimeout)) and exc.step > t:
                     self._conclude_steps(t, exc.step - 1)  # the plan's steps that ran
@@ -471,21 +472,30 @@ class Simulation:
         summary. `after_step(sim, step)` is called after each step (tests use it to kill an
         actor). The run is recorded as "partial" when it stops before the last step.
 
-        A backend that runs plans away from the driver (Ray) gets the steps up to each
-        checkpoint as one plan, unless `after_step` is given or households are driven."""
+        A backend that runs plans away from the driver (Ray) gets several steps as one plan
+        (up to the next checkpoint, no more than took PLAN_SHARE of the phase timeout so
+        far: the backend's deadline is a plan's, and a late plan must mean a hang), unless
+        `after_step` is given or households are driven."""
         if self._t is None:
             self._reset()
         total = self.total if steps is None else min(steps, self.total)
         every = self.config.run.checkpoint_every
         batch = getattr(self.backend, "batches_steps", False) and after_step is None and \
             not self._driven_of
+        fits = PLAN_SHARE * self.config.run.phase_timeout_s  # seconds of steps in a plan
+        slowest = None  # the longest a step has taken (s; its plan's mean)
         bar = tqdm(total=total, desc=self.config.run.name, unit="step", disable=not progress,
                    initial=self._t)
         try:
             while self._t < total:
-                step = self._t
-                through = min((step // every + 1) * every, total) - 1 if batch else step
+                step, t0 = self._t, time.perf_counter()
+                through = step
+                if batch and slowest is not None:
+                    through = min((step // every + 1) * every, total,
+                                  step + max(1, int(fits / max(slowest, 1e-9)))) - 1
                 self._step(None, details=False, stop=through == total - 1, through=through)
+                took = (time.perf_counter() - t0) / (through + 1 - step)
+                slowest = took if slowest is None else max(slowest, took)
                 bar.update(through + 1 - step)
                 if after_step is not None:
                     after_step(self, step)
@@ -539,9 +549,8 @@ class Simulation:
                              "unmatched_demand_kwh", "unmatched_supply_kwh")}
 
     # -- internals ---------------------------------------------------------------------------
-    def _phases(self, steps: list[tuple[int, tuple[str, ...]]], spans: int = 1) -> None:
-        """Run the phases of `steps` ((step, phases) in order) as one plan, which `spans`
-        steps: a Ray task gives each step's share of its calls the phase timeout."""
+    def _phases(self, steps: list[tuple[int, tuple[str, ...]]]) -> None:
+        """Run the phases of `steps` ((step, phases) in order) as one plan."""
         plan: Plan = []
         made = set(self._outputs)  # outputs that exist when the plan gets to them
         for step, phases in steps:
@@ -557,7 +566,7 @@ class Simulation:
                 plan.append((step, phase, calls))
                 made |= {(name, phase, step) for name in self.participants[phase]}
         logged = self.recorder is not None and self.config.run.record_messages
-        self.backend.run(plan, self._outputs, self.config.run.phase_timeout_s * spans, self.wall,
+        self.backend.run(plan, self._outputs, self.config.run.phase_timeout_s, self.wall,
                          None if logged else FETCHED)
         if logged:
             keys = sorted(k for k in self._outputs if not k[0].startswith("driver/")

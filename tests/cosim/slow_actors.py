@@ -23,3 +23,4 @@ class FaultyShard(HouseholdShard):
         if step == 6:
             raise RuntimeError("inverter fault")
         return super().dispatch(step, inbox)
+

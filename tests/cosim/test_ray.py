@@ -74,10 +74,11 @@ def test_killed_actor_then_resume_equals_uninterrupted_run(ray_cluster, bank_con
 
 
 class _CountingRay(RayBackend):
-    """The Ray backend, noting how many steps each plan spans."""
+    """The Ray backend, noting how many steps each plan spans and the hosts it ran on."""
 
     def run(self, plan, outputs, timeout, wall, fetched=None):
         self.spans = getattr(self, "spans", []) + [len({step for step, *_ in plan})]
+        self.used = getattr(self, "used", set()) | set(self.host_of.values())
         return super().run(plan, outputs, timeout, wall, fetched)
 
 
@@ -103,8 +104,9 @@ def test_a_failure_inside_a_plan_of_several_steps_keeps_the_steps_before_it(
     backend = _CountingRay()
     with pytest.raises(PhaseError, match=r"step 6, phase dispatch: shard-0001:.*inverter fault"):
         Simulation(scenario, backend, tmp_path / "ray").run(progress=False)
-    # step 0's first phases, steps 0-3, step 4's first phases (after the checkpoint), 4-7
-    assert backend.spans == [1, 4, 1, 4]
+    # step 0's first phases; step 0 alone (and step 1's first phases), to time a step;
+    # steps 1-3; step 4's first phases (after the checkpoint); steps 4-7
+    assert backend.spans == [1, 2, 3, 1, 4]
     manifest = json.loads((tmp_path / "ray" / "manifest.json").read_text())
     assert manifest["status"] == "failed" and manifest["failed_step"] == 6
     local, ray_ = _tables(tmp_path / "local"), _tables(tmp_path / "ray")
@@ -123,7 +125,7 @@ def test_ray_stops_at_the_step_that_did_not_converge_inside_a_plan(ray_cluster, 
     sim = Simulation(_scenario(_heavy("stop")), _CountingRay(), tmp_path)
     with pytest.raises(NotConverged, match=r"step 2: the power flow of scenario 'heavy'"):
         sim.run(progress=False)
-    assert sim.backend.spans == [1, 2, 1, 2]
+    assert sim.backend.spans[-1] == 2  # steps 2 and 3
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["status"] == "failed" and manifest["failed_step"] == 2
     system = pd.read_parquet(tmp_path / "system")
@@ -132,7 +134,15 @@ def test_ray_stops_at_the_step_that_did_not_converge_inside_a_plan(ray_cluster, 
 
 def test_ray_timeout_holds_and_names_the_late_actor_and_phase(ray_cluster, small_config,
                                                               tmp_path):
+    """A shard that hangs at step 2 fails the run within the timeout (and a second), named
+    with its task's first step and phase, the host's actors and the steps and phases the
+    task runs: stepped one step at a time, and inside a plan of several steps (`run` hands
+    Ray as many steps as took a quarter of the timeout as one plan)."""
+    import time
+
     import ray
+
+    from cosim.backends import PhaseTimeout
 
     from . import slow_actors
 
@@ -143,11 +153,21 @@ def test_ray_timeout_holds_and_names_the_late_actor_and_phase(ray_cluster, small
     for spec in scenario.actors:
         if spec.name == "shard-0000":
             spec.cls = slow_actors.HangingShard
-    sim = Simulation(scenario, RayBackend(), tmp_path)
-    # the late task's first phase and actors are named (the hanging one first, then its
-    # host-mates), and the phases it runs
+    sim = Simulation(scenario, RayBackend(), tmp_path / "stepped")
     assert_times_out(sim, 2, r"step 2, phase decide: shard-0000(, [\w-]+)*: no answer "
-                             r"within 2 s \(the host's task runs decide, ", 2.0)
+                             r"within 2 s \(the host's task runs step 2: decide, ", 2.0)
+    sim.close()
+    sim = Simulation(scenario, _CountingRay(), tmp_path / "run")
+    sim.reset()
+    start = time.monotonic()
+    # (the shards' host waits for the services' host at every step, so the task that
+    # hangs runs step 2 alone; on one host it would run the plan's steps)
+    with pytest.raises(PhaseTimeout, match=r"step 2, phase observe: shard-0000(, [\w-]+)*: "
+                                           r"no answer within 2 s \(the host's task runs step "
+                                           r"2: observe, decide, "):
+        sim.run(progress=False)
+    assert time.monotonic() - start < 2.0 + 2.0  # (and step 0 before the plan)
+    assert sim.backend.spans[-1] > 1  # the plan held steps 1 to 2 or 3
     sim.close()
 
 
@@ -162,10 +182,9 @@ def test_one_host_gives_the_local_records_and_steps_back(ray_cluster, small_conf
 
     scenario = _scenario(small_config)
     Simulation(scenario, LocalBackend(), tmp_path / "local").run(progress=False)
-    hosts = set()
-    Simulation(scenario, RayBackend(shard_hosts=1), tmp_path / "ray").run(
-        progress=False, after_step=lambda sim, step: hosts.update(sim.backend.host_of.values()))
-    assert hosts == {"host-all"}
+    backend = _CountingRay(shard_hosts=1)
+    Simulation(scenario, backend, tmp_path / "ray").run(progress=False)
+    assert backend.used == {"host-all"} and max(backend.spans) == 4  # (one task each)
     _assert_same_records(_tables(tmp_path / "local"), _tables(tmp_path / "ray"))
 
     config = small(households={"policy": "external"})
