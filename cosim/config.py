@@ -80,7 +80,9 @@ class RunConfig(_Section):
     steps: PositiveInt = 96
     dt_s: PositiveInt = 900  # step length, seconds
     checkpoint_every: PositiveInt = 24  # steps between checkpoints
-    phase_timeout_s: Positive = 120.0  # a phase that takes longer fails, naming the actors
+    # a phase that takes longer fails, naming the actors (on Ray, a plan of the steps that
+    # took a quarter of it: Simulation.run)
+    phase_timeout_s: Positive = 120.0
     record_messages: Boolean = False  # also write every message to the `messages` table
     # a step whose power flow does not converge: "stop" the run with an error naming the
     # step and the worst bus, or "record" it as not converged and go on
