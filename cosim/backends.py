@@ -280,9 +280,9 @@ class RayBackend:
 
     name = "ray"
     encodes_records = True  # where the records are encoded: set by `start`
-    # `Simulation.run` hands over the steps up to a checkpoint as one plan: each plan costs
-    # the driver's round trips to the hosts (3-4 ms a step at 10,000 households on the
-    # 2-core VM, more than a step's work at 100), which one plan per step paid every step
+    # `Simulation.run` hands over several steps as one plan: each plan costs the driver's
+    # round trips to the hosts (3-4 ms at 10,000 households on the 2-core VM, more than a
+    # step's work at 100), which one plan per step paid every step
     batches_steps = True
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None,

@@ -428,7 +428,7 @@ class Simulation:
         except (ActorDied, PhaseTimeout) as exc:
             # the dead (or still blocked) actor's buffered records cannot be had: keep what
             # the last checkpoint holds; a resume recomputes the rest
-            self._fail(exc, self._t, flush=False)
+            self._fail(exc, max(exc.step, self._t), flush=False)
             raise
         except NotConverged as exc:
             self._fail(exc, exc.step, flush=True, through=exc.step)

@@ -23,4 +23,3 @@ class FaultyShard(HouseholdShard):
         if step == 6:
             raise RuntimeError("inverter fault")
         return super().dispatch(step, inbox)
-

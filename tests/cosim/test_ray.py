@@ -84,9 +84,9 @@ class _CountingRay(RayBackend):
 
 def test_a_failure_inside_a_plan_of_several_steps_keeps_the_steps_before_it(
         ray_cluster, small_config, tmp_path):
-    """`run` hands Ray the steps up to each checkpoint (4 here) as one plan. A shard that
-    fails at step 6, inside the plan of steps 4-7, leaves steps 0-5 on disk as the local
-    backend's records, and the run failed at step 6."""
+    """`run` hands Ray the steps up to each checkpoint (every 4 here) as one plan, after a
+    first step alone. A shard that fails at step 6, inside the plan of steps 4-7, leaves
+    steps 0-5 on disk as the local backend's records, and the run failed at step 6."""
     import json
 
     import ray
@@ -138,6 +138,7 @@ def test_ray_timeout_holds_and_names_the_late_actor_and_phase(ray_cluster, small
     with its task's first step and phase, the host's actors and the steps and phases the
     task runs: stepped one step at a time, and inside a plan of several steps (`run` hands
     Ray as many steps as took a quarter of the timeout as one plan)."""
+    import json
     import time
 
     import ray
@@ -168,6 +169,7 @@ def test_ray_timeout_holds_and_names_the_late_actor_and_phase(ray_cluster, small
         sim.run(progress=False)
     assert time.monotonic() - start < 2.0 + 2.0  # (and step 0 before the plan)
     assert sim.backend.spans[-1] > 1  # the plan held steps 1 to 2 or 3
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["failed_step"] == 2
     sim.close()
 
 
@@ -184,7 +186,7 @@ def test_one_host_gives_the_local_records_and_steps_back(ray_cluster, small_conf
     Simulation(scenario, LocalBackend(), tmp_path / "local").run(progress=False)
     backend = _CountingRay(shard_hosts=1)
     Simulation(scenario, backend, tmp_path / "ray").run(progress=False)
-    assert backend.used == {"host-all"} and max(backend.spans) == 4  # (one task each)
+    assert backend.used == {"host-all"} and max(backend.spans) == 4  # (steps 4-7, 8-11)
     _assert_same_records(_tables(tmp_path / "local"), _tables(tmp_path / "ray"))
 
     config = small(households={"policy": "external"})
