@@ -621,9 +621,11 @@ class Simulation:
         keys = [(n, "settle", t) for t in range(first, last + 1) for n in names]
         keys += [("grid", "physics", t) for t in range(first, last + 1)]
         outputs = self.backend.fetch([self._outputs[k] for k in keys])
-        for k, t in enumerate(range(first, last + 1)):
-            yield self._system_row(t, outputs[k * len(names):(k + 1) * len(names)],
-                                   outputs[len(outputs) - (last - first + 1) + k])
+        steps = last - first + 1
+        settled, grids = outputs[:-steps], outputs[-steps:]
+        for k, grid in enumerate(grids):
+            yield self._system_row(first + k, settled[k * len(names):(k + 1) * len(names)],
+                                   grid)
 
     def _system_row(self, t: int, settled: list[PhaseOutput], grid: PhaseOutput
                     ) -> tuple[dict[str, float], GridState]:
