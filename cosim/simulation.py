@@ -436,7 +436,6 @@ class Simulation:
         except Exception as exc:
             self._fail(exc, self._t, flush=True, through=self._t - 1)
             raise
-        self._t = u + 1
         for key in [k for k in self._outputs if k[2] < u]:
             del self._outputs[key]
         done = self._t == self.total
@@ -452,9 +451,9 @@ class Simulation:
 
     def _conclude_steps(self, first: int, last: int) -> tuple[dict[str, float], GridState]:
         """Record the `system` rows of steps `first` to `last`, which have run; the step
-        after the last that concluded is the next (`self._t`). Raises NotConverged for a
-        step whose power flow did not converge, when the run stops on that. Returns the
-        last step's row and grid state."""
+        after the last that concluded becomes the next (`self._t`; stepping sets it here). Raises
+        NotConverged for a step whose power flow did not converge, when the run stops on
+        that. Returns the last step's row and grid state."""
         for t, (row, state) in enumerate(self._system_rows(first, last), first):
             if self.recorder is not None:
                 self.recorder.add(row)
