@@ -24,6 +24,7 @@ table with pandas (`pd.read_parquet(RUN / "households")`), polars
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import pickle
@@ -54,16 +55,22 @@ columns, each with a `step` column."""
 
 # lz4 without dictionaries: about three times faster to write than the defaults
 PARQUET = {"compression": "lz4", "use_dictionary": False}
+JOIN_BYTES = 8 << 20  # a table's chunks below this are joined into one before encoding
 
 
 def arrow_table(chunks: Chunks, first: int, last: int, time: np.ndarray) -> pa.Table | None:
     """Steps first..last of a table's chunks as one Arrow table, with a `time` column
-    (UTC) from the run's step times; None if no row falls in the range. The chunks' numpy
-    arrays are not copied (Arrow reads them in place; column types are promoted where
-    chunks differ, an int in one step and a float in the next)."""
-    tables = [pa.table(c) for c in chunks]
-    table = (tables[0] if len(tables) == 1
-             else pa.concat_tables(tables, promote_options="permissive"))
+    (UTC) from the run's step times; None if no row falls in the range. Chunks of over
+    `JOIN_BYTES` in all are not copied (Arrow reads the numpy arrays in place); column types
+    are promoted where chunks differ, an int in one step and a float in the next."""
+    if len(chunks) == 1:
+        table = pa.table(chunks[0])
+    elif sum(v.nbytes for c in chunks for v in c.values()) < JOIN_BYTES and _alike(chunks):
+        # small chunks joined by numpy into one table: a table per chunk cost ~35 us, most
+        # of a small run's flush (24 steps of 6 tables); big ones are not copied
+        table = pa.table({k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]})
+    else:
+        table = pa.concat_tables([pa.table(c) for c in chunks], promote_options="permissive")
     steps = table.column("step").to_numpy()
     if len(steps) and (steps.min() < first or steps.max() > last):
         keep = (steps >= first) & (steps <= last)
@@ -74,13 +81,30 @@ def arrow_table(chunks: Chunks, first: int, last: int, time: np.ndarray) -> pa.T
         np.asarray(time)[steps].astype("datetime64[s]"), type=pa.timestamp("s", tz="UTC")))
 
 
+def _alike(chunks: Chunks) -> bool:
+    """Whether the chunks have the same columns, in order, of the same dtypes (strings of
+    any length): then numpy joins them as Arrow would."""
+    first = chunks[0]
+    keys = list(first)
+    for c in chunks[1:]:
+        if list(c) != keys:
+            return False
+        for k in keys:
+            a, b = first[k].dtype, c[k].dtype
+            if a != b and not (a.kind == b.kind == "U"):
+                return False
+    return True
+
+
 def encode_table(chunks: Chunks, first: int, last: int, time: np.ndarray
                  ) -> pa.Buffer | None:
     """`arrow_table` as Parquet bytes (an Arrow buffer), for records that travel before
     they are written (from a Ray host); None if no row falls in the range."""
     table = arrow_table(chunks, first, last, time)
-    if table is None:
-        return None
+    return None if table is None else _parquet(table)
+
+
+def _parquet(table: pa.Table) -> pa.Buffer:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, **PARQUET)
     return sink.getvalue()
@@ -95,8 +119,9 @@ class RunFolder:
               time: np.ndarray) -> None:
         """Write parts, keyed by (table, actor), for steps first..last: Parquet already
         encoded (bytes-like), or a table's chunks (`Chunks`), encoded straight into the
-        file (through a buffer and a copy of it, the 100,000-household benchmark's 600 MB
-        per flush took several times as long, most of it in the kernel)."""
+        file when big (through a buffer and a copy of it, the 100,000-household
+        benchmark's 600 MB per flush took several times as long, most of it in the
+        kernel), through a buffer when small (pyarrow's file writer costs ~1 ms a file)."""
         for (table, owner), data in parts.items():
             folder = self.path / table
             target = folder / f"part-{first:08d}-{last:08d}-{owner}.parquet"
@@ -104,9 +129,10 @@ class RunFolder:
             if isinstance(data, list) and (data := arrow_table(data, first, last, time)) is None:
                 continue
             folder.mkdir(parents=True, exist_ok=True)
-            if isinstance(data, pa.Table):
+            if isinstance(data, pa.Table) and data.nbytes >= JOIN_BYTES:
                 pq.write_table(data, tmp, **PARQUET)
             else:
+                data = _parquet(data) if isinstance(data, pa.Table) else data
                 tmp.write_bytes(data)
             os.replace(tmp, target)  # a crash never leaves half a part behind
 
@@ -190,18 +216,11 @@ class Recorder:
         self._messages.clear()
         self.flushed = -1
         scenario = self.scenario
-        versions = {"python": platform.python_version()}
-        for package in ("gridedge-cosim", "numpy", "torch", "ray", "opendssdirect.py",
-                        "pyarrow"):
-            try:
-                versions[package] = metadata.version(package)
-            except metadata.PackageNotFoundError:
-                pass
         self.folder.update_manifest(
             drop=("error", "failed_step", "traceback", "summary", "steps_recorded"),
             created=dt.datetime.now(dt.UTC).isoformat(),
             config=scenario.config.model_dump(mode="json"), seed=scenario.config.run.seed,
-            versions=versions, git=_git_hash(), actors=sorted(s.name for s in scenario.actors),
+            versions=_versions(), git=_git_hash(), actors=sorted(s.name for s in scenario.actors),
             households=int(len(scenario.households["household"])),
             connections=len(scenario.connections), markets=scenario.n_markets,
             status="running", backend=backend, steps_total=scenario.config.run.steps)
@@ -319,6 +338,20 @@ def summarize(folder: RunFolder, households: int, wall_s: float) -> dict:
     return out
 
 
+# Both are asked once per process: a run's set-up paid ~10 ms for them, a tenth of a
+# 100-household run, and they describe the code this process imported.
+@functools.cache
+def _versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in ("gridedge-cosim", "numpy", "torch", "ray", "opendssdirect.py", "pyarrow"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+@functools.cache
 def _git_hash() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,

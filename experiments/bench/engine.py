@@ -15,11 +15,13 @@ loads the feeder alike. Contenders, all on the same households and the same libr
   thread;
 - **mosaik** (experiments/bench/mosaik_peer.py): the per-household layout with OpenDSS as
   grid, and the array layout (one entity per group of microgrids) with OpenDSS and with our
-  power flow as grid. The array layout's number of entities is the fastest of the
-  candidates (one per microgrid, one per ten, as many as our shards), picked per size by a
-  short untimed calibration run.
+  power flow as grid, both recording nothing, and with our power flow writing every record
+  (the tables ours writes, equal to ours': households, trades, markets, grid, buses,
+  lines; encoded on a writer thread every 24 steps, as ours does). The array layout's
+  number of entities is the fastest of the candidates (one per microgrid, one per ten, as
+  many as our shards), picked per size by a short untimed calibration run.
 
-Timed: the stepping (and, for ours and the limit, writing every record) after set-up;
+Timed: the stepping (and, where records are written, writing them) after set-up;
 set-up (actor start, mosaik world and connections) is reported apart. Throughput is
 household-steps per second. The contenders take turns within each repeat, so a slow moment
 of the machine hits all of them; rates are medians over repeats, and each ratio is the
@@ -59,7 +61,7 @@ STEPS = 96
 FLUSH_EVERY = 24  # steps between record flushes, as the scenario's checkpoint_every
 # contenders in the order they take turns within a repeat
 CONTENDERS = ("ours", "ray", "limit", "mosaik_household", "mosaik_array_opendss",
-              "mosaik_array_powerflow")
+              "mosaik_array_powerflow", "mosaik_array_records")
 
 
 @dataclass
@@ -135,7 +137,9 @@ def homes_of(scenario: Scenario) -> object:
         dt_s=float(scenario.config.run.dt_s),
         ev_at_home=cat([h.ev_at_home for h in shards]),
         ev_trip_kwh=cat([h.ev_trip_kwh for h in shards]),
-        ev_steps_left=cat([h.ev_steps_left for h in shards]))
+        ev_steps_left=cat([h.ev_steps_left for h in shards]),
+        carbon=next(s for s in scenario.actors if s.name == "feed").kwargs["carbon_intensity"],
+        time=scenario.time)
 
 
 def _ours(scenario: Scenario, backend: object, folder: Path) -> tuple[float, float]:
@@ -152,7 +156,14 @@ def limit(scenario: Scenario, homes: object, feeder: object, folder: Path,
     """The pure compute of the scenario's steps in one process, one thread (module
     docstring): set-up and stepping seconds, and with `trace` a mosaik_peer.Trace of what
     it computed (household net draw, market prices, substation kW)."""
-    from experiments.bench.mosaik_peer import Fleet, Trace
+    from experiments.bench.mosaik_peer import (
+        Fleet,
+        Trace,
+        fills,
+        grid_rows,
+        household_rows,
+        market_rows,
+    )
 
     t0 = time.perf_counter()
     steps, n, n_markets = scenario.config.run.steps, homes.n, homes.n_markets
@@ -161,20 +172,17 @@ def limit(scenario: Scenario, homes: object, feeder: object, folder: Path,
     if feeder.shaped:
         raise NotImplementedError("the limit has no daily generation shapes")
     auction = DoubleAuction(**homes.auction)
-    carbon = next(s for s in scenario.actors if s.name == "feed").kwargs["carbon_intensity"]
     n_conn = len(scenario.connections)
     conn_base_v = np.array([feeder.connection_base_v(c) for c in scenario.connections])
     household = np.arange(n)
-    lines = np.arange(len(feeder.lines))
     written = RunFolder(folder)  # the same Parquet parts as ours writes
     record = Trace(np.empty((steps, n)), np.empty((steps, n_markets)), np.empty(steps),
                    np.empty((steps, n))) if trace else None
     tables: dict[str, list[dict[str, np.ndarray]]] = {}
 
-    def add(table: str, **columns: object) -> None:
-        size = max(len(v) for v in columns.values() if isinstance(v, np.ndarray))
-        tables.setdefault(table, []).append(
-            {k: v if isinstance(v, np.ndarray) else np.full(size, v) for k, v in columns.items()})
+    def add(chunks: dict[str, dict[str, np.ndarray]]) -> None:
+        for table, chunk in chunks.items():
+            tables.setdefault(table, []).append(chunk)
 
     warm = None
     # seconds spent in each part: households (rule, orders, cover, device step, bill),
@@ -201,49 +209,16 @@ def limit(scenario: Scenario, homes: object, feeder: object, folder: Path,
         parts["clearing"] += c - b
         parts["power_flow"] += e - d
         # the record tables ours writes: households, trades, markets, grid, buses, lines
-        d, hh, x, dt_h = fleet.last, fleet.households, fleet.last["inputs"], fleet.dt_h
-        sp, grid_kwh = d["setpoints"], d["grid_kwh"]
-        kw = {name: getattr(sp, name).numpy() for name in sp._fields}
-        vpu = solved.vmag_pu[0].numpy()
         conn_v = np.abs(solved.connection_voltages[0].numpy()) / conn_base_v
-        add("households", step=t, household=household, load_kw=d["served"],
-            pv_kw=kw["pv_kw"], curtailed_kw=(hh.pv.available(x.pv_kw) - sp.pv_kw).numpy(),
-            battery_kw=kw["battery_kw"], ev_kw=kw["ev_kw"], heat_pump_kw=kw["heat_pump_kw"],
-            generator_kw=kw["generator_kw"], net_kw=fleet.net_kw, q_kvar=d["q_kvar"],
-            battery_energy_kwh=fleet.state.battery_kwh.numpy().copy(),
-            ev_energy_kwh=fleet.state.ev_kwh.numpy().copy(),
-            indoor_c=fleet.state.indoor_c.numpy().copy(),
-            backlog_kwh=fleet.state.backlog_kwh.sum(-1).numpy(),
-            discomfort_kh=hh.discomfort_kh(fleet.state, x, dt_h).numpy(),
-            ev_shortfall_kwh=hh.ev.departure_shortfall_kwh(fleet.state.ev_kwh, x.ev()).numpy(),
-            bid_kwh=d["quantity"], limit_price=d["limit"], traded_kwh=result.filled_kwh,
-            price=result.price, payment=result.payment, rejected=result.rejected,
-            grid_kwh=grid_kwh, import_price=homes.buy[t], export_price=homes.sell[t],
-            cost=fleet.bill, operating_cost=hh.operating_cost(sp, dt_h).numpy(),
-            emissions_kg=np.maximum(grid_kwh, 0.0) * carbon[t],
-            voltage_pu=conn_v[homes.connection])
-        traded = result.filled_kwh != 0
-        add("trades", step=t, household=household[traded], market=homes.market[traded],
-            kwh=result.filled_kwh[traded], limit_price=limit_price[traded],
-            price=result.price[traded], payment=result.payment[traded])
-        add("markets", step=t, market=np.arange(n_markets), price=result.market_price,
-            volume_kwh=result.volume_kwh, demand_kwh=result.demand_kwh,
-            supply_kwh=result.supply_kwh, unmatched_demand_kwh=result.unmatched_demand_kwh,
-            unmatched_supply_kwh=result.unmatched_supply_kwh)
-        sub, losses = complex(solved.substation_power[0]), complex(solved.losses[0])
-        kcl = (sub + complex(solved.injection_power[0]) - complex(solved.load_power[0])
-               - complex(solved.network_losses[0])).real
-        add("grid", step=np.array([t]), converged=converged,
-            iterations=int(solved.iterations[0]), substation_kw=sub.real,
-            substation_kvar=sub.imag, losses_kw=losses.real, losses_kvar=losses.imag,
-            v_min_pu=float(np.nanmin(vpu)), v_max_pu=float(np.nanmax(vpu)),
-            violations=int(solved.violations[0]), kcl_mismatch_kw=kcl,
-            injections_kw=float(p.sum()), worst_bus=feeder.nodes[int(np.nanargmin(vpu))])
-        add("buses", step=t, node=np.arange(len(vpu)), v_pu=vpu)
-        add("lines", step=t, line=lines, loading=solved.line_loading[0].numpy())
+        add({"households": household_rows(fleet, fills(result), homes.carbon[t],
+                                           conn_v[homes.connection])})
+        add(market_rows(t, household, homes.market, quantity, limit_price, result,
+                        np.arange(n_markets)))
+        add(grid_rows(t, solved, float(p.sum()), feeder.nodes))
         if trace:
             record.net_kw[t], record.bill[t] = fleet.net_kw, fleet.bill
-            record.price[t], record.substation_kw[t] = result.market_price, sub.real
+            record.price[t] = result.market_price
+            record.substation_kw[t] = float(solved.substation_power[0].real)
         if (t + 1) % FLUSH_EVERY == 0 or t == steps - 1:
             written.write({(name, "limit"): chunks for name, chunks in tables.items()},
                           first, t, scenario.time)
@@ -321,6 +296,11 @@ def run(sizes: list[int], mosaik_max: int, with_ray: bool, repeats: int = 3,
                         out = mosaik_peer.run(homes, feeder, conns, steps, layout="array",
                                               grid=grid, entities=row.array_entities)
                         runs[f"mosaik_array_{grid}"].append((out["setup_s"], out["run_s"]))
+                    out = mosaik_peer.run(homes, feeder, conns, steps, layout="array",
+                                          grid="powerflow", entities=row.array_entities,
+                                          records=Path(tmp) / f"mosaik{k}",
+                                          records_every=FLUSH_EVERY)
+                    runs["mosaik_array_records"].append((out["setup_s"], out["run_s"]))
 
         row.limit_parts_s = {k: float(np.median([p[k] for p in parts])) for k in parts[0]}
         ours = [r[1] for r in runs["ours"]]
@@ -348,7 +328,8 @@ def _line(row: Row) -> str:
             f"{_fmt(row.rate('ours'))}, limit {_fmt(row.rate('limit'))}, mosaik per household "
             f"{_fmt(row.rate('mosaik_household'))}, array OpenDSS "
             f"{_fmt(row.rate('mosaik_array_opendss'))}, array our power flow "
-            f"{_fmt(row.rate('mosaik_array_powerflow'))} ({row.array_entities} entities), "
+            f"{_fmt(row.rate('mosaik_array_powerflow'))}, with every record "
+            f"{_fmt(row.rate('mosaik_array_records'))} ({row.array_entities} entities), "
             f"Ray {_fmt(row.rate('ray'))}")
 
 
@@ -367,7 +348,10 @@ def markdown(result: Result, args: argparse.Namespace) -> str:
         f"Machine: {m['cpu']}; torch {m['torch']} ({m['torch_threads']} threads). Command: "
         f"`cosim bench engine {flags}`. Households on IEEE 123, {steps} steps of 15 min, a "
         "market per 100 households, AC power flow every step. Ours and the limit write every "
-        "record; mosaik records nothing. Rates are household-steps per second of stepping, "
+        "record; mosaik records nothing, except in the array layout with every record: "
+        "the households, trades, markets, grid, buses and lines tables ours writes, equal "
+        "to ours, encoded on a writer thread every 24 steps as ours does. "
+        "Rates are household-steps per second of stepping, "
         f"medians over {args.repeats} repeats in which the contenders take turns. "
         "**ours / limit** is ours' time over the limit's (the target is at most 1.25); "
         "**ours x** a peer is the peer's time over ours (above 1: ours is faster); both are "
@@ -377,11 +361,13 @@ def markdown(result: Result, args: argparse.Namespace) -> str:
         "connections) is in its own column.",
         "",
         "| households | ours /s | limit /s | ours / limit | mosaik per household /s "
-        "| mosaik array, OpenDSS /s | mosaik array, our power flow /s | array entities "
+        "| mosaik array, OpenDSS /s | mosaik array, our power flow /s "
+        "| mosaik array, every record /s | array entities "
         "| ours x per household | ours x array (OpenDSS) | ours x array (our power flow) "
+        "| ours x array (every record) "
         "| ours Ray /s | Ray / local wall | set-up ours, Ray, limit, per household, array "
         "(s) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in result.rows:
         r = row.ratio
@@ -391,9 +377,11 @@ def markdown(result: Result, args: argparse.Namespace) -> str:
             f"| {row.households:,} | {_fmt(row.rate('ours'))} | {_fmt(row.rate('limit'))} "
             f"| {_fmt(r.get('limit'), 2)} | {_fmt(row.rate('mosaik_household'))} "
             f"| {_fmt(row.rate('mosaik_array_opendss'))} "
-            f"| {_fmt(row.rate('mosaik_array_powerflow'))} | {_fmt(row.array_entities)} "
+            f"| {_fmt(row.rate('mosaik_array_powerflow'))} "
+            f"| {_fmt(row.rate('mosaik_array_records'))} | {_fmt(row.array_entities)} "
             f"| {_fmt(r.get('mosaik_household'), 2)} | {_fmt(r.get('mosaik_array_opendss'), 2)} "
-            f"| {_fmt(r.get('mosaik_array_powerflow'), 2)} | {_fmt(row.rate('ray'))} "
+            f"| {_fmt(r.get('mosaik_array_powerflow'), 2)} "
+            f"| {_fmt(r.get('mosaik_array_records'), 2)} | {_fmt(row.rate('ray'))} "
             f"| {_fmt(r.get('ray'), 1)} | {setups} |")
     lines += ["", "Where the limit's time goes, ms per step (medians over repeats):", "",
               "| households | households (rule, orders, cover, devices, bill) | clearing "

@@ -24,9 +24,13 @@ was not filled, step the devices, send the injections) and then bids for step t,
 grid solves step t - 1. The world runs steps + 1 times; the work per household-step is the
 same as ours, and so are the results (the rule does not read the grid's voltages).
 
-Nothing is recorded, which favours the peer. `run(..., trace=True)` keeps each step's
-household net draw, market prices and substation power for cross-checks (outside the
-timed runs).
+By default nothing is recorded, which favours the peer. With `run(..., records=FOLDER)`
+the array layout with our power flow writes the tables ours writes from the same steps
+(households, trades, markets, grid, buses, lines; `Records`): the simulators share one
+in-process buffer and a writer thread encodes Parquet while the world steps, as a
+speed-aware user would (records sent through mosaik's data flow to a collector entity
+would only add copies). `run(..., trace=True)` keeps each step's household net draw,
+market prices and substation power for cross-checks (outside the timed runs).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import mosaik
 import mosaik_api_v3
@@ -45,7 +50,7 @@ from agents.households.bill import energy_bill
 from agents.households.orders import cover, order
 from agents.policies.rule_based import self_consumption_reserve
 from markets.double_auction import DoubleAuction
-from markets.mechanism import Orders
+from markets.mechanism import REJECTIONS, Orders, Outcome
 
 GRIDS = ("opendss", "powerflow")
 LAYOUTS = ("household", "array")
@@ -60,7 +65,9 @@ class Homes:
     without cars; devices: `Households.create` keyword arguments (per-household arrays or
     scalars); hour, weekend, outdoor_c: [steps] local clock hour, 1 on weekends, degrees C;
     buy, sell: [steps] the retail import and export price, currency/kWh; auction:
-    `DoubleAuction` settings; dt_s: step length, s.
+    `DoubleAuction` settings; dt_s: step length, s; carbon: [steps] the grid's carbon
+    intensity, kgCO2/kWh (the records' emissions); time: [steps] step start times (the
+    records' time column).
     """
 
     market: np.ndarray
@@ -80,6 +87,8 @@ class Homes:
     ev_at_home: np.ndarray | None = None
     ev_trip_kwh: np.ndarray | None = None
     ev_steps_left: np.ndarray | None = None
+    carbon: np.ndarray | None = None
+    time: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -172,14 +181,154 @@ class Fleet:
 
 
 def clear(auction: DoubleAuction, market: np.ndarray, quantity: np.ndarray,
-          limit: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+          limit: np.ndarray) -> Outcome:
     """Clear the markets of one group's orders (household k bids `quantity[k]` kWh at
-    `limit[k]` into global market `market[k]`): (filled kWh, payment per order, price per
-    market of np.unique(market), nan where nothing traded)."""
+    `limit[k]` into global market `market[k]`); per-market results are in the order of
+    np.unique(market)."""
     ids, local = np.unique(market, return_inverse=True)
-    result = auction.clear(Orders(np.arange(len(market)), local, quantity, limit, len(ids)),
-                           None, local)
-    return result.filled_kwh, result.payment, result.market_price
+    return auction.clear(Orders(np.arange(len(market)), local, quantity, limit, len(ids)),
+                         None, local)
+
+
+# -- records: the tables ours writes, built alike by the limit and the array peer ----------
+def chunk(**columns: object) -> dict[str, np.ndarray]:
+    """One chunk of a table: scalars repeated to the length of the arrays."""
+    size = max(len(v) for v in columns.values() if isinstance(v, np.ndarray))
+    return {k: v if isinstance(v, np.ndarray) else np.full(size, v) for k, v in columns.items()}
+
+
+def fills(cleared: Outcome) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What a clearing tells each order: (filled kWh, payment, price, rejection code)."""
+    return cleared.filled_kwh, cleared.payment, cleared.price, cleared.rejected
+
+
+def household_rows(fleet: Fleet, filled: tuple[np.ndarray, ...], carbon: float,
+                   voltage_pu: np.ndarray | float) -> dict[str, np.ndarray]:
+    """The `households` rows of the fleet's last dispatch (`filled`: its orders' `fills`;
+    `carbon` kgCO2/kWh; each household's connection voltage, p.u.), as ours' shards
+    record them."""
+    d, hh, x, dt_h, state = fleet.last, fleet.households, fleet.last["inputs"], fleet.dt_h, \
+        fleet.state
+    sp, grid_kwh = d["setpoints"], d["grid_kwh"]
+    kw = {name: getattr(sp, name).numpy() for name in sp._fields}
+    return chunk(
+        step=d["step"], household=fleet.rows, load_kw=d["served"], pv_kw=kw["pv_kw"],
+        curtailed_kw=(hh.pv.available(x.pv_kw) - sp.pv_kw).numpy(),
+        battery_kw=kw["battery_kw"], ev_kw=kw["ev_kw"], heat_pump_kw=kw["heat_pump_kw"],
+        generator_kw=kw["generator_kw"], net_kw=fleet.net_kw, q_kvar=d["q_kvar"],
+        battery_energy_kwh=state.battery_kwh.numpy().copy(),
+        ev_energy_kwh=state.ev_kwh.numpy().copy(), indoor_c=state.indoor_c.numpy().copy(),
+        backlog_kwh=state.backlog_kwh.sum(-1).numpy(),
+        discomfort_kh=hh.discomfort_kh(state, x, dt_h).numpy(),
+        ev_shortfall_kwh=hh.ev.departure_shortfall_kwh(state.ev_kwh, x.ev()).numpy(),
+        bid_kwh=d["quantity"], limit_price=d["limit"], traded_kwh=filled[0],
+        price=filled[2], payment=filled[1], rejected=filled[3],
+        grid_kwh=grid_kwh, import_price=fleet.buy[d["step"]],
+        export_price=fleet.sell[d["step"]], cost=fleet.bill,
+        operating_cost=hh.operating_cost(sp, dt_h).numpy(),
+        emissions_kg=np.maximum(grid_kwh, 0.0) * carbon, voltage_pu=voltage_pu)
+
+
+def market_rows(step: int, household: np.ndarray, market: np.ndarray, quantity: np.ndarray,
+                limit: np.ndarray, cleared: Outcome, markets: np.ndarray
+                ) -> dict[str, dict[str, np.ndarray]]:
+    """The `trades`, `rejections` and `markets` rows of one clearing of households
+    `household` bidding `quantity` kWh into global markets `market` at `limit`;
+    `markets`: the global ids of its per-market results, sorted."""
+    filled, bad = cleared.filled_kwh, cleared.rejected != 0
+    traded, m, n = filled != 0, np.searchsorted(markets, market), len(markets)
+    out = {"trades": chunk(step=step, household=household[traded], market=market[traded],
+                           kwh=filled[traded], limit_price=limit[traded],
+                           price=cleared.price[traded], payment=cleared.payment[traded])}
+    if bad.any():
+        out["rejections"] = chunk(step=step, household=household[bad], market=market[bad],
+                                  quantity_kwh=quantity[bad], limit_price=limit[bad],
+                                  reason=np.array([REJECTIONS[c] for c in cleared.rejected[bad]]))
+    out["markets"] = chunk(step=step, market=markets, price=cleared.market_price,
+                           volume_kwh=cleared.volume_kwh, demand_kwh=cleared.demand_kwh,
+                           supply_kwh=cleared.supply_kwh,
+                           unmatched_demand_kwh=cleared.unmatched_demand_kwh,
+                           unmatched_supply_kwh=cleared.unmatched_supply_kwh,
+                           operator_revenue=np.bincount(m, cleared.payment, n),
+                           buyers=np.bincount(m[~bad & (quantity > 0)], minlength=n),
+                           sellers=np.bincount(m[~bad & (quantity < 0)], minlength=n))
+    return out
+
+
+def grid_rows(step: int, solved: object, injections_kw: float, nodes: list[str]
+              ) -> dict[str, dict[str, np.ndarray]]:
+    """The `grid`, `buses` and `lines` rows of one power flow at batch 1 (`solved`, a
+    grid.PowerFlow result; `nodes` the feeder's node names)."""
+    vpu = solved.vmag_pu[0].numpy()
+    sub, losses = complex(solved.substation_power[0]), complex(solved.losses[0])
+    kcl = (sub + complex(solved.injection_power[0]) - complex(solved.load_power[0])
+           - complex(solved.network_losses[0])).real
+    loading = solved.line_loading[0].numpy()
+    return {
+        "grid": chunk(step=np.array([step]), converged=bool(solved.converged[0]),
+                      iterations=int(solved.iterations[0]), substation_kw=sub.real,
+                      substation_kvar=sub.imag, losses_kw=losses.real,
+                      losses_kvar=losses.imag, v_min_pu=float(np.nanmin(vpu)),
+                      v_max_pu=float(np.nanmax(vpu)), violations=int(solved.violations[0]),
+                      kcl_mismatch_kw=kcl, injections_kw=injections_kw,
+                      feeder_loads_kw=complex(solved.load_power[0]).real,
+                      worst_bus=nodes[int(np.nanargmin(vpu))]),
+        "buses": chunk(step=step, node=np.arange(len(vpu)), v_pu=vpu),
+        "lines": chunk(step=step, line=np.arange(len(loading)), loading=loading)}
+
+
+class Records:
+    """The records of a speed-aware user of either layout: the in-process simulators share
+    this buffer, and every `every` steps the finished steps' chunks go to one writer thread
+    that encodes them to Parquet (`cosim.records.RunFolder.write`: the files ours writes)
+    while the steps go on. A household's chunk waits for its step's voltages."""
+
+    def __init__(self, folder: Path, time: np.ndarray, steps: int, every: int) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from cosim.records import RunFolder
+
+        self.folder, self.time, self.steps, self.every = RunFolder(folder), time, steps, every
+        self._chunks: list[tuple[int, str, str, dict[str, np.ndarray]]] = []
+        self._waiting: dict[int, list[tuple[dict[str, np.ndarray], np.ndarray]]] = {}
+        self._first = 0
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="peer-records")
+        self._pending: list = []
+
+    def add(self, step: int, owner: str, tables: dict[str, dict[str, np.ndarray]]) -> None:
+        self._chunks += [(step, table, owner, c) for table, c in tables.items()]
+
+    def add_households(self, step: int, owner: str, rows: dict[str, np.ndarray],
+                       connection: np.ndarray) -> None:
+        """Households rows whose voltage_pu comes with `voltages(step, ...)`."""
+        self._waiting.setdefault(step, []).append((rows, connection))
+        self.add(step, owner, {"households": rows})
+
+    def voltages(self, step: int, connection_v_pu: np.ndarray) -> None:
+        """Step `step`'s voltage magnitude per connection, p.u.: the last of its rows."""
+        for rows, connection in self._waiting.pop(step, ()):
+            rows["voltage_pu"] = connection_v_pu[connection]
+        if (step + 1) % self.every == 0 or step == self.steps - 1:
+            self._flush(step)
+
+    def _flush(self, last: int) -> None:
+        parts: dict[tuple[str, str], list] = {}
+        keep = []
+        for item in self._chunks:
+            if item[0] <= last:
+                parts.setdefault((item[1], item[2]), []).append(item[3])
+            else:
+                keep.append(item)
+        self._chunks = keep
+        self._pending.append(self._pool.submit(self.folder.write, parts, self._first, last,
+                                               self.time))
+        self._first = last + 1
+
+    def close(self) -> None:
+        """Wait for every write (re-raising a write's error)."""
+        for future in self._pending:
+            future.result()
+        self._pool.shutdown()
 
 
 @dataclass
@@ -205,8 +354,9 @@ class GroupSim(mosaik_api_v3.Simulator):
         self.out: dict[str, dict[str, object]] = {}
 
     def init(self, sid, time_resolution=1.0, homes=None, steps=0, n_conn=0,  # noqa: ANN001
-             trace=None):  # noqa: ANN001, ANN201
+             trace=None, records=None):  # noqa: ANN001, ANN201
         self.homes, self.steps, self.n_conn, self.trace = homes, steps, n_conn, trace
+        self.records = records
         self.step_s = int(homes.dt_s)
         return self.meta
 
@@ -220,10 +370,14 @@ class GroupSim(mosaik_api_v3.Simulator):
         t = time_s // self.step_s
         for eid, fleet in self.fleets.items():
             out = self.out[eid] = {"bids": (), "p_kw": (), "q_kvar": ()}
-            fills = next(iter(inputs.get(eid, {}).get("fills", {None: ()}).values()))
-            if fills:  # step t - 1 cleared: dispatch it
-                p, q = fleet.dispatch(*fills)
+            filled = next(iter(inputs.get(eid, {}).get("fills", {None: ()}).values()))
+            if filled:  # step t - 1 cleared: dispatch it
+                p, q = fleet.dispatch(filled[0], filled[1])
                 conn = self.connection[eid]
+                if self.records is not None:
+                    self.records.add_households(
+                        t - 1, eid, household_rows(fleet, filled, self.homes.carbon[t - 1],
+                                                   np.nan), conn)
                 out["p_kw"] = np.bincount(conn, p, self.n_conn)
                 out["q_kvar"] = np.bincount(conn, q, self.n_conn)
                 if self.trace is not None:
@@ -246,15 +400,18 @@ class GroupMarketSim(mosaik_api_v3.Simulator):
         self.market: dict[str, np.ndarray] = {}
         self.fills: dict[str, tuple] = {}
 
-    def init(self, sid, time_resolution=1.0, homes=None, trace=None):  # noqa: ANN001, ANN201
-        self.homes, self.trace = homes, trace
+    def init(self, sid, time_resolution=1.0, homes=None, trace=None,  # noqa: ANN001
+             records=None):  # noqa: ANN001, ANN201
+        self.homes, self.trace, self.records = homes, trace, records
+        self.rows: dict[str, np.ndarray] = {}
         self.auction = DoubleAuction(**homes.auction)
         self.step_s = int(homes.dt_s)
         return self.meta
 
     def create(self, num, model, rows=()):  # noqa: ANN001, ANN201
         eid = f"M{len(self.market)}"
-        self.market[eid] = self.homes.market[np.asarray(rows)]
+        self.rows[eid] = np.asarray(rows)
+        self.market[eid] = self.homes.market[self.rows[eid]]
         return [{"eid": eid, "type": model}]
 
     def step(self, time_s, inputs, max_advance):  # noqa: ANN001, ANN201
@@ -262,10 +419,14 @@ class GroupMarketSim(mosaik_api_v3.Simulator):
             bids = next(iter(inputs.get(eid, {}).get("bids", {None: ()}).values()))
             self.fills[eid] = ()  # () for "nothing cleared": mosaik warns on None
             if bids:
-                filled, payment, price = clear(self.auction, market, *bids)
-                self.fills[eid] = (filled, payment)
+                cleared = clear(self.auction, market, *bids)
+                self.fills[eid] = fills(cleared)
+                t = time_s // self.step_s
                 if self.trace is not None:
-                    self.trace.price[time_s // self.step_s, np.unique(market)] = price
+                    self.trace.price[t, np.unique(market)] = cleared.market_price
+                if self.records is not None:
+                    self.records.add(t, eid, market_rows(t, self.rows[eid], market, *bids,
+                                                         cleared, np.unique(market)))
         return time_s + self.step_s
 
     def get_data(self, outputs):  # noqa: ANN001, ANN201
@@ -357,11 +518,13 @@ class HouseMarketSim(mosaik_api_v3.Simulator):
             self.fills[eid] = {}  # {} for "nothing cleared": mosaik warns on None
             if np.isnan(quantity).any():  # the extra last time: nothing to clear
                 continue
-            filled, payment, price = clear(self.auction, np.zeros(len(keys), dtype=np.int64),
-                                           quantity, np.array([limits[k] for k in keys]))
-            self.fills[eid] = dict(zip(keys, zip(filled.tolist(), payment.tolist())))
+            cleared = clear(self.auction, np.zeros(len(keys), dtype=np.int64), quantity,
+                            np.array([limits[k] for k in keys]))
+            self.fills[eid] = dict(zip(keys, zip(cleared.filled_kwh.tolist(),
+                                                 cleared.payment.tolist())))
             if self.trace is not None:
-                self.trace.price[time_s // self.step_s, self.ids[eid]] = price[0]
+                self.trace.price[time_s // self.step_s, self.ids[eid]] = \
+                    cleared.market_price[0]
         return time_s + self.step_s
 
     def get_data(self, outputs):  # noqa: ANN001, ANN201
@@ -381,10 +544,12 @@ class GridSim(mosaik_api_v3.Simulator):
         self.v_min = 1.0
 
     def init(self, sid, time_resolution=1.0, feeder=None, connections=(),  # noqa: ANN001
-             homes=None, grid="opendss", trace=None):  # noqa: ANN001, ANN201
+             homes=None, grid="opendss", trace=None, records=None):  # noqa: ANN001, ANN201
         if feeder.shaped:
             raise NotImplementedError("the peer's grid has no daily generation shapes")
         self.kind, self.trace, self.step_s = grid, trace, int(homes.dt_s)
+        self.records, self.nodes = records, feeder.nodes
+        self.conn_base_v = np.array([feeder.connection_base_v(c) for c in connections])
         self.n_conn = len(connections)
         self.house_conn: dict[str, int] = {}
         if grid == "opendss":
@@ -431,6 +596,12 @@ class GridSim(mosaik_api_v3.Simulator):
             self.warm = result.u if bool(result.converged[0]) else None
             self.v_min = float(np.nanmin(result.vmag_pu[0].numpy()))
             substation = float(result.substation_power[0].real)
+            if self.records is not None:
+                step = time_s // self.step_s - 1
+                self.records.add(step, "grid", grid_rows(step, result, float(p.sum()),
+                                                         self.nodes))
+                self.records.voltages(step, np.abs(result.connection_voltages[0].numpy())
+                                      / self.conn_base_v)
         if self.trace is not None:
             self.trace.substation_kw[time_s // self.step_s - 1] = substation
         return time_s + self.step_s
@@ -446,13 +617,22 @@ def groups(n_markets: int, entities: int) -> list[np.ndarray]:
 
 def run(homes: Homes, feeder: object, connections: list[str], steps: int,
         layout: str = "array", grid: str = "opendss", entities: int | None = None,
-        trace: bool = False) -> dict[str, object]:
+        trace: bool = False, records: Path | None = None, records_every: int = 24
+        ) -> dict[str, object]:
     """Build and run the mosaik world of `layout` with `grid`; `entities` groups of
-    microgrids in the array layout (default one per microgrid). Returns set-up and run
-    wall times (s), and the Trace when `trace`."""
+    microgrids in the array layout (default one per microgrid). With `records` (array
+    layout, our power flow) it writes the tables ours writes there (`Records`, every
+    `records_every` steps; the timed run waits for the last write). Returns set-up and
+    run wall times (s), and the Trace when `trace`."""
     if layout not in LAYOUTS or grid not in GRIDS:
         raise ValueError(f"layout {layout!r} (one of {LAYOUTS}), grid {grid!r} (one of {GRIDS})")
+    if records is not None and (layout, grid) != ("array", "powerflow"):
+        raise ValueError("records: the array layout with our power flow only (the grid "
+                         f"tables are our power flow's), not {layout!r} with {grid!r}")
+    if records is not None and (homes.carbon is None or homes.time is None):
+        raise ValueError("records: Homes needs carbon and time")
     n_markets = homes.n_markets
+    writer = None if records is None else Records(records, homes.time, steps, records_every)
     record = None
     if trace:
         record = Trace(np.full((steps, homes.n), np.nan), np.full((steps, n_markets), np.nan),
@@ -464,11 +644,12 @@ def run(homes: Homes, feeder: object, connections: list[str], steps: int,
             "Markets": {"python": f"{__name__}:{names[1]}"},
             "Grid": {"python": f"{__name__}:GridSim"}}
     world = mosaik.World(sims, skip_greetings=True, configure_logging=False)
+    kw = {} if writer is None else {"records": writer}
     house_sim = world.start("Households", homes=homes, steps=steps, n_conn=len(connections),
-                            trace=record)
-    market_sim = world.start("Markets", homes=homes, trace=record)
+                            trace=record, **kw)
+    market_sim = world.start("Markets", homes=homes, trace=record, **kw)
     grid_sim = world.start("Grid", feeder=feeder, connections=connections, homes=homes,
-                           grid=grid, trace=record)
+                           grid=grid, trace=record, **kw)
     if layout == "array":
         (net,) = grid_sim.Grid.create(1)
         for markets in groups(n_markets, n_markets if entities is None else entities):
@@ -493,6 +674,8 @@ def run(homes: Homes, feeder: object, connections: list[str], steps: int,
     t1 = time.perf_counter()
     # one time more than steps: the last step's fills, dispatch and power flow (see above)
     world.run(until=(steps + 1) * int(homes.dt_s), print_progress=False)
+    if writer is not None:
+        writer.close()
     t2 = time.perf_counter()
     out: dict[str, object] = {"setup_s": t1 - t0, "run_s": t2 - t1}
     if trace:
