@@ -154,7 +154,8 @@ class RunFolder:
     def read(self, table: str) -> pa.Table | None:
         folder = self.path / table
         parts = sorted(folder.glob("part-*.parquet")) if folder.exists() else []
-        return pa.concat_tables([pq.read_table(p) for p in parts]) if parts else None
+        # (ParquetFile: half of read_table's time for a small part, without its datasets)
+        return pa.concat_tables([pq.ParquetFile(p).read() for p in parts]) if parts else None
 
     # -- checkpoint -----------------------------------------------------------------
     def save_checkpoint(self, step: int, states: dict[str, object],

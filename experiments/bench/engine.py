@@ -24,8 +24,9 @@ loads the feeder alike. Contenders, all on the same households and the same libr
 Timed: the stepping (and, where records are written, writing them) after set-up;
 set-up (actor start, mosaik world and connections) is reported apart. Throughput is
 household-steps per second. The contenders take turns within each repeat, so a slow moment
-of the machine hits all of them; rates are medians over repeats, and each ratio is the
-median of the per-repeat ratios.
+of the machine hits all of them, and each starts after a garbage collection, so none pays
+for the last one's garbage; rates are medians over repeats, and each ratio is the median
+of the per-repeat ratios.
 
     cosim bench engine [--sizes 100 1000 10000 100000] [--mosaik-max 10000] [--no-ray]
                        [--repeats 3] [--array-max N] [--array-entities K ...] [--steps 96]
@@ -35,9 +36,11 @@ median of the per-repeat ratios.
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -280,27 +283,42 @@ def run(sizes: list[int], mosaik_max: int, with_ray: bool, repeats: int = 3,
         runs: dict[str, list[tuple[float, float]]] = {c: [] for c in CONTENDERS}
         parts: list[dict[str, float]] = []
         with tempfile.TemporaryDirectory() as tmp:
-            for k in range(repeats):
-                runs["ours"].append(_ours(scenario, LocalBackend(), Path(tmp) / f"local{k}"))
-                if with_ray:
-                    runs["ray"].append(_ours(scenario, RayBackend(num_cpus=2),
-                                             Path(tmp) / f"ray{k}"))
+            def local(k: int) -> tuple[float, float]:
+                return _ours(scenario, LocalBackend(), Path(tmp) / f"local{k}")
+
+            def ray(k: int) -> tuple[float, float]:
+                return _ours(scenario, RayBackend(num_cpus=2), Path(tmp) / f"ray{k}")
+
+            def the_limit(k: int) -> tuple[float, float]:
                 out = limit(scenario, homes, feeder, Path(tmp) / f"limit{k}")
-                runs["limit"].append((out["setup_s"], out["run_s"]))
                 parts.append(out["parts_s"])
-                if n <= mosaik_max:
-                    out = mosaik_peer.run(homes, feeder, conns, steps, layout="household")
-                    runs["mosaik_household"].append((out["setup_s"], out["run_s"]))
-                if use_array:
-                    for grid in mosaik_peer.GRIDS:
-                        out = mosaik_peer.run(homes, feeder, conns, steps, layout="array",
-                                              grid=grid, entities=row.array_entities)
-                        runs[f"mosaik_array_{grid}"].append((out["setup_s"], out["run_s"]))
-                    out = mosaik_peer.run(homes, feeder, conns, steps, layout="array",
-                                          grid="powerflow", entities=row.array_entities,
-                                          records=Path(tmp) / f"mosaik{k}",
-                                          records_every=FLUSH_EVERY)
-                    runs["mosaik_array_records"].append((out["setup_s"], out["run_s"]))
+                return out["setup_s"], out["run_s"]
+
+            def mosaik(records: bool = False, **kw: object
+                       ) -> Callable[[int], tuple[float, float]]:
+                def go(k: int) -> tuple[float, float]:
+                    written = ({"records": Path(tmp) / f"mosaik{k}",
+                                "records_every": FLUSH_EVERY} if records else {})
+                    out = mosaik_peer.run(homes, feeder, conns, steps, **kw, **written)
+                    return out["setup_s"], out["run_s"]
+                return go
+
+            array = {"layout": "array", "entities": row.array_entities}
+            takes = {"ours": local, "ray": ray if with_ray else None, "limit": the_limit,
+                     "mosaik_household": mosaik(layout="household")
+                     if n <= mosaik_max else None}
+            if use_array:
+                takes |= {"mosaik_array_opendss": mosaik(**array, grid="opendss"),
+                          "mosaik_array_powerflow": mosaik(**array, grid="powerflow"),
+                          "mosaik_array_records": mosaik(True, **array, grid="powerflow")}
+            for k in range(repeats):
+                for name, take in takes.items():  # in the order of CONTENDERS
+                    if take is not None:
+                        # the last contender's garbage is not the next one's to collect:
+                        # the per-household layout's at 10,000 households, 190,000
+                        # objects, took 0.5 s
+                        gc.collect()
+                        runs[name].append(take(k))
 
         row.limit_parts_s = {k: float(np.median([p[k] for p in parts])) for k in parts[0]}
         ours = [r[1] for r in runs["ours"]]
