@@ -17,7 +17,7 @@ from typing import ClassVar
 import numpy as np
 
 from cosim.messages import Message
-from cosim.records import encode_table
+from cosim.records import chunk, encode_table
 
 # signal: prices and exogenous data; observe: households take in this step's signals and
 # last step's grid state; decide: policies bid; clear: local markets; dispatch: setpoints,
@@ -69,13 +69,8 @@ class Actor:
 
     def record(self, table: str, **columns: object) -> None:
         """Buffer rows for a records table; scalars broadcast to the array columns."""
-        if not self.recording:
-            return
-        lengths = {len(v) for v in columns.values() if isinstance(v, np.ndarray) and v.ndim}
-        n = lengths.pop() if lengths else 1
-        self._records[table].append(
-            {k: (v if isinstance(v, np.ndarray) and v.ndim else np.full(n, v))
-             for k, v in columns.items()})
+        if self.recording:
+            self._records[table].append(chunk(**columns))
 
     def drain_records(self, first: int, last: int, time: np.ndarray,
                       encode: bool = True) -> dict[str, object]:

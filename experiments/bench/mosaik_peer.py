@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,7 @@ from agents.households import Households, HouseholdSeries
 from agents.households.bill import energy_bill
 from agents.households.orders import cover, order
 from agents.policies.rule_based import self_consumption_reserve
+from cosim.records import RunFolder, chunk
 from markets.double_auction import DoubleAuction
 from markets.mechanism import REJECTIONS, Orders, Outcome
 
@@ -191,12 +193,6 @@ def clear(auction: DoubleAuction, market: np.ndarray, quantity: np.ndarray,
 
 
 # -- records: the tables ours writes, built alike by the limit and the array peer ----------
-def chunk(**columns: object) -> dict[str, np.ndarray]:
-    """One chunk of a table: scalars repeated to the length of the arrays."""
-    size = max(len(v) for v in columns.values() if isinstance(v, np.ndarray))
-    return {k: v if isinstance(v, np.ndarray) else np.full(size, v) for k, v in columns.items()}
-
-
 def fills(cleared: Outcome) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """What a clearing tells each order: (filled kWh, payment, price, rejection code)."""
     return cleared.filled_kwh, cleared.payment, cleared.price, cleared.rejected
@@ -284,10 +280,6 @@ class Records:
     while the steps go on. A household's chunk waits for its step's voltages."""
 
     def __init__(self, folder: Path, time: np.ndarray, steps: int, every: int) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        from cosim.records import RunFolder
-
         self.folder, self.time, self.steps, self.every = RunFolder(folder), time, steps, every
         self._chunks: list[tuple[int, str, str, dict[str, np.ndarray]]] = []
         self._waiting: dict[int, list[tuple[dict[str, np.ndarray], np.ndarray]]] = {}
