@@ -203,8 +203,8 @@ def household_rows(fleet: Fleet, filled: tuple[np.ndarray, ...], carbon: float,
     """The `households` rows of the fleet's last dispatch (`filled`: its orders' `fills`;
     `carbon` kgCO2/kWh; each household's connection voltage, p.u.), as ours' shards
     record them."""
-    d, hh, x, dt_h, state = fleet.last, fleet.households, fleet.last["inputs"], fleet.dt_h, \
-        fleet.state
+    d, hh, state, dt_h = fleet.last, fleet.households, fleet.state, fleet.dt_h
+    x = d["inputs"]
     sp, grid_kwh = d["setpoints"], d["grid_kwh"]
     kw = {name: getattr(sp, name).numpy() for name in sp._fields}
     return chunk(
@@ -257,7 +257,8 @@ def grid_rows(step: int, solved: object, injections_kw: float, nodes: list[str]
     grid.PowerFlow result; `nodes` the feeder's node names)."""
     vpu = solved.vmag_pu[0].numpy()
     sub, losses = complex(solved.substation_power[0]), complex(solved.losses[0])
-    kcl = (sub + complex(solved.injection_power[0]) - complex(solved.load_power[0])
+    load = complex(solved.load_power[0])  # the feeder's own loads
+    kcl = (sub + complex(solved.injection_power[0]) - load
            - complex(solved.network_losses[0])).real
     loading = solved.line_loading[0].numpy()
     return {
@@ -267,14 +268,14 @@ def grid_rows(step: int, solved: object, injections_kw: float, nodes: list[str]
                       losses_kvar=losses.imag, v_min_pu=float(np.nanmin(vpu)),
                       v_max_pu=float(np.nanmax(vpu)), violations=int(solved.violations[0]),
                       kcl_mismatch_kw=kcl, injections_kw=injections_kw,
-                      feeder_loads_kw=complex(solved.load_power[0]).real,
+                      feeder_loads_kw=load.real,
                       worst_bus=nodes[int(np.nanargmin(vpu))]),
         "buses": chunk(step=step, node=np.arange(len(vpu)), v_pu=vpu),
         "lines": chunk(step=step, line=np.arange(len(loading)), loading=loading)}
 
 
 class Records:
-    """The records of a speed-aware user of either layout: the in-process simulators share
+    """The records of a speed-aware user of the array layout: its in-process simulators share
     this buffer, and every `every` steps the finished steps' chunks go to one writer thread
     that encodes them to Parquet (`cosim.records.RunFolder.write`: the files ours writes)
     while the steps go on. A household's chunk waits for its step's voltages."""
