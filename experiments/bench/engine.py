@@ -50,7 +50,6 @@ import torch
 from cosim.backends import LocalBackend, RayBackend
 from cosim.config import parse_config
 from cosim.profiles import synthetic
-from cosim.records import RunFolder
 from cosim.scenario import Scenario, build
 from cosim.simulation import Simulation
 from experiments.bench.common import add_output_arguments, machine_info, save
@@ -161,6 +160,7 @@ def limit(scenario: Scenario, homes: object, feeder: object, folder: Path,
     it computed (household net draw, market prices, substation kW)."""
     from experiments.bench.mosaik_peer import (
         Fleet,
+        Records,
         Trace,
         fills,
         grid_rows,
@@ -178,21 +178,15 @@ def limit(scenario: Scenario, homes: object, feeder: object, folder: Path,
     n_conn = len(scenario.connections)
     conn_base_v = np.array([feeder.connection_base_v(c) for c in scenario.connections])
     household = np.arange(n)
-    written = RunFolder(folder)  # the same Parquet parts as ours writes
+    # the same Parquet parts as ours writes, written in line every FLUSH_EVERY steps
+    written = Records(folder, scenario.time, steps, FLUSH_EVERY, threaded=False)
     record = Trace(np.empty((steps, n)), np.empty((steps, n_markets)), np.empty(steps),
                    np.empty((steps, n))) if trace else None
-    tables: dict[str, list[dict[str, np.ndarray]]] = {}
-
-    def add(chunks: dict[str, dict[str, np.ndarray]]) -> None:
-        for table, chunk in chunks.items():
-            tables.setdefault(table, []).append(chunk)
-
     warm = None
     # seconds spent in each part: households (rule, orders, cover, device step, bill),
     # clearing, power flow, records (columns, Parquet encoding, writing)
     parts = dict.fromkeys(("households", "clearing", "power_flow", "records"), 0.0)
     t1 = time.perf_counter()
-    first = 0
     for t in range(steps):
         a = time.perf_counter()
         quantity, limit_price = fleet.decide(t)
@@ -213,21 +207,18 @@ def limit(scenario: Scenario, homes: object, feeder: object, folder: Path,
         parts["power_flow"] += e - d
         # the record tables ours writes: households, trades, markets, grid, buses, lines
         conn_v = np.abs(solved.connection_voltages[0].numpy()) / conn_base_v
-        add({"households": household_rows(fleet, fills(result), homes.carbon[t],
-                                           conn_v[homes.connection])})
-        add(market_rows(t, household, homes.market, quantity, limit_price, result,
-                        np.arange(n_markets)))
-        add(grid_rows(t, solved, float(p.sum()), feeder.nodes))
+        written.add(t, "limit", {"households": household_rows(
+            fleet, fills(result), homes.carbon[t], conn_v[homes.connection])})
+        written.add(t, "limit", market_rows(t, household, homes.market, quantity,
+                                            limit_price, result, np.arange(n_markets)))
+        written.add(t, "limit", grid_rows(t, solved, float(p.sum()), feeder.nodes))
+        written.voltages(t, conn_v)  # the step is complete: flushed every FLUSH_EVERY
         if trace:
             record.net_kw[t], record.bill[t] = fleet.net_kw, fleet.bill
             record.price[t] = result.market_price
             record.substation_kw[t] = float(solved.substation_power[0].real)
-        if (t + 1) % FLUSH_EVERY == 0 or t == steps - 1:
-            written.write({(name, "limit"): chunks for name, chunks in tables.items()},
-                          first, t, scenario.time)
-            tables.clear()
-            first = t + 1
         parts["records"] += time.perf_counter() - e
+    written.close()
     t2 = time.perf_counter()
     out: dict[str, object] = {"setup_s": t1 - t0, "run_s": t2 - t1, "parts_s": parts}
     if trace:

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -278,15 +278,18 @@ class Records:
     """The records of a speed-aware user of the array layout: its in-process simulators share
     this buffer, and every `every` steps the finished steps' chunks go to one writer thread
     that encodes them to Parquet (`cosim.records.RunFolder.write`: the files ours writes)
-    while the steps go on. A household's chunk waits for its step's voltages."""
+    while the steps go on. A household's chunk waits for its step's voltages. Not
+    `threaded` (the benchmark's limit), the writes happen in line."""
 
-    def __init__(self, folder: Path, time: np.ndarray, steps: int, every: int) -> None:
+    def __init__(self, folder: Path, time: np.ndarray, steps: int, every: int,
+                 threaded: bool = True) -> None:
         self.folder, self.time, self.steps, self.every = RunFolder(folder), time, steps, every
         self._chunks: list[tuple[int, str, str, dict[str, np.ndarray]]] = []
         self._waiting: dict[int, list[tuple[dict[str, np.ndarray], np.ndarray]]] = {}
         self._first = 0
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="peer-records")
-        self._pending: list = []
+        self._pool = (ThreadPoolExecutor(max_workers=1, thread_name_prefix="peer-records")
+                      if threaded else None)
+        self._pending: list[Future] = []
 
     def add(self, step: int, owner: str, tables: dict[str, dict[str, np.ndarray]]) -> None:
         self._chunks += [(step, table, owner, c) for table, c in tables.items()]
@@ -313,15 +316,19 @@ class Records:
             else:
                 keep.append(item)
         self._chunks = keep
-        self._pending.append(self._pool.submit(self.folder.write, parts, self._first, last,
-                                               self.time))
+        if self._pool is None:
+            self.folder.write(parts, self._first, last, self.time)
+        else:
+            self._pending.append(self._pool.submit(self.folder.write, parts, self._first,
+                                                   last, self.time))
         self._first = last + 1
 
     def close(self) -> None:
         """Wait for every write (re-raising a write's error)."""
         for future in self._pending:
             future.result()
-        self._pool.shutdown()
+        if self._pool is not None:
+            self._pool.shutdown()
 
 
 @dataclass
