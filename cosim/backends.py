@@ -103,6 +103,21 @@ def _interrupt(signum: int, frame: object) -> None:
         _previous_handler(signum, frame)
 
 
+def _watch(backend: weakref.ref, stop: threading.Event) -> None:
+    """A local backend's watchdog: signal the main thread when the call it runs overran.
+    Ends when `stop` is set or the backend is gone."""
+    while not stop.wait(LocalBackend.WATCH_S):
+        self = backend()
+        if self is None:
+            return
+        doing = self._doing
+        if (doing is not None and doing is not self._late
+                and time.monotonic() > doing[3] + self._timeout):
+            self._late = doing
+            signal.pthread_kill(threading.main_thread().ident, _SIGNAL)
+        del self  # (not held while waiting)
+
+
 class LocalBackend:
     """Actors as plain objects in this process, called one after another in name order.
 
@@ -141,8 +156,10 @@ class LocalBackend:
                 _previous_handler = signal.signal(_SIGNAL, _interrupt)
             _watched.add(self)
             self._watching = threading.Event()
-            threading.Thread(target=self._watch, args=(self._watching,), name="cosim-watchdog",
-                             daemon=True).start()
+            # the watchdog holds the backend weakly: the actors' last reference must not
+            # be dropped on its thread (freeing them there aborted the process at exit)
+            threading.Thread(target=_watch, args=(weakref.ref(self), self._watching),
+                             name="cosim-watchdog", daemon=True).start()
 
     def run(self, plan: Plan, outputs: dict[Key, object], timeout: float,
             wall: dict[str, float], fetched: Collection[str] | None = None) -> None:
@@ -192,15 +209,6 @@ class LocalBackend:
                     raise PhaseError(step, phase, [name], *status)
                 outputs[(name, phase, step)] = result
             wall[phase] += time.perf_counter() - t
-
-    def _watch(self, stop: threading.Event) -> None:
-        """The watchdog: signal the main thread when the call it runs overran."""
-        while not stop.wait(self.WATCH_S):
-            doing = self._doing
-            if (doing is not None and doing is not self._late
-                    and time.monotonic() > doing[3] + self._timeout):
-                self._late = doing
-                signal.pthread_kill(threading.main_thread().ident, _SIGNAL)
 
     def put(self, name: str, output: PhaseOutput) -> object:
         """A driver's output, readable by actors as a source."""
@@ -255,6 +263,9 @@ class _Worker:
                 future.set_result(fn(*args))
             except BaseException as exc:  # noqa: BLE001 - handed to the waiting driver
                 future.set_exception(exc)
+            # nothing of the job stays here: the backend's last reference must not be
+            # dropped on this thread (see _watch)
+            job = future = fn = args = None
 
 
 class RayBackend:

@@ -465,3 +465,39 @@ def test_records_can_be_switched_off_for_training(small_config, tmp_path):
     assert set(results[0].markets) == {"market", "price", "volume_kwh", "demand_kwh",
                                        "supply_kwh", "unmatched_demand_kwh",
                                        "unmatched_supply_kwh"}
+
+
+EXIT_SCRIPT = """
+import sys, threading, weakref
+from tests.cosim.conftest import small, synthetic_profiles
+from cosim.scenario import build
+from cosim.simulation import Simulation
+
+sim = Simulation(build(small(), synthetic_profiles(homes=30)), "local", sys.argv[1])
+if sys.argv[2] == "other thread":  # as the viewer steps it: the backend's worker thread
+    sim.reset()
+    thread = threading.Thread(target=lambda: [sim.step() for _ in range(3)])
+    thread.start()
+    thread.join()
+sim.run(progress=False)
+backend = weakref.ref(sim.backend)
+del sim
+print("freed" if backend() is None else "held by a thread")
+"""
+
+
+@pytest.mark.parametrize("driven", ["main thread", "other thread"])
+def test_a_process_that_drops_its_simulation_exits_cleanly(tmp_path, driven):
+    # The backend's threads once held the last reference to it: the actors were freed on
+    # a daemon thread while the interpreter exited, and the process aborted (exit code 134,
+    # "terminate called without an active exception") after a complete run.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).parents[2]
+    done = subprocess.run([sys.executable, "-c", EXIT_SCRIPT, str(tmp_path / "run"), driven],
+                          cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "freed"
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["status"] == "complete"
