@@ -189,6 +189,11 @@ class Feeder:
         base = self.node_base_kv[self.node_index(f"{bus}.{phases[0]}")] * 1e3
         return base * (math.sqrt(3.0) if len(phases) == 2 else 1.0)
 
+    def connection_bases_v(self, specs: Sequence[str]) -> np.ndarray:
+        """`connection_base_v` of each connection, `[len(specs)]` (V): what a
+        connection's voltage is divided by to read it in per unit."""
+        return np.array([self.connection_base_v(c) for c in specs], dtype=float)
+
     def bus_phases(self, bus: str) -> list[int]:
         """Phases (OpenDSS node numbers) present at a bus."""
         return self._bus_phases.get(bus.lower(), [])

@@ -59,7 +59,7 @@ class GridActor(Actor):
         self.load_scale = feeder_load_scale
         # generation on daily shapes: a load_scale column per feeder load, else a scalar
         self.daily = DailyGeneration(self.feeder) if self.feeder.shaped else None
-        self.conn_base_v = np.array([self.feeder.connection_base_v(c) for c in connections])
+        self.conn_base_v = self.feeder.connection_bases_v(connections)
         self._warm: torch.Tensor | None = None  # last port voltages: the next start
         # one solve at set-up: a power flow's first solve loads the compiled kernels
         # (grid.single, 0.3-0.7 s), which belongs to starting the actor, not to step 0

@@ -176,7 +176,7 @@ def limit(scenario: Scenario, homes: object, feeder: object, folder: Path,
         raise NotImplementedError("the limit has no daily generation shapes")
     auction = DoubleAuction(**homes.auction)
     n_conn = len(scenario.connections)
-    conn_base_v = np.array([feeder.connection_base_v(c) for c in scenario.connections])
+    conn_base_v = feeder.connection_bases_v(scenario.connections)
     household = np.arange(n)
     # the same Parquet parts as ours writes, written in line every FLUSH_EVERY steps
     written = Records(folder, scenario.time, steps, FLUSH_EVERY, threaded=False)

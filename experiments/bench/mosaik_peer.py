@@ -549,7 +549,7 @@ class GridSim(mosaik_api_v3.Simulator):
             raise NotImplementedError("the peer's grid has no daily generation shapes")
         self.kind, self.trace, self.step_s = grid, trace, int(homes.dt_s)
         self.records, self.nodes = records, feeder.nodes
-        self.conn_base_v = np.array([feeder.connection_base_v(c) for c in connections])
+        self.conn_base_v = feeder.connection_bases_v(connections)
         self.n_conn = len(connections)
         self.house_conn: dict[str, int] = {}
         if grid == "opendss":

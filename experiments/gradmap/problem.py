@@ -107,8 +107,7 @@ class Problem:
             sell_price=by_day(table[:, 1]),
             energy_price=by_day(specs["feed"].kwargs["wholesale_price"]),
             connection=torch.as_tensor(homes.connection, dtype=torch.long),
-            conn_base_v=torch.tensor([feeder.connection_base_v(c)
-                                      for c in scenario.connections]),
+            conn_base_v=torch.as_tensor(feeder.connection_bases_v(scenario.connections)),
             pf=PowerFlow(feeder, scenario.connections, tol=grid["tol"]),
             initial=dict(homes.initial), tan_phi=float(np.tan(np.arccos(hh.power_factor))),
             train_days=train_days)
