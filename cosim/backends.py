@@ -35,8 +35,9 @@ if TYPE_CHECKING:  # Ray workers import this module: keep it light
 
 
 ONE_HOST_PER_CPU = 30_000
-"""On one machine, up to this many households per CPU run in a single Ray host (and the
-smallest shard `shard_size = "auto"` makes, cosim.config.AUTO_MIN_SHARD, is the same)."""
+"""On one machine, up to this many households per CPU run in a single Ray host (the
+shards `shard_size = "auto"` makes for one CPU each hold at least as many,
+cosim.config.AUTO_MIN_SHARD, unless capped for records)."""
 
 
 class PhaseError(RuntimeError):

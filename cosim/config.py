@@ -233,15 +233,28 @@ class PolicyGroup(_Section):
 # local backend), and each one more only adds its fixed cost per step: at 10,000
 # households one shard stepped 1.26x as fast as two of 5,000 (2026-12-02, 2 cores)
 AUTO_MIN_SHARD = 30_000
+# households per shard at most, under "auto", when records are written: a shard's arrays
+# then stay small enough to share the caches with the records writer, which encodes the
+# last checkpoint's records beside the stepping. Bigger shards lost the overlap
+# (2026-12-02, 2-core AMD EPYC, every record written, turns taken in one process): 50,000
+# households in two shards took 0.70-0.77x the time of one shard of 50,000, whose run
+# took as long as writing in line; 100,000 in four shards 0.74-0.82x of two, and in
+# three 1.03x; 30,000 in two shards as long as in one. Without records one big shard
+# stays faster (50,000: 1.2x the time in two shards), so copies, which never record,
+# are not capped.
+AUTO_MAX_SHARD = 25_000
 
 
-def auto_shard_size(count: int, cpus: int | None = None) -> int:
+def auto_shard_size(count: int, cpus: int | None = None, records: bool = True) -> int:
     """Households per shard for `count` households on `cpus` CPUs (this machine's
-    usable ones by default): one shard per CPU, each at least AUTO_MIN_SHARD households."""
+    usable ones by default): one shard per CPU, each at least AUTO_MIN_SHARD households,
+    and, when `records` are written, at most AUTO_MAX_SHARD."""
     if cpus is None:
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
             os.cpu_count() or 1)
     shards = max(1, min(cpus, count // AUTO_MIN_SHARD))
+    if records:
+        shards = max(shards, -(-count // AUTO_MAX_SHARD))
     return -(-count // shards)
 
 
@@ -249,9 +262,11 @@ class HouseholdConfig(_Section):
     count: PositiveInt = 1000
     # households per shard actor: as many shards as this asks for, each holding whole
     # markets when a shard is larger than a market. "auto" (the default) sizes them by the
-    # machine: one shard per CPU, but at least AUTO_MIN_SHARD households each, so a run
-    # of fewer than 60,000 households on two CPUs has one shard (each shard-step has a fixed
-    # cost of a few milliseconds; a cluster's runs may want smaller shards, set here). It is
+    # machine: one shard per CPU, but at least AUTO_MIN_SHARD households each and at most
+    # AUTO_MAX_SHARD (25,000), so a run of up to 25,000 households has one shard (each
+    # shard-step has a fixed cost of a few milliseconds) and one of 100,000 has four (a
+    # cluster's runs may want smaller shards, and runs without records bigger ones: set
+    # here). It is
     # resolved when the config is read, the same for the local and the Ray backend (so
     # both give the same records), and the run's manifest keeps the number.
     shard_size: PositiveInt = 500

@@ -263,8 +263,9 @@ def build(config: ScenarioConfig, profiles: ProfileData, feeder: Feeder | None =
             penalty=agg.imbalance_penalty, **leader)))
     # copies are stacked into shards as auto sizes them for all households, whatever
     # shard_size says for one copy: a copy's households gain nothing from a shard of
-    # their own
-    size = max(hh.shard_size, auto_shard_size(n)) if copies > 1 else hh.shard_size
+    # their own (and copies never record)
+    size = (max(hh.shard_size, auto_shard_size(n, records=False)) if copies > 1
+            else hh.shard_size)
     bounds = _shard_bounds(n, size, per, copies)
     groups = _market_groups(bounds, per, one)
     kind, settings = _mechanism(config)

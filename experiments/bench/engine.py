@@ -77,6 +77,9 @@ class Row:
     ratio: dict[str, float | None] = field(default_factory=dict)
     array_entities: int | None = None  # mosaik array layout: entities (groups) used
     calibration_s: dict[int, float] = field(default_factory=dict)  # entities -> run s
+    # the same for the array layout writing every record (calibrated with its records)
+    records_entities: int | None = None
+    records_calibration_s: dict[int, float] = field(default_factory=dict)
     repeats: dict[str, list[float]] = field(default_factory=dict)  # raw run times
     # the limit's seconds per part (households, clearing, power_flow, records), medians
     limit_parts_s: dict[str, float] = field(default_factory=dict)
@@ -233,20 +236,26 @@ def array_candidates(n_markets: int, shards: int) -> list[int]:
 
 
 def calibrate(homes: object, feeder: object, connections: list[str],
-              candidates: list[int], steps: int = 8, rounds: int = 3) -> dict[int, float]:
+              candidates: list[int], steps: int = 8, rounds: int = 3,
+              records: bool = False) -> dict[int, float]:
     """Run seconds of a short array-layout run (our power flow as grid) per candidate
     entity count, the best of `rounds` in which the candidates take turns (run one after
     the other, best of two, it picked ten entities over one at 10,000 households in two
     runs, where one ran twice as fast in the timed runs): untimed for the table, it only
-    picks the layout."""
+    picks the layout. With `records`, the layout writing every record, flushed every
+    `steps // 2` steps, so that the second half steps beside the first half's writing (as
+    ours' shards, its entities' best size changes when a writer runs beside them)."""
     from experiments.bench import mosaik_peer
 
     best = dict.fromkeys(candidates, math.inf)
     for _ in range(rounds):
         for c in candidates:
-            best[c] = min(best[c], mosaik_peer.run(homes, feeder, connections, steps,
-                                                   layout="array", grid="powerflow",
-                                                   entities=c)["run_s"])
+            with tempfile.TemporaryDirectory() as tmp:
+                written = ({"records": Path(tmp), "records_every": max(1, steps // 2)}
+                           if records else {})
+                best[c] = min(best[c], mosaik_peer.run(
+                    homes, feeder, connections, steps, layout="array", grid="powerflow",
+                    entities=c, **written)["run_s"])
     return best
 
 
@@ -268,9 +277,14 @@ def run(sizes: list[int], mosaik_max: int, with_ray: bool, repeats: int = 3,
         use_array = array_max is None or n <= array_max
         if use_array:
             shards = sum(s.name.startswith("shard") for s in scenario.actors)
-            row.calibration_s = calibrate(homes, feeder, conns, entities or array_candidates(
-                homes.n_markets, shards), steps=min(8, steps))
+            candidates = entities or array_candidates(homes.n_markets, shards)
+            row.calibration_s = calibrate(homes, feeder, conns, candidates,
+                                          steps=min(8, steps))
             row.array_entities = min(row.calibration_s, key=row.calibration_s.get)
+            row.records_calibration_s = calibrate(homes, feeder, conns, candidates,
+                                                  steps=min(16, steps), records=True)
+            row.records_entities = min(row.records_calibration_s,
+                                       key=row.records_calibration_s.get)
         runs: dict[str, list[tuple[float, float]]] = {c: [] for c in CONTENDERS}
         parts: list[dict[str, float]] = []
         with tempfile.TemporaryDirectory() as tmp:
@@ -301,7 +315,9 @@ def run(sizes: list[int], mosaik_max: int, with_ray: bool, repeats: int = 3,
             if use_array:
                 takes |= {"mosaik_array_opendss": mosaik(**array, grid="opendss"),
                           "mosaik_array_powerflow": mosaik(**array, grid="powerflow"),
-                          "mosaik_array_records": mosaik(True, **array, grid="powerflow")}
+                          "mosaik_array_records": mosaik(
+                              True, layout="array", entities=row.records_entities,
+                              grid="powerflow")}
             for k in range(repeats):
                 for name, take in takes.items():  # in the order of CONTENDERS
                     if take is not None:
@@ -332,13 +348,21 @@ def _fmt(x: float | None, digits: int = 0) -> str:
     return "-" if x is None else f"{x:,.{digits}f}"
 
 
+def _entities(row: Row) -> str:
+    """The array layout's entity count, and the recording one's where it differs."""
+    if row.records_entities in (None, row.array_entities):
+        return _fmt(row.array_entities)
+    return f"{_fmt(row.array_entities)} ({row.records_entities} with records)"
+
+
 def _line(row: Row) -> str:
     return (f"{row.households:>7,} households (household-steps/s): ours "
             f"{_fmt(row.rate('ours'))}, limit {_fmt(row.rate('limit'))}, mosaik per household "
             f"{_fmt(row.rate('mosaik_household'))}, array OpenDSS "
             f"{_fmt(row.rate('mosaik_array_opendss'))}, array our power flow "
             f"{_fmt(row.rate('mosaik_array_powerflow'))}, with every record "
-            f"{_fmt(row.rate('mosaik_array_records'))} ({row.array_entities} entities), "
+            f"{_fmt(row.rate('mosaik_array_records'))} ({row.array_entities} entities, "
+            f"{row.records_entities} with records), "
             f"Ray {_fmt(row.rate('ray'))}")
 
 
@@ -366,7 +390,8 @@ def markdown(result: Result, args: argparse.Namespace) -> str:
         "**ours x** a peer is the peer's time over ours (above 1: ours is faster); both are "
         "medians of per-repeat ratios. Array entities: the number of mosaik entities "
         "(groups of microgrids) of the array layout, the fastest of "
-        "the candidates by a short calibration run. Set-up (actor start, mosaik world and "
+        "the candidates by a short calibration run (with every record: its own run, "
+        "writing). Set-up (actor start, mosaik world and "
         "connections) is in its own column.",
         "",
         "| households | ours /s | limit /s | ours / limit | mosaik per household /s "
@@ -387,7 +412,7 @@ def markdown(result: Result, args: argparse.Namespace) -> str:
             f"| {_fmt(r.get('limit'), 2)} | {_fmt(row.rate('mosaik_household'))} "
             f"| {_fmt(row.rate('mosaik_array_opendss'))} "
             f"| {_fmt(row.rate('mosaik_array_powerflow'))} "
-            f"| {_fmt(row.rate('mosaik_array_records'))} | {_fmt(row.array_entities)} "
+            f"| {_fmt(row.rate('mosaik_array_records'))} | {_entities(row)} "
             f"| {_fmt(r.get('mosaik_household'), 2)} | {_fmt(r.get('mosaik_array_opendss'), 2)} "
             f"| {_fmt(r.get('mosaik_array_powerflow'), 2)} "
             f"| {_fmt(r.get('mosaik_array_records'), 2)} | {_fmt(row.rate('ray'))} "

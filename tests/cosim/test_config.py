@@ -136,11 +136,12 @@ def test_not_toml_and_missing_file(tmp_path):
 
 def test_auto_shards_follow_the_machine(tmp_path, monkeypatch):
     """shard_size = "auto" (the default): one shard per CPU, at least AUTO_MIN_SHARD
-    households each, resolved to a number when the file is read (so the manifest keeps
+    households each and at most AUTO_MAX_SHARD (for records; copies, which never record,
+    are not capped), resolved to a number when the file is read (so the manifest keeps
     it); a number is kept; anything else is an error naming the key."""
     import os
 
-    from cosim.config import AUTO_MIN_SHARD
+    from cosim.config import AUTO_MAX_SHARD, AUTO_MIN_SHARD, auto_shard_size
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 4)
@@ -151,8 +152,13 @@ def test_auto_shards_follow_the_machine(tmp_path, monkeypatch):
 
     assert size("count = 100") == 100  # one shard
     assert size("count = 100\nshard_size = \"auto\"") == 100
-    assert size(f"count = {3 * AUTO_MIN_SHARD}") == AUTO_MIN_SHARD  # three shards
-    assert size(f"count = {100 * AUTO_MIN_SHARD}") == 25 * AUTO_MIN_SHARD  # four CPUs
+    assert size(f"count = {AUTO_MAX_SHARD}") == AUTO_MAX_SHARD  # one shard
+    assert size(f"count = {AUTO_MAX_SHARD + 1}") == AUTO_MAX_SHARD // 2 + 1  # two
+    assert size("count = 100000") == 25_000  # capped: four shards on four CPUs
+    assert size("count = 1000000") == 25_000  # capped: forty shards
+    # uncapped (copies): one per CPU, at least AUTO_MIN_SHARD each
+    assert auto_shard_size(3 * AUTO_MIN_SHARD, records=False) == AUTO_MIN_SHARD
+    assert auto_shard_size(100 * AUTO_MIN_SHARD, records=False) == 25 * AUTO_MIN_SHARD
     assert size("count = 100\nshard_size = 30") == 30
     with pytest.raises(ConfigError, match='shard_size must be a positive integer or "auto", '
                                           "got 'big'"):
