@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -491,10 +494,6 @@ def test_a_process_that_drops_its_simulation_exits_cleanly(tmp_path, driven):
     # The backend's threads once held the last reference to it: the actors were freed on
     # a daemon thread while the interpreter exited, and the process aborted (exit code 134,
     # "terminate called without an active exception") after a complete run.
-    import subprocess
-    import sys
-    from pathlib import Path
-
     root = Path(__file__).parents[2]
     done = subprocess.run([sys.executable, "-c", EXIT_SCRIPT, str(tmp_path / "run"), driven],
                           cwd=root, capture_output=True, text=True, timeout=300)
