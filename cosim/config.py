@@ -79,7 +79,10 @@ class RunConfig(_Section):
     start: AwareDatetime = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
     steps: PositiveInt = 96
     dt_s: PositiveInt = 900  # step length, seconds
-    checkpoint_every: PositiveInt = 24  # steps between checkpoints
+    # steps between checkpoints, each of which writes the records of the steps since the
+    # last. "auto" (the default) resolves by the household count when the scenario is read:
+    # AUTO_CHECKPOINT_HOUSEHOLD_STEPS / count steps, at least 24 and at most 960 (see there)
+    checkpoint_every: PositiveInt = 24
     # a phase that takes longer fails, naming the actors (on Ray, a plan of the steps that
     # took a quarter of it: Simulation.run)
     phase_timeout_s: Positive = 120.0
@@ -92,6 +95,15 @@ class RunConfig(_Section):
     # the local clock of the households and tariffs (comfort hours, commutes, peak hours);
     # an IANA name such as "Europe/London". Records stay in UTC.
     timezone: str = "UTC"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _every(cls, data: object) -> object:
+        every = data.get("checkpoint_every") if isinstance(data, dict) else None
+        if isinstance(every, str) and every != "auto":
+            raise ValueError(f'checkpoint_every must be a positive integer or "auto", got '
+                             f"{every!r}")
+        return data
 
     @model_validator(mode="after")
     def _zone(self) -> RunConfig:
@@ -256,6 +268,26 @@ def auto_shard_size(count: int, cpus: int | None = None, records: bool = True) -
     if records:
         shards = max(shards, -(-count // AUTO_MAX_SHARD))
     return -(-count // shards)
+
+
+# household-steps between checkpoints under run.checkpoint_every = "auto", in steps at
+# least AUTO_MIN_CHECKPOINT and at most AUTO_MAX_CHECKPOINT. Each checkpoint writes a
+# Parquet file per table and actor, a fixed cost of a few milliseconds each that small
+# runs pay per step; big runs gain from writing often, beside the stepping. Measured
+# (2026-12-03, 2-core AMD EPYC, every record written, turns in one process, 96 steps):
+# 100 households took 0.74x the time with one checkpoint as with four, 1,000 the same
+# with two as with four, 3,000 1.13x the time and 10,000 1.04x with two as with four.
+AUTO_CHECKPOINT_HOUSEHOLD_STEPS = 24_000
+AUTO_MIN_CHECKPOINT = 24
+# a small run's records in memory stay a few tens of MB, and a crash loses seconds
+AUTO_MAX_CHECKPOINT = 960
+
+
+def auto_checkpoint_every(count: int) -> int:
+    """Steps between checkpoints for a run of `count` households (run.checkpoint_every =
+    "auto"): about AUTO_CHECKPOINT_HOUSEHOLD_STEPS household-steps of records in each."""
+    return min(AUTO_MAX_CHECKPOINT,
+               max(AUTO_MIN_CHECKPOINT, AUTO_CHECKPOINT_HOUSEHOLD_STEPS // count))
 
 
 class HouseholdConfig(_Section):
@@ -487,6 +519,22 @@ class ScenarioConfig(_Section):
     tariff: TariffConfig = TariffConfig()
     aggregators: AggregatorConfig = AggregatorConfig()
     policies: PoliciesConfig = PoliciesConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _auto_checkpoints(cls, data: object) -> object:
+        # resolved here, where the household count is known, as households.shard_size is:
+        # the manifest keeps the number
+        run = data.get("run", {}) if isinstance(data, dict) else None
+        if not isinstance(run, dict) or run.get("checkpoint_every", "auto") != "auto":
+            return data
+        households = data.get("households", {})
+        count = (households.get("count", HouseholdConfig.model_fields["count"].default)
+                 if isinstance(households, dict) else getattr(households, "count", None))
+        run = {k: v for k, v in run.items() if k != "checkpoint_every"}
+        if isinstance(count, int) and count > 0:  # else count's own error says why
+            run["checkpoint_every"] = auto_checkpoint_every(count)
+        return data | {"run": run}
 
     @model_validator(mode="after")
     def _policies(self) -> ScenarioConfig:

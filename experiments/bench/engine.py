@@ -11,13 +11,13 @@ loads the feeder alike. Contenders, all on the same households and the same libr
 - **limit**: the pure compute of the same steps in one process without the engine: all
   households as one batch (device step, rule, orders, cover), one clearing call for every
   market, the power flow at batch 1 warm-started from the last step, and the same record
-  tables written to Parquet (cosim.records.RunFolder.write) every 24 steps, one
+  tables written to Parquet (cosim.records.RunFolder.write) at ours' checkpoints, one
   thread;
 - **mosaik** (experiments/bench/mosaik_peer.py): the per-household layout with OpenDSS as
   grid, and the array layout (one entity per group of microgrids) with OpenDSS and with our
   power flow as grid, both recording nothing, and with our power flow writing every record
   (the tables ours writes, equal to ours': households, trades, markets, grid, buses,
-  lines; encoded on a writer thread every 24 steps, as ours does). The array layout's
+  lines; encoded on a writer thread at ours' checkpoints, as ours does). The array layout's
   number of entities is the fastest of the candidates (one per microgrid, one per ten, as
   many as our shards), picked per size by a short untimed calibration run.
 
@@ -60,7 +60,6 @@ from markets.mechanism import Orders
 MARK = "<!-- bench:engine -->"
 END = "<!-- /bench:engine -->"
 STEPS = 96
-FLUSH_EVERY = 24  # steps between record flushes, as the scenario's checkpoint_every
 # contenders in the order they take turns within a repeat
 CONTENDERS = ("ours", "ray", "limit", "mosaik_household", "mosaik_array_opendss",
               "mosaik_array_powerflow", "mosaik_array_records")
@@ -98,10 +97,10 @@ class Result:
 def scenario_for(n: int, seed: int = 0, steps: int = STEPS, per_market: int = 100) -> Scenario:
     """The benchmark's scenario at `n` households (module docstring)."""
     config = parse_config({
-        "run": {"name": f"bench-{n}", "seed": seed, "steps": steps,
-                "checkpoint_every": FLUSH_EVERY},
+        # checkpoints (records written) and shards as a user gets them by default:
+        # "auto", by the household count and the machine
+        "run": {"name": f"bench-{n}", "seed": seed, "steps": steps},
         "grid": {"feeder": "ieee123"},
-        # shards as a user gets them by default: sized by the machine ("auto")
         "households": {"count": n, "size_factor": 1000.0 / n},
         "markets": {"households_per_market": per_market},
         "profiles": {"dataset": "synthetic"},
@@ -181,8 +180,9 @@ def limit(scenario: Scenario, homes: object, feeder: object, folder: Path,
     n_conn = len(scenario.connections)
     conn_base_v = feeder.connection_bases_v(scenario.connections)
     household = np.arange(n)
-    # the same Parquet parts as ours writes, written in line every FLUSH_EVERY steps
-    written = Records(folder, scenario.time, steps, FLUSH_EVERY, threaded=False)
+    # the same Parquet parts as ours writes, written in line at ours' checkpoints
+    written = Records(folder, scenario.time, steps, scenario.config.run.checkpoint_every,
+                      threaded=False)
     record = Trace(np.empty((steps, n)), np.empty((steps, n_markets)), np.empty(steps),
                    np.empty((steps, n))) if trace else None
     warm = None
@@ -215,7 +215,7 @@ def limit(scenario: Scenario, homes: object, feeder: object, folder: Path,
         written.add(t, "limit", market_rows(t, household, homes.market, quantity,
                                             limit_price, result, np.arange(n_markets)))
         written.add(t, "limit", grid_rows(t, solved, float(p.sum()), feeder.nodes))
-        written.voltages(t, conn_v)  # the step is complete: flushed every FLUSH_EVERY
+        written.voltages(t, conn_v)  # the step is complete: flushed at a checkpoint
         if trace:
             record.net_kw[t], record.bill[t] = fleet.net_kw, fleet.bill
             record.price[t] = result.market_price
@@ -303,7 +303,8 @@ def run(sizes: list[int], mosaik_max: int, with_ray: bool, repeats: int = 3,
                        ) -> Callable[[int], tuple[float, float]]:
                 def go(k: int) -> tuple[float, float]:
                     written = ({"records": Path(tmp) / f"mosaik{k}",
-                                "records_every": FLUSH_EVERY} if records else {})
+                                "records_every": scenario.config.run.checkpoint_every}
+                               if records else {})
                     out = mosaik_peer.run(homes, feeder, conns, steps, **kw, **written)
                     return out["setup_s"], out["run_s"]
                 return go
@@ -383,7 +384,9 @@ def markdown(result: Result, args: argparse.Namespace) -> str:
         "market per 100 households, AC power flow every step. Ours and the limit write every "
         "record; mosaik records nothing, except in the array layout with every record: "
         "the households, trades, markets, grid, buses and lines tables ours writes, equal "
-        "to ours, encoded on a writer thread every 24 steps as ours does. "
+        "to ours, encoded on a writer thread at ours' checkpoints as ours does (the "
+        "default, every 24,000 household-steps: 240 steps at 100 households, 24 from "
+        "1,000 up). "
         "Rates are household-steps per second of stepping, "
         f"medians over {args.repeats} repeats in which the contenders take turns. "
         "**ours / limit** is ours' time over the limit's (the target is at most 1.25); "

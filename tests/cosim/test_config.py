@@ -134,6 +134,32 @@ def test_not_toml_and_missing_file(tmp_path):
         load_config(tmp_path / "nowhere.toml")
 
 
+def test_auto_checkpoints_follow_the_household_count(tmp_path):
+    """run.checkpoint_every = "auto" (the default): AUTO_CHECKPOINT_HOUSEHOLD_STEPS
+    household-steps between checkpoints, at least AUTO_MIN_CHECKPOINT and at most
+    AUTO_MAX_CHECKPOINT steps, resolved when the file is read (the manifest keeps it),
+    whether the count is written or the default; a number is kept; anything else is an
+    error naming the key."""
+    from cosim.config import AUTO_MAX_CHECKPOINT, AUTO_MIN_CHECKPOINT
+
+    def every(households: str, run: str = "") -> int:
+        text = GOOD.replace("count = 10", households).replace("steps = 4", "steps = 4" + run)
+        return load_config(_write(tmp_path, text)).run.checkpoint_every
+
+    assert every("count = 100") == 240
+    assert every("count = 100", '\ncheckpoint_every = "auto"') == 240
+    assert every("count = 1000") == every("count = 5000") == AUTO_MIN_CHECKPOINT == 24
+    assert every("count = 6") == AUTO_MAX_CHECKPOINT == 960
+    assert every("") == 24  # the default count, 1,000
+    assert every("count = 100", "\ncheckpoint_every = 7") == 7
+    with pytest.raises(ConfigError, match='run: .*checkpoint_every must be a positive '
+                                          'integer or "auto", got \'often\''):
+        every("count = 100", '\ncheckpoint_every = "often"')
+    with pytest.raises(ConfigError, match=r"run.checkpoint_every: Input should be greater "
+                                          r"than 0 \(got 0\)"):
+        every("count = 100", "\ncheckpoint_every = 0")
+
+
 def test_auto_shards_follow_the_machine(tmp_path, monkeypatch):
     """shard_size = "auto" (the default): one shard per CPU, at least AUTO_MIN_SHARD
     households each and at most AUTO_MAX_SHARD (for records; copies, which never record,
