@@ -257,13 +257,19 @@ AUTO_MIN_SHARD = 30_000
 AUTO_MAX_SHARD = 25_000
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def auto_shard_size(count: int, cpus: int | None = None, records: bool = True) -> int:
     """Households per shard for `count` households on `cpus` CPUs (this machine's
     usable ones by default): one shard per CPU, each at least AUTO_MIN_SHARD households,
     and, when `records` are written, at most AUTO_MAX_SHARD."""
     if cpus is None:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-            os.cpu_count() or 1)
+        cpus = usable_cpus()
     shards = max(1, min(cpus, count // AUTO_MIN_SHARD))
     if records:
         shards = max(shards, -(-count // AUTO_MAX_SHARD))

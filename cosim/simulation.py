@@ -422,7 +422,8 @@ class Simulation:
             row, state = self._conclude_steps(t, u)
             if checkpoint:
                 if self.recorder is not None:
-                    self.recorder.flush(u, self.backend, self.names, self._carry(u))
+                    self.recorder.flush(u, self.backend, self.names, self._carry(u),
+                                        final=last)
                 if not last:
                     self._phases([(u + 1, FIRST)])
         except (ActorDied, PhaseTimeout) as exc:
@@ -509,7 +510,7 @@ class Simulation:
         if self.recorder is not None and self._t is not None:
             if self._t < self.total and self.recorder.folder.manifest().get(
                     "status") == "running":
-                self.recorder.flush(self._t - 1, self.backend, self.names, None)
+                self.recorder.flush(self._t - 1, self.backend, self.names, None, final=True)
                 summary = self._conclude("partial")
             else:
                 summary = self.recorder.folder.manifest().get("summary")
@@ -670,9 +671,10 @@ class Simulation:
     def _conclude(self, status: str) -> dict:
         """Wait for the records; write the summary and `status` (or "nonconverged" if any
         step's power flow did not converge) to the manifest; return the summary."""
-        self.recorder.drain()
-        summary = summarize(self.recorder.folder, self.n_households,
+        # from the rows in memory while the writer finishes (after a resume, from disk)
+        summary = summarize(self.recorder.system(), self.n_households,
                             self.wall.get("total", 0.0))
+        self.recorder.drain()
         self.recorder.folder.update_manifest(
             status="nonconverged" if self._nonconverged else status, steps_done=self._t,
             summary=summary, wall_s=dict(self.wall) | dict(self.recorder.wall),
@@ -687,7 +689,7 @@ class Simulation:
             return
         if flush:
             try:
-                self.recorder.flush(through, self.backend, self.names, None)
+                self.recorder.flush(through, self.backend, self.names, None, final=True)
             finally:
                 self.recorder.drain()
         else:

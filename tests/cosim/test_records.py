@@ -66,3 +66,19 @@ def test_small_and_big_parts_read_back_alike(tmp_path, monkeypatch: pytest.Monke
     assert small.equals(pq.read_table(tmp_path / "big" / "t" / name))
     assert small.drop_columns(["time"]).equals(_reference(chunks))
     assert not list((tmp_path / "small" / "t").glob("*.tmp"))
+
+
+def test_parts_written_at_once_are_the_parts_written_one_by_one(tmp_path) -> None:
+    """The final flush writes a part per CPU at once: the same files."""
+    parts = {(table, actor): _chunks(range(6), rows=rows)
+             for table, rows in (("t", 50), ("u", 3)) for actor in ("a", "b", "c")}
+    RunFolder(tmp_path / "one").write(parts, 0, 5, TIME)
+    RunFolder(tmp_path / "many").write(parts, 0, 5, TIME, threads=3)
+    names = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*"))
+    assert len(names) == 8  # two folders, six parts
+    assert names == sorted(p.relative_to(tmp_path / "many")
+                           for p in (tmp_path / "many").rglob("*"))
+    for name in names:
+        if name.suffix == ".parquet":
+            assert pq.read_table(tmp_path / "one" / name).equals(
+                pq.read_table(tmp_path / "many" / name))

@@ -63,6 +63,12 @@ def test_every_step_balances_money_markets_and_kirchhoff(small_config, tmp_path)
     assert {"money_households", "money_distributor", "money_aggregator-0",
             "money_market_operator", "money_wholesale"} <= set(money)
     assert summary["household_cost"] > 0 and summary["load_kwh"] > 0
+    # the summary (from the rows in memory) against the table on disk, by pandas
+    for key in ("load_kwh", "household_cost", "losses_kwh", "substation_kwh"):
+        assert summary[key] == pytest.approx(system[key].sum(), rel=1e-12), key
+    assert summary["v_min_pu"] == system["v_min_pu"].min()
+    assert summary["max_kcl_mismatch_kw"] == system["kcl_mismatch_kw"].abs().max()
+    assert summary["steps"] == len(system)
 
 
 def test_devices_stay_within_limits_and_the_grid_sees_every_household(small_config,
@@ -168,6 +174,12 @@ def test_a_failing_shard_names_itself_keeps_records_and_resumes(bank_config, tmp
     manifest = json.loads((broken / "manifest.json").read_text())
     assert manifest["status"] == "complete" and "error" not in manifest
     assert "failed_step" not in manifest
+    # the resumed run's summary, from the system table on disk, is the straight run's,
+    # from its rows in memory
+    straight = json.loads((full / "manifest.json").read_text())["summary"]
+    timing = ("wall_s", "household_steps_per_s")
+    assert {k: v for k, v in manifest["summary"].items() if k not in timing} == \
+        {k: v for k, v in straight.items() if k not in timing}
 
 
 def test_bad_bids_are_rejected_with_a_reason_and_everyone_else_trades(small_config, tmp_path,
