@@ -11,10 +11,13 @@
                                  of that step the next one reads (the grid state households
                                  observe)
 
-Each actor encodes its own rows to Parquet (in parallel, on the Ray backend, where they
-live) and the driver only writes the bytes. Tables are flushed together with each
-checkpoint, so after a crash the folder holds every step up to the checkpoint and nothing
-beyond it; a resume continues from there. Files sort into a deterministic row order: by
+Actors buffer their rows; at each checkpoint a writer thread encodes them to Parquet and
+writes them beside the next steps: the driver's (local backend), each Ray host's own on
+the driver's machine (RayBackend.writes_records), or, for hosts on other machines, the
+driver's after the hosts encoded theirs where they live. Tables are flushed together
+with each checkpoint, and the checkpoint is written after them, so after a crash the
+folder holds every step up to the checkpoint (and perhaps parts beyond it, which a resume
+removes); a resume continues from there. Files sort into a deterministic row order: by
 step range, then by actor name. Read a
 table with pandas (`pd.read_parquet(RUN / "households")`), polars
 (`pl.read_parquet(RUN / "households" / "*.parquet")`) or duckdb
@@ -297,9 +300,16 @@ class Recorder:
             return
         t = time.perf_counter()
         # asked now, answered on the writer thread: on Ray the driver goes on stepping
-        # while the hosts hand over their records (the hosts do it before the next step)
-        drained = backend.call_all_later(names, "drain_records", first, last,
-                                         self.scenario.time, backend.encodes_records)
+        # while the hosts hand over their records (the hosts do it before the next step),
+        # or write them themselves (`writes_records`; `hosts_written` waits for that)
+        hosts_written = None
+        if backend.writes_records:
+            hosts_written = backend.write_records_later(names, str(self.folder.path), first,
+                                                        last, self.scenario.time)
+            drained: Callable[[], dict] = dict
+        else:
+            drained = backend.call_all_later(names, "drain_records", first, last,
+                                             self.scenario.time, backend.encodes_records)
         parts: dict = {}
         rows = [r for r in self._system if r["step"] <= last]
         self._system = [r for r in self._system if r["step"] > last]
@@ -319,16 +329,18 @@ class Recorder:
         self.wall["records"] += time.perf_counter() - t
         threads = usable_cpus() if final else 1
         self._pending.append(self._pool.submit(self._write, drained, parts, first, last,
-                                               states, checkpoint, threads))
+                                               states, checkpoint, threads, hosts_written))
 
     def _write(self, drained: Callable[[], dict], parts: dict, first: int, last: int,
-               states: Callable[[], dict] | None, carried: dict | None, threads: int
-               ) -> None:
+               states: Callable[[], dict] | None, carried: dict | None, threads: int,
+               hosts_written: Callable[[], None] | None) -> None:
         t = time.perf_counter()
         parts = {(table, name): data for name, tables in drained().items()
                  for table, data in tables.items()} | parts
         states = None if states is None else states()
         self.folder.write(parts, first, last, self.scenario.time, threads)
+        if hosts_written is not None:
+            hosts_written()  # (before the checkpoint, which says these steps are on disk)
         if states is not None:
             self.folder.save_checkpoint(last, states, carried)
         self.folder.update_manifest(steps_recorded=last + 1)

@@ -18,13 +18,26 @@ def _scenario(config):
     return build(config, synthetic_profiles(homes=30))
 
 
-def test_ray_records_equal_local_records_on_two_nodes(ray_cluster, small_config, tmp_path):
+class _WritingRay(RayBackend):
+    """The Ray backend with every host writing its actors' records into the run folder
+    itself, as hosts on the driver's machine do: the test cluster's two nodes are
+    processes of this machine, so the hosts on either one can."""
+
+    def start(self, *args, **kwargs):
+        super().start(*args, **kwargs)
+        self.writes_records = True
+
+
+@pytest.mark.parametrize("backend", [RayBackend, _WritingRay],
+                         ids=["driver-writes", "hosts-write"])
+def test_ray_records_equal_local_records_on_two_nodes(ray_cluster, small_config, tmp_path,
+                                                      backend):
     import ray
 
     assert len([n for n in ray.nodes() if n["Alive"]]) == 2
     scenario = _scenario(small_config)
     Simulation(scenario, LocalBackend(), tmp_path / "local").run(progress=False)
-    Simulation(scenario, RayBackend(), tmp_path / "ray").run(progress=False)
+    Simulation(scenario, backend(), tmp_path / "ray").run(progress=False)
     _assert_same_records(_tables(tmp_path / "local"), _tables(tmp_path / "ray"))
     manifest = pd.read_json(tmp_path / "ray" / "manifest.json", typ="series")
     assert manifest["backend"] == "ray"
@@ -52,8 +65,10 @@ def test_market_designs_give_the_same_records_on_ray(ray_cluster, design, tmp_pa
                                       check_exact=True, obj=f"{design} {table}")
 
 
+@pytest.mark.parametrize("backend", [RayBackend, _WritingRay],
+                         ids=["driver-writes", "hosts-write"])
 def test_killed_actor_then_resume_equals_uninterrupted_run(ray_cluster, bank_config,
-                                                           tmp_path):
+                                                           tmp_path, backend):
     # the policy bank acts on each household's own voltage of the step before: a resume
     # must restore that observation from the checkpoint, or the records differ
     scenario = _scenario(bank_config)
@@ -64,11 +79,11 @@ def test_killed_actor_then_resume_equals_uninterrupted_run(ray_cluster, bank_con
             sim.backend.kill("shard-0001")
 
     with pytest.raises(ActorDied, match=r"step 6, phase \w+: shard-0001.*: the actor died"):
-        Simulation(scenario, RayBackend(), tmp_path / "killed").run(
+        Simulation(scenario, backend(), tmp_path / "killed").run(
             progress=False, after_step=kill_after_step_5)
     # the checkpoint after step 3 is what survives; resume on fresh actors
     assert sorted(pd.read_parquet(tmp_path / "killed" / "system")["step"]) == [0, 1, 2, 3]
-    Simulation.resume(tmp_path / "killed", RayBackend(),
+    Simulation.resume(tmp_path / "killed", backend(),
                       profiles=synthetic_profiles(homes=30)).run(progress=False)
     _assert_same_records(_tables(tmp_path / "full"), _tables(tmp_path / "killed"))
 
