@@ -304,8 +304,9 @@ class Recorder:
         # or write them themselves (`writes_records`; `hosts_written` waits for that)
         hosts_written = None
         if backend.writes_records:
-            hosts_written = backend.write_records_later(names, str(self.folder.path), first,
-                                                        last, self.scenario.time)
+            # (absolute: a host process's working directory need not be ours)
+            hosts_written = backend.write_records_later(
+                names, str(self.folder.path.resolve()), first, last, self.scenario.time)
             drained: Callable[[], dict] = dict
         else:
             drained = backend.call_all_later(names, "drain_records", first, last,

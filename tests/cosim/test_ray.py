@@ -31,13 +31,14 @@ class _WritingRay(RayBackend):
 @pytest.mark.parametrize("backend", [RayBackend, _WritingRay],
                          ids=["driver-writes", "hosts-write"])
 def test_ray_records_equal_local_records_on_two_nodes(ray_cluster, small_config, tmp_path,
-                                                      backend):
+                                                      backend, monkeypatch):
     import ray
 
     assert len([n for n in ray.nodes() if n["Alive"]]) == 2
     scenario = _scenario(small_config)
     Simulation(scenario, LocalBackend(), tmp_path / "local").run(progress=False)
-    Simulation(scenario, backend(), tmp_path / "ray").run(progress=False)
+    monkeypatch.chdir(tmp_path)  # a relative run folder, as `cosim run` makes by default
+    Simulation(scenario, backend(), "ray").run(progress=False)
     _assert_same_records(_tables(tmp_path / "local"), _tables(tmp_path / "ray"))
     manifest = pd.read_json(tmp_path / "ray" / "manifest.json", typ="series")
     assert manifest["backend"] == "ray"
