@@ -61,10 +61,14 @@ columns, each with a `step` column."""
 def chunk(**columns: object) -> dict[str, np.ndarray]:
     """One chunk of a table's rows: scalars (and 0-d arrays) repeated to the length of the
     array columns (one row if there are none)."""
-    lengths = {len(v) for v in columns.values() if isinstance(v, np.ndarray) and v.ndim}
-    n = lengths.pop() if lengths else 1
-    return {k: (v if isinstance(v, np.ndarray) and v.ndim else np.full(n, v))
-            for k, v in columns.items()}
+    # (one pass that leaves arrays alone: a 100-household run makes ~770 chunks, most of
+    # them all arrays but `step`; two comprehensions over every column took twice as long)
+    scalars = [k for k, v in columns.items() if not (isinstance(v, np.ndarray) and v.ndim)]
+    if scalars:
+        n = next((len(v) for v in columns.values() if isinstance(v, np.ndarray) and v.ndim), 1)
+        for k in scalars:
+            columns[k] = np.full(n, columns[k])
+    return columns
 
 
 # lz4 without dictionaries: about three times faster to write than the defaults
@@ -371,7 +375,9 @@ class Recorder:
 
     def close(self) -> None:
         self.drain()
-        self._pool.shutdown()
+        # every write is done: the idle writer thread ends on its own (waiting for it to
+        # let go of the last flush's arrays cost a 100-household run ~4 ms)
+        self._pool.shutdown(wait=False)
 
 
 def _columns(rows: list[dict[str, float]]) -> dict[str, np.ndarray]:

@@ -61,6 +61,7 @@ class GridActor(Actor):
         self.daily = DailyGeneration(self.feeder) if self.feeder.shaped else None
         self.conn_base_v = self.feeder.connection_bases_v(connections)
         self._warm: torch.Tensor | None = None  # last port voltages: the next start
+        self._indices: dict[tuple[int, int], tuple[np.ndarray, dict]] = {}  # `_index`
         # one solve at set-up: a power flow's first solve loads the compiled kernels
         # (grid.single, 0.3-0.7 s), which belongs to starting the actor, not to step 0
         self.pf.solve(load_scale=0.0)
@@ -122,8 +123,15 @@ class GridActor(Actor):
         loading = result.line_loading.cpu().numpy()  # [copies, lines], NaN where unrated
         max_loading = np.where(converged, np.fmax.reduce(loading, 1), np.nan)
         overloaded = np.where(converged, (loading > 1.0).sum(1), 0)
+        # the worst bus of the copy with the lowest voltage
+        low = 0 if c == 1 else int(np.nanargmin(lowest))
+        # where the copy's lowest voltage is: the first node at its (known) minimum, a
+        # fifth of nanargmin's time on the European LV feeder's 2,721 nodes
+        at = np.flatnonzero(estimate[low] == lowest[low])
+        bus = self.feeder.nodes[int(at[0]) if len(at) else int(np.nanargmin(estimate[low]))]
         if self.recording:
-            worst = np.array([self.feeder.nodes[int(k)] for k in np.nanargmin(estimate, 1)])
+            worst = (np.array([bus]) if c == 1 else
+                     np.array([self.feeder.nodes[int(k)] for k in np.nanargmin(estimate, 1)]))
             copy = {"copy": np.arange(c)} if c > 1 else {}
             self.record("grid", step=step, converged=converged,
                         iterations=result.iterations.cpu().numpy(), substation_kw=sub.real,
@@ -132,18 +140,10 @@ class GridActor(Actor):
                         feeder_loads_kw=load.real, kcl_mismatch_kw=kcl, v_min_pu=v_min,
                         v_max_pu=v_max, violations=violations, worst_bus=worst,
                         **controlled, **copy)
-            nodes, lines = vpu.shape[1], loading.shape[1]
-            self.record("buses", step=step, node=np.tile(np.arange(nodes), c),
-                        v_pu=vpu.ravel(), **{k: np.repeat(v, nodes) for k, v in copy.items()})
-            self.record("lines", step=step, line=np.tile(np.arange(lines), c),
-                        loading=loading.ravel(),
-                        **{k: np.repeat(v, lines) for k, v in copy.items()})
-        # the worst bus of the copy with the lowest voltage
-        low = 0 if c == 1 else int(np.nanargmin(lowest))
-        # where the copy's lowest voltage is: the first node at its (known) minimum, a
-        # fifth of nanargmin's time on the European LV feeder's 2,721 nodes
-        at = np.flatnonzero(estimate[low] == lowest[low])
-        bus = self.feeder.nodes[int(at[0]) if len(at) else int(np.nanargmin(estimate[low]))]
+            node, copy_of_node = self._index(vpu.shape)
+            line, copy_of_line = self._index(loading.shape)
+            self.record("buses", step=step, node=node, v_pu=vpu.ravel(), **copy_of_node)
+            self.record("lines", step=step, line=line, loading=loading.ravel(), **copy_of_line)
         return [GridState(
             step, self.name, iterations=int(result.iterations.max()),
             balance_kw=float(kcl[np.argmax(abs(kcl))]),
@@ -152,6 +152,19 @@ class GridActor(Actor):
             copy_v_max_pu=v_max, copy_substation_kw=sub.real, copy_substation_kvar=sub.imag,
             copy_losses_kw=losses.real, copy_losses_kvar=losses.imag,
             copy_max_loading=max_loading, copy_overloaded_lines=overloaded)]
+
+    def _index(self, shape: tuple[int, int]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The `buses` or `lines` index columns of a [copies, items] result: each row's
+        item, and its copy where there are several. Made once per shape and shared by the
+        steps' records, read-only (every step tiled them anew: 2% of a small step)."""
+        if shape not in self._indices:
+            c, items = shape
+            index = np.tile(np.arange(items), c)
+            copy = {"copy": np.repeat(np.arange(c), items)} if c > 1 else {}
+            for column in (index, *copy.values()):
+                column.setflags(write=False)
+            self._indices[shape] = index, copy
+        return self._indices[shape]
 
     def _load_scale(self, time_s: float) -> float | np.ndarray:
         """The power flow's load_scale at `time_s` (s after midnight of day 0): the feeder's
