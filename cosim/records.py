@@ -298,7 +298,8 @@ class Recorder:
         checkpoint (actor states and `checkpoint`, the carried outputs) unless None.
         `final`: no step runs beside this write, so it writes a part per CPU at once (a
         100-household run's one flush of 96 steps, ten parts, took 0.73x the time on its
-        own, 0.87x at the end of the run)."""
+        own, 0.87x at the end of the run); the caller then drains and writes
+        `steps_recorded` (`self.flushed + 1`) to the manifest with its status."""
         first = self.flushed + 1
         if last < first:
             return
@@ -332,23 +333,24 @@ class Recorder:
             states = backend.call_all_later(names, "state_dict")
         self.flushed = last
         self.wall["records"] += time.perf_counter() - t
-        threads = usable_cpus() if final else 1
         self._pending.append(self._pool.submit(self._write, drained, parts, first, last,
-                                               states, checkpoint, threads, hosts_written))
+                                               states, checkpoint, final, hosts_written))
 
     def _write(self, drained: Callable[[], dict], parts: dict, first: int, last: int,
-               states: Callable[[], dict] | None, carried: dict | None, threads: int,
+               states: Callable[[], dict] | None, carried: dict | None, final: bool,
                hosts_written: Callable[[], None] | None) -> None:
         t = time.perf_counter()
         parts = {(table, name): data for name, tables in drained().items()
                  for table, data in tables.items()} | parts
         states = None if states is None else states()
-        self.folder.write(parts, first, last, self.scenario.time, threads)
+        self.folder.write(parts, first, last, self.scenario.time,
+                          usable_cpus() if final else 1)
         if hosts_written is not None:
             hosts_written()  # (before the checkpoint, which says these steps are on disk)
         if states is not None:
             self.folder.save_checkpoint(last, states, carried)
-        self.folder.update_manifest(steps_recorded=last + 1)
+        if not final:  # (the last flush's caller writes the manifest once it is done)
+            self.folder.update_manifest(steps_recorded=last + 1)
         self.wall["records_writer"] += time.perf_counter() - t
 
     def system(self) -> dict[str, np.ndarray] | None:

@@ -677,7 +677,8 @@ class Simulation:
         self.recorder.drain()
         self.recorder.folder.update_manifest(
             status="nonconverged" if self._nonconverged else status, steps_done=self._t,
-            summary=summary, wall_s=dict(self.wall) | dict(self.recorder.wall),
+            steps_recorded=self.recorder.flushed + 1, summary=summary,
+            wall_s=dict(self.wall) | dict(self.recorder.wall),
             nonconverged_steps=len(self._nonconverged),
             nonconverged_steps_list=self._nonconverged)
         return summary
@@ -696,6 +697,7 @@ class Simulation:
             self.recorder.drain()
         self.recorder.folder.update_manifest(
             status="failed", error=str(exc), failed_step=t,
+            steps_recorded=self.recorder.flushed + 1,
             traceback=getattr(exc, "detail", ""), nonconverged_steps=len(self._nonconverged),
             nonconverged_steps_list=self._nonconverged)
 

@@ -40,6 +40,7 @@ def test_a_step_without_convergence_stops_the_run_naming_step_and_worst_bus(tmp_
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["status"] == "failed" and manifest["failed_step"] == 2
     assert "worst bus" in manifest["error"] and manifest["nonconverged_steps"] == 1
+    assert manifest["steps_recorded"] == 3  # the last flush's, written with the status
     # the failed step is on disk, marked, so it can be looked at
     system = pd.read_parquet(tmp_path / "system")
     assert list(system["step"]) == [0, 1, 2] and list(system["converged"]) == [1, 1, 0]
@@ -111,9 +112,11 @@ def test_steps_n_of_a_longer_scenario_is_partial_and_resumes_to_complete(tmp_pat
     assert main(["run", str(config), "--out", str(out), "--steps", "3", "--no-progress"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "partial" and manifest["steps_done"] == 3
+    assert manifest["steps_recorded"] == 3
     assert main(["run", "--resume", str(out), "--no-progress"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["steps_done"] == 4
+    assert manifest["steps_recorded"] == 4
     assert sorted(pd.read_parquet(out / "system")["step"]) == [0, 1, 2, 3]
 
 
