@@ -26,7 +26,9 @@ set-up (actor start, mosaik world and connections) is reported apart. Throughput
 household-steps per second. The contenders take turns within each repeat, so a slow moment
 of the machine hits all of them, and each starts after a garbage collection, so none pays
 for the last one's garbage; rates are medians over repeats, and each ratio is the median
-of the per-repeat ratios.
+of the per-repeat ratios. Sizes up to SMALL households run SMALL_REPEATS times as many
+repeats: a 100-household run takes about 0.2 s, and the machine's speed moves by more than
+its margins from one run to the next.
 
     cosim bench engine [--sizes 100 1000 10000 100000] [--mosaik-max 10000] [--no-ray]
                        [--repeats 3] [--array-max N] [--array-entities K ...] [--steps 96]
@@ -61,6 +63,7 @@ from markets.mechanism import Orders
 MARK = "<!-- bench:engine -->"
 END = "<!-- /bench:engine -->"
 STEPS = 96
+SMALL, SMALL_REPEATS = 1000, 3  # sizes up to SMALL households: 3x the repeats
 # contenders in the order they take turns within a repeat
 CONTENDERS = ("ours", "ray", "limit", "mosaik_household", "mosaik_array_opendss",
               "mosaik_array_powerflow", "mosaik_array_records")
@@ -230,6 +233,11 @@ def limit(scenario: Scenario, homes: object, feeder: object, folder: Path,
     return out
 
 
+def repeats_at(n: int, repeats: int) -> int:
+    """Repeats at `n` households: SMALL_REPEATS times `repeats` up to SMALL households."""
+    return repeats * SMALL_REPEATS if n <= SMALL else repeats
+
+
 def array_candidates(n_markets: int, shards: int) -> list[int]:
     """Entity counts tried for mosaik's array layout: one per microgrid, one per ten
     microgrids, and as many as our shards."""
@@ -320,7 +328,7 @@ def run(sizes: list[int], mosaik_max: int, with_ray: bool, repeats: int = 3,
                           "mosaik_array_records": mosaik(
                               True, layout="array", entities=row.records_entities,
                               grid="powerflow")}
-            for k in range(repeats):
+            for k in range(repeats_at(n, repeats)):
                 for name, take in takes.items():  # in the order of CONTENDERS
                     if take is not None:
                         # the last contender's garbage is not the next one's to collect:
@@ -394,7 +402,8 @@ def markdown(result: Result, args: argparse.Namespace) -> str:
         "default, every 24,000 household-steps: 240 steps at 100 households, 24 from "
         "1,000 up). "
         "Rates are household-steps per second of stepping, "
-        f"medians over {args.repeats} repeats in which the contenders take turns. "
+        f"medians over {args.repeats} repeats ({repeats_at(SMALL, args.repeats)} up to "
+        f"{SMALL:,} households) in which the contenders take turns. "
         "**ours / limit** is ours' time over the limit's (the target is at most 1.25); "
         "**ours x** a peer is the peer's time over ours (above 1: ours is faster); both are "
         "medians of per-repeat ratios. Array entities: the number of mosaik entities "
