@@ -279,11 +279,13 @@ def auto_shard_size(count: int, cpus: int | None = None, records: bool = True) -
 # household-steps between checkpoints under run.checkpoint_every = "auto", in steps at
 # least AUTO_MIN_CHECKPOINT and at most AUTO_MAX_CHECKPOINT. Each checkpoint writes a
 # Parquet file per table and actor, a fixed cost of a few milliseconds each that small
-# runs pay per step; big runs gain from writing often, beside the stepping. Measured
-# (2026-12-03, 2-core AMD EPYC, every record written, turns in one process, 96 steps):
-# 100 households took 0.74x the time with one checkpoint as with four, 1,000 the same
-# with two as with four, 3,000 1.13x the time and 10,000 1.04x with two as with four.
-AUTO_CHECKPOINT_HOUSEHOLD_STEPS = 24_000
+# runs pay per step, and its writer thread slows the stepping beside it (on the 2-core
+# VMs a 1,000-household step took 1.3x as long while it wrote); big runs gain from writing
+# often, beside the stepping, rather than all at the end. Measured (2026-12-03, 2-core
+# AMD EPYC, every record written, turns in one process, runs of 96 steps), time with
+# one checkpoint against four: 100 households 0.74x to 0.78x, 1,000 0.87x; 3,000 1.3x
+# (and three against four 1.0x); 10,000 1.2x (two against four 1.04x).
+AUTO_CHECKPOINT_HOUSEHOLD_STEPS = 96_000
 AUTO_MIN_CHECKPOINT = 24
 # a small run's records in memory stay a few tens of MB, and a crash loses seconds
 AUTO_MAX_CHECKPOINT = 960

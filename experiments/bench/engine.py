@@ -51,7 +51,7 @@ import numpy as np
 import torch
 
 from cosim.backends import LocalBackend, RayBackend
-from cosim.config import parse_config
+from cosim.config import AUTO_CHECKPOINT_HOUSEHOLD_STEPS, auto_checkpoint_every, parse_config
 from cosim.profiles import synthetic
 from cosim.scenario import Scenario, build
 from cosim.simulation import Simulation
@@ -389,6 +389,8 @@ def markdown(result: Result, args: argparse.Namespace) -> str:
              f"{' --no-ray' if args.no_ray else ''} --repeats {args.repeats}"
              f"{'' if args.steps == STEPS else f' --steps {args.steps}'}"
              f"{'' if args.threads is None else f' --threads {args.threads}'}")
+    every = ", ".join(f"{auto_checkpoint_every(row.households)} steps at "
+                      f"{row.households:,} households" for row in result.rows)
     lines = [
         MARK,
         f"### Co-simulation engine against the limit and mosaik 3.6 ({m['date']})",
@@ -399,8 +401,7 @@ def markdown(result: Result, args: argparse.Namespace) -> str:
         "record; mosaik records nothing, except in the array layout with every record: "
         "the households, trades, markets, grid, buses and lines tables ours writes, equal "
         "to ours, encoded on a writer thread at ours' checkpoints as ours does (the "
-        "default, every 24,000 household-steps: 240 steps at 100 households, 24 from "
-        "1,000 up). "
+        f"default, every {AUTO_CHECKPOINT_HOUSEHOLD_STEPS:,} household-steps: {every}). "
         "Rates are household-steps per second of stepping, "
         f"medians over {args.repeats} repeats ({repeats_at(SMALL, args.repeats)} up to "
         f"{SMALL:,} households) in which the contenders take turns. "

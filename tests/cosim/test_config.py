@@ -146,11 +146,12 @@ def test_auto_checkpoints_follow_the_household_count(tmp_path):
         text = GOOD.replace("count = 10", households).replace("steps = 4", "steps = 4" + run)
         return load_config(_write(tmp_path, text)).run.checkpoint_every
 
-    assert every("count = 100") == 240
-    assert every("count = 100", '\ncheckpoint_every = "auto"') == 240
-    assert every("count = 1000") == every("count = 5000") == AUTO_MIN_CHECKPOINT == 24
-    assert every("count = 6") == AUTO_MAX_CHECKPOINT == 960
-    assert every("") == 24  # the default count, 1,000
+    assert every("count = 1000") == 96
+    assert every("count = 1000", '\ncheckpoint_every = "auto"') == 96
+    assert every("count = 3000") == 32
+    assert every("count = 5000") == every("count = 100000") == AUTO_MIN_CHECKPOINT == 24
+    assert every("count = 6") == every("count = 100") == AUTO_MAX_CHECKPOINT == 960
+    assert every("") == 96  # the default count, 1,000
     assert every("count = 100", "\ncheckpoint_every = 7") == 7
     with pytest.raises(ConfigError, match='run: .*checkpoint_every must be a positive '
                                           'integer or "auto", got \'often\''):
