@@ -485,16 +485,19 @@ class RayBackend:
         return answer
 
     def write_records_later(self, names: Sequence[str], folder: str, first: int, last: int,
-                            time: object) -> Callable[[], None]:
+                            time: object, threads: int = 1) -> Callable[[], None]:
         """Each host hands its actors' records of steps first..last (`names`) to a thread
         of its own that writes them into the run `folder` (`writes_records`: the hosts
         are on this machine), and goes on stepping. The returned function, called on any
-        thread, waits until every part is on disk, or raises the writing's error."""
+        thread, waits until every part is on disk, or raises the writing's error.
+        `threads`: parts written at once on this machine (the last flush, with no step
+        beside it), shared among the hosts."""
         by_host: dict[str, list[str]] = {}
         for name in names:
             by_host.setdefault(self.host_of[name], []).append(name)
+        each = max(1, threads // len(by_host)) if by_host else 1
         refs = {host: self.hosts[host].write_records.remote(members, folder, first, last,
-                                                             time)
+                                                             time, each)
                 for host, members in by_host.items()}
 
         def written() -> None:
@@ -650,9 +653,10 @@ class _Host:
                 ray.get_runtime_context().get_node_id())
 
     def write_records(self, names: list[str], folder: str, first: int, last: int,
-                      time: object) -> None:
+                      time: object, threads: int = 1) -> None:
         """Hand the actors' records of steps first..last to this host's writer thread,
-        which writes them into the run folder (RayBackend.write_records_later)."""
+        which writes them into the run folder (RayBackend.write_records_later), `threads`
+        parts at once."""
         from cosim.records import RunFolder
 
         parts = {(table, name): chunks for name in names for table, chunks in
@@ -662,7 +666,7 @@ class _Host:
                                               thread_name_prefix="cosim-records")
         self._writing = [f for f in self._writing if not f.done() or f.exception()]
         self._writing.append(self._writer.submit(RunFolder(folder).write, parts, first,
-                                                 last, time))
+                                                 last, time, threads))
 
     def records_written(self) -> None:
         """Wait until every write handed over so far is done (run in the "records"

@@ -311,7 +311,8 @@ class Recorder:
         if backend.writes_records:
             # (absolute: a host process's working directory need not be ours)
             hosts_written = backend.write_records_later(
-                names, str(self.folder.path.resolve()), first, last, self.scenario.time)
+                names, str(self.folder.path.resolve()), first, last, self.scenario.time,
+                usable_cpus() if final else 1)
             drained: Callable[[], dict] = dict
         else:
             drained = backend.call_all_later(names, "drain_records", first, last,
