@@ -156,7 +156,7 @@ class GridActor(Actor):
     def _index(self, shape: tuple[int, int]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The `buses` or `lines` index columns of a [copies, items] result: each row's
         item, and its copy where there are several. Made once per shape and shared by the
-        steps' records, read-only (every step tiled them anew: 2% of a small step)."""
+        steps' records, read-only (rather than tiled anew every step)."""
         if shape not in self._indices:
             c, items = shape
             index = np.tile(np.arange(items), c)
