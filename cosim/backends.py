@@ -25,12 +25,13 @@ import time
 import traceback
 import weakref
 from collections.abc import Callable, Collection, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
 from cosim.actors.base import PhaseOutput
 
 if TYPE_CHECKING:  # Ray workers import this module: keep it light
+    from cosim.records import Writer
     from cosim.scenario import ActorSpec
 
 
@@ -642,8 +643,7 @@ class _Host:
     def __init__(self, members: list[tuple[type, str, dict]]) -> None:
         self.actors = {name: cls(name, **kwargs) for cls, name, kwargs in members}
         self.made: dict[Key, PhaseOutput] = {}  # outputs of the last steps run here
-        self._writer: ThreadPoolExecutor | None = None  # writes records (write_records)
-        self._writing: list[Future] = []
+        self._writer: Writer | None = None  # writes records (write_records), when asked
 
     def ping(self) -> tuple[list[str], str]:
         """The actors' names, and the node this host runs on."""
@@ -657,22 +657,19 @@ class _Host:
         """Hand the actors' records of steps first..last to this host's writer thread,
         which writes them into the run folder (RayBackend.write_records_later), `threads`
         parts at once."""
-        from cosim.records import RunFolder
+        from cosim.records import RunFolder, Writer
 
         parts = {(table, name): chunks for name in names for table, chunks in
                  self.actors[name].drain_records(first, last, time, False).items()}
         if self._writer is None:
-            self._writer = ThreadPoolExecutor(max_workers=1,
-                                              thread_name_prefix="cosim-records")
-        self._writing = [f for f in self._writing if not f.done() or f.exception()]
-        self._writing.append(self._writer.submit(RunFolder(folder).write, parts, first,
-                                                 last, time, threads))
+            self._writer = Writer()
+        self._writer.submit(RunFolder(folder).write, parts, first, last, time, threads)
 
     def records_written(self) -> None:
         """Wait until every write handed over so far is done (run in the "records"
         concurrency group: beside the steps); re-raise a write's error."""
-        for future in list(self._writing):
-            future.result()
+        if self._writer is not None:
+            self._writer.wait()
 
     def run(self, recipe: list, sent: list[tuple[int, str, list[str]]], *outputs: dict
             ) -> tuple:

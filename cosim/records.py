@@ -227,6 +227,33 @@ class RunFolder:
         os.replace(tmp, self.path / "manifest.json")
 
 
+class Writer:
+    """One thread running writes in the order they were handed over (the driver's, or a
+    Ray host's), beside the stepping; `wait` re-raises the first write that failed."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cosim-records")
+        self._pending: list[Future] = []
+
+    def submit(self, fn: Callable[..., None], *args: object) -> None:
+        self._pending.append(self._pool.submit(fn, *args))
+
+    def wait(self) -> None:
+        """Wait for every write handed over so far (others may be handed over meanwhile,
+        from another thread); a failed one stays, to be re-raised again."""
+        waiting = list(self._pending)
+        for future in waiting:
+            future.result()
+        done = set(waiting)
+        self._pending = [f for f in self._pending if f not in done]
+
+    def close(self) -> None:
+        self.wait()
+        # every write is done: the idle thread ends on its own (waiting for it to let go
+        # of the last flush's arrays cost a 100-household run ~4 ms)
+        self._pool.shutdown(wait=False)
+
+
 class Recorder:
     """A run folder being written while the simulation steps: the per-step `system` rows,
     the optional `messages` log, and every actor's records, drained at each checkpoint and
@@ -238,8 +265,7 @@ class Recorder:
         self.folder = RunFolder(folder)
         self.scenario = scenario
         self.wall: dict[str, float] = defaultdict(float)
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cosim-records")
-        self._pending: list[Future] = []
+        self._writer = Writer()
         self._system: list[dict[str, float]] = []  # `system` rows not yet flushed
         # this session's flushed `system` rows, as the columns written, kept for the
         # summary (~300 bytes a step: a year of 15-minute steps is about 10 MB)
@@ -308,11 +334,12 @@ class Recorder:
         # while the hosts hand over their records (the hosts do it before the next step),
         # or write them themselves (`writes_records`; `hosts_written` waits for that)
         hosts_written = None
+        threads = usable_cpus() if final else 1  # parts written at once
         if backend.writes_records:
             # (absolute: a host process's working directory need not be ours)
             hosts_written = backend.write_records_later(
                 names, str(self.folder.path.resolve()), first, last, self.scenario.time,
-                usable_cpus() if final else 1)
+                threads)
             drained: Callable[[], dict] = dict
         else:
             drained = backend.call_all_later(names, "drain_records", first, last,
@@ -334,18 +361,17 @@ class Recorder:
             states = backend.call_all_later(names, "state_dict")
         self.flushed = last
         self.wall["records"] += time.perf_counter() - t
-        self._pending.append(self._pool.submit(self._write, drained, parts, first, last,
-                                               states, checkpoint, final, hosts_written))
+        self._writer.submit(self._write, drained, parts, first, last, states, checkpoint,
+                            final, threads, hosts_written)
 
     def _write(self, drained: Callable[[], dict], parts: dict, first: int, last: int,
                states: Callable[[], dict] | None, carried: dict | None, final: bool,
-               hosts_written: Callable[[], None] | None) -> None:
+               threads: int, hosts_written: Callable[[], None] | None) -> None:
         t = time.perf_counter()
         parts = {(table, name): data for name, tables in drained().items()
                  for table, data in tables.items()} | parts
         states = None if states is None else states()
-        self.folder.write(parts, first, last, self.scenario.time,
-                          usable_cpus() if final else 1)
+        self.folder.write(parts, first, last, self.scenario.time, threads)
         if hosts_written is not None:
             hosts_written()  # (before the checkpoint, which says these steps are on disk)
         if states is not None:
@@ -372,15 +398,10 @@ class Recorder:
 
     def drain(self) -> None:
         """Wait for every pending write; re-raise a write error here."""
-        for future in self._pending:
-            future.result()
-        self._pending.clear()
+        self._writer.wait()
 
     def close(self) -> None:
-        self.drain()
-        # every write is done: the idle writer thread ends on its own (waiting for it to
-        # let go of the last flush's arrays cost a 100-household run ~4 ms)
-        self._pool.shutdown(wait=False)
+        self._writer.close()
 
 
 def _columns(rows: list[dict[str, float]]) -> dict[str, np.ndarray]:
