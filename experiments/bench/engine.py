@@ -51,7 +51,7 @@ import numpy as np
 import torch
 
 from cosim.backends import LocalBackend, RayBackend
-from cosim.config import AUTO_CHECKPOINT_HOUSEHOLD_STEPS, auto_checkpoint_every, parse_config
+from cosim.config import auto_checkpoint_every, parse_config
 from cosim.profiles import synthetic
 from cosim.scenario import Scenario, build
 from cosim.simulation import Simulation
@@ -401,7 +401,7 @@ def markdown(result: Result, args: argparse.Namespace) -> str:
         "record; mosaik records nothing, except in the array layout with every record: "
         "the households, trades, markets, grid, buses and lines tables ours writes, equal "
         "to ours, encoded on a writer thread at ours' checkpoints as ours does (the "
-        f"default, every {AUTO_CHECKPOINT_HOUSEHOLD_STEPS:,} household-steps: {every}). "
+        f"default, by the household count: {every}). "
         "Rates are household-steps per second of stepping, "
         f"medians over {args.repeats} repeats ({repeats_at(SMALL, args.repeats)} up to "
         f"{SMALL:,} households) in which the contenders take turns. "

@@ -137,7 +137,8 @@ def test_not_toml_and_missing_file(tmp_path):
 def test_auto_checkpoints_follow_the_household_count(tmp_path):
     """run.checkpoint_every = "auto" (the default): AUTO_CHECKPOINT_HOUSEHOLD_STEPS
     household-steps between checkpoints, at least AUTO_MIN_CHECKPOINT and at most
-    AUTO_MAX_CHECKPOINT steps, resolved when the file is read (the manifest keeps it),
+    AUTO_MAX_CHECKPOINT steps, and no more than AUTO_MOST_HOUSEHOLD_STEPS household-steps
+    in one, resolved when the file is read (the manifest keeps it),
     whether the count is written or the default; a number is kept; anything else is an
     error naming the key."""
     from cosim.config import AUTO_MAX_CHECKPOINT, AUTO_MIN_CHECKPOINT
@@ -149,7 +150,9 @@ def test_auto_checkpoints_follow_the_household_count(tmp_path):
     assert every("count = 1000") == 96
     assert every("count = 1000", '\ncheckpoint_every = "auto"') == 96
     assert every("count = 3000") == 32
-    assert every("count = 5000") == every("count = 100000") == AUTO_MIN_CHECKPOINT == 24
+    assert every("count = 5000") == every("count = 33000") == AUTO_MIN_CHECKPOINT == 24
+    assert every("count = 50000") == 16  # AUTO_MOST_HOUSEHOLD_STEPS / count
+    assert every("count = 100000") == 8
     assert every("count = 6") == every("count = 100") == AUTO_MAX_CHECKPOINT == 960
     assert every("") == 96  # the default count, 1,000
     assert every("count = 100", "\ncheckpoint_every = 7") == 7
