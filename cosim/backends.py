@@ -36,6 +36,16 @@ if TYPE_CHECKING:  # Ray workers import this module: keep it light
 
 
 ONE_HOST_PER_CPU = 30_000
+# Hosts of finished runs, emptied and kept for this driver's next run in the same Ray
+# session (the key): a host process new in every run pays for touching its memory the
+# first time. At 10,000 households on the 2-core VM, in turns in one process, a new host
+# took 35,000-44,000 page faults and 0.3-1.1 s of system time a run against a warm
+# process's 1,000-7,000 and 0.05-0.2 s, and Ray / local was 1.76 with new hosts against
+# 1.13 with kept ones (2026-12-03, six turns). At most one per CPU is kept.
+_IDLE_HOSTS: dict[str, list[object]] = {}
+# seconds a host has to empty itself at shutdown; one that is still in a call (a hang
+# that timed out) or dead is killed instead
+RELEASE_TIMEOUT_S = 1.0
 """On one machine, up to this many households per CPU run in a single Ray host (the
 shards `shard_size = "auto"` makes for one CPU each hold at least as many,
 cosim.config.AUTO_MIN_SHARD, unless capped for records)."""
@@ -289,7 +299,8 @@ class RayBackend:
 
     A host keeps what its actors make; a phase's outputs go to Ray's object store only
     when another host or the driver reads them (`fetched`), or when the driver asks
-    (`fetch`, `detach`).
+    (`fetch`, `detach`). At shutdown the hosts are emptied and kept for the driver's next
+    run (`_IDLE_HOSTS`).
     """
 
     name = "ray"
@@ -363,15 +374,25 @@ class RayBackend:
                 groups.setdefault(f"host-shards-{k % n_hosts}", []).extend(members)
         # the "records" group runs `records_written` on a thread of its own, beside steps
         remote = self.ray.remote(concurrency_groups={"records": 1})(_Host)
+        session = self._session()
+        for key in [k for k in _IDLE_HOSTS if k != session]:  # (an earlier Ray's: gone)
+            del _IDLE_HOSTS[key]
+        idle = _IDLE_HOSTS.setdefault(session, [])
+        pings = {}
         for host, members in groups.items():
             if not members:
                 continue
-            # spread over the nodes; no CPU reservation, so hosts can outnumber cores
-            self.hosts[host] = remote.options(
-                name=None, num_cpus=0, max_restarts=0, scheduling_strategy="SPREAD").remote(
-                [(m.cls, m.name, m.kwargs) for m in members])
+            actors = [(m.cls, m.name, m.kwargs) for m in members]
+            if idle:  # a kept host takes the actors (its answer is `ping`'s)
+                self.hosts[host] = idle.pop()
+                pings[host] = self.hosts[host].rebuild.remote(actors)
+            else:
+                # spread over the nodes; no CPU reservation, so hosts can outnumber cores
+                self.hosts[host] = remote.options(
+                    name=None, num_cpus=0, max_restarts=0,
+                    scheduling_strategy="SPREAD").remote(actors)
+                pings[host] = self.hosts[host].ping.remote()
             self.host_of |= {m.name: host for m in members}
-        pings = {host: h.ping.remote() for host, h in self.hosts.items()}
         nodes = self._wait_all(pings, -1, "start", timeout)
         here = self.ray.get_runtime_context().get_node_id()
         self.writes_records = all(node == here for _, node in nodes)
@@ -532,10 +553,36 @@ class RayBackend:
         self.ray.kill(self.hosts[self.host_of[name]], no_restart=True)
 
     def shutdown(self) -> None:
-        for handle in self.hosts.values():
-            self.ray.kill(handle, no_restart=True)
+        """Empty the hosts and keep them for the next run (`_IDLE_HOSTS`); kill those that
+        do not answer within RELEASE_TIMEOUT_S, or that failed to empty."""
+        handles = list(self.hosts.values())
         self.hosts.clear()
         self.host_of.clear()
+        if not handles:
+            return
+        released = {handle.release.remote(): handle for handle in handles}
+        done, _ = self.ray.wait(list(released), num_returns=len(released),
+                                timeout=RELEASE_TIMEOUT_S)
+        idle = _IDLE_HOSTS.setdefault(self._session(), [])
+        most = max(1, int(self.ray.cluster_resources().get("CPU", 1)))
+        for ref, handle in released.items():
+            if ref in done and len(idle) < most and self._answered(ref):
+                idle.append(handle)
+            else:
+                self.ray.kill(handle, no_restart=True)
+
+    def _answered(self, ref: object) -> bool:
+        """Whether a host call finished without an error."""
+        try:
+            self.ray.get(ref)
+        except Exception:  # (a dead host, or a write of its that failed: not kept)
+            return False
+        return True
+
+    def _session(self) -> str:
+        """This driver's Ray session: hosts kept in one are no use in another."""
+        context = self.ray.get_runtime_context()
+        return f"{context.gcs_address}/{context.get_job_id()}"
 
     def _members(self, host: str) -> list[str]:
         return sorted(n for n, h in self.host_of.items() if h == host)
@@ -644,6 +691,22 @@ class _Host:
         self.actors = {name: cls(name, **kwargs) for cls, name, kwargs in members}
         self.made: dict[Key, PhaseOutput] = {}  # outputs of the last steps run here
         self._writer: Writer | None = None  # writes records (write_records), when asked
+
+    def rebuild(self, members: list[tuple[type, str, dict]]) -> tuple[list[str], str]:
+        """A kept host (RayBackend.shutdown) takes a new run's actors; returns `ping`'s
+        answer."""
+        self.__init__(members)
+        return self.ping()
+
+    def release(self) -> None:
+        """Drop the actors and what they made, once every write is done (re-raising a
+        failed one), before the host is kept for another run."""
+        import gc
+
+        if self._writer is not None:
+            self._writer.close()
+        self.actors, self.made, self._writer = {}, {}, None
+        gc.collect()  # (their arrays in cycles too, for the next run to reuse)
 
     def ping(self) -> tuple[list[str], str]:
         """The actors' names, and the node this host runs on."""
