@@ -40,8 +40,9 @@ ONE_HOST_PER_CPU = 30_000
 # session (the key): a host process new in every run pays for touching its memory the
 # first time. At 10,000 households on the 2-core VM, in turns in one process, a new host
 # took 35,000-44,000 page faults and 0.3-1.1 s of system time a run against a warm
-# process's 1,000-7,000 and 0.05-0.2 s, and Ray / local was 1.76 with new hosts against
-# 1.13 with kept ones (2026-12-03, six turns). At most one per CPU is kept.
+# process's 1,000-7,000 and 0.05-0.2 s, and Ray / local was 1.76-1.81 with new hosts
+# against 1.13-1.36 with kept ones (2026-12-03, two sets of six and seven turns). At most
+# one per CPU, and one more, are kept.
 _IDLE_HOSTS: dict[str, list[object]] = {}
 # seconds a host has to empty itself at shutdown; one that is still in a call (a hang
 # that timed out) or dead is killed instead
@@ -564,7 +565,8 @@ class RayBackend:
         done, _ = self.ray.wait(list(released), num_returns=len(released),
                                 timeout=RELEASE_TIMEOUT_S)
         idle = _IDLE_HOSTS.setdefault(self._session(), [])
-        most = max(1, int(self.ray.cluster_resources().get("CPU", 1)))
+        # (as many as a run starts: one per CPU, and one for the other actors)
+        most = max(1, int(self.ray.cluster_resources().get("CPU", 1))) + 1
         for ref, handle in released.items():
             if ref in done and len(idle) < most and self._answered(ref):
                 idle.append(handle)
@@ -701,12 +703,10 @@ class _Host:
     def release(self) -> None:
         """Drop the actors and what they made, once every write is done (re-raising a
         failed one), before the host is kept for another run."""
-        import gc
-
         if self._writer is not None:
             self._writer.close()
+        # (no gc.collect: a full collection took 0.24 s in a host, over its modules)
         self.actors, self.made, self._writer = {}, {}, None
-        gc.collect()  # (their arrays in cycles too, for the next run to reuse)
 
     def ping(self) -> tuple[list[str], str]:
         """The actors' names, and the node this host runs on."""

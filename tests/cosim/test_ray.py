@@ -98,6 +98,39 @@ class _CountingRay(RayBackend):
         return super().run(plan, outputs, timeout, wall, fetched)
 
 
+class _NotingRay(RayBackend):
+    """The Ray backend, noting its hosts' actor ids."""
+
+    def start(self, *args, **kwargs):
+        super().start(*args, **kwargs)
+        self.ids = sorted(handle._actor_id.hex() for handle in self.hosts.values())
+
+
+def test_a_second_run_takes_the_first_runs_hosts_and_gives_its_records(
+        ray_cluster, small_config, tmp_path):
+    """A run's hosts are emptied and kept when it closes; the next run in this process
+    takes them (their actors built anew) and records what the first did."""
+    import ray
+
+    scenario = _scenario(small_config)
+    first, second = _NotingRay(), _NotingRay()
+    Simulation(scenario, first, tmp_path / "first").run(progress=False)
+    Simulation(scenario, second, tmp_path / "second").run(progress=False)
+    assert second.ids == first.ids
+    _assert_same_records(_tables(tmp_path / "first"), _tables(tmp_path / "second"))
+    # a host that died is not kept: the next run starts a new one in its place
+    third = _NotingRay()
+    sim = Simulation(scenario, third, tmp_path / "third")
+    sim.reset()
+    dead = next(iter(third.hosts.values()))
+    ray.kill(dead, no_restart=True)
+    sim.close()
+    fourth = _NotingRay()
+    Simulation(scenario, fourth, tmp_path / "fourth").run(progress=False)
+    assert dead._actor_id.hex() not in fourth.ids
+    assert len(fourth.ids) == len(first.ids)
+
+
 def test_a_failure_inside_a_plan_of_several_steps_keeps_the_steps_before_it(
         ray_cluster, small_config, tmp_path):
     """`run` hands Ray the steps up to each checkpoint (every 4 here) as one plan, after a
