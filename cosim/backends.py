@@ -379,21 +379,29 @@ class RayBackend:
         for key in [k for k in _IDLE_HOSTS if k != session]:  # (an earlier Ray's: gone)
             del _IDLE_HOSTS[key]
         idle = _IDLE_HOSTS.setdefault(session, [])
-        pings = {}
+        actors = {host: [(m.cls, m.name, m.kwargs) for m in members]
+                  for host, members in groups.items() if members}
         for host, members in groups.items():
-            if not members:
-                continue
-            actors = [(m.cls, m.name, m.kwargs) for m in members]
-            if idle:  # a kept host takes the actors (its answer is `ping`'s)
-                self.hosts[host] = idle.pop()
-                pings[host] = self.hosts[host].rebuild.remote(actors)
-            else:
-                # spread over the nodes; no CPU reservation, so hosts can outnumber cores
-                self.hosts[host] = remote.options(
-                    name=None, num_cpus=0, max_restarts=0,
-                    scheduling_strategy="SPREAD").remote(actors)
-                pings[host] = self.hosts[host].ping.remote()
             self.host_of |= {m.name: host for m in members}
+        kept = {}  # kept hosts take the actors first (their answer is `ping`'s)
+        for host in list(actors)[:len(idle)]:
+            self.hosts[host] = idle.pop()
+            kept[host] = self.hosts[host].rebuild.remote(actors[host])
+        ready = set(self.ray.wait(list(kept.values()), num_returns=len(kept),
+                                  timeout=timeout)[0]) if kept else set()
+        pings = {}
+        for host, members in actors.items():
+            ref = kept.get(host)
+            if ref is not None and ref in ready and self._answered(ref):
+                pings[host] = ref
+                continue
+            if ref is not None:  # a kept host that died since (its node lost, say)
+                self.ray.kill(self.hosts[host], no_restart=True)
+            # spread over the nodes; no CPU reservation, so hosts can outnumber cores
+            self.hosts[host] = remote.options(
+                name=None, num_cpus=0, max_restarts=0, scheduling_strategy="SPREAD").remote(
+                members)
+            pings[host] = self.hosts[host].ping.remote()
         nodes = self._wait_all(pings, -1, "start", timeout)
         here = self.ray.get_runtime_context().get_node_id()
         self.writes_records = all(node == here for _, node in nodes)

@@ -7,7 +7,9 @@ flow every 15-minute step, 96 steps. Household sizes are scaled by 1,000/N so ev
 loads the feeder alike. Contenders, all on the same households and the same library code
 (`agents.households`, `markets.double_auction`, `grid`):
 
-- **ours**: `cosim.Simulation` on the local backend, writing every record (and on Ray);
+- **ours**: `cosim.Simulation` on the local backend, writing every record (and on Ray,
+  whose runs take the hosts the last run closed: warm processes, as the local backend's
+  is from the second repeat on);
 - **limit**: the pure compute of the same steps in one process without the engine: all
   households as one batch (device step, rule, orders, cover), one clearing call for every
   market, the power flow at batch 1 warm-started from the last step, and the same record
@@ -411,7 +413,9 @@ def markdown(result: Result, args: argparse.Namespace) -> str:
         "(groups of microgrids) of the array layout, the fastest of "
         "the candidates by a short calibration run (with every record: its own run, "
         "writing). Set-up (actor start, mosaik world and "
-        "connections) is in its own column.",
+        "connections) is in its own column. On Ray, a run takes the hosts the last one "
+        "closed (as a user's next run in the same process does), so from the second "
+        "repeat on its set-up is building the actors in them.",
         "",
         "| households | ours /s | limit /s | ours / limit | mosaik per household /s "
         "| mosaik array, OpenDSS /s | mosaik array, our power flow /s "

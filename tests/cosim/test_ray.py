@@ -129,6 +129,15 @@ def test_a_second_run_takes_the_first_runs_hosts_and_gives_its_records(
     Simulation(scenario, fourth, tmp_path / "fourth").run(progress=False)
     assert dead._actor_id.hex() not in fourth.ids
     assert len(fourth.ids) == len(first.ids)
+    # nor is one that died while kept: the next run replaces it and records the same
+    from cosim.backends import _IDLE_HOSTS
+
+    gone = next(h for hosts in _IDLE_HOSTS.values() for h in hosts)
+    ray.kill(gone, no_restart=True)
+    fifth = _NotingRay()
+    Simulation(scenario, fifth, tmp_path / "fifth").run(progress=False)
+    assert gone._actor_id.hex() not in fifth.ids and len(fifth.ids) == len(first.ids)
+    _assert_same_records(_tables(tmp_path / "first"), _tables(tmp_path / "fifth"))
 
 
 def test_a_failure_inside_a_plan_of_several_steps_keeps_the_steps_before_it(
