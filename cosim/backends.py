@@ -36,20 +36,21 @@ if TYPE_CHECKING:  # Ray workers import this module: keep it light
 
 
 ONE_HOST_PER_CPU = 30_000
+"""On one machine, up to this many households per CPU run in a single Ray host (the
+shards `shard_size = "auto"` makes for one CPU each hold at least as many,
+cosim.config.AUTO_MIN_SHARD, unless capped for records)."""
+
 # Hosts of finished runs, emptied and kept for this driver's next run in the same Ray
 # session (the key): a host process new in every run pays for touching its memory the
 # first time. At 10,000 households on the 2-core VM, in turns in one process, a new host
 # took 35,000-44,000 page faults and 0.3-1.1 s of system time a run against a warm
-# process's 1,000-7,000 and 0.05-0.2 s, and Ray / local was 1.76-1.81 with new hosts
+# process's 1,000-7,000 and 0.05-0.23 s, and Ray / local was 1.76-1.81 with new hosts
 # against 1.13-1.36 with kept ones (2026-12-03, two sets of six and seven turns). At most
 # one per CPU, and one more, are kept.
 _IDLE_HOSTS: dict[str, list[object]] = {}
 # seconds a host has to empty itself at shutdown; one that is still in a call (a hang
 # that timed out) or dead is killed instead
 RELEASE_TIMEOUT_S = 1.0
-"""On one machine, up to this many households per CPU run in a single Ray host (the
-shards `shard_size = "auto"` makes for one CPU each hold at least as many,
-cosim.config.AUTO_MIN_SHARD, unless capped for records)."""
 
 
 class PhaseError(RuntimeError):
