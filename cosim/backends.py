@@ -380,10 +380,11 @@ class RayBackend:
         for key in [k for k in _IDLE_HOSTS if k != session]:  # (an earlier Ray's: gone)
             del _IDLE_HOSTS[key]
         idle = _IDLE_HOSTS.setdefault(session, [])
-        actors = {host: [(m.cls, m.name, m.kwargs) for m in members]
-                  for host, members in groups.items() if members}
+        actors = {}  # host -> its actors, as _Host takes them
         for host, members in groups.items():
-            self.host_of |= {m.name: host for m in members}
+            if members:
+                actors[host] = [(m.cls, m.name, m.kwargs) for m in members]
+                self.host_of |= {m.name: host for m in members}
         kept = {}  # kept hosts take the actors first (their answer is `ping`'s)
         for host in list(actors)[:len(idle)]:
             self.hosts[host] = idle.pop()
