@@ -50,6 +50,7 @@ from agents.households import Households, HouseholdSeries
 from agents.households.bill import energy_bill
 from agents.households.orders import cover, order
 from agents.policies.rule_based import self_consumption_reserve
+from cosim.config import usable_cpus
 from cosim.records import RunFolder, chunk
 from markets.double_auction import DoubleAuction
 from markets.mechanism import REJECTIONS, Orders, Outcome
@@ -278,8 +279,9 @@ class Records:
     """The records of a speed-aware user of the array layout: its in-process simulators share
     this buffer, and every `every` steps the finished steps' chunks go to one writer thread
     that encodes them to Parquet (`cosim.records.RunFolder.write`: the files ours writes)
-    while the steps go on. A household's chunk waits for its step's voltages. Not
-    `threaded` (the benchmark's limit), the writes happen in line."""
+    while the steps go on (the last flush a part per CPU at once, as ours). A household's
+    chunk waits for its step's voltages. Not `threaded` (the benchmark's limit), the writes
+    happen in line, one part after another."""
 
     def __init__(self, folder: Path, time: np.ndarray, steps: int, every: int,
                  threaded: bool = True) -> None:
@@ -319,8 +321,11 @@ class Records:
         if self._pool is None:
             self.folder.write(parts, self._first, last, self.time)
         else:
+            # the last flush, with no step beside it, writes a part per CPU at once, as
+            # ours' does
+            threads = usable_cpus() if last == self.steps - 1 else 1
             self._pending.append(self._pool.submit(self.folder.write, parts, self._first,
-                                                   last, self.time))
+                                                   last, self.time, threads))
         self._first = last + 1
 
     def close(self) -> None:
