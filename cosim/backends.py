@@ -323,6 +323,7 @@ class RayBackend:
         self.shard_hosts = shard_hosts
         self.hosts: dict[str, object] = {}  # host name -> Ray actor handle
         self.host_of: dict[str, str] = {}  # actor name -> host name
+        self.host_nodes: dict[str, str] = {}  # host name -> the Ray node it runs on
 
     def start(self, specs: Sequence[ActorSpec], households: int = 0,
               timeout: float = 300.0) -> None:
@@ -405,8 +406,9 @@ class RayBackend:
                 members)
             pings[host] = self.hosts[host].ping.remote()
         nodes = self._wait_all(pings, -1, "start", timeout)
+        self.host_nodes = {host: node for host, (_, node) in zip(pings, nodes)}
         here = self.ray.get_runtime_context().get_node_id()
-        self.writes_records = all(node == here for _, node in nodes)
+        self.writes_records = all(node == here for node in self.host_nodes.values())
 
     def run(self, plan: Plan, outputs: dict[Key, object], timeout: float,
             wall: dict[str, float], fetched: Collection[str] | None = None) -> None:
@@ -569,6 +571,7 @@ class RayBackend:
         handles = list(self.hosts.values())
         self.hosts.clear()
         self.host_of.clear()
+        self.host_nodes.clear()
         if not handles:
             return
         released = {handle.release.remote(): handle for handle in handles}

@@ -17,6 +17,7 @@ BENCHMARKS = (
            "module per agent"),
     ("gradmap", "GradMAP against SSL: wall time to the same target at 100 and 1,000 agents"),
     ("viz", "the viewer: time per rendered step at 100 and 1,000 households on IEEE 123"),
+    ("nodes", "one run on a two-node Ray cluster against the local backend: efficiency"),
     ("sweep", "cosim sweep: 1 to 8 variants, one after another, on Ray and on two nodes"),
     ("longrun", "a year of 15-minute steps for 1,000 households on IEEE 123: time and memory"),
 )
