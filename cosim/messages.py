@@ -116,16 +116,16 @@ class Message:
         return dataclasses.replace(self, **changes)
 
     def require(self, step: int, field: str, low: float, high: float, meaning: str) -> None:
-        """Check a per-household field against [low, high) for a receiver; the error names
-        the sender, the step and the first household out of range (messages that carry a
-        `household` column)."""
+        """Check a field against [low, high) for a receiver; the error names the sender,
+        the step and the first row out of range (by its household, in messages that carry
+        a `household` column)."""
         values = getattr(self, field)
         bad = (values < low) | (values >= high)
         if bad.any():
             k = int(np.flatnonzero(bad)[0])
+            row = f"household {self.household[k]}" if hasattr(self, "household") else f"row {k}"
             raise MessageError(f"{type(self).__name__} from {self.sender!r} at step {step}: "
-                               f"household {self.household[k]}: {meaning} {values[k]} "
-                               f"(allowed {low:g} to {high:g})")
+                               f"{row}: {meaning} {values[k]} (allowed {low:g} to {high:g})")
 
 
 @dataclass(frozen=True)
@@ -284,16 +284,16 @@ class MemberState(Message):
 
 @dataclass(frozen=True)
 class InjectionBatch(Message):
-    """One shard's net power per household at its grid connection, generation positive."""
+    """One shard's net power at each grid connection it has households at, summed over
+    them, generation positive: one row per connection, what the power flow takes."""
 
-    household: np.ndarray
     connection: np.ndarray  # index into the grid actor's connections
     p_kw: np.ndarray
     q_kvar: np.ndarray
 
     topic: ClassVar[str] = "injections"
-    ARRAYS: ClassVar = {"household": ("int64", False), "connection": ("int64", False),
-                        "p_kw": ("float64", True), "q_kvar": ("float64", True)}
+    ARRAYS: ClassVar = {"connection": ("int64", False), "p_kw": ("float64", True),
+                        "q_kvar": ("float64", True)}
 
 
 @dataclass(frozen=True)

@@ -287,7 +287,7 @@ def build(config: ScenarioConfig, profiles: ProfileData, feeder: Feeder | None =
                 telemetry_every=steps_per_day if leading and agg.count else 0)))
     g = config.grid
     specs.append(ActorSpec("grid", GridActor, dict(
-        seed=seed, feeder=g.feeder, connections=connections, n_households=n, copies=copies,
+        seed=seed, feeder=g.feeder, connections=connections, copies=copies,
         feeder_load_scale=g.feeder_load_scale, vmin_pu=g.vmin_pu, vmax_pu=g.vmax_pu, tol=g.tol,
         device=g.device, controls_load_scale=g.controls_load_scale, controls=g.controls,
         dt_s=run.dt_s, clock_s=float(clock["hour"][0]) * 3600.0)))

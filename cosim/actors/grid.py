@@ -33,7 +33,7 @@ class GridActor(Actor):
     PUBLISHES = {"physics": ("grid",)}
 
     def __init__(self, name: str, seed: int, feeder: str, connections: Sequence[str],
-                 n_households: int, feeder_load_scale: float = 0.0, vmin_pu: float = 0.95,
+                 feeder_load_scale: float = 0.0, vmin_pu: float = 0.95,
                  vmax_pu: float = 1.05, tol: float = 1e-9, device: str = "auto",
                  controls_load_scale: float = 1.0, controls: str = "frozen",
                  dt_s: float = 900.0, clock_s: float = 0.0, copies: int = 1) -> None:
@@ -55,7 +55,6 @@ class GridActor(Actor):
             raise ValueError("grid.controls = \"opendss\" keeps one set of taps; it cannot "
                              "run copies")
         self.dt_s, self.clock_s, self.copies = dt_s, clock_s, copies
-        self.n_households = n_households
         self.load_scale = feeder_load_scale
         # generation on daily shapes: a load_scale column per feeder load, else a scalar
         self.daily = DailyGeneration(self.feeder) if self.feeder.shaped else None
@@ -178,7 +177,6 @@ class GridActor(Actor):
     def _validate(self, step: int, batch: InjectionBatch) -> None:
         batch.require(step, "connection", 0, self.copies * self.pf.n_connections,
                       "unknown grid connection")
-        batch.require(step, "household", 0, self.n_households, "unknown household id")
 
     def state_dict(self) -> dict[str, object]:
         # the warm start is state: without it a resumed run would take other iterations

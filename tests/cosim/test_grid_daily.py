@@ -18,7 +18,7 @@ DT_S = 1800.0
 
 def _actor() -> GridActor:
     # loads at their base (OpenDSS: a flat daily shape), one idle household connection
-    return GridActor("grid", 0, str(DAILY), ["675.1"], 1, feeder_load_scale=1.0,
+    return GridActor("grid", 0, str(DAILY), ["675.1"], feeder_load_scale=1.0,
                      dt_s=DT_S, clock_s=0.0)
 
 

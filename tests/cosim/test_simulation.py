@@ -222,8 +222,8 @@ def test_bad_bids_are_rejected_with_a_reason_and_everyone_else_trades(small_conf
 
     monkeypatch.setattr(HouseholdShard, "dispatch", unknown_connection)
     with pytest.raises(PhaseError, match=r"step 0, phase physics: grid: .*InjectionBatch from "
-                                         r"'shard-0000' at step 0: household \d+: unknown "
-                                         r"grid connection"):
+                                         r"'shard-0000' at step 0: row 0: unknown grid "
+                                         r"connection \d+"):
         _run(small_config, tmp_path / "bus")
 
 
@@ -326,15 +326,15 @@ def test_message_validation():
         BidBatch(3, "shard-9", household=[0, 1, 2], market=[0, 0, 0],
                  quantity_kwh=[1.0, 2.0, 3.0], limit_price=[0.3, 0.3])
     with pytest.raises(MessageError, match="p_kw is not finite at row 1"):
-        InjectionBatch(0, "s", household=[0, 1], connection=[0, 0], p_kw=[1.0, np.inf],
+        InjectionBatch(0, "s", connection=[0, 1], p_kw=[1.0, np.inf],
                        q_kvar=[0.0, 0.0])
     # every payload is checked by one sum; one that overflows is checked field by field
-    InjectionBatch(0, "s", household=[0, 1], connection=[0, 0], p_kw=[1e308, 1e308],
+    InjectionBatch(0, "s", connection=[0, 1], p_kw=[1e308, 1e308],
                    q_kvar=[0.0, 0.0])
     with pytest.raises(MessageError, match="q_kvar is not finite at row 0"):
-        InjectionBatch(0, "s", household=[0, 1], connection=[0, 0], p_kw=[1e308, 1e308],
+        InjectionBatch(0, "s", connection=[0, 1], p_kw=[1e308, 1e308],
                        q_kvar=[-np.inf, 0.0])
-    batch = InjectionBatch(0, "s", household=[0, 1], connection=[0, 0], p_kw=[1.0, 2.0],
+    batch = InjectionBatch(0, "s", connection=[0, 1], p_kw=[1.0, 2.0],
                            q_kvar=[0.0, 0.0])
     table = batch.to_arrow()
     assert table.schema.equals(InjectionBatch.schema()) and table.num_rows == 2
