@@ -506,11 +506,8 @@ class RayBackend:
         """`call_all`, submitted now: every host runs it after what was submitted before
         and before what comes after (the next step), and the returned function, called
         on any thread, waits for the answer. The driver goes on meanwhile."""
-        by_host: dict[str, list[str]] = {}
-        for name in names:
-            by_host.setdefault(self.host_of[name], []).append(name)
         refs = {host: self.hosts[host].call.remote(method, members, *args)
-                for host, members in by_host.items()}
+                for host, members in self._by_host(names).items()}
 
         def answer() -> dict[str, object]:
             out: dict[str, object] = {}
@@ -527,9 +524,7 @@ class RayBackend:
         thread, waits until every part is on disk, or raises the writing's error.
         `threads`: parts written at once on this machine (the last flush, with no step
         beside it), shared among the hosts."""
-        by_host: dict[str, list[str]] = {}
-        for name in names:
-            by_host.setdefault(self.host_of[name], []).append(name)
+        by_host = self._by_host(names)
         each = max(1, threads // len(by_host)) if by_host else 1
         refs = {host: self.hosts[host].write_records.remote(members, folder, first, last,
                                                              time, each)
@@ -541,6 +536,33 @@ class RayBackend:
                 concurrency_group="records").remote() for host in refs},
                 -1, "write_records", 300.0)
         return written
+
+    def encoded_records_later(self, names: Sequence[str], first: int, last: int,
+                              time: object) -> Callable[[], dict[str, dict[str, object]]]:
+        """Each host hands its actors' records of steps first..last (`names`) to a thread
+        of its own that encodes them to Parquet beside its stepping (`encodes_records`:
+        hosts on other machines; encoded on the host's stepping thread, they held up its
+        next steps). The returned function, called on any thread, waits for them: actor
+        name -> table -> Parquet bytes."""
+        refs = {host: self.hosts[host].encode_records.remote(members, first, last, time)
+                for host, members in self._by_host(names).items()}
+
+        def encoded() -> dict[str, dict[str, object]]:
+            self._wait_all(refs, -1, "encode_records", 300.0)  # handed over
+            out: dict[str, dict[str, object]] = {}
+            for values in self._wait_all({host: self.hosts[host].records_encoded.options(
+                    concurrency_group="records").remote(first) for host in refs},
+                    -1, "encode_records", 300.0):
+                out |= values
+            return out
+        return encoded
+
+    def _by_host(self, names: Sequence[str]) -> dict[str, list[str]]:
+        """The actors `names`, host by host."""
+        by_host: dict[str, list[str]] = {}
+        for name in names:
+            by_host.setdefault(self.host_of[name], []).append(name)
+        return by_host
 
     def fetch(self, outputs: Sequence[object]) -> list[object]:
         outputs = self.detach(outputs)
@@ -705,7 +727,8 @@ class _Host:
     def __init__(self, members: list[tuple[type, str, dict]]) -> None:
         self.actors = {name: cls(name, **kwargs) for cls, name, kwargs in members}
         self.made: dict[Key, PhaseOutput] = {}  # outputs of the last steps run here
-        self._writer: Writer | None = None  # writes records (write_records), when asked
+        self._writer: Writer | None = None  # writes or encodes records, when asked
+        self._encoded: dict[int, dict] = {}  # first step -> encode_records' parts
 
     def rebuild(self, members: list[tuple[type, str, dict]]) -> tuple[list[str], str]:
         """A kept host (RayBackend.shutdown) takes a new run's actors; returns `ping`'s
@@ -719,7 +742,7 @@ class _Host:
         if self._writer is not None:
             self._writer.close()
         # (no gc.collect: a full collection took 0.24 s in a host, over its modules)
-        self.actors, self.made, self._writer = {}, {}, None
+        self.actors, self.made, self._writer, self._encoded = {}, {}, None, {}
 
     def ping(self) -> tuple[list[str], str]:
         """The actors' names, and the node this host runs on."""
@@ -740,6 +763,32 @@ class _Host:
         if self._writer is None:
             self._writer = Writer()
         self._writer.submit(RunFolder(folder).write, parts, first, last, time, threads)
+
+    def encode_records(self, names: list[str], first: int, last: int, time: object
+                       ) -> None:
+        """Hand the actors' records of steps first..last to this host's writer thread,
+        which encodes them to Parquet beside the steps (RayBackend.encoded_records_later);
+        `records_encoded(first)` hands them over."""
+        from cosim.records import Writer, encode_table
+
+        drained = {name: self.actors[name].drain_records(first, last, time, False)
+                   for name in names}
+
+        def encode() -> None:
+            self._encoded[first] = {
+                name: {table: data for table, chunks in tables.items()
+                       if (data := encode_table(chunks, first, last, time)) is not None}
+                for name, tables in drained.items()}
+        if self._writer is None:
+            self._writer = Writer()
+        self._writer.submit(encode)
+
+    def records_encoded(self, first: int) -> dict[str, dict[str, object]]:
+        """The records `encode_records` was handed for the steps from `first`, once
+        encoded (run in the "records" concurrency group: beside the steps); re-raise an
+        encoding's error."""
+        self._writer.wait()
+        return self._encoded.pop(first)
 
     def records_written(self) -> None:
         """Wait until every write handed over so far is done (run in the "records"

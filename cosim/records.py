@@ -348,9 +348,11 @@ class Recorder:
                 names, str(self.folder.path.resolve()), first, last, self.scenario.time,
                 threads)
             drained: Callable[[], dict] = dict
+        elif backend.encodes_records:  # (Ray hosts on other machines, beside their steps)
+            drained = backend.encoded_records_later(names, first, last, self.scenario.time)
         else:
             drained = backend.call_all_later(names, "drain_records", first, last,
-                                             self.scenario.time, backend.encodes_records)
+                                             self.scenario.time, False)
         parts: dict = {}
         rows = [r for r in self._system if r["step"] <= last]
         self._system = [r for r in self._system if r["step"] > last]
