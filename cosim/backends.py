@@ -376,6 +376,8 @@ class RayBackend:
             for k, members in enumerate(grouped.values()):
                 groups.setdefault(f"host-shards-{k % n_hosts}", []).extend(members)
         # the "records" group runs `records_written` on a thread of its own, beside steps
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
         remote = self.ray.remote(concurrency_groups={"records": 1})(_Host)
         session = self._session()
         for key in [k for k in _IDLE_HOSTS if k != session]:  # (an earlier Ray's: gone)
@@ -392,18 +394,30 @@ class RayBackend:
             kept[host] = self.hosts[host].rebuild.remote(actors[host])
         ready = set(self.ray.wait(list(kept.values()), num_returns=len(kept),
                                   timeout=timeout)[0]) if kept else set()
+        alive = {k: self._answered(ref) for k, ref in kept.items() if ref in ready}
+        # new hosts go to the nodes holding the fewest of this run's hosts so far (Ray's
+        # "SPREAD" is a preference: on the two-node test cluster it put all of a run's
+        # hosts on one node at times)
+        load = dict.fromkeys(sorted(n["NodeID"] for n in self.ray.nodes() if n["Alive"]
+                                    and n["Resources"].get("CPU", 0) > 0), 0) or {
+            self.ray.get_runtime_context().get_node_id(): 0}
+        for host in (k for k, ok in alive.items() if ok):
+            node = self.ray.get(kept[host])[1]
+            load[node] = load.get(node, 0) + 1
         pings = {}
         for host, members in actors.items():
             ref = kept.get(host)
-            if ref is not None and ref in ready and self._answered(ref):
+            if alive.get(host):
                 pings[host] = ref
                 continue
             if ref is not None:  # a kept host that died since (its node lost, say)
                 self.ray.kill(self.hosts[host], no_restart=True)
-            # spread over the nodes; no CPU reservation, so hosts can outnumber cores
+            node = min(load, key=load.get)
+            load[node] += 1
+            # no CPU reservation, so hosts can outnumber cores
             self.hosts[host] = remote.options(
-                name=None, num_cpus=0, max_restarts=0, scheduling_strategy="SPREAD").remote(
-                members)
+                name=None, num_cpus=0, max_restarts=0, scheduling_strategy=(
+                    NodeAffinitySchedulingStrategy(node, soft=True))).remote(members)
             pings[host] = self.hosts[host].ping.remote()
         nodes = self._wait_all(pings, -1, "start", timeout)
         self.host_nodes = {host: node for host, (_, node) in zip(pings, nodes)}
