@@ -395,9 +395,9 @@ class RayBackend:
         ready = set(self.ray.wait(list(kept.values()), num_returns=len(kept),
                                   timeout=timeout)[0]) if kept else set()
         alive = {k: self._answered(ref) for k, ref in kept.items() if ref in ready}
-        # new hosts go to the nodes holding the fewest of this run's hosts so far (Ray's
-        # "SPREAD" is a preference: on the two-node test cluster it put all of a run's
-        # hosts on one node at times)
+        # new hosts go to the nodes holding the fewest of this run's hosts so far, pinned
+        # there (Ray's "SPREAD", and a soft node affinity alike, are preferences: on the
+        # two-node test cluster they put all of a run's hosts on one node at times)
         load = dict.fromkeys(sorted(n["NodeID"] for n in self.ray.nodes() if n["Alive"]
                                     and n["Resources"].get("CPU", 0) > 0), 0) or {
             self.ray.get_runtime_context().get_node_id(): 0}
@@ -417,7 +417,7 @@ class RayBackend:
             # no CPU reservation, so hosts can outnumber cores
             self.hosts[host] = remote.options(
                 name=None, num_cpus=0, max_restarts=0, scheduling_strategy=(
-                    NodeAffinitySchedulingStrategy(node, soft=True))).remote(members)
+                    NodeAffinitySchedulingStrategy(node, soft=False))).remote(members)
             pings[host] = self.hosts[host].ping.remote()
         nodes = self._wait_all(pings, -1, "start", timeout)
         self.host_nodes = {host: node for host, (_, node) in zip(pings, nodes)}
