@@ -375,7 +375,8 @@ class RayBackend:
         else:
             for k, members in enumerate(grouped.values()):
                 groups.setdefault(f"host-shards-{k % n_hosts}", []).extend(members)
-        # the "records" group runs `records_written` on a thread of its own, beside steps
+        # the "records" group runs `records_written` and `records_encoded` on a thread of
+        # its own, beside steps
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         remote = self.ray.remote(concurrency_groups={"records": 1})(_Host)

@@ -1,9 +1,9 @@
 """Messages exchanged on the bus: frozen dataclasses with columnar numpy payloads.
 
-One message carries a whole shard or market (one row per household or market), never one
-Python object per household. Every message has (step, sender) and a class-level topic;
-payload arrays are validated on construction (one row per household or market, a column
-per entry for 2-D payloads such as forecasts and actions; equal row counts, right
+One message carries a whole shard or market (one row per household, market or grid
+connection), never one Python object per household. Every message has (step, sender)
+and a class-level topic; payload arrays are validated on construction (a row each, a
+column per entry for 2-D payloads such as forecasts and actions; equal row counts, right
 dtype, finite where a number is required) and each class has an Arrow schema for the
 optional messages table. Errors name the sender and the field.
 
