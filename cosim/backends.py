@@ -147,8 +147,6 @@ class LocalBackend:
     """
 
     name = "local"
-    encodes_records = False  # the driver's writer thread encodes, beside the stepping
-    writes_records = False  # (see RayBackend)
     WATCH_S = 0.25  # how often the watchdog (or the waiting driver) looks at the clock
 
     def __init__(self) -> None:
@@ -240,6 +238,14 @@ class LocalBackend:
         values = self.call_all(names, method, *args)
         return lambda: values
 
+    def records_later(self, names: Sequence[str], folder: str, first: int, last: int,
+                      time: object, threads: int = 1
+                      ) -> tuple[Callable[[], dict], Callable[[], None] | None]:
+        """The actors' records of steps first..last, as `RayBackend.records_later` gives
+        them: here their chunks as buffered, for the driver's writer thread to encode
+        beside the stepping, and nothing written elsewhere."""
+        return self.call_all_later(names, "drain_records", first, last, time, False), None
+
     def fetch(self, outputs: Sequence[object]) -> list[object]:
         return list(outputs)
 
@@ -306,8 +312,8 @@ class RayBackend:
     """
 
     name = "ray"
-    encodes_records = True  # where the records are encoded: set by `start`
-    # the hosts write their actors' records into the run folder themselves: set by `start`
+    encodes_records = True  # hosts off the driver's machine encode theirs: set by `start`
+    # every host writes its actors' records into the run folder itself: set by `start`
     writes_records = False
     # `Simulation.run` hands over several steps as one plan: each plan costs the driver's
     # round trips to the hosts (3-4 ms at 10,000 households on the 2-core VM, more than a
@@ -324,6 +330,7 @@ class RayBackend:
         self.hosts: dict[str, object] = {}  # host name -> Ray actor handle
         self.host_of: dict[str, str] = {}  # actor name -> host name
         self.host_nodes: dict[str, str] = {}  # host name -> the Ray node it runs on
+        self.here = ""  # the driver's node
 
     def start(self, specs: Sequence[ActorSpec], households: int = 0,
               timeout: float = 300.0) -> None:
@@ -422,8 +429,8 @@ class RayBackend:
             pings[host] = self.hosts[host].ping.remote()
         nodes = self._wait_all(pings, -1, "start", timeout)
         self.host_nodes = {host: node for host, (_, node) in zip(pings, nodes)}
-        here = self.ray.get_runtime_context().get_node_id()
-        self.writes_records = all(node == here for node in self.host_nodes.values())
+        self.here = self.ray.get_runtime_context().get_node_id()
+        self.writes_records = all(node == self.here for node in self.host_nodes.values())
 
     def run(self, plan: Plan, outputs: dict[Key, object], timeout: float,
             wall: dict[str, float], fetched: Collection[str] | None = None) -> None:
@@ -530,6 +537,30 @@ class RayBackend:
                 out |= values
             return out
         return answer
+
+    def records_later(self, names: Sequence[str], folder: str, first: int, last: int,
+                      time: object, threads: int = 1
+                      ) -> tuple[Callable[[], dict], Callable[[], None] | None]:
+        """The actors' records of steps first..last, asked for now: (the function that
+        gives those the driver writes, actor name -> table -> Parquet bytes or chunks;
+        the function that waits until the others are on disk, or None). Hosts on the
+        driver's machine write theirs into the run `folder` themselves (all of them with
+        `writes_records`); the others encode theirs beside their steps (with
+        `encodes_records`; one host alone hands its chunks to the driver's writer thread).
+        A host elsewhere no longer makes the hosts here send theirs: at 100,000
+        households on two nodes, the driver writing every host's parts took the run
+        18-30 s against 5-7 s on the local backend."""
+        here = [n for n in names if self.writes_records
+                or self.host_nodes.get(self.host_of[n]) == self.here]
+        elsewhere = [n for n in names if n not in set(here)]
+        written = (self.write_records_later(here, folder, first, last, time, threads)
+                   if here else None)
+        if not elsewhere:
+            return dict, written
+        if self.encodes_records:
+            return self.encoded_records_later(elsewhere, first, last, time), written
+        return self.call_all_later(elsewhere, "drain_records", first, last, time,
+                                   False), written
 
     def write_records_later(self, names: Sequence[str], folder: str, first: int, last: int,
                             time: object, threads: int = 1) -> Callable[[], None]:

@@ -13,8 +13,8 @@
 
 Actors buffer their rows; at each checkpoint a writer thread encodes them to Parquet and
 writes them beside the next steps: the driver's (local backend), each Ray host's own on
-the driver's machine (RayBackend.writes_records), or, for hosts on other machines, the
-driver's after the hosts encoded theirs where they live. Tables are flushed together
+the driver's machine, or, for hosts on other machines, the driver's after the hosts
+encoded theirs where they live (`records_later`). Tables are flushed together
 with each checkpoint, and the checkpoint is written after them, so after a crash the
 folder holds every step up to the checkpoint (and perhaps parts beyond it, which a resume
 removes); a resume continues from there. Files sort into a deterministic row order: by
@@ -339,20 +339,11 @@ class Recorder:
         t = time.perf_counter()
         # asked now, answered on the writer thread: on Ray the driver goes on stepping
         # while the hosts hand over their records (the hosts do it before the next step),
-        # or write them themselves (`writes_records`; `hosts_written` waits for that)
-        hosts_written = None
+        # or write them themselves (`hosts_written` waits for that)
         threads = usable_cpus() if final else 1  # parts written at once
-        if backend.writes_records:
-            # (absolute: a host process's working directory need not be ours)
-            hosts_written = backend.write_records_later(
-                names, str(self.folder.path.resolve()), first, last, self.scenario.time,
-                threads)
-            drained: Callable[[], dict] = dict
-        elif backend.encodes_records:  # (Ray hosts on other machines, beside their steps)
-            drained = backend.encoded_records_later(names, first, last, self.scenario.time)
-        else:
-            drained = backend.call_all_later(names, "drain_records", first, last,
-                                             self.scenario.time, False)
+        # (absolute: a host process's working directory need not be ours)
+        drained, hosts_written = backend.records_later(
+            names, str(self.folder.path.resolve()), first, last, self.scenario.time, threads)
         parts: dict = {}
         rows = [r for r in self._system if r["step"] <= last]
         self._system = [r for r in self._system if r["step"] > last]

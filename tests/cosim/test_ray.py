@@ -29,7 +29,7 @@ class _WritingRay(RayBackend):
 
 
 @pytest.mark.parametrize("backend", [RayBackend, _WritingRay],
-                         ids=["driver-writes", "hosts-write"])
+                         ids=["by-node", "hosts-write"])
 def test_ray_records_equal_local_records_on_two_nodes(ray_cluster, small_config, tmp_path,
                                                       backend, monkeypatch):
     import ray
@@ -67,7 +67,7 @@ def test_market_designs_give_the_same_records_on_ray(ray_cluster, design, tmp_pa
 
 
 @pytest.mark.parametrize("backend", [RayBackend, _WritingRay],
-                         ids=["driver-writes", "hosts-write"])
+                         ids=["by-node", "hosts-write"])
 def test_killed_actor_then_resume_equals_uninterrupted_run(ray_cluster, bank_config,
                                                            tmp_path, backend):
     # the policy bank acts on each household's own voltage of the step before: a resume
