@@ -244,7 +244,7 @@ class LocalBackend:
         """The actors' records of steps first..last, as `RayBackend.records_later` gives
         them: here their chunks as buffered, for the driver's writer thread to encode
         beside the stepping, and nothing written elsewhere."""
-        return self.call_all_later(names, "drain_records", first, last, time, False), None
+        return self.call_all_later(names, "drain_records"), None
 
     def fetch(self, outputs: Sequence[object]) -> list[object]:
         return list(outputs)
@@ -402,20 +402,21 @@ class RayBackend:
             kept[host] = self.hosts[host].rebuild.remote(actors[host])
         ready = set(self.ray.wait(list(kept.values()), num_returns=len(kept),
                                   timeout=timeout)[0]) if kept else set()
-        alive = {k: self._answered(ref) for k, ref in kept.items() if ref in ready}
+        # kept hosts that took their actors -> their node
+        kept_on = {host: self.ray.get(ref)[1] for host, ref in kept.items()
+                   if ref in ready and self._answered(ref)}
         # new hosts go to the nodes holding the fewest of this run's hosts so far, pinned
         # there (Ray's "SPREAD", and a soft node affinity alike, are preferences: on the
         # two-node test cluster they put all of a run's hosts on one node at times)
         load = dict.fromkeys(sorted(n["NodeID"] for n in self.ray.nodes() if n["Alive"]
                                     and n["Resources"].get("CPU", 0) > 0), 0) or {
             self.ray.get_runtime_context().get_node_id(): 0}
-        for host in (k for k, ok in alive.items() if ok):
-            node = self.ray.get(kept[host])[1]
+        for node in kept_on.values():
             load[node] = load.get(node, 0) + 1
         pings = {}
         for host, members in actors.items():
             ref = kept.get(host)
-            if alive.get(host):
+            if host in kept_on:
                 pings[host] = ref
                 continue
             if ref is not None:  # a kept host that died since (its node lost, say)
@@ -560,8 +561,7 @@ class RayBackend:
             return dict, written
         if self.encodes_records:
             return self.encoded_records_later(elsewhere, first, last, time), written
-        return self.call_all_later(elsewhere, "drain_records", first, last, time,
-                                   False), written
+        return self.call_all_later(elsewhere, "drain_records"), written
 
     def write_records_later(self, names: Sequence[str], folder: str, first: int, last: int,
                             time: object, threads: int = 1) -> Callable[[], None]:
@@ -806,7 +806,7 @@ class _Host:
         from cosim.records import RunFolder, Writer
 
         parts = {(table, name): chunks for name in names for table, chunks in
-                 self.actors[name].drain_records(first, last, time, False).items()}
+                 self.actors[name].drain_records().items()}
         if self._writer is None:
             self._writer = Writer()
         self._writer.submit(RunFolder(folder).write, parts, first, last, time, threads)
@@ -818,8 +818,7 @@ class _Host:
         `records_encoded(first)` hands them over."""
         from cosim.records import Writer, encode_table
 
-        drained = {name: self.actors[name].drain_records(first, last, time, False)
-                   for name in names}
+        drained = {name: self.actors[name].drain_records() for name in names}
 
         def encode() -> None:
             self._encoded[first] = {

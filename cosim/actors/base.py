@@ -17,7 +17,7 @@ from typing import ClassVar
 import numpy as np
 
 from cosim.messages import Message
-from cosim.records import chunk, encode_table
+from cosim.records import Chunks, chunk
 
 # signal: prices and exogenous data; observe: households take in this step's signals and
 # last step's grid state; decide: policies bid; clear: local markets; dispatch: setpoints,
@@ -72,17 +72,11 @@ class Actor:
         if self.recording:
             self._records[table].append(chunk(**columns))
 
-    def drain_records(self, first: int, last: int, time: np.ndarray,
-                      encode: bool = True) -> dict[str, object]:
-        """Rows buffered since the last drain, per records table: Parquet-encoded steps
-        first..last (see cosim.records), or the chunks as buffered when the caller
-        encodes (on the driver's writer thread: nothing is copied here)."""
-        out: dict[str, object] = {}
-        for table, chunks in self._records.items():
-            if chunks:
-                data = encode_table(chunks, first, last, time) if encode else chunks
-                if data is not None:
-                    out[table] = data
+    def drain_records(self) -> dict[str, Chunks]:
+        """Rows buffered since the last drain, per records table, as buffered: the caller
+        encodes them (cosim.records), on a writer thread beside the steps; nothing is
+        copied here."""
+        out = {table: chunks for table, chunks in self._records.items() if chunks}
         self._records.clear()
         return out
 

@@ -31,7 +31,6 @@ import argparse
 import gc
 import statistics
 import tempfile
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -39,9 +38,8 @@ import torch
 
 from cosim.backends import LocalBackend, RayBackend
 from cosim.records import RunFolder
-from cosim.simulation import Simulation
 from experiments.bench.common import add_output_arguments, machine_info, save
-from experiments.bench.engine import STEPS, scenario_for
+from experiments.bench.engine import STEPS, _ours, scenario_for
 
 MARK, END = "<!-- bench:nodes -->", "<!-- /bench:nodes -->"
 CONTENDERS = ("local", "nodes")
@@ -84,12 +82,10 @@ class _Placed(RayBackend):
 
 
 def _stepping(scenario: object, backend: object, folder: Path) -> float:
-    """Seconds of one run after its set-up (actor start)."""
+    """Seconds of one run after its set-up (actor start), after a garbage collection (so
+    that no run pays for the last one's garbage)."""
     gc.collect()
-    sim = Simulation(scenario, backend, folder)
-    start = time.perf_counter()
-    sim.run(progress=False)
-    return time.perf_counter() - start - sim.wall["start_actors"]
+    return _ours(scenario, backend, folder)[1]
 
 
 def differing_tables(a: Path, b: Path) -> list[str]:

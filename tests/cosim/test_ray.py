@@ -140,6 +140,35 @@ def test_a_second_run_takes_the_first_runs_hosts_and_gives_its_records(
     _assert_same_records(_tables(tmp_path / "first"), _tables(tmp_path / "fifth"))
 
 
+class _PlacedRay(RayBackend):
+    """The Ray backend, noting on which node each host ran."""
+
+    def start(self, *args, **kwargs):
+        super().start(*args, **kwargs)
+        self.placed = dict(self.host_nodes)
+
+
+def test_new_hosts_go_one_to_each_node(ray_cluster, small_config, tmp_path):
+    """With no kept hosts, a run's two hosts (the shards', the other actors') start one on
+    each node (Ray's "SPREAD" put them on one node at times), and record what the local
+    backend does."""
+    import ray
+
+    from cosim.backends import _IDLE_HOSTS
+
+    for hosts in _IDLE_HOSTS.values():  # (earlier tests' hosts, wherever they are)
+        while hosts:
+            ray.kill(hosts.pop(), no_restart=True)
+    scenario = _scenario(small(households={"shard_size": 60}))
+    backend = _PlacedRay()
+    Simulation(scenario, backend, tmp_path / "ray").run(progress=False)
+    Simulation(scenario, LocalBackend(), tmp_path / "local").run(progress=False)
+    assert len(backend.placed) == 2
+    assert len(set(backend.placed.values())) == 2
+    assert set(backend.placed.values()) == {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    _assert_same_records(_tables(tmp_path / "local"), _tables(tmp_path / "ray"))
+
+
 def test_a_failure_inside_a_plan_of_several_steps_keeps_the_steps_before_it(
         ray_cluster, small_config, tmp_path):
     """`run` hands Ray the steps up to each checkpoint (every 4 here) as one plan, after a

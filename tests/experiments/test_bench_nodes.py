@@ -19,7 +19,7 @@ def test_a_small_run_on_two_nodes_gives_the_local_records(ray_cluster) -> None:
     assert row.records_equal and row.differing == []
     assert len(row.seconds["local"]) == len(row.seconds["nodes"]) == 1
     assert all(s > 0 for c in nodes.CONTENDERS for s in row.seconds[c])
-    # one shard host and one for the services, spread over the two nodes
+    # one shard host and one for the services (where: tests/cosim/test_ray.py)
     assert row.shards == 1 and sum(row.hosts_per_node) == 2
     table = nodes.markdown(result, argparse.Namespace(threads=None))
     assert table.startswith(nodes.MARK) and "| 40 | 1 |" in table and "| yes |" in table
